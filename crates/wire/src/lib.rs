@@ -1,1 +1,6 @@
-//! placeholder
+//! Wire types shared by the server, the agent and the client: the socket.io agent
+//! protocol, the REST JSON bodies and the normalized results model.
+//!
+//! Everything here is plain data with serde derives; no IO.
+
+pub mod results;

@@ -1,0 +1,1 @@
+//! The normalized results model (see docs/results-model.md).
