@@ -1,0 +1,474 @@
+//! The job file: its grammar (TOML, or the same structure as JSON), defaults
+//! and validation.
+//!
+//! Errors name the line, column and field (`task[0].steps[1].timeout`) so a
+//! user can fix a job file without guessing; a job that fails here is never
+//! queued.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::labels::Requirements;
+use crate::state::StepStage;
+use crate::time_fmt::{UnixMillis, parse_rfc3339_millis};
+
+/// A validated job file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub name: String,
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub source: Option<SourceSpec>,
+    #[serde(default)]
+    pub integration: Option<IntegrationSpec>,
+    /// Environment variables set for every step of every task.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(rename = "task", deserialize_with = "non_empty")]
+    pub tasks: Vec<TaskSpec>,
+}
+
+fn default_queue() -> String {
+    "default".to_owned()
+}
+
+/// Where the agent checks the code out from (`git` stage).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// A URL or a local path that the git CLI can clone.
+    pub repo: String,
+    /// A commit, branch or tag; `HEAD` when not given.
+    #[serde(default = "default_rev")]
+    pub rev: String,
+}
+
+fn default_rev() -> String {
+    "HEAD".to_owned()
+}
+
+/// The seed-000 integration a job belongs to; copied into work items and
+/// results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrationSpec {
+    #[serde(deserialize_with = "string_or_number")]
+    pub id: String,
+    #[serde(default)]
+    pub timestamp: Option<Timestamp>,
+    #[serde(default)]
+    pub branch: Option<String>,
+    #[serde(default)]
+    pub sha: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub data: Vec<IntegrationChange>,
+}
+
+/// One change in an integration (`integrationData` of the Qt work item).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntegrationChange {
+    #[serde(default)]
+    pub subject: String,
+    #[serde(default)]
+    pub sha: String,
+    #[serde(default)]
+    pub url: String,
+}
+
+/// One task: steps run in order on one agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    pub name: String,
+    #[serde(default)]
+    pub requires: Requirements,
+    /// Run once on every agent that matches `requires`.
+    #[serde(default)]
+    pub each_agent: bool,
+    /// Overrides the job's priority for this task.
+    #[serde(default)]
+    pub priority: Option<i32>,
+    #[serde(deserialize_with = "non_empty")]
+    pub steps: Vec<StepSpec>,
+    #[serde(default)]
+    pub results: Vec<ResultSpec>,
+    #[serde(default)]
+    pub artifacts: ArtifactSpec,
+    #[serde(default)]
+    pub retries: RetrySpec,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// One command of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    pub stage: StepStage,
+    pub run: String,
+    #[serde(default = "default_step_timeout")]
+    pub timeout: DurationSpec,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+fn default_step_timeout() -> DurationSpec {
+    DurationSpec(Duration::from_secs(30 * 60))
+}
+
+/// A result file (glob relative to the checkout) and its format; the format
+/// is detected from content when not given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultSpec {
+    pub path: String,
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// Globs of files to keep after a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactSpec {
+    #[serde(default)]
+    pub always: Vec<String>,
+    #[serde(default)]
+    pub on_failure: Vec<String>,
+}
+
+/// Separate budgets for test failures and infrastructure failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    #[serde(default)]
+    pub tests: u32,
+    #[serde(default = "default_infra_retries")]
+    pub infra: u32,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        RetrySpec { tests: 0, infra: default_infra_retries() }
+    }
+}
+
+fn default_infra_retries() -> u32 {
+    2
+}
+
+/// A duration written as humans do: `90s`, `10m`, `1h 30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationSpec(pub Duration);
+
+impl Serialize for DurationSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match humantime::parse_duration(text.trim()) {
+            Ok(v) if v.is_zero() => Err(serde::de::Error::custom("a timeout must be longer than zero")),
+            Ok(v) => Ok(DurationSpec(v)),
+            Err(e) => Err(serde::de::Error::custom(format!(
+                "`{text}` is not a duration ({e}); write it like \"90s\", \"10m\" or \"1h 30m\""
+            ))),
+        }
+    }
+}
+
+/// An RFC 3339 timestamp, kept as milliseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp(pub UnixMillis);
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::time_fmt::format_millis(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Toml(toml::value::Datetime),
+        }
+        let text = match Raw::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected an RFC 3339 timestamp such as \"2023-02-10T13:11:13Z\""))?
+        {
+            Raw::Text(t) => t,
+            Raw::Toml(dt) => dt.to_string(),
+        };
+        parse_rfc3339_millis(&text).map(Timestamp).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not an RFC 3339 timestamp such as \"2023-02-10T13:11:13Z\""
+            ))
+        })
+    }
+}
+
+fn non_empty<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    let v = Vec::<T>::deserialize(d)?;
+    if v.is_empty() {
+        return Err(serde::de::Error::custom("must list at least one entry"));
+    }
+    Ok(v)
+}
+
+fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Number(i64),
+    }
+    match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("expected a string or an integer"))? {
+        Raw::Text(t) if t.trim().is_empty() => Err(serde::de::Error::custom("must not be empty")),
+        Raw::Text(t) => Ok(t),
+        Raw::Number(n) => Ok(n.to_string()),
+    }
+}
+
+/// Why a job file was refused: where, which field, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct JobSpecError {
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// The field's path, such as `task[0].steps[1].timeout`.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for JobSpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}")?;
+            if let Some(col) = self.column {
+                write!(f, ", column {col}")?;
+            }
+            f.write_str(": ")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, "field `{field}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let before = &src.as_bytes()[..offset.min(src.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let col = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+    (line, col)
+}
+
+fn field_path(path: &serde_path_to_error::Path) -> Option<String> {
+    let text = path.to_string();
+    // serde_path_to_error writes sequence indices as `.0`; show them as `[0]`.
+    let mut out = String::new();
+    for seg in text.split('.') {
+        if seg == "?" {
+            continue;
+        }
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+impl JobSpec {
+    /// Parses and validates a TOML job file.
+    pub fn from_toml(src: &str) -> Result<JobSpec, JobSpecError> {
+        let de = toml::Deserializer::parse(src).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(src, s.start)).unzip();
+            JobSpecError { line, column, field: None, message: e.message().trim().to_owned() }
+        })?;
+        let spec: JobSpec = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = field_path(e.path());
+            let inner = e.into_inner();
+            let (line, column) = inner.span().map(|s| line_col(src, s.start)).unzip();
+            JobSpecError { line, column, field, message: inner.message().trim().to_owned() }
+        })?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Parses and validates the JSON form of a job file.
+    pub fn from_json(src: &str) -> Result<JobSpec, JobSpecError> {
+        let mut de = serde_json::Deserializer::from_str(src);
+        let spec: JobSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let field = field_path(e.path());
+            let inner = e.into_inner();
+            let message = strip_json_position(&inner.to_string());
+            JobSpecError { line: Some(inner.line()), column: Some(inner.column()), field, message }
+        })?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Rules that span several fields.
+    fn validate(&self) -> Result<(), JobSpecError> {
+        let err = |field: String, message: String| JobSpecError { line: None, column: None, field: Some(field), message };
+        if self.name.trim().is_empty() {
+            return Err(err("name".into(), "must not be empty".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, task) in self.tasks.iter().enumerate() {
+            if task.name.trim().is_empty() {
+                return Err(err(format!("task[{i}].name"), "must not be empty".into()));
+            }
+            if !seen.insert(task.name.as_str()) {
+                return Err(err(
+                    format!("task[{i}].name"),
+                    format!("task name `{}` is used twice; task names must be unique in a job", task.name),
+                ));
+            }
+            for (j, step) in task.steps.iter().enumerate() {
+                if step.run.trim().is_empty() {
+                    return Err(err(format!("task[{i}].steps[{j}].run"), "must not be empty".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The priority a task runs at: its own, else the job's.
+    pub fn task_priority(&self, task: &TaskSpec) -> i32 {
+        task.priority.unwrap_or(self.priority)
+    }
+}
+
+fn strip_json_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "qtbase-integration-189470895"
+queue = "benchmarks"
+[source]
+repo = "https://example.org/qtbase.git"
+rev = "69609f0b3575c571fff4564f6f16cbca9c7d81f6"
+[integration]
+id = "189470895"
+timestamp = "2023-02-10T13:11:13Z"
+branch = "dev"
+[[task]]
+name = "corelib-benchmarks"
+requires = { pool = "benchmark" }
+each_agent = true
+steps = [
+  { stage = "configure", run = "cmake -S . -B build -G Ninja", timeout = "10m" },
+  { stage = "build", run = "cmake --build build", timeout = "30m" },
+  { stage = "test", run = "build/tst_bench_qstring -o results/qstring.xml,xml", timeout = "15m" },
+]
+results = [{ path = "results/*.xml", format = "qtest-xml" }]
+artifacts = { always = ["results/**"], on_failure = ["**/core*"] }
+retries = { tests = 2, infra = 3 }
+"#;
+
+    #[test]
+    fn parses_the_spec_example() {
+        let job = JobSpec::from_toml(GOOD).unwrap();
+        assert_eq!(job.queue, "benchmarks");
+        assert_eq!(job.integration.as_ref().unwrap().timestamp, Some(Timestamp(1_676_034_673_000)));
+        let task = &job.tasks[0];
+        assert!(task.each_agent);
+        assert_eq!(task.steps[1].timeout.0, Duration::from_secs(1800));
+        assert_eq!(task.retries, RetrySpec { tests: 2, infra: 3 });
+        // The JSON form is the same structure.
+        let json = serde_json::to_string(&job).unwrap();
+        assert_eq!(JobSpec::from_json(&json).unwrap(), job);
+    }
+
+    fn toml_err(src: &str) -> JobSpecError {
+        JobSpec::from_toml(src).unwrap_err()
+    }
+
+    #[test]
+    fn missing_field_names_line_and_field() {
+        let e = toml_err("name = \"x\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\" }]\n");
+        assert_eq!(e.line, Some(4), "{e}");
+        assert_eq!(e.field.as_deref(), Some("task[0].steps[0]"), "{e}");
+        assert!(e.message.contains("missing field `run`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_stage_names_line_and_field() {
+        let e = toml_err("name = \"x\"\n\n[[task]]\nname = \"t\"\nsteps = [\n  { stage = \"deploy\", run = \"true\" },\n]\n");
+        assert_eq!(e.line, Some(6), "{e}");
+        assert_eq!(e.field.as_deref(), Some("task[0].steps[0].stage"), "{e}");
+        assert!(e.message.contains("deploy"), "{e}");
+        assert!(e.message.contains("configure"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_line_and_field() {
+        let e = toml_err("name = \"x\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"true\", timeout = \"ten minutes\" }]\n");
+        assert_eq!(e.line, Some(4), "{e}");
+        assert_eq!(e.field.as_deref(), Some("task[0].steps[0].timeout"), "{e}");
+        assert!(e.message.contains("not a duration"), "{e}");
+    }
+
+    #[test]
+    fn bad_toml_names_line() {
+        let e = toml_err("name = \"x\"\n[[task]\nname = 3\n");
+        assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn unknown_field_and_empty_lists_are_refused() {
+        let e = toml_err("name = \"x\"\n[[task]]\nname = \"t\"\nstpes = []\n");
+        assert!(e.to_string().contains("stpes"), "{e}");
+        let e = toml_err("name = \"x\"\n[[task]]\nname = \"t\"\nsteps = []\n");
+        assert!(e.to_string().contains("at least one"), "{e}");
+        let e = toml_err("name = \"x\"\n");
+        assert!(e.to_string().contains("missing field `task`"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_task_names_are_refused() {
+        let src = "name = \"x\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"true\" }]\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"true\" }]\n";
+        let e = toml_err(src);
+        assert_eq!(e.field.as_deref(), Some("task[1].name"));
+    }
+
+    #[test]
+    fn json_errors_have_positions() {
+        let e = JobSpec::from_json("{\"name\": \"x\", \"task\": [{\"name\": \"t\", \"steps\": [{\"stage\": \"nope\", \"run\": \"x\"}]}]}").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("task[0].steps[0].stage"), "{e}");
+        assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn bad_timestamp_is_refused() {
+        let e = toml_err("name = \"x\"\n[integration]\nid = 5\ntimestamp = \"Fri Feb 10\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"true\" }]\n");
+        assert_eq!(e.field.as_deref(), Some("integration.timestamp"), "{e}");
+        assert_eq!(e.line, Some(4), "{e}");
+    }
+}
