@@ -3,4 +3,6 @@
 //!
 //! Everything here is plain data with serde derives; no IO.
 
+pub mod api;
+pub mod protocol;
 pub mod results;

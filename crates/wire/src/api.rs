@@ -1,0 +1,174 @@
+//! REST JSON bodies of `/api/v1` (documented in docs/api.md and served as an
+//! OpenAPI document at `/api/v1/openapi.json`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use testfleet_core::{AttemptOutcome, JobState, TaskState};
+
+/// A job and its tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: i64,
+    pub name: String,
+    pub queue: String,
+    pub priority: i32,
+    pub state: JobState,
+    /// RFC 3339.
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub integration_id: Option<String>,
+    pub tasks: Vec<TaskView>,
+    /// Counts of test cases per outcome over all tasks' latest attempts.
+    #[serde(default)]
+    pub counts: CaseCounts,
+}
+
+/// One task of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    pub id: i64,
+    pub job_id: i64,
+    pub name: String,
+    pub state: TaskState,
+    /// The stage the current (or last) attempt reached.
+    pub stage: Option<String>,
+    /// The outcome of the last attempt.
+    pub outcome: Option<AttemptOutcome>,
+    /// The agent running (or that ran) the last attempt.
+    pub agent: Option<String>,
+    /// The agent this task is pinned to (`each_agent` fan-out).
+    pub pinned_agent: Option<String>,
+    pub detail_message: Option<String>,
+    pub attempts: i64,
+    pub flaky: bool,
+    #[serde(default)]
+    pub counts: CaseCounts,
+    #[serde(default)]
+    pub metrics: Vec<MetricView>,
+}
+
+/// Test cases per outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseCounts {
+    pub pass: u64,
+    pub fail: u64,
+    pub error: u64,
+    pub skip: u64,
+    pub xfail: u64,
+    pub xpass: u64,
+    pub crash: u64,
+}
+
+impl CaseCounts {
+    pub fn total(&self) -> u64 {
+        self.pass + self.fail + self.error + self.skip + self.xfail + self.xpass + self.crash
+    }
+
+    pub fn add(&mut self, other: &CaseCounts) {
+        self.pass += other.pass;
+        self.fail += other.fail;
+        self.error += other.error;
+        self.skip += other.skip;
+        self.xfail += other.xfail;
+        self.xpass += other.xpass;
+        self.crash += other.crash;
+    }
+}
+
+/// One benchmark value of a task's last attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricView {
+    pub suite: String,
+    pub case: String,
+    pub data_tag: Option<String>,
+    pub name: String,
+    pub unit: String,
+    pub value: f64,
+    pub iterations: Option<u64>,
+}
+
+/// One attempt of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptView {
+    pub id: i64,
+    pub task_id: i64,
+    pub number: i64,
+    pub agent: String,
+    pub stage: Option<String>,
+    pub outcome: Option<AttemptOutcome>,
+    pub reason: Option<String>,
+    pub reason_data: Option<Value>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+}
+
+/// A task with its attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDetail {
+    #[serde(flatten)]
+    pub task: TaskView,
+    pub attempts_list: Vec<AttemptView>,
+}
+
+/// An agent as the coordinator knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub hostname: String,
+    pub online: bool,
+    pub retired: bool,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub last_connected: Option<String>,
+    pub current_attempt: Option<i64>,
+    pub status: Option<String>,
+}
+
+/// A slice of a task's log. Read on from `next_offset`; when `complete` is
+/// true the attempt has finished and nothing more will come.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogSlice {
+    pub task_id: i64,
+    pub attempt_id: Option<i64>,
+    pub offset: u64,
+    pub next_offset: u64,
+    pub data: String,
+    pub complete: bool,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+}
+
+/// The seed-000 run summary of one agent run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    #[serde(rename = "integrationId")]
+    pub integration_id: String,
+    #[serde(rename = "integrationTimestamp")]
+    pub integration_timestamp: String,
+    pub hostname: String,
+    pub platform: String,
+    #[serde(rename = "executedTests")]
+    pub executed_tests: Vec<ExecutedTest>,
+    pub crashed: Vec<CrashedEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutedTest {
+    pub test_name: String,
+    pub test_function: String,
+    pub result: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrashedEntry {
+    pub test_name: String,
+    pub log: String,
+}

@@ -1,0 +1,183 @@
+//! The socket.io agent protocol (SPEC §3): the seed-000 events that Qt's own
+//! host and agent speak, and testfleet's documented additions.
+//!
+//! Qt's keys are camelCase and must stay so; a Qt agent ignores the keys it
+//! does not know, so testfleet's own keys ride along in the same objects.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use testfleet_core::job::{ArtifactSpec, IntegrationChange, ResultSpec, SourceSpec, StepSpec};
+
+/// Version of testfleet's additions to the seed-000 contract.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Event names. The seed-000 ones first, then testfleet's (`tf:` prefix).
+pub mod events {
+    pub const STATUS_UPDATE: &str = "statusUpdate";
+    pub const FETCH_WORK: &str = "fetchWork";
+    pub const SEND_WORK: &str = "sendWork";
+    pub const REQUEST_STATUS: &str = "requestStatus";
+    pub const QUERY_WORK: &str = "queryWork";
+    pub const MOCK_ITEM: &str = "mockItem";
+    pub const ERROR: &str = "error";
+    pub const GET_AGENTS: &str = "getAgents";
+    pub const AGENT_DATA: &str = "agentData";
+    pub const GET_WORK_LOG: &str = "getWorkLog";
+    pub const WORK_LOG_DATA: &str = "workLogData";
+
+    /// Agent → server: a batch of a running attempt's output ([`super::LogChunk`]).
+    pub const LOG_CHUNK: &str = "tf:log";
+    /// Server → agent: stop the attempt ([`super::CancelWork`]).
+    pub const CANCEL_WORK: &str = "tf:cancel";
+    /// Agent → server, acknowledged: the attempt's final report
+    /// ([`super::AttemptReport`]). Sent before the `done`/`error` status.
+    pub const ATTEMPT_REPORT: &str = "tf:report";
+}
+
+/// The handshake `auth` payload.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HandshakeAuth {
+    #[serde(rename = "clientType", default)]
+    pub client_type: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// testfleet: the agent's labels (`key → value`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// testfleet: the protocol version of testfleet's additions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u32>,
+}
+
+/// A work item as `sendWork` carries it: every key of Qt's `WorkItem`, then
+/// testfleet's own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkItem {
+    #[serde(rename = "integrationId")]
+    pub integration_id: String,
+    #[serde(rename = "integrationURL")]
+    pub integration_url: Option<String>,
+    /// UTC, `YYYY-MM-DDTHH:MM:SS.fffZ`.
+    #[serde(rename = "integrationTimestamp")]
+    pub integration_timestamp: String,
+    #[serde(rename = "integrationData")]
+    pub integration_data: Vec<IntegrationChange>,
+    pub branch: String,
+    pub sha: String,
+
+    #[serde(rename = "jobId", default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<i64>,
+    #[serde(rename = "taskId", default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<i64>,
+    #[serde(rename = "attemptId", default, skip_serializing_if = "Option::is_none")]
+    pub attempt_id: Option<i64>,
+    #[serde(rename = "jobName", default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    #[serde(rename = "taskName", default, skip_serializing_if = "Option::is_none")]
+    pub task_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepSpec>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<ResultSpec>,
+    #[serde(default, skip_serializing_if = "is_default_artifacts")]
+    pub artifacts: ArtifactSpec,
+}
+
+fn is_default_artifacts(a: &ArtifactSpec) -> bool {
+    a.always.is_empty() && a.on_failure.is_empty()
+}
+
+/// A `statusUpdate` as received. Every field is optional because agents
+/// differ: Qt's sends `{}` when idle, testfleet's sends its ids too.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StatusUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(rename = "integrationId", default, skip_serializing_if = "Option::is_none")]
+    pub integration_id: Option<Value>,
+    #[serde(rename = "detailMessage", default, skip_serializing_if = "Option::is_none")]
+    pub detail_message: Option<Value>,
+    /// An ISO-8601 string or milliseconds since the epoch.
+    #[serde(rename = "updateTimestamp", default, skip_serializing_if = "Option::is_none")]
+    pub update_timestamp: Option<Value>,
+    #[serde(rename = "attemptId", default, skip_serializing_if = "Option::is_none")]
+    pub attempt_id: Option<i64>,
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, Value>,
+}
+
+impl StatusUpdate {
+    /// `integrationId` as text, whether the agent sent a string or a number.
+    pub fn integration_id_text(&self) -> Option<String> {
+        match self.integration_id.as_ref()? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    pub fn detail_text(&self) -> Option<String> {
+        match self.detail_message.as_ref()? {
+            Value::String(s) => Some(s.clone()),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        }
+    }
+}
+
+/// testfleet: a batch of output of a running attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogChunk {
+    #[serde(rename = "attemptId")]
+    pub attempt_id: i64,
+    /// Byte offset of `data` in the attempt's log, so a resend after a
+    /// reconnect is stored once.
+    pub offset: u64,
+    pub data: String,
+}
+
+/// testfleet: stop this attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelWork {
+    #[serde(rename = "attemptId")]
+    pub attempt_id: i64,
+    pub reason: String,
+}
+
+/// testfleet: how an attempt ended, as the agent saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptReport {
+    #[serde(rename = "attemptId")]
+    pub attempt_id: i64,
+    pub outcome: testfleet_core::AttemptOutcome,
+    /// A short reason when the outcome is not `passed`.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Structured details of the reason (step, exit code, timeout).
+    #[serde(default)]
+    pub reason_data: Option<Value>,
+    /// Parsed result files, when the task named any.
+    #[serde(default)]
+    pub results: Vec<crate::results::Results>,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+}
+
+/// One entry of `agentData`, as the seed-000 dashboard expects it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentDataEntry {
+    pub agent: String,
+    #[serde(rename = "currentJob")]
+    pub current_job: Option<Value>,
+    pub online: bool,
+    #[serde(rename = "lastConnected")]
+    pub last_connected: Option<String>,
+}
