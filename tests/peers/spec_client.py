@@ -390,7 +390,10 @@ class Run:
         time.sleep(0.3)
         task = self.get_job(view["id"])["tasks"][0]
         if task.get("stage") == "git" or task.get("state") in TERMINAL_STATES:
-            raise CheckFailed(f"stale 'git' update was applied: {json.dumps(task)}")
+            raise CheckFailed(
+                f"after a stale 'git' update the task shows stage git or ended early: "
+                f"{json.dumps(task)}"
+            )
         for status in ("results", "done"):
             self.status_update(item, status, f"py-spec {status}", self.clock.next())
         task = self.wait_terminal(view["id"])
