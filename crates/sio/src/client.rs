@@ -48,7 +48,11 @@ impl ConnectOptions {
     /// Joins `namespace` instead of `/` (a missing leading `/` is added).
     pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
         let ns = namespace.into();
-        self.namespace = if ns.starts_with('/') { ns } else { format!("/{ns}") };
+        self.namespace = if ns.starts_with('/') {
+            ns
+        } else {
+            format!("/{ns}")
+        };
         self
     }
 
@@ -114,7 +118,9 @@ impl fmt::Display for DisconnectReason {
             Self::ServerDisconnect => f.write_str("server disconnected the client"),
             Self::EngineClose => f.write_str("server closed the session"),
             Self::ConnectionClosed(None) => f.write_str("connection closed by server"),
-            Self::ConnectionClosed(Some(frame)) => write!(f, "connection closed by server ({frame})"),
+            Self::ConnectionClosed(Some(frame)) => {
+                write!(f, "connection closed by server ({frame})")
+            }
             Self::PingTimeout(after) => write!(f, "no heartbeat from server for {after:?}"),
             Self::TransportError(e) => write!(f, "transport error: {e}"),
             Self::ClientDisconnect => f.write_str("client disconnected"),
@@ -264,6 +270,16 @@ impl Client {
         timeout: Duration,
     ) -> Result<Vec<Value>, AckError> {
         let args = single_arg(data)?;
+        self.emit_with_ack_args(event, args, timeout).await
+    }
+
+    /// Emits `event` with exactly these arguments and waits for the server's ack.
+    pub async fn emit_with_ack_args(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, AckError> {
         let id = self.inner.next_ack_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode_sio(
             SioKind::Event,
@@ -357,4 +373,30 @@ fn single_arg(data: impl Serialize) -> Result<Vec<Value>, EmitError> {
         Value::Null => Vec::new(),
         value => vec![value],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn null_payload_means_no_argument() {
+        assert!(single_arg(()).unwrap().is_empty());
+        assert!(single_arg(None::<u8>).unwrap().is_empty());
+        assert_eq!(single_arg(json!({"a": 1})).unwrap(), vec![json!({"a": 1})]);
+        assert_eq!(single_arg([1, 2]).unwrap(), vec![json!([1, 2])]);
+    }
+
+    #[test]
+    fn namespace_gets_leading_slash() {
+        assert_eq!(
+            ConnectOptions::default().with_namespace("x").namespace,
+            "/x"
+        );
+        assert_eq!(
+            ConnectOptions::default().with_namespace("/y").namespace,
+            "/y"
+        );
+    }
 }

@@ -135,7 +135,11 @@ async fn read_open(ws: &mut Ws, limit: Duration) -> Result<OpenPayload, ConnectE
 }
 
 /// After our CONNECT, waits for the namespace CONNECT (accepted) or CONNECT_ERROR (rejected).
-async fn join_namespace(ws: &mut Ws, namespace: &str, limit: Duration) -> Result<String, ConnectError> {
+async fn join_namespace(
+    ws: &mut Ws,
+    namespace: &str,
+    limit: Duration,
+) -> Result<String, ConnectError> {
     #[derive(Deserialize)]
     struct Accepted {
         #[serde(default)]
@@ -275,7 +279,10 @@ impl Reader {
                     }
                 }
                 Message::Binary(data) => {
-                    debug!(len = data.len(), "skipping binary frame (attachments unsupported)");
+                    debug!(
+                        len = data.len(),
+                        "skipping binary frame (attachments unsupported)"
+                    );
                 }
                 Message::Close(frame) => {
                     let frame = frame.map(|f| format!("{} {}", f.code, f.reason));
@@ -312,7 +319,10 @@ impl Reader {
             }
         };
         if packet.namespace != &*self.namespace {
-            debug!(namespace = packet.namespace, "skipping packet for another namespace");
+            debug!(
+                namespace = packet.namespace,
+                "skipping packet for another namespace"
+            );
             return None;
         }
         match packet.kind {

@@ -61,7 +61,10 @@ mod tests {
             "ws://127.0.0.1:3000/socket.io/?EIO=4&transport=websocket"
         );
         let url = websocket_url("ws://h:1/?token=a", "/custom/").unwrap();
-        assert_eq!(url.as_str(), "ws://h:1/custom/?token=a&EIO=4&transport=websocket");
+        assert_eq!(
+            url.as_str(),
+            "ws://h:1/custom/?token=a&EIO=4&transport=websocket"
+        );
     }
 
     #[test]

@@ -30,7 +30,10 @@ pub enum ConnectError {
 
     /// The server refused the namespace connection (socket.io `connect_error`), e.g. bad auth.
     #[error("join namespace: rejected by server: {message}")]
-    Rejected { message: String, data: Option<Value> },
+    Rejected {
+        message: String,
+        data: Option<Value>,
+    },
 
     /// The server spoke something that is not Engine.IO v4 / Socket.IO v5.
     #[error("complete handshake: {0}")]

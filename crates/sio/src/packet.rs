@@ -222,7 +222,10 @@ mod tests {
         assert_eq!(parse_engine("2"), Some(EnginePacket::Ping));
         assert_eq!(parse_engine("1"), Some(EnginePacket::Close));
         assert_eq!(parse_engine("0{}"), Some(EnginePacket::Open("{}")));
-        assert_eq!(parse_engine("42[\"a\"]"), Some(EnginePacket::Message("2[\"a\"]")));
+        assert_eq!(
+            parse_engine("42[\"a\"]"),
+            Some(EnginePacket::Message("2[\"a\"]"))
+        );
         assert_eq!(parse_engine(""), None);
         assert_eq!(parse_engine("x"), None);
     }
@@ -236,7 +239,10 @@ mod tests {
         assert_eq!(p.payload, "[\"ev\",1]");
 
         let p = parse_sio("1/admin,").unwrap();
-        assert_eq!((p.kind, p.namespace, p.id, p.payload), (SioKind::Disconnect, "/admin", None, ""));
+        assert_eq!(
+            (p.kind, p.namespace, p.id, p.payload),
+            (SioKind::Disconnect, "/admin", None, "")
+        );
         let p = parse_sio("1/admin").unwrap();
         assert_eq!(p.namespace, "/admin");
         let p = parse_sio("0{\"sid\":\"x\"}").unwrap();
@@ -258,7 +264,12 @@ mod tests {
 
     #[test]
     fn encode_round_trip() {
-        let frame = encode_sio(SioKind::Event, "/", None, &event_payload("fetchWork", vec![]));
+        let frame = encode_sio(
+            SioKind::Event,
+            "/",
+            None,
+            &event_payload("fetchWork", vec![]),
+        );
         assert_eq!(frame, "42[\"fetchWork\"]");
         let frame = encode_sio(SioKind::Ack, "/ns", Some(7), "[1]");
         assert_eq!(frame, "43/ns,7[1]");
