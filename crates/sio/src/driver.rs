@@ -249,14 +249,14 @@ struct Reader {
 impl Reader {
     async fn run(mut self) {
         let reason = self.read_until_disconnect().await;
-        let closing = self.shared.closing.load(Ordering::SeqCst);
-        let reason = if closing {
+        let reason = if self.shared.closing.load(Ordering::SeqCst) {
             DisconnectReason::ClientDisconnect
         } else {
-            // Nothing useful can be written anymore; dropping the sink closes the socket.
-            self.writer.abort();
             reason
         };
+        // Nothing useful can be written anymore. After a client close the writer is normally
+        // done already; if it is stuck on a dead socket this also releases `disconnect()`.
+        self.writer.abort();
         self.shared.connected.store(false, Ordering::SeqCst);
         // Dropping the reply senders fails every waiting emit_with_ack with Disconnected.
         self.shared.pending().clear();

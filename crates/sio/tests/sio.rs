@@ -309,6 +309,25 @@ async fn killed_server_is_detected() {
 }
 
 #[tokio::test]
+async fn dropping_last_client_disconnects() {
+    let (url, mut seen) = start_server(|b| b).await;
+    let (client, mut events) = within(Client::connect(&url, authed())).await.unwrap();
+    let clone = client.clone();
+    drop(client);
+    clone.emit("report", 1).await.unwrap();
+    assert_eq!(next_seen(&mut seen, "report").await, json!(1));
+    drop(clone);
+    assert_eq!(
+        next_disconnect(&mut events).await,
+        DisconnectReason::ClientDisconnect
+    );
+    assert_eq!(
+        next_seen(&mut seen, "disconnect").await,
+        json!(ServerReason::ClientNSDisconnect.to_string())
+    );
+}
+
+#[tokio::test]
 async fn ack_timeout() {
     let (url, _seen) = start_server(|b| b).await;
     let (client, _events) = within(Client::connect(&url, authed())).await.unwrap();
