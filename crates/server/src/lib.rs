@@ -1,1 +1,65 @@
-//! placeholder
+//! The coordinator: REST API, the socket.io endpoint for agents and browsers,
+//! the scheduler and the store behind them.
+//!
+//! Entry points are testable: [`Server::start`] binds nothing itself; callers
+//! pass a listener (port 0 in tests) and a shutdown future.
+
+pub mod config;
+mod coordinator;
+mod dashboard;
+mod openapi;
+mod rest;
+mod sio;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use config::ServerConfig;
+pub use coordinator::{Clock, Coordinator, SystemClock};
+use socketioxide::SocketIo;
+use testfleet_store::{Store, StoreError};
+use tokio::net::TcpListener;
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("failed to open the store")]
+    Store(#[from] StoreError),
+    #[error("failed to serve HTTP")]
+    Io(#[from] std::io::Error),
+}
+
+/// A built coordinator: its router and its shared state.
+pub struct Server {
+    pub router: axum::Router,
+    pub coordinator: Arc<Coordinator>,
+}
+
+impl Server {
+    /// Opens the store, loads the queue and running attempts, and builds the
+    /// router (REST + socket.io + dashboard).
+    pub async fn build(config: ServerConfig) -> Result<Server, ServerError> {
+        let store = Store::open(&config.data_dir).await?;
+        let config = Arc::new(config);
+        let (layer, io) = SocketIo::builder()
+            .ping_interval(config.ping_interval)
+            .ping_timeout(config.ping_timeout)
+            .max_payload(config.max_socket_payload)
+            .max_buffer_size(4096)
+            .build_layer();
+        let coordinator = Coordinator::start(store, config.clone(), io.clone(), Arc::new(SystemClock)).await?;
+        sio::register(&io, coordinator.clone());
+        let router = rest::router(coordinator.clone()).merge(dashboard::router(coordinator.clone())).layer(layer);
+        Ok(Server { router, coordinator })
+    }
+
+    /// Serves on `listener` until `shutdown` completes.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+        let coordinator = self.coordinator.clone();
+        axum::serve(listener, self.router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        coordinator.shutdown().await;
+        Ok(())
+    }
+}

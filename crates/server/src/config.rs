@@ -1,0 +1,108 @@
+//! The coordinator's resolved configuration. The binary reads defaults, the
+//! config file, `TESTFLEET_*` variables and flags, in that order, and hands
+//! the result here; nothing below reads the environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the coordinator needs to run.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// A secret shared by every agent, when set.
+    pub agent_secret: Option<String>,
+    /// Per-host secrets; a host listed here must use its own secret.
+    pub host_secrets: BTreeMap<String, String>,
+    /// Dev mode: `queryWork` and `mockItem` are allowed.
+    pub dev: bool,
+    /// How long an agent may be disconnected before its running attempt is
+    /// given up as `infra_error` and re-queued.
+    pub lease_timeout: Duration,
+    /// Agents seen within this window receive `each_agent` fan-out work even
+    /// when offline (Qt keeps agents seen in the last 7 days).
+    pub agent_retention: Duration,
+    /// How often to ask a running agent for its status.
+    pub request_status_interval: Duration,
+    /// How often at most to ask an agent that reports status `test`.
+    pub request_status_interval_in_test: Duration,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// Largest socket.io packet accepted.
+    pub max_socket_payload: u64,
+    /// Largest HTTP request body accepted.
+    pub max_body_bytes: usize,
+}
+
+impl ServerConfig {
+    /// Defaults for a coordinator listening on `listen` and storing in `data_dir`.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> ServerConfig {
+        ServerConfig {
+            listen,
+            data_dir,
+            agent_secret: None,
+            host_secrets: BTreeMap::new(),
+            dev: false,
+            lease_timeout: Duration::from_secs(10),
+            agent_retention: Duration::from_secs(7 * 24 * 3600),
+            request_status_interval: Duration::from_secs(60),
+            request_status_interval_in_test: Duration::from_secs(15 * 60),
+            ping_interval: Duration::from_secs(5),
+            ping_timeout: Duration::from_secs(5),
+            max_socket_payload: 16 << 20,
+            max_body_bytes: 4 << 20,
+        }
+    }
+
+    /// Whether agents must present a secret at all.
+    pub fn agents_authenticated(&self) -> bool {
+        self.agent_secret.is_some() || !self.host_secrets.is_empty()
+    }
+
+    /// Checks an agent's secret; `Err` holds the reason shown to the agent.
+    pub fn check_agent_secret(&self, hostname: &str, secret: Option<&str>) -> Result<(), String> {
+        let expected = match self.host_secrets.get(hostname) {
+            Some(s) => Some(s.as_str()),
+            None => self.agent_secret.as_deref(),
+        };
+        let Some(expected) = expected else {
+            if self.host_secrets.is_empty() {
+                return Ok(());
+            }
+            return Err(format!("no secret is configured for host `{hostname}`"));
+        };
+        match secret {
+            None => Err("missing secret in auth payload".to_owned()),
+            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
+            Some(_) => Err(format!("wrong secret for host `{hostname}`")),
+        }
+    }
+}
+
+/// Compares without an early exit, so timing does not tell how much matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_shared_and_per_host() {
+        let mut c = ServerConfig::new("127.0.0.1:0".parse().unwrap(), "/tmp".into());
+        assert!(c.check_agent_secret("a", None).is_ok(), "no secret configured: open");
+        c.agent_secret = Some("shared".into());
+        c.host_secrets.insert("special".into(), "own".into());
+        assert!(c.check_agent_secret("a", Some("shared")).is_ok());
+        assert!(c.check_agent_secret("a", Some("nope")).unwrap_err().contains("wrong secret"));
+        assert!(c.check_agent_secret("a", None).unwrap_err().contains("missing secret"));
+        assert!(c.check_agent_secret("special", Some("own")).is_ok());
+        assert!(c.check_agent_secret("special", Some("shared")).is_err());
+    }
+}

@@ -1,0 +1,814 @@
+//! The coordinator's live state: connected agents, the queue index and the
+//! dispatch rule, over the durable store.
+//!
+//! The store is the truth; the in-memory [`Scheduler`] is an index rebuilt from
+//! it at start-up. One mutex owns the scheduler, and every change that touches
+//! both (claim, finish, cancel) commits to the store before memory changes, so
+//! a coordinator killed between the two restarts from the store alone.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use socketioxide::SocketIo;
+use socketioxide::extract::SocketRef;
+use testfleet_core::job::{IntegrationSpec, JobSpec, StepSpec, TaskSpec, Timestamp};
+use testfleet_core::time_fmt::{UnixMillis, format_millis, parse_rfc3339_millis};
+use testfleet_core::{AttemptOutcome, LabelSet, Stage};
+use testfleet_store::{FinishEffect, NewTask, QueuedTask, RunningAttempt, Store, StoreError};
+use testfleet_wire::api::JobView;
+use testfleet_wire::protocol::{AgentDataEntry, AttemptReport, CancelWork, LogChunk, StatusUpdate, WorkItem, events};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use crate::config::ServerConfig;
+
+/// Where the coordinator reads the time; tests inject their own.
+pub trait Clock: Send + Sync {
+    fn now_millis(&self) -> UnixMillis;
+}
+
+/// The wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_millis(&self) -> UnixMillis {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// Order of the queue: higher priority first, then older first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct QueueKey {
+    priority: Reverse<i32>,
+    queued_at: UnixMillis,
+    task_id: i64,
+}
+
+/// One agent as the coordinator tracks it.
+#[derive(Debug)]
+struct AgentSlot {
+    labels: LabelSet,
+    socket: Option<SocketRef>,
+    /// Identifies the current connection; events from a replaced one are dropped.
+    connection: u64,
+    /// An unanswered `fetchWork` is open (the long poll).
+    waiting: bool,
+    running: Option<RunningAttempt>,
+    status: Option<String>,
+    detail: Option<String>,
+    last_update_ts: Option<UnixMillis>,
+    last_connected: Option<UnixMillis>,
+    offline_since: Option<UnixMillis>,
+    last_status_request: UnixMillis,
+}
+
+impl AgentSlot {
+    fn new(labels: LabelSet) -> AgentSlot {
+        AgentSlot {
+            labels,
+            socket: None,
+            connection: 0,
+            waiting: false,
+            running: None,
+            status: None,
+            detail: None,
+            last_update_ts: None,
+            last_connected: None,
+            offline_since: None,
+            last_status_request: 0,
+        }
+    }
+
+    fn online(&self) -> bool {
+        self.socket.is_some()
+    }
+}
+
+/// The queue index and the agents.
+#[derive(Debug, Default)]
+struct Scheduler {
+    queue: BTreeMap<QueueKey, QueuedTask>,
+    keys: HashMap<i64, QueueKey>,
+    agents: BTreeMap<String, AgentSlot>,
+}
+
+impl Scheduler {
+    fn enqueue(&mut self, task: QueuedTask) {
+        let key = QueueKey { priority: Reverse(task.priority), queued_at: task.queued_at, task_id: task.id };
+        self.keys.insert(task.id, key);
+        self.queue.insert(key, task);
+    }
+
+    fn dequeue(&mut self, task_id: i64) -> Option<QueuedTask> {
+        let key = self.keys.remove(&task_id)?;
+        self.queue.remove(&key)
+    }
+
+    /// The task this agent would get next: its own pinned work or the first
+    /// unpinned task whose requirements its labels meet.
+    fn head_for(&self, host: &str) -> Option<i64> {
+        let labels = &self.agents.get(host)?.labels;
+        self.queue
+            .values()
+            .find(|t| match &t.pinned_agent {
+                Some(pinned) => pinned == host,
+                None => t.requires.matches(labels),
+            })
+            .map(|t| t.id)
+    }
+}
+
+/// Why a job was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("invalid job: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The coordinator's shared state.
+pub struct Coordinator {
+    pub store: Store,
+    pub config: Arc<ServerConfig>,
+    io: SocketIo,
+    clock: Arc<dyn Clock>,
+    sched: Mutex<Scheduler>,
+    connections: AtomicU64,
+    reaper: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Coordinator {
+    /// Loads the queue and the running attempts from the store and starts the
+    /// reaper (lease expiry, status requests).
+    pub async fn start(
+        store: Store,
+        config: Arc<ServerConfig>,
+        io: SocketIo,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Coordinator>, StoreError> {
+        let now = clock.now_millis();
+        let mut sched = Scheduler::default();
+        for (host, labels, _, _) in store.agents().await? {
+            sched.agents.insert(host.clone(), AgentSlot::new(with_hostname(labels, &host)));
+        }
+        for task in store.queued_tasks().await? {
+            sched.enqueue(task);
+        }
+        for attempt in store.running_attempts().await? {
+            // The agent keeps running its attempt while the coordinator is
+            // down; it has until the lease expires to reconnect and say so.
+            let slot = sched
+                .agents
+                .entry(attempt.agent.clone())
+                .or_insert_with(|| AgentSlot::new(with_hostname(LabelSet::new(), &attempt.agent)));
+            slot.offline_since = Some(now);
+            slot.running = Some(attempt);
+        }
+        tracing::info!(queued = sched.queue.len(), agents = sched.agents.len(), "coordinator state loaded");
+        let coordinator = Arc::new(Coordinator {
+            store,
+            config,
+            io,
+            clock,
+            sched: Mutex::new(sched),
+            connections: AtomicU64::new(0),
+            reaper: std::sync::Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&coordinator);
+        let handle = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let Some(c) = weak.upgrade() else { break };
+                c.reap().await;
+            }
+        });
+        if let Ok(mut slot) = coordinator.reaper.lock() {
+            *slot = Some(handle);
+        }
+        Ok(coordinator)
+    }
+
+    pub fn now(&self) -> UnixMillis {
+        self.clock.now_millis()
+    }
+
+    /// Stops background work and closes the store.
+    pub async fn shutdown(&self) {
+        if let Some(handle) = self.reaper.lock().ok().and_then(|mut h| h.take()) {
+            handle.abort();
+        }
+        self.store.close().await;
+    }
+
+    // ----- jobs -------------------------------------------------------------
+
+    /// Stores a validated job, fans out `each_agent` tasks and wakes idle agents.
+    pub async fn submit(&self, spec: JobSpec) -> Result<JobView, SubmitError> {
+        let now = self.now();
+        let fan_out_targets = if spec.tasks.iter().any(|t| t.each_agent) {
+            let since = now - i64::try_from(self.config.agent_retention.as_millis()).unwrap_or(i64::MAX);
+            self.store.agents_seen_since(since).await?
+        } else {
+            Vec::new()
+        };
+        let mut tasks = Vec::new();
+        for task in &spec.tasks {
+            let priority = spec.task_priority(task);
+            let targets: Vec<&String> = if task.each_agent {
+                fan_out_targets
+                    .iter()
+                    .filter(|(host, labels)| task.requires.matches(&with_hostname(labels.clone(), host)))
+                    .map(|(host, _)| host)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if targets.is_empty() {
+                // No known agent matches yet: one task waits for the first that does.
+                tasks.push(NewTask { name: task.name.clone(), spec: task.clone(), priority, pinned_agent: None });
+            } else {
+                for host in targets {
+                    tasks.push(NewTask {
+                        name: format!("{}@{host}", task.name),
+                        spec: task.clone(),
+                        priority,
+                        pinned_agent: Some(host.clone()),
+                    });
+                }
+            }
+        }
+        let (job_id, queued) = self.store.submit_job(&spec, tasks, now).await?;
+        tracing::info!(job_id, name = %spec.name, tasks = queued.len(), "job submitted");
+        {
+            let mut sched = self.sched.lock().await;
+            for task in queued {
+                sched.enqueue(task);
+            }
+            self.dispatch(&mut sched).await;
+        }
+        Ok(self.store.job(job_id).await?)
+    }
+
+    /// Cancels a job: queued tasks end, running agents are told to stop.
+    pub async fn cancel(&self, job_id: i64) -> Result<JobView, StoreError> {
+        let now = self.now();
+        let mut sched = self.sched.lock().await;
+        let running = self.store.cancel_job(job_id, now).await?;
+        let queued: Vec<i64> = sched.queue.values().filter(|t| t.job_id == job_id).map(|t| t.id).collect();
+        for id in queued {
+            sched.dequeue(id);
+        }
+        for attempt in running {
+            if let Some(slot) = sched.agents.get_mut(&attempt.agent) {
+                if slot.running.as_ref().is_some_and(|r| r.attempt_id == attempt.attempt_id) {
+                    slot.running = None;
+                }
+                if let Some(socket) = &slot.socket {
+                    let msg = CancelWork { attempt_id: attempt.attempt_id, reason: "cancelled by user".into() };
+                    if let Err(e) = socket.emit(events::CANCEL_WORK, &msg) {
+                        tracing::warn!(agent = %attempt.agent, "could not send cancel: {e}");
+                    }
+                }
+            }
+        }
+        drop(sched);
+        tracing::info!(job_id, "job cancelled");
+        self.store.job(job_id).await
+    }
+
+    // ----- agents -----------------------------------------------------------
+
+    /// Registers a new connection of `host`; returns its connection id.
+    pub async fn agent_connected(&self, host: &str, labels: LabelSet, socket: SocketRef) -> u64 {
+        let now = self.now();
+        let connection = self.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Err(e) = self.store.agent_connected(host, &labels, now).await {
+            tracing::error!(agent = host, "failed to record agent: {e}");
+        }
+        let mut sched = self.sched.lock().await;
+        let slot = sched.agents.entry(host.to_owned()).or_insert_with(|| AgentSlot::new(LabelSet::new()));
+        if let Some(old) = slot.socket.replace(socket) {
+            // The same host connected again: the newer connection wins.
+            tracing::info!(agent = host, "replacing an older connection of this agent");
+            let _ = old.disconnect();
+        }
+        slot.labels = with_hostname(labels, host);
+        slot.connection = connection;
+        slot.waiting = false;
+        slot.offline_since = None;
+        slot.last_connected = Some(now);
+        slot.last_update_ts = None;
+        tracing::info!(agent = host, "agent connected");
+        drop(sched);
+        self.push_agent_data().await;
+        connection
+    }
+
+    /// Handles the end of a connection. `shutdown` retires the agent.
+    pub async fn agent_disconnected(&self, host: &str, connection: u64, shutdown: bool) {
+        let now = self.now();
+        let mut sched = self.sched.lock().await;
+        let Some(slot) = sched.agents.get_mut(host) else { return };
+        if slot.connection != connection {
+            return;
+        }
+        slot.socket = None;
+        slot.waiting = false;
+        slot.offline_since = Some(now);
+        drop(sched);
+        if shutdown {
+            tracing::info!(agent = host, "agent shut down; retired");
+            if let Err(e) = self.store.retire_agent(host).await {
+                tracing::error!(agent = host, "failed to retire agent: {e}");
+            }
+        } else {
+            tracing::warn!(agent = host, "agent connection lost");
+        }
+        self.push_agent_data().await;
+    }
+
+    /// Applies a `statusUpdate`.
+    pub async fn status_update(&self, host: &str, connection: u64, update: StatusUpdate) {
+        let now = self.now();
+        let ts = update.update_timestamp.as_ref().and_then(parse_update_timestamp);
+        let status_text = update.status.clone().unwrap_or_default();
+        let stage = if status_text.is_empty() { Ok(Stage::Idle) } else { status_text.parse::<Stage>() };
+        let stage = match stage {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(agent = host, "ignoring status update: {e}");
+                return;
+            }
+        };
+        let detail = update.detail_text();
+        let mut sched = self.sched.lock().await;
+        let Some(slot) = sched.agents.get_mut(host) else { return };
+        if slot.connection != connection {
+            return;
+        }
+        if let (Some(ts), Some(last)) = (ts, slot.last_update_ts) {
+            if ts < last {
+                tracing::debug!(agent = host, status = %stage, "ignoring an out-of-order status update");
+                return;
+            }
+        }
+        if ts.is_some() {
+            slot.last_update_ts = ts;
+        }
+        slot.status = Some(stage.as_str().to_owned());
+        slot.detail = detail.clone();
+        let running = slot.running.clone();
+        let matches_running = running.as_ref().is_some_and(|r| update_matches(&update, r));
+        let attempt_id = running.as_ref().filter(|_| matches_running).map(|r| r.attempt_id);
+        let log_integration = update.integration_id_text();
+        if let Err(e) = self
+            .store
+            .log_work(host, attempt_id, log_integration.as_deref(), stage.as_str(), detail.as_deref(), now)
+            .await
+        {
+            tracing::error!("failed to write the work log: {e}");
+        }
+        match (stage, running) {
+            (Stage::Idle, Some(run)) => {
+                // The agent is idle while we hold an attempt for it: it lost
+                // that work (it restarted, or never received it).
+                self.finish(
+                    &mut sched,
+                    &run,
+                    AttemptOutcome::InfraError,
+                    Some("agent reported idle while this attempt was running (agent restarted?)"),
+                    None,
+                    None,
+                )
+                .await;
+            }
+            (Stage::Done | Stage::Error, Some(run)) if matches_running => {
+                let (outcome, reason) = if stage == Stage::Done {
+                    (AttemptOutcome::Passed, None)
+                } else {
+                    (AttemptOutcome::Failed, Some(detail.clone().unwrap_or_else(|| "agent reported error".into())))
+                };
+                self.finish(&mut sched, &run, outcome, reason.as_deref(), None, None).await;
+            }
+            (s, Some(run)) if matches_running && s.rank().is_some() => {
+                if let Err(e) = self.store.set_stage(run.attempt_id, s, detail.as_deref(), ts, now).await {
+                    tracing::error!(attempt = run.attempt_id, "failed to record stage: {e}");
+                }
+            }
+            (s, None) if s != Stage::Idle && !s.is_final() => {
+                tracing::debug!(agent = host, status = %s, "status update for work this coordinator does not know");
+            }
+            _ => {}
+        }
+        drop(sched);
+        self.push_agent_data().await;
+    }
+
+    /// Handles `fetchWork`: answers with work now, or leaves the fetch open.
+    pub async fn fetch_work(&self, host: &str, connection: u64) {
+        let mut sched = self.sched.lock().await;
+        let Some(slot) = sched.agents.get_mut(host) else { return };
+        if slot.connection != connection {
+            return;
+        }
+        slot.waiting = true;
+        if let Some(run) = slot.running.clone() {
+            // Agents fetch only when idle, so the running attempt is gone.
+            self.finish(
+                &mut sched,
+                &run,
+                AttemptOutcome::InfraError,
+                Some("agent asked for new work while this attempt was running (agent restarted?)"),
+                None,
+                None,
+            )
+            .await;
+        }
+        self.dispatch(&mut sched).await;
+    }
+
+    /// Dev mode `queryWork`: the head of the agent's queue, not removed.
+    pub async fn query_work(&self, host: &str) -> Option<WorkItem> {
+        let head = self.sched.lock().await.head_for(host)?;
+        match self.store.work_item_for_task(head, None).await {
+            Ok(item) => Some(item),
+            Err(e) => {
+                tracing::error!(task = head, "failed to build work item: {e}");
+                None
+            }
+        }
+    }
+
+    /// Dev mode `mockItem`: queues a mock work item for this agent when its
+    /// queue is empty.
+    pub async fn mock_item(&self, host: &str) -> Result<bool, SubmitError> {
+        if self.sched.lock().await.head_for(host).is_some() {
+            return Ok(false);
+        }
+        let now = self.now();
+        let id = format!("{}", 100_000_000 + now.rem_euclid(900_000_000));
+        let spec = JobSpec {
+            name: format!("mock-{host}-{id}"),
+            queue: "default".into(),
+            priority: 0,
+            source: None,
+            integration: Some(IntegrationSpec {
+                id,
+                timestamp: Some(Timestamp(now)),
+                branch: Some("dev".into()),
+                sha: Some(format!("{:040x}", u128::try_from(now).unwrap_or(0))),
+                url: None,
+                data: Vec::new(),
+            }),
+            env: BTreeMap::new(),
+            tasks: vec![TaskSpec {
+                name: "mock".into(),
+                requires: testfleet_core::Requirements(BTreeMap::from([(
+                    "hostname".to_owned(),
+                    testfleet_core::Requirement::Exact(host.to_owned()),
+                )])),
+                each_agent: false,
+                priority: None,
+                steps: vec![StepSpec {
+                    stage: testfleet_core::state::StepStage::Test,
+                    run: "echo mock work item".into(),
+                    timeout: testfleet_core::job::DurationSpec(Duration::from_secs(60)),
+                    env: BTreeMap::new(),
+                }],
+                results: Vec::new(),
+                artifacts: Default::default(),
+                retries: Default::default(),
+                env: BTreeMap::new(),
+            }],
+        };
+        self.submit(spec).await?;
+        Ok(true)
+    }
+
+    /// testfleet's final report of an attempt.
+    pub async fn attempt_report(&self, host: &str, report: AttemptReport) -> Result<(), String> {
+        let mut sched = self.sched.lock().await;
+        let running = sched.agents.get(host).and_then(|s| s.running.clone());
+        match running {
+            Some(run) if run.attempt_id == report.attempt_id => {
+                self.finish(
+                    &mut sched,
+                    &run,
+                    report.outcome,
+                    report.reason.as_deref(),
+                    report.reason_data.as_ref(),
+                    Some(&report.results),
+                )
+                .await;
+                Ok(())
+            }
+            _ => {
+                // Not this agent's current attempt: a late report of a
+                // superseded attempt. Record it only if it is still open.
+                let effect = self
+                    .store
+                    .finish_attempt(
+                        report.attempt_id,
+                        Some(host),
+                        report.outcome,
+                        report.reason.as_deref(),
+                        report.reason_data.as_ref(),
+                        Some(&report.results),
+                        None,
+                        self.now(),
+                    )
+                    .await
+                    .map_err(|e| format!("failed to store the report: {e}"))?;
+                self.apply_effect(&mut sched, effect).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Stores a chunk of a running attempt's output.
+    pub async fn log_chunk(&self, host: &str, chunk: LogChunk) {
+        match self.store.append_log(chunk.attempt_id, host, chunk.offset, &chunk.data).await {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!(agent = host, attempt = chunk.attempt_id, "log chunk dropped (duplicate or not this agent's)"),
+            Err(e) => tracing::error!(agent = host, "failed to store log chunk: {e}"),
+        }
+    }
+
+    /// `agentData` for browsers.
+    pub async fn agent_data(&self) -> Vec<AgentDataEntry> {
+        let sched = self.sched.lock().await;
+        sched
+            .agents
+            .iter()
+            .map(|(host, slot)| AgentDataEntry {
+                agent: host.clone(),
+                current_job: slot.running.as_ref().map(|r| {
+                    json!({
+                        "integrationId": r.integration_id,
+                        "jobId": r.job_id,
+                        "taskId": r.task_id,
+                        "attemptId": r.attempt_id,
+                        "status": slot.status,
+                        "detailMessage": slot.detail,
+                    })
+                }),
+                online: slot.online(),
+                last_connected: slot.last_connected.map(format_millis),
+            })
+            .collect()
+    }
+
+    /// Agents for the REST API: online state from memory, the rest from the store.
+    pub async fn agents(&self) -> Result<Vec<testfleet_wire::api::AgentView>, StoreError> {
+        let stored = self.store.agents().await?;
+        let sched = self.sched.lock().await;
+        Ok(stored
+            .into_iter()
+            .map(|(host, labels, last_connected, retired)| {
+                let slot = sched.agents.get(&host);
+                testfleet_wire::api::AgentView {
+                    online: slot.is_some_and(AgentSlot::online),
+                    current_attempt: slot.and_then(|s| s.running.as_ref().map(|r| r.attempt_id)),
+                    status: slot.and_then(|s| s.status.clone()),
+                    hostname: host,
+                    retired,
+                    labels,
+                    last_connected: Some(format_millis(last_connected)),
+                }
+            })
+            .collect())
+    }
+
+    // ----- internals --------------------------------------------------------
+
+    /// Hands queued work to every agent with an open fetch.
+    async fn dispatch(&self, sched: &mut Scheduler) {
+        let waiting: Vec<String> = sched
+            .agents
+            .iter()
+            .filter(|(_, s)| s.online() && s.waiting && s.running.is_none())
+            .map(|(h, _)| h.clone())
+            .collect();
+        for host in waiting {
+            while let Some(task_id) = sched.head_for(&host) {
+                let Some(task) = sched.dequeue(task_id) else { break };
+                match self.store.claim(task_id, &host, self.now()).await {
+                    Ok(Some(claimed)) => {
+                        let Some(slot) = sched.agents.get_mut(&host) else { break };
+                        slot.waiting = false;
+                        slot.status = Some(Stage::New.as_str().to_owned());
+                        if let Some(socket) = &slot.socket {
+                            if let Err(e) = socket.emit(events::SEND_WORK, &claimed.work) {
+                                // The lease reaps it if the agent does not come back.
+                                tracing::warn!(agent = %host, "could not send work: {e}");
+                            }
+                        }
+                        tracing::info!(agent = %host, task = task_id, attempt = claimed.attempt.attempt_id, "work sent");
+                        slot.running = Some(claimed.attempt);
+                        break;
+                    }
+                    Ok(None) => continue, // cancelled meanwhile
+                    Err(e) => {
+                        tracing::error!(task = task_id, "failed to claim task: {e}");
+                        sched.enqueue(task);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends an attempt, updates the agent's slot and re-dispatches.
+    async fn finish(
+        &self,
+        sched: &mut Scheduler,
+        run: &RunningAttempt,
+        outcome: AttemptOutcome,
+        reason: Option<&str>,
+        reason_data: Option<&Value>,
+        results: Option<&[testfleet_wire::results::Results]>,
+    ) {
+        if let Some(slot) = sched.agents.get_mut(&run.agent) {
+            if slot.running.as_ref().is_some_and(|r| r.attempt_id == run.attempt_id) {
+                slot.running = None;
+            }
+        }
+        let stage = match outcome {
+            o if o.is_success() => Some(Stage::Done),
+            _ => None,
+        };
+        let effect = match self
+            .store
+            .finish_attempt(run.attempt_id, None, outcome, reason, reason_data, results, stage, self.now())
+            .await
+        {
+            Ok(effect) => effect,
+            Err(e) => {
+                tracing::error!(attempt = run.attempt_id, "failed to finish attempt: {e}");
+                return;
+            }
+        };
+        tracing::info!(agent = %run.agent, attempt = run.attempt_id, %outcome, "attempt finished");
+        self.apply_effect(sched, effect).await;
+    }
+
+    async fn apply_effect(&self, sched: &mut Scheduler, effect: FinishEffect) {
+        match effect {
+            FinishEffect::Requeued(task) => {
+                tracing::info!(task = task.id, "task re-queued for another attempt");
+                sched.enqueue(task);
+                self.dispatch(sched).await;
+            }
+            FinishEffect::TaskFinished { task_id, job_id, state, job_state } => {
+                tracing::info!(task = task_id, job = job_id, %state, %job_state, "task finished");
+            }
+            FinishEffect::Stale => {}
+        }
+    }
+
+    /// Periodic work: expire leases of lost agents, ask running agents for status.
+    async fn reap(&self) {
+        let now = self.now();
+        let lease = i64::try_from(self.config.lease_timeout.as_millis()).unwrap_or(i64::MAX);
+        let mut sched = self.sched.lock().await;
+        let expired: Vec<RunningAttempt> = sched
+            .agents
+            .values()
+            .filter(|s| s.offline_since.is_some_and(|t| now - t >= lease))
+            .filter_map(|s| s.running.clone())
+            .collect();
+        for run in expired {
+            let reason = format!(
+                "agent `{}` lost: disconnected for more than {}",
+                run.agent,
+                humanize(self.config.lease_timeout)
+            );
+            self.finish(&mut sched, &run, AttemptOutcome::InfraError, Some(&reason), Some(&json!({"kind": "lease_expired"})), None)
+                .await;
+        }
+        let normal = i64::try_from(self.config.request_status_interval.as_millis()).unwrap_or(i64::MAX);
+        let in_test = i64::try_from(self.config.request_status_interval_in_test.as_millis()).unwrap_or(i64::MAX);
+        for slot in sched.agents.values_mut() {
+            let Some(socket) = &slot.socket else { continue };
+            if slot.running.is_none() {
+                continue;
+            }
+            let interval = if slot.status.as_deref() == Some("test") { in_test } else { normal };
+            if now - slot.last_status_request >= interval {
+                slot.last_status_request = now;
+                let _ = socket.emit(events::REQUEST_STATUS, &());
+            }
+        }
+    }
+
+    async fn push_agent_data(&self) {
+        let data = self.agent_data().await;
+        if let Err(e) = self.io.to(crate::sio::BROWSERS_ROOM).emit(events::AGENT_DATA, &data).await {
+            tracing::debug!("could not push agentData: {e}");
+        }
+    }
+}
+
+/// Adds the implicit `hostname` label.
+fn with_hostname(mut labels: LabelSet, host: &str) -> LabelSet {
+    labels.insert("hostname".to_owned(), host.to_owned());
+    labels
+}
+
+/// Whether a status update is about this attempt: by testfleet's attempt id
+/// when the agent sends it, else by `integrationId` (Qt agents), else assumed.
+fn update_matches(update: &StatusUpdate, run: &RunningAttempt) -> bool {
+    if let Some(id) = update.attempt_id {
+        return id == run.attempt_id;
+    }
+    match update.integration_id_text() {
+        Some(id) => id == run.integration_id,
+        None => true,
+    }
+}
+
+/// `updateTimestamp` as an ISO-8601 string or milliseconds since the epoch.
+fn parse_update_timestamp(v: &Value) -> Option<UnixMillis> {
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Value::String(s) => parse_rfc3339_millis(s).or_else(|| s.trim().parse::<i64>().ok()),
+        _ => None,
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    humantime_like(d)
+}
+
+fn humantime_like(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 && secs % 60 == 0 { format!("{}m", secs / 60) } else { format!("{secs}s") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_timestamps_in_both_shapes() {
+        assert_eq!(parse_update_timestamp(&json!(1_676_034_673_000i64)), Some(1_676_034_673_000));
+        assert_eq!(parse_update_timestamp(&json!("2023-02-10T13:11:13.000Z")), Some(1_676_034_673_000));
+        assert_eq!(parse_update_timestamp(&json!("garbage")), None);
+    }
+
+    #[test]
+    fn queue_orders_by_priority_then_age() {
+        let mut s = Scheduler::default();
+        let t = |id, priority, queued_at| QueuedTask {
+            id,
+            job_id: 1,
+            queue: "q".into(),
+            priority,
+            pinned_agent: None,
+            requires: Default::default(),
+            last_agent: None,
+            queued_at,
+        };
+        s.agents.insert("a".into(), AgentSlot::new(with_hostname(LabelSet::new(), "a")));
+        s.enqueue(t(1, 0, 10));
+        s.enqueue(t(2, 5, 20));
+        s.enqueue(t(3, 0, 5));
+        assert_eq!(s.head_for("a"), Some(2));
+        s.dequeue(2);
+        assert_eq!(s.head_for("a"), Some(3));
+    }
+
+    #[test]
+    fn pinned_work_goes_only_to_its_agent() {
+        let mut s = Scheduler::default();
+        s.agents.insert("a".into(), AgentSlot::new(with_hostname(LabelSet::new(), "a")));
+        s.agents.insert("b".into(), AgentSlot::new(with_hostname(LabelSet::new(), "b")));
+        s.enqueue(QueuedTask {
+            id: 7,
+            job_id: 1,
+            queue: "q".into(),
+            priority: 0,
+            pinned_agent: Some("b".into()),
+            requires: Default::default(),
+            last_agent: None,
+            queued_at: 0,
+        });
+        assert_eq!(s.head_for("a"), None);
+        assert_eq!(s.head_for("b"), Some(7));
+    }
+}

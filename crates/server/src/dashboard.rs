@@ -1,0 +1,104 @@
+//! A small server-rendered dashboard at `/`: agents and recent jobs, refreshed
+//! every few seconds. The REST API and socket.io carry the same data for
+//! richer front ends.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::response::Html;
+use axum::routing::get;
+
+use crate::coordinator::Coordinator;
+
+pub fn router(coordinator: Arc<Coordinator>) -> Router {
+    Router::new().route("/", get(index)).route("/jobs/{id}", get(job_page)).with_state(coordinator)
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin-bottom:2em}\
+td,th{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}.passed{color:#187a2f}.failed{color:#b3261e}\
+.running{color:#1a5fb4}.queued{color:#777}.cancelled{color:#a05a00}";
+
+fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content=3><title>{t}</title><style>{STYLE}</style></head>\
+         <body><h1><a href=\"/\">testfleet</a> — {t}</h1>{body}</body></html>",
+        t = esc(title)
+    ))
+}
+
+async fn index(State(c): State<Arc<Coordinator>>) -> Html<String> {
+    let mut body = String::from("<h2>Agents</h2><table><tr><th>host</th><th>online</th><th>status</th><th>labels</th></tr>");
+    for a in c.agents().await.unwrap_or_default() {
+        let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&a.hostname),
+            if a.online { "yes" } else { "no" },
+            esc(a.status.as_deref().unwrap_or("")),
+            esc(&labels.join(", "))
+        );
+    }
+    body.push_str("</table><h2>Jobs</h2><table><tr><th>id</th><th>name</th><th>state</th><th>tasks</th><th>tests</th><th>created</th></tr>");
+    for j in c.store.jobs(50, None).await.unwrap_or_default() {
+        let done = j.tasks.iter().filter(|t| t.state.is_terminal()).count();
+        let _ = write!(
+            body,
+            "<tr><td><a href=\"/jobs/{id}\">{id}</a></td><td>{}</td><td class={s}>{s}</td><td>{done}/{}</td><td>{} passed, {} failed</td><td>{}</td></tr>",
+            esc(&j.name),
+            j.tasks.len(),
+            j.counts.pass,
+            j.counts.fail + j.counts.error + j.counts.crash,
+            esc(&j.created_at),
+            id = j.id,
+            s = j.state,
+        );
+    }
+    body.push_str("</table>");
+    page("fleet", &body)
+}
+
+async fn job_page(State(c): State<Arc<Coordinator>>, Path(id): Path<i64>) -> Html<String> {
+    let Ok(job) = c.store.job(id).await else {
+        return page("not found", "<p>No such job.</p>");
+    };
+    let mut body = format!("<p>state: <b class={s}>{s}</b>, queue {}</p>", esc(&job.queue), s = job.state);
+    body.push_str("<table><tr><th>task</th><th>state</th><th>stage</th><th>outcome</th><th>agent</th><th>tests</th><th>detail</th></tr>");
+    for t in &job.tasks {
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td class={s}>{s}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td></tr>",
+            esc(&t.name),
+            esc(t.stage.as_deref().unwrap_or("")),
+            t.outcome.map(|o| o.to_string()).unwrap_or_default(),
+            esc(t.agent.as_deref().unwrap_or("")),
+            t.counts.pass,
+            t.counts.total(),
+            esc(t.detail_message.as_deref().unwrap_or("")),
+            s = t.state,
+        );
+    }
+    body.push_str("</table><h2>Benchmarks</h2><table><tr><th>task</th><th>case</th><th>data</th><th>metric</th><th>value</th></tr>");
+    for t in &job.tasks {
+        for m in &t.metrics {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td></tr>",
+                esc(&t.name),
+                esc(&m.case),
+                esc(m.data_tag.as_deref().unwrap_or("")),
+                esc(&m.name),
+                m.value,
+                esc(&m.unit)
+            );
+        }
+    }
+    body.push_str("</table>");
+    page(&job.name, &body)
+}

@@ -1,0 +1,246 @@
+//! The socket.io endpoint: handshake checks, then one ordered event queue per
+//! agent connection.
+//!
+//! socketioxide runs every handler as its own task, so two events of one agent
+//! could be handled out of order (`done` after the next `fetchWork`). Each
+//! handler therefore only pushes the event, synchronously and in arrival
+//! order, into the connection's channel; one task per connection applies them
+//! in order.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, Data, Extension, SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::socket::DisconnectReason;
+use testfleet_core::labels::LabelSet;
+use testfleet_wire::protocol::{AttemptReport, HandshakeAuth, LogChunk, StatusUpdate, events};
+use tokio::sync::mpsc;
+
+use crate::coordinator::Coordinator;
+
+/// Browsers join this room to receive `agentData` pushes.
+pub const BROWSERS_ROOM: &str = "browsers";
+
+/// How many events of one agent may wait to be applied.
+const AGENT_QUEUE: usize = 1024;
+
+/// Who is on the other end of a socket, decided at the handshake.
+#[derive(Debug, Clone)]
+enum Client {
+    Agent { hostname: String, labels: LabelSet },
+    Browser,
+}
+
+/// A refused handshake; the message reaches the client as `connect_error`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
+enum AgentEvent {
+    Status(Result<StatusUpdate, String>),
+    Fetch,
+    Query,
+    Mock,
+    Log(Result<LogChunk, String>),
+    Report(Result<AttemptReport, String>, AckSender),
+}
+
+pub fn register(io: &SocketIo, coordinator: Arc<Coordinator>) {
+    let c = coordinator.clone();
+    io.ns(
+        "/",
+        (move |socket: SocketRef, Extension(client): Extension<Client>| on_connect(socket, client, c.clone()))
+            .with(move |socket: SocketRef, auth: TryData<Value>| check_handshake(socket, auth, coordinator.clone())),
+    );
+}
+
+async fn check_handshake(socket: SocketRef, auth: TryData<Value>, coordinator: Arc<Coordinator>) -> Result<(), Refused> {
+    let client = classify(auth.0.ok(), &coordinator).map_err(|reason| {
+        tracing::warn!(peer = ?socket.req_parts().extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0), "refused socket.io handshake: {reason}");
+        Refused(reason)
+    })?;
+    socket.extensions.insert(client);
+    Ok(())
+}
+
+/// Decides who connects, or why not.
+fn classify(auth: Option<Value>, coordinator: &Coordinator) -> Result<Client, String> {
+    let auth: HandshakeAuth = match auth {
+        None | Some(Value::Null) => {
+            return Err("missing auth payload: expected {clientType, hostname, secret}".to_owned());
+        }
+        Some(v) => serde_json::from_value(v).map_err(|e| format!("malformed auth payload: {e}"))?,
+    };
+    match auth.client_type.as_deref() {
+        Some("agent") => {
+            let hostname = auth.hostname.as_deref().map(str::trim).unwrap_or_default();
+            if hostname.is_empty() {
+                return Err("missing hostname in auth payload".to_owned());
+            }
+            if hostname.len() > 255 || hostname.chars().any(|c| c.is_control() || c == '/') {
+                return Err("invalid hostname in auth payload".to_owned());
+            }
+            coordinator.config.check_agent_secret(hostname, auth.secret.as_deref())?;
+            Ok(Client::Agent { hostname: hostname.to_owned(), labels: auth.labels.unwrap_or_default() })
+        }
+        Some("browser") => Ok(Client::Browser),
+        Some(other) => Err(format!("unsupported clientType `{other}` (expected `agent` or `browser`)")),
+        None => Err("missing clientType in auth payload (expected `agent` or `browser`)".to_owned()),
+    }
+}
+
+async fn on_connect(socket: SocketRef, client: Client, coordinator: Arc<Coordinator>) {
+    match client {
+        Client::Agent { hostname, labels } => on_agent(socket, hostname, labels, coordinator).await,
+        Client::Browser => on_browser(socket, coordinator),
+    }
+}
+
+fn on_browser(socket: SocketRef, coordinator: Arc<Coordinator>) {
+    socket.join(BROWSERS_ROOM);
+    let c = coordinator.clone();
+    socket.on(events::GET_AGENTS, move |socket: SocketRef| {
+        let c = c.clone();
+        async move {
+            let data = c.agent_data().await;
+            let _ = socket.emit(events::AGENT_DATA, &data);
+        }
+    });
+    socket.on(events::GET_WORK_LOG, move |socket: SocketRef| {
+        let c = coordinator.clone();
+        async move {
+            match c.store.work_log(500).await {
+                Ok(log) => {
+                    let _ = socket.emit(events::WORK_LOG_DATA, &log);
+                }
+                Err(e) => {
+                    let _ = socket.emit(events::ERROR, &format!("failed to read the work log: {e}"));
+                }
+            }
+        }
+    });
+}
+
+async fn on_agent(socket: SocketRef, hostname: String, labels: LabelSet, coordinator: Arc<Coordinator>) {
+    let (tx, rx) = mpsc::channel::<AgentEvent>(AGENT_QUEUE);
+
+    // Each handler only enqueues, synchronously, so order is kept.
+    fn push(tx: &mpsc::Sender<AgentEvent>, socket: &SocketRef, event: AgentEvent) {
+        if tx.try_send(event).is_err() {
+            let _ = socket.emit(events::ERROR, "too many unprocessed events; slow down");
+        }
+    }
+    let t = tx.clone();
+    socket.on(events::STATUS_UPDATE, move |socket: SocketRef, data: TryData<Value>| {
+        let event = AgentEvent::Status(decode_optional(data.0.ok()));
+        push(&t, &socket, event);
+        async {}
+    });
+    let t = tx.clone();
+    socket.on(events::FETCH_WORK, move |socket: SocketRef| {
+        push(&t, &socket, AgentEvent::Fetch);
+        async {}
+    });
+    let t = tx.clone();
+    socket.on(events::QUERY_WORK, move |socket: SocketRef| {
+        push(&t, &socket, AgentEvent::Query);
+        async {}
+    });
+    let t = tx.clone();
+    socket.on(events::MOCK_ITEM, move |socket: SocketRef| {
+        push(&t, &socket, AgentEvent::Mock);
+        async {}
+    });
+    let t = tx.clone();
+    socket.on(events::LOG_CHUNK, move |socket: SocketRef, data: TryData<Value>| {
+        push(&t, &socket, AgentEvent::Log(decode(data.0.ok())));
+        async {}
+    });
+    let t = tx.clone();
+    socket.on(events::ATTEMPT_REPORT, move |socket: SocketRef, Data(data): Data<Value>, ack: AckSender| {
+        push(&t, &socket, AgentEvent::Report(decode(Some(data)), ack));
+        async {}
+    });
+    socket.on_fallback(|socket: SocketRef, socketioxide::extract::Event(name): socketioxide::extract::Event| {
+        tracing::debug!("unknown event `{name}`");
+        let _ = socket.emit(events::ERROR, &format!("unknown event `{name}`"));
+        async {}
+    });
+
+    let connection = coordinator.agent_connected(&hostname, labels, socket.clone()).await;
+    let c = coordinator.clone();
+    let host = hostname.clone();
+    socket.on_disconnect(move |reason: DisconnectReason| {
+        let c = c.clone();
+        let host = host.clone();
+        async move {
+            // A client that closes its namespace on purpose is shutting down;
+            // anything else is a lost connection, covered by the lease.
+            let shutdown = matches!(reason, DisconnectReason::ClientNSDisconnect);
+            c.agent_disconnected(&host, connection, shutdown).await;
+        }
+    });
+    drop(tx);
+    tokio::spawn(run_agent_events(coordinator, socket, hostname, connection, rx));
+}
+
+async fn run_agent_events(
+    coordinator: Arc<Coordinator>,
+    socket: SocketRef,
+    hostname: String,
+    connection: u64,
+    mut rx: mpsc::Receiver<AgentEvent>,
+) {
+    let dev = coordinator.config.dev;
+    while let Some(event) = rx.recv().await {
+        match event {
+            AgentEvent::Status(Ok(update)) => coordinator.status_update(&hostname, connection, update).await,
+            AgentEvent::Fetch => coordinator.fetch_work(&hostname, connection).await,
+            AgentEvent::Query | AgentEvent::Mock if !dev => {
+                let _ = socket.emit(
+                    events::ERROR,
+                    "queryWork and mockItem are only available in dev mode (start the server with --dev)",
+                );
+            }
+            AgentEvent::Query => {
+                let item = coordinator.query_work(&hostname).await;
+                let _ = socket.emit(events::SEND_WORK, &item);
+            }
+            AgentEvent::Mock => {
+                if let Err(e) = coordinator.mock_item(&hostname).await {
+                    let _ = socket.emit(events::ERROR, &format!("failed to queue a mock item: {e}"));
+                }
+            }
+            AgentEvent::Log(Ok(chunk)) => coordinator.log_chunk(&hostname, chunk).await,
+            AgentEvent::Report(Ok(report), ack) => {
+                let answer = match coordinator.attempt_report(&hostname, report).await {
+                    Ok(()) => serde_json::json!({"ok": true}),
+                    Err(e) => serde_json::json!({"ok": false, "error": e}),
+                };
+                let _ = ack.send(&answer);
+            }
+            AgentEvent::Report(Err(e), ack) => {
+                let _ = ack.send(&serde_json::json!({"ok": false, "error": e}));
+            }
+            AgentEvent::Status(Err(e)) | AgentEvent::Log(Err(e)) => {
+                tracing::warn!(agent = %hostname, "malformed event: {e}");
+                let _ = socket.emit(events::ERROR, &e);
+            }
+        }
+    }
+}
+
+/// A status update may be `{}`, missing or `null` (idle).
+fn decode_optional(v: Option<Value>) -> Result<StatusUpdate, String> {
+    match v {
+        None | Some(Value::Null) => Ok(StatusUpdate::default()),
+        Some(v) => serde_json::from_value(v).map_err(|e| format!("malformed statusUpdate: {e}")),
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: Option<Value>) -> Result<T, String> {
+    let v = v.ok_or_else(|| "missing event payload".to_owned())?;
+    serde_json::from_value(v).map_err(|e| format!("malformed {}: {e}", std::any::type_name::<T>().rsplit("::").next().unwrap_or("payload")))
+}

@@ -1,0 +1,602 @@
+//! The store's operations, one function per state change (graphile-worker's
+//! shape): submit, claim, stage, finish, cancel, logs, agents.
+
+use serde_json::Value;
+use sqlx::Row;
+use testfleet_core::job::{JobSpec, TaskSpec};
+use testfleet_core::state::{AfterAttempt, RetryUse, after_attempt};
+use testfleet_core::time_fmt::{UnixMillis, format_millis};
+use testfleet_core::{AttemptOutcome, JobState, LabelSet, Requirements, Stage, TaskState};
+use testfleet_wire::protocol::WorkItem;
+use testfleet_wire::results::Results;
+
+use crate::{Result, Store, StoreError};
+
+/// How much a retry's priority is raised so that stragglers go first.
+pub const RETRY_PRIORITY_BOOST: i32 = 100;
+
+/// A task to insert with its job.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub name: String,
+    pub spec: TaskSpec,
+    pub priority: i32,
+    pub pinned_agent: Option<String>,
+}
+
+/// A task waiting for an agent, as the scheduler indexes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedTask {
+    pub id: i64,
+    pub job_id: i64,
+    pub queue: String,
+    pub priority: i32,
+    pub pinned_agent: Option<String>,
+    pub requires: Requirements,
+    /// The agent of the previous failed attempt; a retry prefers another.
+    pub last_agent: Option<String>,
+    pub queued_at: UnixMillis,
+}
+
+/// An attempt that has been handed to an agent and has not finished.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningAttempt {
+    pub attempt_id: i64,
+    pub task_id: i64,
+    pub job_id: i64,
+    pub agent: String,
+    pub integration_id: String,
+    pub last_update_ts: Option<UnixMillis>,
+}
+
+/// What finishing an attempt did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FinishEffect {
+    /// The task went back to the queue for another attempt.
+    Requeued(QueuedTask),
+    /// The task is finished.
+    TaskFinished { task_id: i64, job_id: i64, state: TaskState, job_state: JobState },
+    /// The attempt was already finished or superseded; nothing changed.
+    Stale,
+}
+
+/// A claimed task: the new attempt and the work item to send.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub attempt: RunningAttempt,
+    pub work: WorkItem,
+}
+
+impl Store {
+    /// Stores a validated job and its tasks in one transaction; returns the job id
+    /// and the queued tasks.
+    pub async fn submit_job(&self, spec: &JobSpec, tasks: Vec<NewTask>, now: UnixMillis) -> Result<(i64, Vec<QueuedTask>)> {
+        let mut tx = self.writer.begin().await?;
+        let job_id: i64 = sqlx::query(
+            "INSERT INTO jobs (name, queue, priority, spec, state, created_at, integration_id)
+             VALUES (?, ?, ?, ?, 'queued', ?, ?) RETURNING id",
+        )
+        .bind(&spec.name)
+        .bind(&spec.queue)
+        .bind(spec.priority)
+        .bind(serde_json::to_string(spec)?)
+        .bind(now)
+        .bind(spec.integration.as_ref().map(|i| i.id.clone()))
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        let mut queued = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let id: i64 = sqlx::query(
+                "INSERT INTO tasks (job_id, name, spec, priority, pinned_agent, state, queued_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, 'queued', ?, ?) RETURNING id",
+            )
+            .bind(job_id)
+            .bind(&task.name)
+            .bind(serde_json::to_string(&task.spec)?)
+            .bind(task.priority)
+            .bind(&task.pinned_agent)
+            .bind(now)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+            queued.push(QueuedTask {
+                id,
+                job_id,
+                queue: spec.queue.clone(),
+                priority: task.priority,
+                pinned_agent: task.pinned_agent,
+                requires: task.spec.requires.clone(),
+                last_agent: None,
+                queued_at: now,
+            });
+        }
+        tx.commit().await?;
+        Ok((job_id, queued))
+    }
+
+    /// Every queued task, for the scheduler's index at start-up.
+    pub async fn queued_tasks(&self) -> Result<Vec<QueuedTask>> {
+        let rows = sqlx::query(
+            "SELECT t.id, t.job_id, j.queue, t.priority, t.pinned_agent, t.spec, t.last_agent, t.queued_at
+             FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.state = 'queued' ORDER BY t.id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let spec: TaskSpec = serde_json::from_str(r.get::<&str, _>(5))?;
+                Ok(QueuedTask {
+                    id: r.get(0),
+                    job_id: r.get(1),
+                    queue: r.get(2),
+                    priority: r.get(3),
+                    pinned_agent: r.get(4),
+                    requires: spec.requires,
+                    last_agent: r.get(6),
+                    queued_at: r.get(7),
+                })
+            })
+            .collect()
+    }
+
+    /// Every attempt handed out and not finished, for re-attaching agents after a restart.
+    pub async fn running_attempts(&self) -> Result<Vec<RunningAttempt>> {
+        let rows = sqlx::query(
+            "SELECT a.id, a.task_id, t.job_id, a.agent, COALESCE(j.integration_id, 'tf-' || j.id), a.last_update_ts
+             FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
+             WHERE a.outcome IS NULL ORDER BY a.id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| RunningAttempt {
+                attempt_id: r.get(0),
+                task_id: r.get(1),
+                job_id: r.get(2),
+                agent: r.get(3),
+                integration_id: r.get(4),
+                last_update_ts: r.get(5),
+            })
+            .collect())
+    }
+
+    /// Starts an attempt of a queued task on `agent`. Returns `None` when the
+    /// task is no longer queued (cancelled meanwhile).
+    pub async fn claim(&self, task_id: i64, agent: &str, now: UnixMillis) -> Result<Option<Claimed>> {
+        let mut tx = self.writer.begin().await?;
+        let Some(row) = sqlx::query(
+            "SELECT t.job_id, t.name, t.spec, t.attempts, j.spec, j.id, j.created_at
+             FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = ? AND t.state = 'queued'",
+        )
+        .bind(task_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let job_id: i64 = row.get(0);
+        let task_name: String = row.get(1);
+        let task: TaskSpec = serde_json::from_str(row.get::<&str, _>(2))?;
+        let number: i64 = row.get::<i64, _>(3) + 1;
+        let job: JobSpec = serde_json::from_str(row.get::<&str, _>(4))?;
+        let created_at: i64 = row.get(6);
+        let attempt_id: i64 = sqlx::query(
+            "INSERT INTO attempts (task_id, number, agent, stage, started_at) VALUES (?, ?, ?, 'new', ?) RETURNING id",
+        )
+        .bind(task_id)
+        .bind(number)
+        .bind(agent)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        sqlx::query(
+            "UPDATE tasks SET state = 'running', stage = 'new', agent = ?, current_attempt = ?, attempts = ?,
+             detail_message = NULL, updated_at = ? WHERE id = ?",
+        )
+        .bind(agent)
+        .bind(attempt_id)
+        .bind(number)
+        .bind(now)
+        .bind(task_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE jobs SET state = 'running' WHERE id = ? AND state = 'queued'")
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+
+        let work = work_item(&job, job_id, created_at, task_id, &task_name, &task, attempt_id);
+        Ok(Some(Claimed {
+            attempt: RunningAttempt {
+                attempt_id,
+                task_id,
+                job_id,
+                agent: agent.to_owned(),
+                integration_id: work.integration_id.clone(),
+                last_update_ts: None,
+            },
+            work,
+        }))
+    }
+
+    /// The work item of a running attempt (for `queryWork` and re-sends).
+    pub async fn work_item_for_task(&self, task_id: i64, attempt_id: Option<i64>) -> Result<WorkItem> {
+        let row = sqlx::query(
+            "SELECT t.job_id, t.name, t.spec, j.spec, j.created_at FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = ?",
+        )
+        .bind(task_id)
+        .fetch_optional(&self.reader)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
+        let task: TaskSpec = serde_json::from_str(row.get::<&str, _>(2))?;
+        let job: JobSpec = serde_json::from_str(row.get::<&str, _>(3))?;
+        let mut item = work_item(&job, row.get(0), row.get(4), task_id, row.get::<&str, _>(1), &task, 0);
+        item.attempt_id = attempt_id;
+        Ok(item)
+    }
+
+    /// Records the stage an attempt reached. Returns false when the attempt is
+    /// already finished (a late update is not applied).
+    pub async fn set_stage(
+        &self,
+        attempt_id: i64,
+        stage: Stage,
+        detail: Option<&str>,
+        update_ts: Option<UnixMillis>,
+        now: UnixMillis,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE attempts SET stage = ?, last_update_ts = COALESCE(?, last_update_ts) WHERE id = ? AND outcome IS NULL",
+        )
+        .bind(stage.as_str())
+        .bind(update_ts)
+        .bind(attempt_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 1 {
+            sqlx::query(
+                "UPDATE tasks SET stage = ?, detail_message = COALESCE(?, detail_message), updated_at = ?
+                 WHERE current_attempt = ? AND state = 'running'",
+            )
+            .bind(stage.as_str())
+            .bind(detail)
+            .bind(now)
+            .bind(attempt_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(updated == 1)
+    }
+
+    /// Ends an attempt and moves its task on (retry or finish). Fenced: an
+    /// attempt that already ended, or is no longer its task's current one,
+    /// changes nothing.
+    #[expect(clippy::too_many_arguments, reason = "each is one column of the finished attempt")]
+    pub async fn finish_attempt(
+        &self,
+        attempt_id: i64,
+        by_agent: Option<&str>,
+        outcome: AttemptOutcome,
+        reason: Option<&str>,
+        reason_data: Option<&Value>,
+        results: Option<&[Results]>,
+        stage: Option<Stage>,
+        now: UnixMillis,
+    ) -> Result<FinishEffect> {
+        let mut tx = self.writer.begin().await?;
+        let Some(row) = sqlx::query(
+            "SELECT a.task_id, t.job_id, t.spec, t.test_failures, t.infra_failures, j.queue, t.priority,
+                    t.current_attempt, a.agent, t.state
+             FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
+             WHERE a.id = ? AND a.outcome IS NULL",
+        )
+        .bind(attempt_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(FinishEffect::Stale);
+        };
+        let task_id: i64 = row.get(0);
+        let job_id: i64 = row.get(1);
+        let spec: TaskSpec = serde_json::from_str(row.get::<&str, _>(2))?;
+        let test_failures: i64 = row.get(3);
+        let infra_failures: i64 = row.get(4);
+        let queue: String = row.get(5);
+        let priority: i32 = row.get(6);
+        let current: Option<i64> = row.get(7);
+        let agent: String = row.get(8);
+        let task_state: String = row.get(9);
+        if by_agent.is_some_and(|a| a != agent) {
+            // Only the agent that runs an attempt may end it.
+            return Ok(FinishEffect::Stale);
+        }
+
+        let results_json = results.map(serde_json::to_string).transpose()?;
+        sqlx::query(
+            "UPDATE attempts SET outcome = ?, reason = ?, reason_data = ?, results = COALESCE(?, results),
+             stage = COALESCE(?, stage), finished_at = ? WHERE id = ?",
+        )
+        .bind(outcome.as_str())
+        .bind(reason)
+        .bind(reason_data.map(Value::to_string))
+        .bind(results_json)
+        .bind(stage.map(Stage::as_str))
+        .bind(now)
+        .bind(attempt_id)
+        .execute(&mut *tx)
+        .await?;
+
+        if current != Some(attempt_id) || task_state != "running" {
+            // The task moved on (cancelled, or re-queued after a lost agent):
+            // this attempt's outcome is recorded but decides nothing.
+            tx.commit().await?;
+            return Ok(FinishEffect::Stale);
+        }
+
+        let decision = after_attempt(
+            outcome,
+            RetryUse {
+                test_budget: spec.retries.tests,
+                infra_budget: spec.retries.infra,
+                test_failures_so_far: u32::try_from(test_failures).unwrap_or(u32::MAX),
+                infra_failures_so_far: u32::try_from(infra_failures).unwrap_or(u32::MAX),
+            },
+        );
+        let (test_inc, infra_inc) = match outcome {
+            o if o.is_success() || o == AttemptOutcome::Cancelled => (0, 0),
+            o if o.is_infra() => (0, 1),
+            _ => (1, 0),
+        };
+        let effect = match decision {
+            AfterAttempt::Retry => {
+                let boosted = priority.saturating_add(RETRY_PRIORITY_BOOST);
+                sqlx::query(
+                    "UPDATE tasks SET state = 'queued', outcome = ?, detail_message = ?, current_attempt = NULL,
+                     test_failures = test_failures + ?, infra_failures = infra_failures + ?, priority = ?,
+                     last_agent = ?, queued_at = ?, updated_at = ? WHERE id = ?",
+                )
+                .bind(outcome.as_str())
+                .bind(reason)
+                .bind(test_inc)
+                .bind(infra_inc)
+                .bind(boosted)
+                .bind(&agent)
+                .bind(now)
+                .bind(now)
+                .bind(task_id)
+                .execute(&mut *tx)
+                .await?;
+                FinishEffect::Requeued(QueuedTask {
+                    id: task_id,
+                    job_id,
+                    queue,
+                    priority: boosted,
+                    pinned_agent: None,
+                    requires: spec.requires,
+                    last_agent: Some(agent),
+                    queued_at: now,
+                })
+            }
+            AfterAttempt::Finish { state, flaky } => {
+                let shown = if flaky && outcome == AttemptOutcome::Passed { AttemptOutcome::Flaky } else { outcome };
+                sqlx::query(
+                    "UPDATE tasks SET state = ?, outcome = ?, detail_message = COALESCE(?, detail_message),
+                     test_failures = test_failures + ?, infra_failures = infra_failures + ?, flaky = ?,
+                     updated_at = ? WHERE id = ?",
+                )
+                .bind(state.as_str())
+                .bind(shown.as_str())
+                .bind(reason)
+                .bind(test_inc)
+                .bind(infra_inc)
+                .bind(flaky)
+                .bind(now)
+                .bind(task_id)
+                .execute(&mut *tx)
+                .await?;
+                let job_state = refresh_job_state(&mut tx, job_id, now).await?;
+                FinishEffect::TaskFinished { task_id, job_id, state, job_state }
+            }
+        };
+        // A pinned (each_agent) task keeps its pin on retry: it is that agent's work.
+        let effect = match effect {
+            FinishEffect::Requeued(mut q) => {
+                q.pinned_agent = sqlx::query("SELECT pinned_agent FROM tasks WHERE id = ?")
+                    .bind(task_id)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .get(0);
+                FinishEffect::Requeued(q)
+            }
+            other => other,
+        };
+        tx.commit().await?;
+        Ok(effect)
+    }
+
+    /// Cancels a job: queued tasks end at once, running attempts are marked
+    /// cancelled and returned so their agents can be told to stop.
+    pub async fn cancel_job(&self, job_id: i64, now: UnixMillis) -> Result<Vec<RunningAttempt>> {
+        let mut tx = self.writer.begin().await?;
+        let exists = sqlx::query("SELECT id FROM jobs WHERE id = ?").bind(job_id).fetch_optional(&mut *tx).await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!("job {job_id}")));
+        }
+        let running = sqlx::query(
+            "SELECT a.id, a.task_id, a.agent, COALESCE(j.integration_id, 'tf-' || j.id), a.last_update_ts
+             FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
+             WHERE t.job_id = ? AND a.outcome IS NULL",
+        )
+        .bind(job_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE attempts SET outcome = 'cancelled', reason = 'cancelled by user', finished_at = ?
+             WHERE outcome IS NULL AND task_id IN (SELECT id FROM tasks WHERE job_id = ?)",
+        )
+        .bind(now)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE tasks SET state = 'cancelled', outcome = 'cancelled', detail_message = 'cancelled by user', updated_at = ?
+             WHERE job_id = ? AND state IN ('queued', 'running')",
+        )
+        .bind(now)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+        refresh_job_state(&mut tx, job_id, now).await?;
+        tx.commit().await?;
+        Ok(running
+            .iter()
+            .map(|r| RunningAttempt {
+                attempt_id: r.get(0),
+                task_id: r.get(1),
+                job_id,
+                agent: r.get(2),
+                integration_id: r.get(3),
+                last_update_ts: r.get(4),
+            })
+            .collect())
+    }
+
+    /// Stores a chunk of an attempt's log; a chunk re-sent after a reconnect
+    /// (same offset) is stored once.
+    /// Only the attempt's own agent may write to it; returns false otherwise.
+    pub async fn append_log(&self, attempt_id: i64, agent: &str, offset: u64, data: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO log_chunks (attempt_id, offset, data)
+             SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM attempts WHERE id = ? AND agent = ?)",
+        )
+        .bind(attempt_id)
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .bind(data)
+        .bind(attempt_id)
+        .bind(agent)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records an agent's connection and labels.
+    pub async fn agent_connected(&self, hostname: &str, labels: &LabelSet, now: UnixMillis) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO agents (hostname, labels, first_seen, last_connected, retired) VALUES (?, ?, ?, ?, 0)
+             ON CONFLICT (hostname) DO UPDATE SET labels = excluded.labels, last_connected = excluded.last_connected, retired = 0",
+        )
+        .bind(hostname)
+        .bind(serde_json::to_string(labels)?)
+        .bind(now)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Retires an agent (it disconnected with reason `shutdown`): no more
+    /// fan-out work is queued for it.
+    pub async fn retire_agent(&self, hostname: &str) -> Result<()> {
+        sqlx::query("UPDATE agents SET retired = 1 WHERE hostname = ?").bind(hostname).execute(&self.writer).await?;
+        Ok(())
+    }
+
+    /// Agents seen since `since` and not retired, with their labels (fan-out targets).
+    pub async fn agents_seen_since(&self, since: UnixMillis) -> Result<Vec<(String, LabelSet)>> {
+        let rows = sqlx::query("SELECT hostname, labels FROM agents WHERE retired = 0 AND last_connected >= ? ORDER BY hostname")
+            .bind(since)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.get::<String, _>(0), serde_json::from_str(r.get::<&str, _>(1))?)))
+            .collect()
+    }
+
+    /// Appends to the work log that `getWorkLog` shows.
+    pub async fn log_work(
+        &self,
+        hostname: &str,
+        attempt_id: Option<i64>,
+        integration_id: Option<&str>,
+        status: &str,
+        detail: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO work_log (hostname, attempt_id, integration_id, status, detail, at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(hostname)
+            .bind(attempt_id)
+            .bind(integration_id)
+            .bind(status)
+            .bind(detail)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Recomputes a job's state from its tasks and stores it.
+async fn refresh_job_state(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    job_id: i64,
+    now: UnixMillis,
+) -> Result<JobState> {
+    let states = sqlx::query("SELECT state FROM tasks WHERE job_id = ?").bind(job_id).fetch_all(&mut **tx).await?;
+    let states = states
+        .iter()
+        .map(|r| r.get::<&str, _>(0).parse::<TaskState>().map_err(|e| StoreError::Corrupt(e.to_string())))
+        .collect::<Result<Vec<_>>>()?;
+    let job_state = JobState::from_tasks(states);
+    sqlx::query("UPDATE jobs SET state = ?, finished_at = CASE WHEN ? THEN ? ELSE NULL END WHERE id = ?")
+        .bind(job_state.as_str())
+        .bind(job_state.is_terminal())
+        .bind(now)
+        .bind(job_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(job_state)
+}
+
+/// Builds the Qt work item (plus testfleet's keys) for a task.
+fn work_item(
+    job: &JobSpec,
+    job_id: i64,
+    created_at: UnixMillis,
+    task_id: i64,
+    task_name: &str,
+    task: &TaskSpec,
+    attempt_id: i64,
+) -> WorkItem {
+    let integration = job.integration.as_ref();
+    let mut env = job.env.clone();
+    env.extend(task.env.clone());
+    WorkItem {
+        integration_id: integration.map(|i| i.id.clone()).unwrap_or_else(|| format!("tf-{job_id}")),
+        integration_url: integration.and_then(|i| i.url.clone()),
+        integration_timestamp: format_millis(integration.and_then(|i| i.timestamp).map_or(created_at, |t| t.0)),
+        integration_data: integration.map(|i| i.data.clone()).unwrap_or_default(),
+        branch: integration.and_then(|i| i.branch.clone()).unwrap_or_default(),
+        sha: integration
+            .and_then(|i| i.sha.clone())
+            .or_else(|| job.source.as_ref().map(|s| s.rev.clone()))
+            .unwrap_or_default(),
+        job_id: Some(job_id),
+        task_id: Some(task_id),
+        attempt_id: (attempt_id > 0).then_some(attempt_id),
+        job_name: Some(job.name.clone()),
+        task_name: Some(task_name.to_owned()),
+        source: job.source.clone(),
+        steps: task.steps.clone(),
+        env,
+        results: task.results.clone(),
+        artifacts: task.artifacts.clone(),
+    }
+}
