@@ -1,1 +1,52 @@
-//! placeholder
+//! The agent: connects to a coordinator over socket.io, pulls work, runs it
+//! (git → configure → build → test → results) and reports every stage.
+//!
+//! Execution is apart from reporting: [`runner`] runs a work item and emits
+//! [`runner::RunnerEvent`]s; [`session`] owns the connection and turns those
+//! events into protocol messages, buffering them while disconnected.
+
+pub mod git;
+pub mod process;
+pub mod runner;
+pub mod session;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use testfleet_core::LabelSet;
+
+pub use session::{AgentError, run};
+
+/// The agent's resolved configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The coordinator, `http://host:port`.
+    pub server: String,
+    pub hostname: String,
+    pub secret: Option<String>,
+    pub labels: LabelSet,
+    /// Checkouts, the git mirror cache and run directories live here.
+    pub work_dir: PathBuf,
+    /// How often an idle agent asks for work (the coordinator also answers a
+    /// pending fetch as soon as work arrives).
+    pub poll_interval: Duration,
+    /// Longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+    /// How long a step may outlive SIGTERM before SIGKILL.
+    pub kill_grace: Duration,
+}
+
+impl AgentConfig {
+    pub fn new(server: impl Into<String>, hostname: impl Into<String>, work_dir: PathBuf) -> AgentConfig {
+        AgentConfig {
+            server: server.into(),
+            hostname: hostname.into(),
+            secret: None,
+            labels: LabelSet::new(),
+            work_dir,
+            poll_interval: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(5),
+            kill_grace: Duration::from_secs(2),
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! Runs one work item in its own directory and emits what happens as
+//! [`RunnerEvent`]s; it knows nothing of the connection.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use testfleet_core::{AttemptOutcome, Stage};
+use testfleet_formats::Format;
+use testfleet_wire::protocol::{AttemptReport, WorkItem};
+use testfleet_wire::results::Results;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::process::{StepEnd, run_step};
+
+/// What a run reports while it goes.
+#[derive(Debug, Clone)]
+pub enum RunnerEvent {
+    Stage { stage: Stage, detail: String },
+    /// Output, in order; `offset` is the byte offset in the run's log.
+    Output { offset: u64, data: String },
+    Finished(AttemptReport),
+}
+
+/// Where runs happen and how.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub work_dir: PathBuf,
+    pub kill_grace: Duration,
+    /// Keep the run directory after the run (`testfleet run --keep-temp`).
+    pub keep_run_dir: bool,
+}
+
+/// Runs `item` and returns its report (also sent as the last event).
+pub async fn run_work(item: WorkItem, config: RunnerConfig, events: mpsc::Sender<RunnerEvent>, cancel: watch::Receiver<bool>) -> AttemptReport {
+    let started = Instant::now();
+    let attempt_id = item.attempt_id.unwrap_or(0);
+    let run_name = match item.attempt_id {
+        Some(id) => format!("attempt-{id}"),
+        None => format!("integration-{}", sanitize(&item.integration_id)),
+    };
+    let run_dir = config.work_dir.join("runs").join(run_name);
+    let mut log = LogWriter::new(events.clone(), &run_dir).await;
+    let (outcome, reason, reason_data, results) = run_in(&item, &config, &run_dir, &events, &mut log, cancel).await;
+    log.flush().await;
+    if !config.keep_run_dir && outcome.is_success() {
+        let _ = tokio::fs::remove_dir_all(&run_dir).await;
+    }
+    let report = AttemptReport {
+        attempt_id,
+        outcome,
+        reason,
+        reason_data,
+        results,
+        duration_ms: Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
+    };
+    let _ = events.send(RunnerEvent::Finished(report.clone())).await;
+    report
+}
+
+type RunResult = (AttemptOutcome, Option<String>, Option<serde_json::Value>, Vec<Results>);
+
+async fn run_in(
+    item: &WorkItem,
+    config: &RunnerConfig,
+    run_dir: &Path,
+    events: &mpsc::Sender<RunnerEvent>,
+    log: &mut LogWriter,
+    cancel: watch::Receiver<bool>,
+) -> RunResult {
+    let stage = |stage: Stage, detail: String| RunnerEvent::Stage { stage, detail };
+    if item.steps.is_empty() {
+        return (
+            AttemptOutcome::InfraError,
+            Some("the work item has no steps (is this a testfleet coordinator?)".into()),
+            Some(json!({"kind": "no_steps"})),
+            Vec::new(),
+        );
+    }
+    let _ = tokio::fs::remove_dir_all(run_dir).await;
+    let src = run_dir.join("src");
+    if let Err(e) = tokio::fs::create_dir_all(run_dir).await {
+        return infra(format!("failed to create the run directory {}: {e}", run_dir.display()), "run_dir");
+    }
+
+    match &item.source {
+        Some(source) => {
+            let _ = events.send(stage(Stage::Git, format!("checking out {} at {}", source.repo, source.rev))).await;
+            match crate::git::checkout(&config.work_dir.join("git-mirrors"), &source.repo, &source.rev, &src).await {
+                Ok(commit) => log.line(&format!("checked out {} at {commit}", source.repo)).await,
+                Err(e) => {
+                    let msg = format!("checkout failed: {e}");
+                    log.line(&msg).await;
+                    return infra(msg, "checkout");
+                }
+            }
+        }
+        None => {
+            if let Err(e) = tokio::fs::create_dir_all(&src).await {
+                return infra(format!("failed to create {}: {e}", src.display()), "run_dir");
+            }
+        }
+    }
+
+    let mut env = item.env.clone();
+    env.insert("TESTFLEET_INTEGRATION_ID".into(), item.integration_id.clone());
+    env.insert("TESTFLEET_SHA".into(), item.sha.clone());
+    env.insert("TESTFLEET_BRANCH".into(), item.branch.clone());
+    if let Some(id) = item.attempt_id {
+        env.insert("TESTFLEET_ATTEMPT_ID".into(), id.to_string());
+    }
+    for (i, step) in item.steps.iter().enumerate() {
+        let mut step_env = env.clone();
+        step_env.extend(step.env.clone());
+        let step_stage: Stage = step.stage.into();
+        let _ = events.send(stage(step_stage, format!("step {}/{}: {}", i + 1, item.steps.len(), step.run))).await;
+        log.line(&format!("$ {}", step.run)).await;
+        let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
+        let run = run_step(&step.run, &src, &step_env, step.timeout.0, config.kill_grace, cancel.clone(), out_tx);
+        tokio::pin!(run);
+        let end = loop {
+            tokio::select! {
+                Some(bytes) = out_rx.recv() => log.bytes(&bytes).await,
+                end = &mut run => break end,
+            }
+        };
+        while let Ok(bytes) = out_rx.try_recv() {
+            log.bytes(&bytes).await;
+        }
+        let data = |kind: &str| json!({"kind": kind, "step": i, "stage": step.stage.as_str(), "command": step.run});
+        match end {
+            StepEnd::Exited(0) => {}
+            StepEnd::Exited(code) => {
+                let msg = format!("step `{}` ({}) exited with status {code}", step.run, step.stage);
+                log.line(&msg).await;
+                let mut d = data("exit_status");
+                d["exit_code"] = json!(code);
+                let results = parse_results(item, &src, events, log).await;
+                return (AttemptOutcome::Failed, Some(msg), Some(d), results);
+            }
+            StepEnd::Signalled(sig) => {
+                let msg = format!("step `{}` ({}) was killed by signal {sig}", step.run, step.stage);
+                log.line(&msg).await;
+                let mut d = data("signal");
+                d["signal"] = json!(sig);
+                let results = parse_results(item, &src, events, log).await;
+                return (AttemptOutcome::Crashed, Some(msg), Some(d), results);
+            }
+            StepEnd::TimedOut => {
+                let msg = format!(
+                    "step `{}` ({}) timed out after {}s; its process tree was killed",
+                    step.run,
+                    step.stage,
+                    step.timeout.0.as_secs()
+                );
+                log.line(&msg).await;
+                let mut d = data("step_timeout");
+                d["timeout_s"] = json!(step.timeout.0.as_secs());
+                return (AttemptOutcome::TimedOut, Some(msg), Some(d), Vec::new());
+            }
+            StepEnd::Cancelled => {
+                log.line("cancelled; the step's process tree was killed").await;
+                return (AttemptOutcome::Cancelled, Some("cancelled".into()), Some(data("cancelled")), Vec::new());
+            }
+            StepEnd::SpawnFailed(e) => {
+                let msg = format!("failed to start step `{}`: {e}", step.run);
+                log.line(&msg).await;
+                return infra(msg, "spawn");
+            }
+        }
+    }
+    let results = parse_results(item, &src, events, log).await;
+    let failing: usize = results.iter().flat_map(|r| &r.suites).flat_map(|s| &s.cases).filter(|c| c.is_failure()).count();
+    let crashed: usize = results.iter().map(|r| r.crashed.len()).sum();
+    if crashed > 0 {
+        let msg = format!("{crashed} test program(s) crashed");
+        return (AttemptOutcome::Crashed, Some(msg), Some(json!({"kind": "crashed", "count": crashed})), results);
+    }
+    if failing > 0 {
+        let msg = format!("{failing} test case(s) failed");
+        return (AttemptOutcome::Failed, Some(msg), Some(json!({"kind": "test_failures", "count": failing})), results);
+    }
+    (AttemptOutcome::Passed, None, None, results)
+}
+
+fn infra(msg: String, kind: &str) -> RunResult {
+    (AttemptOutcome::InfraError, Some(msg), Some(json!({"kind": kind})), Vec::new())
+}
+
+/// Parses the work item's result files (globs relative to the checkout).
+async fn parse_results(item: &WorkItem, src: &Path, events: &mpsc::Sender<RunnerEvent>, log: &mut LogWriter) -> Vec<Results> {
+    if item.results.is_empty() {
+        return Vec::new();
+    }
+    let _ = events
+        .send(RunnerEvent::Stage { stage: Stage::Results, detail: format!("parsing {} result pattern(s)", item.results.len()) })
+        .await;
+    let mut out = Vec::new();
+    for spec in &item.results {
+        let format = match spec.format.as_deref().map(str::parse::<Format>).transpose() {
+            Ok(f) => f,
+            Err(e) => {
+                log.line(&format!("results `{}`: {e}", spec.path)).await;
+                continue;
+            }
+        };
+        if spec.path.starts_with('/') || spec.path.split('/').any(|p| p == "..") {
+            log.line(&format!("results `{}`: the path must stay inside the checkout", spec.path)).await;
+            continue;
+        }
+        let pattern = src.join(&spec.path).display().to_string();
+        let paths = match glob::glob(&pattern) {
+            Ok(p) => p.flatten().collect::<Vec<_>>(),
+            Err(e) => {
+                log.line(&format!("results `{}`: bad pattern: {e}", spec.path)).await;
+                continue;
+            }
+        };
+        if paths.is_empty() {
+            log.line(&format!("results `{}`: no file matched", spec.path)).await;
+        }
+        for path in paths {
+            let shown = path.strip_prefix(src).unwrap_or(&path).display().to_string();
+            let parsed = tokio::task::spawn_blocking(move || testfleet_formats::parse_file(&path, format)).await;
+            match parsed {
+                Ok(Ok(r)) => {
+                    log.line(&format!("parsed {shown} as {}{}", r.format, if r.complete { "" } else { " (incomplete)" })).await;
+                    out.push(r);
+                }
+                Ok(Err(e)) => log.line(&format!("failed to parse {shown}: {e}")).await,
+                Err(e) => log.line(&format!("failed to parse {shown}: {e}")).await,
+            }
+        }
+    }
+    out
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(64).collect()
+}
+
+/// Writes the run's log to `output.log` in its directory and emits it as
+/// events, keeping UTF-8 sequences whole across reads.
+struct LogWriter {
+    events: mpsc::Sender<RunnerEvent>,
+    file: Option<tokio::fs::File>,
+    offset: u64,
+    pending: Vec<u8>,
+}
+
+impl LogWriter {
+    async fn new(events: mpsc::Sender<RunnerEvent>, run_dir: &Path) -> LogWriter {
+        let _ = tokio::fs::create_dir_all(run_dir).await;
+        let file = tokio::fs::File::create(run_dir.with_extension("log")).await.ok();
+        LogWriter { events, file, offset: 0, pending: Vec::new() }
+    }
+
+    async fn line(&mut self, text: &str) {
+        self.bytes(format!("[testfleet] {text}\n").as_bytes()).await;
+    }
+
+    async fn bytes(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+        let valid = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            // An incomplete sequence at the end waits for the next read.
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => self.pending.len(),
+        };
+        if valid == 0 {
+            return;
+        }
+        let chunk: Vec<u8> = self.pending.drain(..valid).collect();
+        self.emit(&String::from_utf8_lossy(&chunk)).await;
+    }
+
+    async fn emit(&mut self, text: &str) {
+        if let Some(f) = &mut self.file {
+            let _ = f.write_all(text.as_bytes()).await;
+        }
+        let offset = self.offset;
+        self.offset += text.len() as u64;
+        let _ = self.events.send(RunnerEvent::Output { offset, data: text.to_owned() }).await;
+    }
+
+    async fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            self.emit(&String::from_utf8_lossy(&rest)).await;
+        }
+        if let Some(f) = &mut self.file {
+            let _ = f.flush().await;
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! The agent's connection to its coordinator: connect (and reconnect with
+//! backoff), fetch work, run it, and report. Messages that cannot be sent
+//! while disconnected wait in an outbox and go out after the reconnect, so a
+//! coordinator restart loses nothing.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+use testfleet_core::Stage;
+use testfleet_core::time_fmt::format_millis;
+use testfleet_sio::{Client, ConnectError, ConnectOptions, Incoming};
+use testfleet_wire::protocol::{AttemptReport, CancelWork, HandshakeAuth, LogChunk, PROTOCOL_VERSION, WorkItem, events};
+use tokio::sync::{mpsc, watch};
+
+use crate::AgentConfig;
+use crate::runner::{RunnerConfig, RunnerEvent, run_work};
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("the coordinator refused this agent: {0}")]
+    Refused(String),
+    #[error("invalid coordinator URL: {0}")]
+    BadUrl(String),
+}
+
+/// The work in hand.
+struct Current {
+    item: WorkItem,
+    status: Stage,
+    detail: String,
+    cancel: watch::Sender<bool>,
+}
+
+/// A message waiting to be sent.
+enum Outgoing {
+    Log(LogChunk),
+    Report(AttemptReport),
+}
+
+struct State {
+    config: AgentConfig,
+    current: Option<Current>,
+    outbox: VecDeque<Outgoing>,
+    last_ts: i64,
+}
+
+impl State {
+    /// `updateTimestamp`s strictly increase, so the coordinator never drops
+    /// one of ours as out of order.
+    fn next_timestamp(&mut self) -> String {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        self.last_ts = now.max(self.last_ts + 1);
+        format_millis(self.last_ts)
+    }
+
+    fn status_payload(&mut self) -> Value {
+        let ts = self.next_timestamp();
+        match &self.current {
+            None => json!({"status": "idle", "updateTimestamp": ts}),
+            Some(c) => {
+                let mut v = serde_json::to_value(&c.item).unwrap_or_else(|_| json!({}));
+                if let Some(obj) = v.as_object_mut() {
+                    // Keep the status small: the item's Qt keys and ids, not its steps.
+                    for key in ["steps", "env", "results", "artifacts", "source"] {
+                        obj.remove(key);
+                    }
+                    obj.insert("status".into(), json!(c.status.as_str()));
+                    obj.insert("detailMessage".into(), json!(c.detail));
+                    obj.insert("updateTimestamp".into(), json!(ts));
+                }
+                v
+            }
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` completes. Returns an error only when the
+/// coordinator refuses this agent (a wrong secret does not fix itself).
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    tokio::pin!(shutdown);
+    let (runner_tx, mut runner_rx) = mpsc::channel::<RunnerEvent>(1024);
+    let mut state = State { config, current: None, outbox: VecDeque::new(), last_ts: 0 };
+    let mut backoff = Duration::from_millis(100);
+    let mut ever_connected = false;
+    loop {
+        let auth = HandshakeAuth {
+            client_type: Some("agent".into()),
+            hostname: Some(state.config.hostname.clone()),
+            secret: state.config.secret.clone(),
+            labels: Some(state.config.labels.clone()),
+            protocol: Some(PROTOCOL_VERSION),
+        };
+        let options = ConnectOptions::default().with_auth(serde_json::to_value(&auth).unwrap_or(Value::Null));
+        let connected = tokio::select! {
+            r = Client::connect(&state.config.server, options) => r,
+            () = &mut shutdown => return Ok(()),
+        };
+        let (client, mut incoming) = match connected {
+            Ok(c) => c,
+            Err(ConnectError::Rejected { message, .. }) => return Err(AgentError::Refused(message)),
+            Err(e @ (ConnectError::InvalidUrl { .. } | ConnectError::TlsUnsupported { .. })) => {
+                return Err(AgentError::BadUrl(e.to_string()));
+            }
+            Err(e) => {
+                if ever_connected || backoff >= Duration::from_secs(1) {
+                    tracing::warn!("failed to connect to {}: {e}; retrying in {backoff:?}", state.config.server);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = &mut shutdown => return Ok(()),
+                }
+                backoff = (backoff * 2).min(state.config.max_backoff);
+                continue;
+            }
+        };
+        ever_connected = true;
+        backoff = Duration::from_millis(100);
+        tracing::info!(server = %state.config.server, hostname = %state.config.hostname, "connected");
+
+        match connected_loop(&mut state, &client, &mut incoming, &runner_tx, &mut runner_rx, &mut shutdown).await {
+            LoopEnd::Shutdown => {
+                if let Some(c) = &state.current {
+                    let _ = c.cancel.send(true);
+                }
+                client.disconnect().await;
+                return Ok(());
+            }
+            LoopEnd::Lost(reason) => tracing::warn!("connection lost ({reason}); reconnecting"),
+        }
+    }
+}
+
+enum LoopEnd {
+    Shutdown,
+    Lost(String),
+}
+
+async fn connected_loop(
+    state: &mut State,
+    client: &Client,
+    incoming: &mut testfleet_sio::EventStream,
+    runner_tx: &mpsc::Sender<RunnerEvent>,
+    runner_rx: &mut mpsc::Receiver<RunnerEvent>,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> LoopEnd {
+    // Say where we are, send what waited, and ask for work when idle.
+    let status = state.status_payload();
+    if client.emit(events::STATUS_UPDATE, status).await.is_err() {
+        return LoopEnd::Lost("status update failed".into());
+    }
+    if let Err(e) = flush_outbox(state, client).await {
+        return LoopEnd::Lost(e);
+    }
+    if state.current.is_none() && client.emit_no_args(events::FETCH_WORK).await.is_err() {
+        return LoopEnd::Lost("fetchWork failed".into());
+    }
+    let mut poll = tokio::time::interval(state.config.poll_interval);
+    poll.tick().await;
+    loop {
+        tokio::select! {
+            () = &mut *shutdown => return LoopEnd::Shutdown,
+            event = incoming.recv() => {
+                let Some(event) = event else { return LoopEnd::Lost("event stream ended".into()) };
+                match event {
+                    Incoming::Disconnected { reason } => return LoopEnd::Lost(reason.to_string()),
+                    Incoming::Event { name, args, ack } => {
+                        if let Err(e) = on_event(state, client, &name, args, runner_tx).await {
+                            return LoopEnd::Lost(e);
+                        }
+                        if let Some(ack) = ack {
+                            let _ = ack.send(Vec::new()).await;
+                        }
+                    }
+                }
+            }
+            event = runner_rx.recv() => {
+                let Some(event) = event else { continue };
+                if let Err(e) = on_runner_event(state, client, event, runner_rx).await {
+                    return LoopEnd::Lost(e);
+                }
+            }
+            _ = poll.tick() => {
+                if state.current.is_none() && client.emit_no_args(events::FETCH_WORK).await.is_err() {
+                    return LoopEnd::Lost("fetchWork failed".into());
+                }
+            }
+        }
+    }
+}
+
+async fn on_event(state: &mut State, client: &Client, name: &str, args: Vec<Value>, runner_tx: &mpsc::Sender<RunnerEvent>) -> Result<(), String> {
+    let first = args.into_iter().next().unwrap_or(Value::Null);
+    match name {
+        events::SEND_WORK => {
+            if first.is_null() || first.as_object().is_some_and(|o| o.is_empty()) {
+                tracing::debug!("sendWork without a work item ignored");
+                return Ok(());
+            }
+            if state.current.is_some() {
+                tracing::warn!("sendWork while busy ignored");
+                return Ok(());
+            }
+            let item: WorkItem = match serde_json::from_value(first) {
+                Ok(item) => item,
+                Err(e) => {
+                    tracing::error!("malformed work item: {e}");
+                    return Ok(());
+                }
+            };
+            tracing::info!(integration = %item.integration_id, task = ?item.task_name, "work received");
+            let (cancel_tx, cancel_rx) = watch::channel(false);
+            state.current = Some(Current { item: item.clone(), status: Stage::New, detail: "work received".into(), cancel: cancel_tx });
+            let status = state.status_payload();
+            client.emit(events::STATUS_UPDATE, status).await.map_err(|e| e.to_string())?;
+            let runner_config = RunnerConfig {
+                work_dir: state.config.work_dir.clone(),
+                kill_grace: state.config.kill_grace,
+                keep_run_dir: false,
+            };
+            tokio::spawn(run_work(item, runner_config, runner_tx.clone(), cancel_rx));
+        }
+        events::REQUEST_STATUS => {
+            let status = state.status_payload();
+            client.emit(events::STATUS_UPDATE, status).await.map_err(|e| e.to_string())?;
+        }
+        events::CANCEL_WORK => match serde_json::from_value::<CancelWork>(first) {
+            Ok(cancel) => {
+                if let Some(c) = &state.current {
+                    if c.item.attempt_id == Some(cancel.attempt_id) {
+                        tracing::info!(attempt = cancel.attempt_id, "cancelling: {}", cancel.reason);
+                        let _ = c.cancel.send(true);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("malformed cancel: {e}"),
+        },
+        events::ERROR => tracing::warn!("coordinator says: {first}"),
+        other => tracing::debug!("ignoring event `{other}`"),
+    }
+    Ok(())
+}
+
+async fn on_runner_event(
+    state: &mut State,
+    client: &Client,
+    event: RunnerEvent,
+    runner_rx: &mut mpsc::Receiver<RunnerEvent>,
+) -> Result<(), String> {
+    match event {
+        RunnerEvent::Stage { stage, detail } => {
+            if let Some(c) = &mut state.current {
+                c.status = stage;
+                c.detail = detail;
+            }
+            let status = state.status_payload();
+            client.emit(events::STATUS_UPDATE, status).await.map_err(|e| e.to_string())?;
+        }
+        RunnerEvent::Output { offset, mut data } => {
+            // Coalesce output that is already waiting into one message.
+            let mut next = None;
+            while data.len() < 64 * 1024 {
+                match runner_rx.try_recv() {
+                    Ok(RunnerEvent::Output { data: more, .. }) => data.push_str(&more),
+                    Ok(other) => {
+                        next = Some(other);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Some(attempt_id) = state.current.as_ref().and_then(|c| c.item.attempt_id) {
+                state.outbox.push_back(Outgoing::Log(LogChunk { attempt_id, offset, data }));
+            }
+            flush_outbox(state, client).await?;
+            if let Some(next) = next {
+                Box::pin(on_runner_event(state, client, next, runner_rx)).await?;
+            }
+        }
+        RunnerEvent::Finished(report) => {
+            if report.attempt_id > 0 {
+                state.outbox.push_back(Outgoing::Report(report));
+            } else {
+                finish_current(state, client, report.outcome.is_success(), report.reason.clone()).await?;
+            }
+            flush_outbox(state, client).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Sends what waits in the outbox, in order. A report is sent with an ack and
+/// stays until the coordinator confirms it.
+async fn flush_outbox(state: &mut State, client: &Client) -> Result<(), String> {
+    while let Some(next) = state.outbox.front() {
+        match next {
+            Outgoing::Log(chunk) => {
+                client.emit(events::LOG_CHUNK, chunk).await.map_err(|e| e.to_string())?;
+                state.outbox.pop_front();
+            }
+            Outgoing::Report(report) => {
+                let answer = client
+                    .emit_with_ack(events::ATTEMPT_REPORT, report, Duration::from_secs(15))
+                    .await
+                    .map_err(|e| format!("report not acknowledged: {e}"))?;
+                let ok = answer.first().and_then(|v| v.get("ok")).and_then(Value::as_bool).unwrap_or(false);
+                if !ok {
+                    tracing::warn!("coordinator refused the report: {answer:?}");
+                }
+                let success = report.outcome.is_success();
+                let reason = report.reason.clone();
+                state.outbox.pop_front();
+                finish_current(state, client, success, reason).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The final `done`/`error` status, then back to idle and ask for more.
+async fn finish_current(state: &mut State, client: &Client, success: bool, reason: Option<String>) -> Result<(), String> {
+    if let Some(c) = &mut state.current {
+        c.status = if success { Stage::Done } else { Stage::Error };
+        c.detail = reason.unwrap_or_else(|| if success { "finished".into() } else { "failed".into() });
+    }
+    let status = state.status_payload();
+    state.current = None;
+    client.emit(events::STATUS_UPDATE, status).await.map_err(|e| e.to_string())?;
+    client.emit_no_args(events::FETCH_WORK).await.map_err(|e| e.to_string())
+}
