@@ -40,8 +40,10 @@ fn detect_xml(text: &str) -> Option<Format> {
     match root {
         "TestCase" => Some(Format::QtXml),
         "Environment" | "TestFunction" => Some(Format::QtLightXml),
-        "testsuites" | "testsuite" => {
-            // QtTest's JUnit logger always writes these properties first.
+        "testsuites" => Some(Format::Junit),
+        "testsuite" => {
+            // QtTest's JUnit logger has a bare <testsuite> root and always writes these
+            // properties first.
             if text.contains("name=\"QTestVersion\"") || text.contains("name=\"QtVersion\"") {
                 Some(Format::QtJunitXml)
             } else {
@@ -88,7 +90,9 @@ fn detect_tap(text: &str) -> Option<Format> {
     let mut is_tap = false;
     for line in text.lines().take(200) {
         let l = line.trim_start();
-        if l.len() >= 11 && l[..11].eq_ignore_ascii_case("tap version") {
+        if l.get(..11)
+            .is_some_and(|v| v.eq_ignore_ascii_case("tap version"))
+        {
             is_tap = true;
             continue;
         }

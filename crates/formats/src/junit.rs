@@ -185,15 +185,19 @@ pub(crate) fn parse<R: BufRead>(input: R) -> Results {
                     if empty {
                         finish_rerun(case.as_mut(), r);
                     } else {
+                        // nextest writes the panic message straight inside the element.
                         rerun = Some(r);
+                        target = Target::RerunStack;
+                        text.clear();
                     }
                 }
             }
             "stackTrace" if rerun.is_some() && !empty => {
+                flush_rerun_text(&mut rerun, &mut text, target);
                 target = Target::RerunStack;
-                text.clear();
             }
             "system-out" | "system-err" if !empty => {
+                flush_rerun_text(&mut rerun, &mut text, target);
                 let out = name == "system-out";
                 target = match (rerun.is_some(), case.is_some(), out) {
                     (true, _, true) => Target::RerunOut,
@@ -242,18 +246,32 @@ fn push_text(text: &mut String, s: &str, cdata: bool) {
     if text.len() >= MAX_TEXT {
         return;
     }
-    // Whitespace between CDATA sections is layout (QtTest writes one CDATA per line).
-    if !cdata && s.trim().is_empty() {
-        return;
-    }
-    if cdata && !text.is_empty() && !text.ends_with('\n') {
+    if cdata {
+        // One CDATA section per line is how QtTest writes output: keep them as lines.
+        let kept = text.trim_end().len();
+        text.truncate(kept);
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(s);
         text.push('\n');
+    } else if !(s.trim().is_empty() && (text.is_empty() || text.ends_with('\n'))) {
+        // Whitespace between CDATA sections is layout; other text is kept verbatim
+        // (entity references arrive as separate events between text chunks).
+        text.push_str(s);
     }
-    text.push_str(if cdata {
-        s
-    } else {
-        s.trim_matches(['\n', '\r'])
-    });
+}
+
+/// Keeps text written directly inside a rerun element before a nested element starts.
+fn flush_rerun_text(rerun: &mut Option<Rerun>, text: &mut String, target: Target) {
+    let t = std::mem::take(text).trim().to_string();
+    if target == Target::RerunStack
+        && !t.is_empty()
+        && let Some(r) = rerun.as_mut()
+    {
+        let mut flags = Default::default();
+        append_capped(&mut r.log, &t, &mut flags);
+    }
 }
 
 fn seconds_to_ms(s: &str) -> Option<f64> {
@@ -326,12 +344,18 @@ fn end_element(
             }
         }
         "flakyFailure" | "flakyError" | "rerunFailure" | "rerunError" => {
-            if let Some(r) = rerun.take() {
+            if let Some(mut r) = rerun.take() {
+                let t = std::mem::take(text).trim().to_string();
+                if *target == Target::RerunStack && !t.is_empty() {
+                    let mut flags = Default::default();
+                    append_capped(&mut r.log, &t, &mut flags);
+                }
+                *target = Target::None;
                 finish_rerun(case.as_mut(), r);
             }
         }
         "failure" | "error" | "skipped" | "stackTrace" | "system-out" | "system-err" => {
-            let t = std::mem::take(text);
+            let t = std::mem::take(text).trim().to_string();
             let label = match name {
                 "system-out" => "[stdout]",
                 "system-err" => "[stderr]",
@@ -354,6 +378,11 @@ fn end_element(
                     {
                         let mut flags = Default::default();
                         append_capped(&mut r.log, &t, &mut flags);
+                    }
+                    // Text after a nested element belongs to the rerun element again.
+                    if rerun.is_some() {
+                        *target = Target::RerunStack;
+                        return;
                     }
                 }
                 Target::SuiteOut | Target::SuiteErr => {

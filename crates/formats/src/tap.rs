@@ -146,7 +146,10 @@ impl Parser {
         if content.is_empty() {
             return;
         }
-        if content.len() >= 11 && content[..11].eq_ignore_ascii_case("tap version") {
+        if content
+            .get(..11)
+            .is_some_and(|v| v.eq_ignore_ascii_case("tap version"))
+        {
             if self.started {
                 // Several TAP streams concatenated: one suite each.
                 self.finish_suite();
@@ -434,9 +437,12 @@ fn flush_child(frame: &mut Frame, point_name: Option<&str>) {
     let Some((name, cases)) = frame.closed_child.take() else {
         return;
     };
-    let prefix = name
-        .filter(|n| !n.is_empty())
-        .or_else(|| point_name.map(str::to_string))
+    // The closing point's description names the subtest in every producer's style
+    // (TAP 14 puts `# Subtest:` at the child's indent, node's runner at the parent's),
+    // so it wins; the announced name is the fallback when the stream was cut.
+    let prefix = point_name
+        .map(str::to_string)
+        .or(name.filter(|n| !n.is_empty()))
         .unwrap_or_else(|| "(subtest)".to_string());
     for mut c in cases {
         c.name = format!("{prefix} > {}", c.name);

@@ -46,7 +46,8 @@ pub(crate) fn parse<R: BufRead>(mut input: R) -> Results {
             last = Last::Nothing;
             continue;
         }
-        if l.starts_with("********* Finished testing of ") {
+        // The closing stars matter: a file cut inside this very line is not finished.
+        if l.starts_with("********* Finished testing of ") && l.ends_with(" *********") {
             finished += 1;
             // The suite stays open until the next Start so trailing lines still land.
             last = Last::Nothing;

@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+// A small QtTest benchmark owned by testfleet: the formats crate's integration test
+// builds it against the system Qt 6, runs it with every QtTest logger and checks that
+// the parsers agree on its results.
+
+#include <QtTest/QtTest>
+#include <QString>
+#include <QStringList>
+
+class tst_Bench : public QObject
+{
+    Q_OBJECT
+
+private slots:
+    void join_data();
+    void join();
+    void sortNumbers_data();
+    void sortNumbers();
+    void hashLookup();
+    void plainPass();
+    void skipped();
+    void expectedFailure();
+};
+
+void tst_Bench::join_data()
+{
+    QTest::addColumn<int>("count");
+    QTest::newRow("ten") << 10;
+    QTest::newRow("hundred") << 100;
+    QTest::newRow("with space, comma=1") << 50;
+}
+
+void tst_Bench::join()
+{
+    QFETCH(int, count);
+    QStringList parts;
+    for (int i = 0; i < count; ++i)
+        parts << QString::number(i);
+    QString joined;
+    QBENCHMARK {
+        joined = parts.join(QLatin1Char(','));
+    }
+    QVERIFY(!joined.isEmpty());
+}
+
+void tst_Bench::sortNumbers_data()
+{
+    QTest::addColumn<int>("size");
+    QTest::newRow("small") << 64;
+    QTest::newRow("large") << 4096;
+}
+
+void tst_Bench::sortNumbers()
+{
+    QFETCH(int, size);
+    QList<int> data(size);
+    QBENCHMARK {
+        for (int i = 0; i < size; ++i)
+            data[i] = (i * 7919) % size;
+        std::sort(data.begin(), data.end());
+    }
+    QCOMPARE(data.size(), size);
+}
+
+void tst_Bench::hashLookup()
+{
+    QHash<QString, int> hash;
+    for (int i = 0; i < 1000; ++i)
+        hash.insert(QString::number(i), i);
+    int found = 0;
+    QBENCHMARK {
+        found += hash.value(QStringLiteral("500"));
+    }
+    QVERIFY(found > 0);
+}
+
+void tst_Bench::plainPass()
+{
+    qDebug("a debug message");
+    QVERIFY(true);
+}
+
+void tst_Bench::skipped()
+{
+    QSKIP("nothing to see here");
+}
+
+void tst_Bench::expectedFailure()
+{
+    QEXPECT_FAIL("", "known to fail", Continue);
+    QCOMPARE(1, 2);
+}
+
+QTEST_MAIN(tst_Bench)
+#include "tst_bench.moc"
