@@ -1,1 +1,139 @@
-//! placeholder
+//! A typed client for the coordinator's REST API, used by the CLI, the demo
+//! and the tests.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use testfleet_wire::api::{AgentView, ErrorBody, JobView, LogSlice, TaskDetail};
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the coordinator at {url}: {source}")]
+    Unreachable { url: String, source: reqwest::Error },
+    #[error("{message}")]
+    Api {
+        status: u16,
+        message: String,
+        body: Option<ErrorBody>,
+    },
+    #[error("unexpected answer from the coordinator: {0}")]
+    Decode(String),
+}
+
+/// The coordinator's REST API.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    /// `base` is the coordinator's URL, such as `http://127.0.0.1:8080`.
+    pub fn new(base: &str) -> ApiClient {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap_or_default();
+        ApiClient {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
+        if !status.is_success() {
+            let body: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
+            let message = match &body {
+                Some(b) => b.error.clone(),
+                None => format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes).trim()),
+            };
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                message,
+                body,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Submits a job file (TOML, or JSON when it starts with `{`).
+    pub async fn submit(&self, job_file: &str) -> Result<JobView, ClientError> {
+        let content_type = if job_file.trim_start().starts_with('{') {
+            "application/json"
+        } else {
+            "application/toml"
+        };
+        let req = self
+            .http
+            .post(format!("{}/api/v1/jobs", self.base))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(job_file.to_owned());
+        self.send(req).await
+    }
+
+    pub async fn job(&self, id: i64) -> Result<JobView, ClientError> {
+        self.send(self.http.get(format!("{}/api/v1/jobs/{id}", self.base)))
+            .await
+    }
+
+    pub async fn jobs(&self, limit: u32, state: Option<&str>) -> Result<Vec<JobView>, ClientError> {
+        let mut req = self
+            .http
+            .get(format!("{}/api/v1/jobs", self.base))
+            .query(&[("limit", limit.to_string())]);
+        if let Some(s) = state {
+            req = req.query(&[("state", s)]);
+        }
+        self.send(req).await
+    }
+
+    pub async fn cancel(&self, id: i64) -> Result<JobView, ClientError> {
+        self.send(
+            self.http
+                .post(format!("{}/api/v1/jobs/{id}/cancel", self.base)),
+        )
+        .await
+    }
+
+    pub async fn task(&self, id: i64) -> Result<TaskDetail, ClientError> {
+        self.send(self.http.get(format!("{}/api/v1/tasks/{id}", self.base)))
+            .await
+    }
+
+    pub async fn task_log(&self, id: i64, offset: u64) -> Result<LogSlice, ClientError> {
+        let req = self
+            .http
+            .get(format!("{}/api/v1/tasks/{id}/log", self.base))
+            .query(&[("offset", offset)]);
+        self.send(req).await
+    }
+
+    pub async fn agents(&self) -> Result<Vec<AgentView>, ClientError> {
+        self.send(self.http.get(format!("{}/api/v1/agents", self.base)))
+            .await
+    }
+}

@@ -157,7 +157,10 @@ pub struct RetrySpec {
 
 impl Default for RetrySpec {
     fn default() -> Self {
-        RetrySpec { tests: 0, infra: default_infra_retries() }
+        RetrySpec {
+            tests: 0,
+            infra: default_infra_retries(),
+        }
     }
 }
 
@@ -179,7 +182,9 @@ impl<'de> Deserialize<'de> for DurationSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         match humantime::parse_duration(text.trim()) {
-            Ok(v) if v.is_zero() => Err(serde::de::Error::custom("a timeout must be longer than zero")),
+            Ok(v) if v.is_zero() => Err(serde::de::Error::custom(
+                "a timeout must be longer than zero",
+            )),
             Ok(v) => Ok(DurationSpec(v)),
             Err(e) => Err(serde::de::Error::custom(format!(
                 "`{text}` is not a duration ({e}); write it like \"90s\", \"10m\" or \"1h 30m\""
@@ -206,9 +211,11 @@ impl<'de> Deserialize<'de> for Timestamp {
             Text(String),
             Toml(toml::value::Datetime),
         }
-        let text = match Raw::deserialize(d)
-            .map_err(|_| serde::de::Error::custom("expected an RFC 3339 timestamp such as \"2023-02-10T13:11:13Z\""))?
-        {
+        let text = match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected an RFC 3339 timestamp such as \"2023-02-10T13:11:13Z\"",
+            )
+        })? {
             Raw::Text(t) => t,
             Raw::Toml(dt) => dt.to_string(),
         };
@@ -235,7 +242,9 @@ fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error>
         Text(String),
         Number(i64),
     }
-    match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("expected a string or an integer"))? {
+    match Raw::deserialize(d)
+        .map_err(|_| serde::de::Error::custom("expected a string or an integer"))?
+    {
         Raw::Text(t) if t.trim().is_empty() => Err(serde::de::Error::custom("must not be empty")),
         Raw::Text(t) => Ok(t),
         Raw::Number(n) => Ok(n.to_string()),
@@ -300,13 +309,23 @@ impl JobSpec {
     pub fn from_toml(src: &str) -> Result<JobSpec, JobSpecError> {
         let de = toml::Deserializer::parse(src).map_err(|e| {
             let (line, column) = e.span().map(|s| line_col(src, s.start)).unzip();
-            JobSpecError { line, column, field: None, message: e.message().trim().to_owned() }
+            JobSpecError {
+                line,
+                column,
+                field: None,
+                message: e.message().trim().to_owned(),
+            }
         })?;
         let spec: JobSpec = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = field_path(e.path());
             let inner = e.into_inner();
             let (line, column) = inner.span().map(|s| line_col(src, s.start)).unzip();
-            JobSpecError { line, column, field, message: inner.message().trim().to_owned() }
+            JobSpecError {
+                line,
+                column,
+                field,
+                message: inner.message().trim().to_owned(),
+            }
         })?;
         spec.validate()?;
         Ok(spec)
@@ -319,7 +338,12 @@ impl JobSpec {
             let field = field_path(e.path());
             let inner = e.into_inner();
             let message = strip_json_position(&inner.to_string());
-            JobSpecError { line: Some(inner.line()), column: Some(inner.column()), field, message }
+            JobSpecError {
+                line: Some(inner.line()),
+                column: Some(inner.column()),
+                field,
+                message,
+            }
         })?;
         spec.validate()?;
         Ok(spec)
@@ -327,7 +351,12 @@ impl JobSpec {
 
     /// Rules that span several fields.
     fn validate(&self) -> Result<(), JobSpecError> {
-        let err = |field: String, message: String| JobSpecError { line: None, column: None, field: Some(field), message };
+        let err = |field: String, message: String| JobSpecError {
+            line: None,
+            column: None,
+            field: Some(field),
+            message,
+        };
         if self.name.trim().is_empty() {
             return Err(err("name".into(), "must not be empty".into()));
         }
@@ -339,12 +368,18 @@ impl JobSpec {
             if !seen.insert(task.name.as_str()) {
                 return Err(err(
                     format!("task[{i}].name"),
-                    format!("task name `{}` is used twice; task names must be unique in a job", task.name),
+                    format!(
+                        "task name `{}` is used twice; task names must be unique in a job",
+                        task.name
+                    ),
                 ));
             }
             for (j, step) in task.steps.iter().enumerate() {
                 if step.run.trim().is_empty() {
-                    return Err(err(format!("task[{i}].steps[{j}].run"), "must not be empty".into()));
+                    return Err(err(
+                        format!("task[{i}].steps[{j}].run"),
+                        "must not be empty".into(),
+                    ));
                 }
             }
         }
@@ -396,7 +431,10 @@ retries = { tests = 2, infra = 3 }
     fn parses_the_spec_example() {
         let job = JobSpec::from_toml(GOOD).unwrap();
         assert_eq!(job.queue, "benchmarks");
-        assert_eq!(job.integration.as_ref().unwrap().timestamp, Some(Timestamp(1_676_034_673_000)));
+        assert_eq!(
+            job.integration.as_ref().unwrap().timestamp,
+            Some(Timestamp(1_676_034_673_000))
+        );
         let task = &job.tasks[0];
         assert!(task.each_agent);
         assert_eq!(task.steps[1].timeout.0, Duration::from_secs(1800));
@@ -420,7 +458,9 @@ retries = { tests = 2, infra = 3 }
 
     #[test]
     fn unknown_stage_names_line_and_field() {
-        let e = toml_err("name = \"x\"\n\n[[task]]\nname = \"t\"\nsteps = [\n  { stage = \"deploy\", run = \"true\" },\n]\n");
+        let e = toml_err(
+            "name = \"x\"\n\n[[task]]\nname = \"t\"\nsteps = [\n  { stage = \"deploy\", run = \"true\" },\n]\n",
+        );
         assert_eq!(e.line, Some(6), "{e}");
         assert_eq!(e.field.as_deref(), Some("task[0].steps[0].stage"), "{e}");
         assert!(e.message.contains("deploy"), "{e}");
@@ -429,7 +469,9 @@ retries = { tests = 2, infra = 3 }
 
     #[test]
     fn bad_duration_names_line_and_field() {
-        let e = toml_err("name = \"x\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"true\", timeout = \"ten minutes\" }]\n");
+        let e = toml_err(
+            "name = \"x\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"true\", timeout = \"ten minutes\" }]\n",
+        );
         assert_eq!(e.line, Some(4), "{e}");
         assert_eq!(e.field.as_deref(), Some("task[0].steps[0].timeout"), "{e}");
         assert!(e.message.contains("not a duration"), "{e}");
@@ -467,7 +509,9 @@ retries = { tests = 2, infra = 3 }
 
     #[test]
     fn bad_timestamp_is_refused() {
-        let e = toml_err("name = \"x\"\n[integration]\nid = 5\ntimestamp = \"Fri Feb 10\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"true\" }]\n");
+        let e = toml_err(
+            "name = \"x\"\n[integration]\nid = 5\ntimestamp = \"Fri Feb 10\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"true\" }]\n",
+        );
         assert_eq!(e.field.as_deref(), Some("integration.timestamp"), "{e}");
         assert_eq!(e.line, Some(4), "{e}");
     }

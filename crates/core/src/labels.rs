@@ -61,17 +61,23 @@ impl<'de> Deserialize<'de> for Requirement {
             List(Vec<String>),
         }
         match Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom("a requirement is a string, a number, a list of strings or \">=N\"")
+            serde::de::Error::custom(
+                "a requirement is a string, a number, a list of strings or \">=N\"",
+            )
         })? {
             Raw::Number(n) => Ok(Requirement::Exact(n.to_string())),
-            Raw::List(vs) if vs.is_empty() => Err(serde::de::Error::custom("a list of accepted values must not be empty")),
+            Raw::List(vs) if vs.is_empty() => Err(serde::de::Error::custom(
+                "a list of accepted values must not be empty",
+            )),
             Raw::List(vs) => Ok(Requirement::OneOf(vs)),
             Raw::Text(t) => match t.trim().strip_prefix(">=") {
                 Some(n) => n
                     .trim()
                     .parse::<f64>()
                     .map(Requirement::AtLeast)
-                    .map_err(|_| serde::de::Error::custom(format!("`{t}` is not `>=` followed by a number"))),
+                    .map_err(|_| {
+                        serde::de::Error::custom(format!("`{t}` is not `>=` followed by a number"))
+                    }),
                 None => Ok(Requirement::Exact(t)),
             },
         }
@@ -85,7 +91,9 @@ pub struct Requirements(pub BTreeMap<String, Requirement>);
 
 impl Requirements {
     pub fn matches(&self, labels: &LabelSet) -> bool {
-        self.0.iter().all(|(k, req)| req.matches(labels.get(k).map(String::as_str)))
+        self.0
+            .iter()
+            .all(|(k, req)| req.matches(labels.get(k).map(String::as_str)))
     }
 
     /// The first requirement the labels fail, for "why is this pending?".
@@ -132,7 +140,12 @@ mod tests {
         assert!(!r.matches(&labels("pool=benchmark,os=windows,cores=16")));
         assert!(!r.matches(&labels("pool=benchmark,os=linux,cores=4")));
         assert!(!r.matches(&labels("pool=benchmark,os=linux")));
-        assert_eq!(r.first_mismatch(&labels("pool=benchmark,os=linux,cores=2")).unwrap().0, "cores");
+        assert_eq!(
+            r.first_mismatch(&labels("pool=benchmark,os=linux,cores=2"))
+                .unwrap()
+                .0,
+            "cores"
+        );
     }
 
     #[test]

@@ -24,7 +24,8 @@ macro_rules! string_enum {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
+                // `pad` so that width and alignment flags work in tables.
+                f.pad(self.as_str())
             }
         }
 
@@ -151,7 +152,10 @@ string_enum! {
 
 impl TaskState {
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskState::Passed | TaskState::Failed | TaskState::Cancelled)
+        matches!(
+            self,
+            TaskState::Passed | TaskState::Failed | TaskState::Cancelled
+        )
     }
 }
 
@@ -168,14 +172,18 @@ string_enum! {
 
 impl JobState {
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Passed | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Passed | JobState::Failed | JobState::Cancelled
+        )
     }
 
     /// The job's state follows from its tasks: running while any task is
     /// not finished, then failed if any failed, cancelled if any was
     /// cancelled, passed otherwise.
     pub fn from_tasks(tasks: impl IntoIterator<Item = TaskState>) -> JobState {
-        let (mut any, mut queued, mut running, mut failed, mut cancelled) = (false, false, false, false, false);
+        let (mut any, mut queued, mut running, mut failed, mut cancelled) =
+            (false, false, false, false, false);
         for t in tasks {
             any = true;
             match t {
@@ -227,11 +235,22 @@ pub fn after_attempt(outcome: AttemptOutcome, use_: RetryUse) -> AfterAttempt {
             state: TaskState::Passed,
             flaky: outcome == AttemptOutcome::Flaky || use_.test_failures_so_far > 0,
         },
-        AttemptOutcome::Cancelled => AfterAttempt::Finish { state: TaskState::Cancelled, flaky: false },
-        AttemptOutcome::InfraError if use_.infra_failures_so_far < use_.infra_budget => AfterAttempt::Retry,
-        AttemptOutcome::InfraError => AfterAttempt::Finish { state: TaskState::Failed, flaky: false },
+        AttemptOutcome::Cancelled => AfterAttempt::Finish {
+            state: TaskState::Cancelled,
+            flaky: false,
+        },
+        AttemptOutcome::InfraError if use_.infra_failures_so_far < use_.infra_budget => {
+            AfterAttempt::Retry
+        }
+        AttemptOutcome::InfraError => AfterAttempt::Finish {
+            state: TaskState::Failed,
+            flaky: false,
+        },
         _ if use_.test_failures_so_far < use_.test_budget => AfterAttempt::Retry,
-        _ => AfterAttempt::Finish { state: TaskState::Failed, flaky: false },
+        _ => AfterAttempt::Finish {
+            state: TaskState::Failed,
+            flaky: false,
+        },
     }
 }
 
@@ -245,7 +264,10 @@ mod tests {
             assert_eq!(s.as_str().parse::<Stage>(), Ok(*s));
         }
         let err = "deploy".parse::<StepStage>().unwrap_err();
-        assert_eq!(err.to_string(), "unknown StepStage `deploy`, expected one of: configure, build, test, results");
+        assert_eq!(
+            err.to_string(),
+            "unknown StepStage `deploy`, expected one of: configure, build, test, results"
+        );
     }
 
     #[test]
@@ -256,28 +278,56 @@ mod tests {
         assert_eq!(JobState::from_tasks([Queued, Queued]), JobState::Queued);
         assert_eq!(JobState::from_tasks([Failed, Passed]), JobState::Failed);
         assert_eq!(JobState::from_tasks([Failed, Queued]), JobState::Running);
-        assert_eq!(JobState::from_tasks([Cancelled, Failed]), JobState::Cancelled);
+        assert_eq!(
+            JobState::from_tasks([Cancelled, Failed]),
+            JobState::Cancelled
+        );
     }
 
     #[test]
     fn retries_use_separate_budgets() {
-        let budget = RetryUse { test_budget: 1, infra_budget: 2, ..Default::default() };
-        assert_eq!(after_attempt(AttemptOutcome::Failed, budget), AfterAttempt::Retry);
-        let used = RetryUse { test_failures_so_far: 1, ..budget };
+        let budget = RetryUse {
+            test_budget: 1,
+            infra_budget: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            after_attempt(AttemptOutcome::Failed, budget),
+            AfterAttempt::Retry
+        );
+        let used = RetryUse {
+            test_failures_so_far: 1,
+            ..budget
+        };
         assert_eq!(
             after_attempt(AttemptOutcome::Failed, used),
-            AfterAttempt::Finish { state: TaskState::Failed, flaky: false }
+            AfterAttempt::Finish {
+                state: TaskState::Failed,
+                flaky: false
+            }
         );
         // Test failures do not use up the infra budget.
-        assert_eq!(after_attempt(AttemptOutcome::InfraError, used), AfterAttempt::Retry);
+        assert_eq!(
+            after_attempt(AttemptOutcome::InfraError, used),
+            AfterAttempt::Retry
+        );
         assert_eq!(
             after_attempt(AttemptOutcome::Passed, used),
-            AfterAttempt::Finish { state: TaskState::Passed, flaky: true }
+            AfterAttempt::Finish {
+                state: TaskState::Passed,
+                flaky: true
+            }
         );
-        let infra_spent = RetryUse { infra_failures_so_far: 2, ..budget };
+        let infra_spent = RetryUse {
+            infra_failures_so_far: 2,
+            ..budget
+        };
         assert_eq!(
             after_attempt(AttemptOutcome::InfraError, infra_spent),
-            AfterAttempt::Finish { state: TaskState::Failed, flaky: false }
+            AfterAttempt::Finish {
+                state: TaskState::Failed,
+                flaky: false
+            }
         );
     }
 }

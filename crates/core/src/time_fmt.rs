@@ -12,10 +12,12 @@ pub type UnixMillis = i64;
 
 /// Formats as `YYYY-MM-DDTHH:MM:SS.fffZ` (UTC, milliseconds).
 pub fn format_millis(ms: UnixMillis) -> String {
-    let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    let format =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    t.format(&format).unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_owned())
+    t.format(&format)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_owned())
 }
 
 /// Parses an RFC 3339 timestamp (`2023-02-10T13:11:13Z`, with or without
@@ -37,8 +39,14 @@ mod tests {
 
     #[test]
     fn parses_rfc3339_variants() {
-        assert_eq!(parse_rfc3339_millis("2023-02-10T13:11:13Z"), Some(1_676_034_673_000));
-        assert_eq!(parse_rfc3339_millis("2023-02-10T13:11:13.5+00:00"), Some(1_676_034_673_500));
+        assert_eq!(
+            parse_rfc3339_millis("2023-02-10T13:11:13Z"),
+            Some(1_676_034_673_000)
+        );
+        assert_eq!(
+            parse_rfc3339_millis("2023-02-10T13:11:13.5+00:00"),
+            Some(1_676_034_673_500)
+        );
         assert_eq!(parse_rfc3339_millis("Fri Feb 10 2023"), None);
     }
 }

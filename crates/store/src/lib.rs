@@ -13,7 +13,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 pub use ops::*;
 
@@ -27,7 +29,10 @@ pub enum StoreError {
     #[error("failed to encode or decode stored JSON")]
     Json(#[from] serde_json::Error),
     #[error("failed to create the data directory {path}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0} not found")]
     NotFound(String),
     #[error("stored value is invalid: {0}")]
@@ -46,8 +51,10 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) `DIR/testfleet.db` and brings its schema up to date.
     pub async fn open(data_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
         let path = data_dir.join("testfleet.db");
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(&path)

@@ -55,7 +55,12 @@ pub enum FinishEffect {
     /// The task went back to the queue for another attempt.
     Requeued(QueuedTask),
     /// The task is finished.
-    TaskFinished { task_id: i64, job_id: i64, state: TaskState, job_state: JobState },
+    TaskFinished {
+        task_id: i64,
+        job_id: i64,
+        state: TaskState,
+        job_state: JobState,
+    },
     /// The attempt was already finished or superseded; nothing changed.
     Stale,
 }
@@ -70,7 +75,12 @@ pub struct Claimed {
 impl Store {
     /// Stores a validated job and its tasks in one transaction; returns the job id
     /// and the queued tasks.
-    pub async fn submit_job(&self, spec: &JobSpec, tasks: Vec<NewTask>, now: UnixMillis) -> Result<(i64, Vec<QueuedTask>)> {
+    pub async fn submit_job(
+        &self,
+        spec: &JobSpec,
+        tasks: Vec<NewTask>,
+        now: UnixMillis,
+    ) -> Result<(i64, Vec<QueuedTask>)> {
         let mut tx = self.writer.begin().await?;
         let job_id: i64 = sqlx::query(
             "INSERT INTO jobs (name, queue, priority, spec, state, created_at, integration_id)
@@ -165,7 +175,12 @@ impl Store {
 
     /// Starts an attempt of a queued task on `agent`. Returns `None` when the
     /// task is no longer queued (cancelled meanwhile).
-    pub async fn claim(&self, task_id: i64, agent: &str, now: UnixMillis) -> Result<Option<Claimed>> {
+    pub async fn claim(
+        &self,
+        task_id: i64,
+        agent: &str,
+        now: UnixMillis,
+    ) -> Result<Option<Claimed>> {
         let mut tx = self.writer.begin().await?;
         let Some(row) = sqlx::query(
             "SELECT t.job_id, t.name, t.spec, t.attempts, j.spec, j.id, j.created_at
@@ -210,7 +225,9 @@ impl Store {
             .await?;
         tx.commit().await?;
 
-        let work = work_item(&job, job_id, created_at, task_id, &task_name, &task, attempt_id);
+        let work = work_item(
+            &job, job_id, created_at, task_id, &task_name, &task, attempt_id,
+        );
         Ok(Some(Claimed {
             attempt: RunningAttempt {
                 attempt_id,
@@ -225,7 +242,11 @@ impl Store {
     }
 
     /// The work item of a running attempt (for `queryWork` and re-sends).
-    pub async fn work_item_for_task(&self, task_id: i64, attempt_id: Option<i64>) -> Result<WorkItem> {
+    pub async fn work_item_for_task(
+        &self,
+        task_id: i64,
+        attempt_id: Option<i64>,
+    ) -> Result<WorkItem> {
         let row = sqlx::query(
             "SELECT t.job_id, t.name, t.spec, j.spec, j.created_at FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = ?",
         )
@@ -235,7 +256,15 @@ impl Store {
         .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
         let task: TaskSpec = serde_json::from_str(row.get::<&str, _>(2))?;
         let job: JobSpec = serde_json::from_str(row.get::<&str, _>(3))?;
-        let mut item = work_item(&job, row.get(0), row.get(4), task_id, row.get::<&str, _>(1), &task, 0);
+        let mut item = work_item(
+            &job,
+            row.get(0),
+            row.get(4),
+            task_id,
+            row.get::<&str, _>(1),
+            &task,
+            0,
+        );
         item.attempt_id = attempt_id;
         Ok(item)
     }
@@ -279,7 +308,10 @@ impl Store {
     /// Ends an attempt and moves its task on (retry or finish). Fenced: an
     /// attempt that already ended, or is no longer its task's current one,
     /// changes nothing.
-    #[expect(clippy::too_many_arguments, reason = "each is one column of the finished attempt")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is one column of the finished attempt"
+    )]
     pub async fn finish_attempt(
         &self,
         attempt_id: i64,
@@ -386,9 +418,13 @@ impl Store {
                 })
             }
             AfterAttempt::Finish { state, flaky } => {
-                let shown = if flaky && outcome == AttemptOutcome::Passed { AttemptOutcome::Flaky } else { outcome };
+                let shown = if flaky && outcome == AttemptOutcome::Passed {
+                    AttemptOutcome::Flaky
+                } else {
+                    outcome
+                };
                 sqlx::query(
-                    "UPDATE tasks SET state = ?, outcome = ?, detail_message = COALESCE(?, detail_message),
+                    "UPDATE tasks SET state = ?, outcome = ?, detail_message = ?,
                      test_failures = test_failures + ?, infra_failures = infra_failures + ?, flaky = ?,
                      updated_at = ? WHERE id = ?",
                 )
@@ -403,7 +439,12 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
                 let job_state = refresh_job_state(&mut tx, job_id, now).await?;
-                FinishEffect::TaskFinished { task_id, job_id, state, job_state }
+                FinishEffect::TaskFinished {
+                    task_id,
+                    job_id,
+                    state,
+                    job_state,
+                }
             }
         };
         // A pinned (each_agent) task keeps its pin on retry: it is that agent's work.
@@ -426,7 +467,10 @@ impl Store {
     /// cancelled and returned so their agents can be told to stop.
     pub async fn cancel_job(&self, job_id: i64, now: UnixMillis) -> Result<Vec<RunningAttempt>> {
         let mut tx = self.writer.begin().await?;
-        let exists = sqlx::query("SELECT id FROM jobs WHERE id = ?").bind(job_id).fetch_optional(&mut *tx).await?;
+        let exists = sqlx::query("SELECT id FROM jobs WHERE id = ?")
+            .bind(job_id)
+            .fetch_optional(&mut *tx)
+            .await?;
         if exists.is_none() {
             return Err(StoreError::NotFound(format!("job {job_id}")));
         }
@@ -472,7 +516,13 @@ impl Store {
     /// Stores a chunk of an attempt's log; a chunk re-sent after a reconnect
     /// (same offset) is stored once.
     /// Only the attempt's own agent may write to it; returns false otherwise.
-    pub async fn append_log(&self, attempt_id: i64, agent: &str, offset: u64, data: &str) -> Result<bool> {
+    pub async fn append_log(
+        &self,
+        attempt_id: i64,
+        agent: &str,
+        offset: u64,
+        data: &str,
+    ) -> Result<bool> {
         let done = sqlx::query(
             "INSERT OR IGNORE INTO log_chunks (attempt_id, offset, data)
              SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM attempts WHERE id = ? AND agent = ?)",
@@ -488,7 +538,12 @@ impl Store {
     }
 
     /// Records an agent's connection and labels.
-    pub async fn agent_connected(&self, hostname: &str, labels: &LabelSet, now: UnixMillis) -> Result<()> {
+    pub async fn agent_connected(
+        &self,
+        hostname: &str,
+        labels: &LabelSet,
+        now: UnixMillis,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO agents (hostname, labels, first_seen, last_connected, retired) VALUES (?, ?, ?, ?, 0)
              ON CONFLICT (hostname) DO UPDATE SET labels = excluded.labels, last_connected = excluded.last_connected, retired = 0",
@@ -505,7 +560,10 @@ impl Store {
     /// Retires an agent (it disconnected with reason `shutdown`): no more
     /// fan-out work is queued for it.
     pub async fn retire_agent(&self, hostname: &str) -> Result<()> {
-        sqlx::query("UPDATE agents SET retired = 1 WHERE hostname = ?").bind(hostname).execute(&self.writer).await?;
+        sqlx::query("UPDATE agents SET retired = 1 WHERE hostname = ?")
+            .bind(hostname)
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 
@@ -516,7 +574,12 @@ impl Store {
             .fetch_all(&self.reader)
             .await?;
         rows.iter()
-            .map(|r| Ok((r.get::<String, _>(0), serde_json::from_str(r.get::<&str, _>(1))?)))
+            .map(|r| {
+                Ok((
+                    r.get::<String, _>(0),
+                    serde_json::from_str(r.get::<&str, _>(1))?,
+                ))
+            })
             .collect()
     }
 
@@ -549,19 +612,28 @@ async fn refresh_job_state(
     job_id: i64,
     now: UnixMillis,
 ) -> Result<JobState> {
-    let states = sqlx::query("SELECT state FROM tasks WHERE job_id = ?").bind(job_id).fetch_all(&mut **tx).await?;
+    let states = sqlx::query("SELECT state FROM tasks WHERE job_id = ?")
+        .bind(job_id)
+        .fetch_all(&mut **tx)
+        .await?;
     let states = states
         .iter()
-        .map(|r| r.get::<&str, _>(0).parse::<TaskState>().map_err(|e| StoreError::Corrupt(e.to_string())))
+        .map(|r| {
+            r.get::<&str, _>(0)
+                .parse::<TaskState>()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))
+        })
         .collect::<Result<Vec<_>>>()?;
     let job_state = JobState::from_tasks(states);
-    sqlx::query("UPDATE jobs SET state = ?, finished_at = CASE WHEN ? THEN ? ELSE NULL END WHERE id = ?")
-        .bind(job_state.as_str())
-        .bind(job_state.is_terminal())
-        .bind(now)
-        .bind(job_id)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "UPDATE jobs SET state = ?, finished_at = CASE WHEN ? THEN ? ELSE NULL END WHERE id = ?",
+    )
+    .bind(job_state.as_str())
+    .bind(job_state.is_terminal())
+    .bind(now)
+    .bind(job_id)
+    .execute(&mut **tx)
+    .await?;
     Ok(job_state)
 }
 
@@ -579,11 +651,19 @@ fn work_item(
     let mut env = job.env.clone();
     env.extend(task.env.clone());
     WorkItem {
-        integration_id: integration.map(|i| i.id.clone()).unwrap_or_else(|| format!("tf-{job_id}")),
+        integration_id: integration
+            .map(|i| i.id.clone())
+            .unwrap_or_else(|| format!("tf-{job_id}")),
         integration_url: integration.and_then(|i| i.url.clone()),
-        integration_timestamp: format_millis(integration.and_then(|i| i.timestamp).map_or(created_at, |t| t.0)),
+        integration_timestamp: format_millis(
+            integration
+                .and_then(|i| i.timestamp)
+                .map_or(created_at, |t| t.0),
+        ),
         integration_data: integration.map(|i| i.data.clone()).unwrap_or_default(),
-        branch: integration.and_then(|i| i.branch.clone()).unwrap_or_default(),
+        branch: integration
+            .and_then(|i| i.branch.clone())
+            .unwrap_or_default(),
         sha: integration
             .and_then(|i| i.sha.clone())
             .or_else(|| job.source.as_ref().map(|s| s.rev.clone()))

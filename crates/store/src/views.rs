@@ -5,7 +5,9 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 use testfleet_core::time_fmt::{UnixMillis, format_millis};
 use testfleet_core::{AttemptOutcome, JobState, LabelSet, TaskState};
-use testfleet_wire::api::{AttemptView, CaseCounts, JobView, LogSlice, MetricView, TaskDetail, TaskView};
+use testfleet_wire::api::{
+    AttemptView, CaseCounts, JobView, LogSlice, MetricView, TaskDetail, TaskView,
+};
 use testfleet_wire::results::{CaseOutcome, Results};
 
 use crate::{Result, Store, StoreError};
@@ -20,7 +22,8 @@ fn parse<T: std::str::FromStr>(s: &str) -> Result<T>
 where
     T::Err: std::fmt::Display,
 {
-    s.parse::<T>().map_err(|e| StoreError::Corrupt(e.to_string()))
+    s.parse::<T>()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn task_view(r: &SqliteRow) -> Result<TaskView> {
@@ -36,7 +39,10 @@ fn task_view(r: &SqliteRow) -> Result<TaskView> {
         name: r.get(2),
         state: parse::<TaskState>(r.get(3))?,
         stage: r.get(4),
-        outcome: r.get::<Option<&str>, _>(5).map(parse::<AttemptOutcome>).transpose()?,
+        outcome: r
+            .get::<Option<&str>, _>(5)
+            .map(parse::<AttemptOutcome>)
+            .transpose()?,
         agent: r.get(6),
         pinned_agent: r.get(7),
         detail_message: r.get(8),
@@ -95,13 +101,15 @@ impl Store {
         .fetch_optional(&self.reader)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("job {job_id}")))?;
-        let tasks = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TASK_COLUMNS} FROM tasks t WHERE t.job_id = ? ORDER BY t.id")))
-            .bind(job_id)
-            .fetch_all(&self.reader)
-            .await?
-            .iter()
-            .map(task_view)
-            .collect::<Result<Vec<_>>>()?;
+        let tasks = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.job_id = ? ORDER BY t.id"
+        )))
+        .bind(job_id)
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(task_view)
+        .collect::<Result<Vec<_>>>()?;
         let mut counts = CaseCounts::default();
         for t in &tasks {
             counts.add(&t.counts);
@@ -122,12 +130,14 @@ impl Store {
 
     /// The newest jobs first, without their tasks' results.
     pub async fn jobs(&self, limit: i64, state: Option<JobState>) -> Result<Vec<JobView>> {
-        let ids = sqlx::query("SELECT id FROM jobs WHERE (? IS NULL OR state = ?) ORDER BY id DESC LIMIT ?")
-            .bind(state.map(JobState::as_str))
-            .bind(state.map(JobState::as_str))
-            .bind(limit)
-            .fetch_all(&self.reader)
-            .await?;
+        let ids = sqlx::query(
+            "SELECT id FROM jobs WHERE (? IS NULL OR state = ?) ORDER BY id DESC LIMIT ?",
+        )
+        .bind(state.map(JobState::as_str))
+        .bind(state.map(JobState::as_str))
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
         let mut out = Vec::with_capacity(ids.len());
         for r in ids {
             out.push(self.job(r.get(0)).await?);
@@ -137,14 +147,19 @@ impl Store {
 
     /// One task with its attempts.
     pub async fn task(&self, task_id: i64) -> Result<TaskDetail> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id = ?")))
-            .bind(task_id)
-            .fetch_optional(&self.reader)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id = ?"
+        )))
+        .bind(task_id)
+        .fetch_optional(&self.reader)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
         let task = task_view(&row)?;
         let attempts = self.attempts(task_id).await?;
-        Ok(TaskDetail { task, attempts_list: attempts })
+        Ok(TaskDetail {
+            task,
+            attempts_list: attempts,
+        })
     }
 
     async fn attempts(&self, task_id: i64) -> Result<Vec<AttemptView>> {
@@ -163,9 +178,15 @@ impl Store {
                     number: r.get(2),
                     agent: r.get(3),
                     stage: r.get(4),
-                    outcome: r.get::<Option<&str>, _>(5).map(parse::<AttemptOutcome>).transpose()?,
+                    outcome: r
+                        .get::<Option<&str>, _>(5)
+                        .map(parse::<AttemptOutcome>)
+                        .transpose()?,
                     reason: r.get(6),
-                    reason_data: r.get::<Option<&str>, _>(7).map(serde_json::from_str::<Value>).transpose()?,
+                    reason_data: r
+                        .get::<Option<&str>, _>(7)
+                        .map(serde_json::from_str::<Value>)
+                        .transpose()?,
                     started_at: format_millis(r.get(8)),
                     finished_at: time_text(r.get(9)),
                 })
@@ -188,15 +209,22 @@ impl Store {
 
     /// A slice of a task's log from byte `offset`: the given attempt's, or the
     /// latest attempt's.
-    pub async fn task_log(&self, task_id: i64, attempt_id: Option<i64>, offset: u64) -> Result<LogSlice> {
+    pub async fn task_log(
+        &self,
+        task_id: i64,
+        attempt_id: Option<i64>,
+        offset: u64,
+    ) -> Result<LogSlice> {
         let attempt = match attempt_id {
-            Some(id) => sqlx::query("SELECT id, outcome IS NOT NULL FROM attempts WHERE id = ? AND task_id = ?")
-                .bind(id)
-                .bind(task_id)
-                .fetch_optional(&self.reader)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(format!("attempt {id} of task {task_id}")))
-                .map(Some)?,
+            Some(id) => sqlx::query(
+                "SELECT id, outcome IS NOT NULL FROM attempts WHERE id = ? AND task_id = ?",
+            )
+            .bind(id)
+            .bind(task_id)
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("attempt {id} of task {task_id}")))
+            .map(Some)?,
             None => {
                 let task = sqlx::query("SELECT state FROM tasks WHERE id = ?")
                     .bind(task_id)
@@ -219,7 +247,14 @@ impl Store {
             .map(TaskState::is_terminal)
             .unwrap_or(true);
         let Some(attempt) = attempt else {
-            return Ok(LogSlice { task_id, attempt_id: None, offset, next_offset: offset, data: String::new(), complete: task_done });
+            return Ok(LogSlice {
+                task_id,
+                attempt_id: None,
+                offset,
+                next_offset: offset,
+                data: String::new(),
+                complete: task_done,
+            });
         };
         let attempt_id: i64 = attempt.get(0);
         let attempt_done: bool = attempt.get(1);
@@ -240,7 +275,9 @@ impl Store {
             if chunk_start > next {
                 break; // a gap: that chunk has not arrived yet
             }
-            let skip = usize::try_from(next - chunk_start).unwrap_or(usize::MAX).min(bytes.len());
+            let skip = usize::try_from(next - chunk_start)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
             data.extend_from_slice(&bytes[skip..]);
             next = chunk_start + bytes.len() as u64;
             if data.len() >= MAX_LOG_SLICE {
@@ -261,11 +298,20 @@ impl Store {
 
     /// Every agent ever seen: `(hostname, labels, last_connected, retired)`.
     pub async fn agents(&self) -> Result<Vec<(String, LabelSet, UnixMillis, bool)>> {
-        let rows = sqlx::query("SELECT hostname, labels, last_connected, retired FROM agents ORDER BY hostname")
-            .fetch_all(&self.reader)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT hostname, labels, last_connected, retired FROM agents ORDER BY hostname",
+        )
+        .fetch_all(&self.reader)
+        .await?;
         rows.iter()
-            .map(|r| Ok((r.get(0), serde_json::from_str(r.get::<&str, _>(1))?, r.get(2), r.get(3))))
+            .map(|r| {
+                Ok((
+                    r.get(0),
+                    serde_json::from_str(r.get::<&str, _>(1))?,
+                    r.get(2),
+                    r.get(3),
+                ))
+            })
             .collect()
     }
 

@@ -1,1 +1,63 @@
-fn main() {}
+//! `testfleet`: the coordinator, the agent and the client in one binary.
+//!
+//! `main` parses arguments, resolves configuration and calls into the
+//! library crates; errors map to the exit codes documented in the README.
+
+mod cli;
+mod cmd;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Exit codes (documented in the README).
+pub mod exit {
+    /// The command worked; for `watch`/`submit --wait`, the job passed.
+    pub const OK: u8 = 0;
+    /// The job failed or was cancelled.
+    pub const JOB_FAILED: u8 = 1;
+    /// Bad input: arguments, job file, configuration.
+    pub const USAGE: u8 = 2;
+    /// The coordinator could not be reached or answered with an error.
+    pub const SERVER: u8 = 3;
+}
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_tracing(cli.verbose, cli.command.is_service());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: failed to start the async runtime: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    match runtime.block_on(cmd::run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(cmd::exit_code_for(&e))
+        }
+    }
+}
+
+fn init_tracing(verbose: u8, service: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (verbose, service) {
+        (0, false) => "warn",
+        (0, true) => "info,sqlx=warn,socketioxide=warn,engineioxide=warn",
+        (1, _) => "info",
+        _ => "debug",
+    };
+    let filter =
+        EnvFilter::try_from_env("TESTFLEET_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,148 @@
+//! Command-line arguments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "testfleet",
+    version,
+    about = "Run tests and benchmarks on a fleet of machines"
+)]
+pub struct Cli {
+    /// The coordinator's URL, for client commands.
+    #[arg(long, global = true, env = "TESTFLEET_SERVER")]
+    pub server: Option<String>,
+    /// Configuration file (default: ~/.config/testfleet/config.toml when it exists).
+    #[arg(long, global = true, env = "TESTFLEET_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// More logging (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the coordinator.
+    Server(ServerArgs),
+    /// Run an agent on this machine.
+    Agent(AgentArgs),
+    /// Submit a job file.
+    Submit {
+        /// The job file (TOML, or its JSON form).
+        job: PathBuf,
+        /// Follow the job until it ends; the exit code says whether it passed.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow a job's progress until it ends; exit code 0 when it passed.
+    Watch {
+        job: i64,
+        /// Print the final job as JSON instead of the live display.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List jobs, newest first.
+    Jobs {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Only jobs in this state (queued, running, passed, failed, cancelled).
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a job with its tasks, outcomes and metrics.
+    Show {
+        job: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a job.
+    Cancel {
+        job: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a task's log.
+    Logs {
+        task: i64,
+        /// Keep printing until the task ends.
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List agents.
+    Agents {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Parse a result file (QtTest, TAP, JUnit, Google Benchmark) and print it.
+    Parse {
+        file: PathBuf,
+        /// The format (detected from content when not given): qtest-xml, qtest-lightxml,
+        /// qtest-txt, qtest-csv, qtest-junitxml, qtest-tap, qtest-teamcity, tap, junit, gbench.
+        #[arg(long)]
+        format: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a coordinator and two agents in one process on a bundled example job.
+    Demo {
+        /// Keep the demo's database, checkouts and logs here (default: a temporary directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Keep serving the dashboard after the job ends, until Ctrl-C.
+        #[arg(long)]
+        serve: bool,
+    },
+}
+
+impl Command {
+    /// Long-running services log at info by default.
+    pub fn is_service(&self) -> bool {
+        matches!(self, Command::Server(_) | Command::Agent(_))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Where the database lives.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// A secret shared by all agents.
+    #[arg(long, env = "TESTFLEET_AGENT_SECRET", hide_env_values = true)]
+    pub agent_secret: Option<String>,
+    /// Allow the dev-mode events `queryWork` and `mockItem`.
+    #[arg(long)]
+    pub dev: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// This machine's name, as the coordinator knows it.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// The agent secret.
+    #[arg(long, env = "TESTFLEET_AGENT_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Labels, `key=value,key=value`.
+    #[arg(long)]
+    pub labels: Option<String>,
+    /// Where checkouts, the git cache and runs live.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Seconds between fetches while idle.
+    #[arg(long)]
+    pub poll_interval: Option<humantime::Duration>,
+}

@@ -1,0 +1,87 @@
+//! One module per group of subcommands.
+
+mod client;
+mod demo;
+mod parse;
+
+use anyhow::Result;
+use testfleet_client::{ApiClient, ClientError};
+
+use crate::cli::{Cli, Command};
+use crate::exit;
+use crate::settings;
+
+pub async fn run(cli: Cli) -> Result<u8> {
+    let file = settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Server(args) => {
+            let config = settings::server_config(&args, &file)?;
+            serve(config).await
+        }
+        Command::Agent(args) => {
+            let config = settings::agent_config(&args, cli.server.as_deref(), &file)?;
+            eprintln!("testfleet agent `{}` → {}", config.hostname, config.server);
+            testfleet_agent::run(config, shutdown_signal()).await?;
+            Ok(exit::OK)
+        }
+        Command::Parse {
+            file: path,
+            format,
+            json,
+        } => parse::run(&path, format.as_deref(), json),
+        Command::Demo { data_dir, serve } => demo::run(data_dir, serve).await,
+        other => {
+            let api = ApiClient::new(&settings::client_server(cli.server.as_deref(), &file)?);
+            client::run(&api, other).await
+        }
+    }
+}
+
+async fn serve(config: testfleet_server::ServerConfig) -> Result<u8> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("failed to listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+    if !config.agents_authenticated() {
+        tracing::warn!(
+            "no agent secret configured (--agent-secret or TESTFLEET_AGENT_SECRET): any agent may connect"
+        );
+    }
+    let data_dir = config.data_dir.clone();
+    let server = testfleet_server::Server::build(config).await?;
+    println!(
+        "testfleet server listening on http://{addr} (data in {})",
+        data_dir.display()
+    );
+    server.serve(listener, shutdown_signal()).await?;
+    Ok(exit::OK)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Maps an error to the documented exit code.
+pub fn exit_code_for(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<ClientError>() {
+        Some(ClientError::Api { status, .. }) if *status < 500 => exit::USAGE,
+        Some(_) => exit::SERVER,
+        None if e.downcast_ref::<testfleet_server::ServerError>().is_some() => exit::SERVER,
+        None => exit::USAGE,
+    }
+}

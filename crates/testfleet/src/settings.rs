@@ -1,0 +1,182 @@
+//! Configuration: compiled-in defaults, then the config file, then
+//! `TESTFLEET_*` variables and flags (clap reads those), resolved once here.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use testfleet_agent::AgentConfig;
+use testfleet_core::labels::parse_label_list;
+use testfleet_server::ServerConfig;
+
+use crate::cli::{AgentArgs, ServerArgs};
+
+/// The config file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub client: ClientSection,
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub agent: AgentSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSection {
+    pub server: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub agent_secret: Option<String>,
+    #[serde(default)]
+    pub host_secrets: BTreeMap<String, String>,
+    pub dev: Option<bool>,
+    pub lease_timeout: Option<String>,
+    pub request_status_interval: Option<String>,
+    pub request_status_interval_in_test: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    pub server: Option<String>,
+    pub hostname: Option<String>,
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub work_dir: Option<PathBuf>,
+    pub poll_interval: Option<String>,
+}
+
+/// Loads the config file: the given one (which must exist) or the default
+/// one when it exists.
+pub fn load(path: Option<&Path>) -> Result<FileConfig> {
+    let path = match path {
+        Some(p) => p.to_owned(),
+        None => match default_path() {
+            Some(p) if p.exists() => p,
+            _ => return Ok(FileConfig::default()),
+        },
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("failed to read config file {}", path.display()))?;
+    toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("invalid config file {}: {}", path.display(), e.message()))
+}
+
+fn default_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("testfleet").join("config.toml"))
+}
+
+fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Duration> {
+    match text {
+        None => Ok(default),
+        Some(t) => humantime::parse_duration(t)
+            .with_context(|| format!("config `{field}`: `{t}` is not a duration like \"10s\"")),
+    }
+}
+
+/// The coordinator URL for client commands.
+pub fn client_server(flag: Option<&str>, file: &FileConfig) -> Result<String> {
+    let url = flag
+        .map(str::to_owned)
+        .or_else(|| file.client.server.clone())
+        .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        bail!("the server URL `{url}` must start with http:// or https://");
+    }
+    Ok(url)
+}
+
+pub fn server_config(args: &ServerArgs, file: &FileConfig) -> Result<ServerConfig> {
+    let s = &file.server;
+    let listen = args
+        .listen
+        .or(s.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or_else(|| s.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("testfleet-data"));
+    let mut config = ServerConfig::new(listen, data_dir);
+    config.agent_secret = args
+        .agent_secret
+        .clone()
+        .or_else(|| s.agent_secret.clone())
+        .filter(|s| !s.is_empty());
+    config.host_secrets = s.host_secrets.clone();
+    config.dev = args.dev || s.dev.unwrap_or(false);
+    config.lease_timeout = duration(
+        "server.lease_timeout",
+        s.lease_timeout.as_deref(),
+        config.lease_timeout,
+    )?;
+    config.request_status_interval = duration(
+        "server.request_status_interval",
+        s.request_status_interval.as_deref(),
+        config.request_status_interval,
+    )?;
+    config.request_status_interval_in_test = duration(
+        "server.request_status_interval_in_test",
+        s.request_status_interval_in_test.as_deref(),
+        config.request_status_interval_in_test,
+    )?;
+    Ok(config)
+}
+
+pub fn agent_config(
+    args: &AgentArgs,
+    server_flag: Option<&str>,
+    file: &FileConfig,
+) -> Result<AgentConfig> {
+    let a = &file.agent;
+    let server = server_flag
+        .map(str::to_owned)
+        .or_else(|| a.server.clone())
+        .or_else(|| file.client.server.clone())
+        .context("no coordinator given: pass --server URL (or set TESTFLEET_SERVER, or [agent] server in the config file)")?;
+    let hostname = match args.hostname.clone().or_else(|| a.hostname.clone()) {
+        Some(h) => h,
+        None => std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .context("no hostname given: pass --hostname NAME")?,
+    };
+    let work_dir = args
+        .work_dir
+        .clone()
+        .or_else(|| a.work_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("testfleet-agent"));
+    let mut config = AgentConfig::new(server, hostname, work_dir);
+    config.secret = args.secret.clone().or_else(|| a.secret.clone());
+    config.labels = a.labels.clone();
+    if let Some(list) = &args.labels {
+        config
+            .labels
+            .extend(parse_label_list(list).map_err(|e| anyhow::anyhow!("--labels: {e}"))?);
+    }
+    config.poll_interval = match &args.poll_interval {
+        Some(d) => (*d).into(),
+        None => duration(
+            "agent.poll_interval",
+            a.poll_interval.as_deref(),
+            config.poll_interval,
+        )?,
+    };
+    Ok(config)
+}
