@@ -18,7 +18,10 @@ pub enum GitError {
     #[error("`git {args}` failed: {stderr}")]
     Failed { args: String, stderr: String },
     #[error("failed to prepare {path}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("failed to lock the mirror cache {path}")]
     Lock { path: String, source: nix::Error },
 }
@@ -32,10 +35,18 @@ pub fn mirror_path(cache_dir: &Path, url: &str) -> PathBuf {
         .collect::<Vec<_>>()
         .into_iter()
         .rev()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     // FNV-1a: stable across builds, unlike std's hasher.
-    let hash = url.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let hash = url.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     cache_dir.join(format!("{readable}-{hash:016x}.git"))
 }
 
@@ -62,8 +73,16 @@ async fn git(args: &[&str], cwd: Option<&Path>) -> Result<String, GitError> {
 
 /// Brings the mirror of `url` up to date and checks `rev` out into `dest`
 /// (which must not exist). Returns the checked-out commit.
-pub async fn checkout(cache_dir: &Path, url: &str, rev: &str, dest: &Path) -> Result<String, GitError> {
-    std::fs::create_dir_all(cache_dir).map_err(|source| GitError::Io { path: cache_dir.display().to_string(), source })?;
+pub async fn checkout(
+    cache_dir: &Path,
+    url: &str,
+    rev: &str,
+    dest: &Path,
+) -> Result<String, GitError> {
+    std::fs::create_dir_all(cache_dir).map_err(|source| GitError::Io {
+        path: cache_dir.display().to_string(),
+        source,
+    })?;
     let mirror = mirror_path(cache_dir, url);
     let lock_path = mirror.with_extension("lock");
     let lock_file = std::fs::OpenOptions::new()
@@ -71,11 +90,20 @@ pub async fn checkout(cache_dir: &Path, url: &str, rev: &str, dest: &Path) -> Re
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|source| GitError::Io { path: lock_path.display().to_string(), source })?;
+        .map_err(|source| GitError::Io {
+            path: lock_path.display().to_string(),
+            source,
+        })?;
     let lock = tokio::task::spawn_blocking(move || Flock::lock(lock_file, FlockArg::LockExclusive))
         .await
-        .map_err(|e| GitError::Io { path: lock_path.display().to_string(), source: std::io::Error::other(e) })?
-        .map_err(|(_, source)| GitError::Lock { path: mirror.display().to_string(), source })?;
+        .map_err(|e| GitError::Io {
+            path: lock_path.display().to_string(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(|(_, source)| GitError::Lock {
+            path: mirror.display().to_string(),
+            source,
+        })?;
 
     let mirror_str = mirror.display().to_string();
     if mirror.join("HEAD").exists() {
@@ -85,10 +113,17 @@ pub async fn checkout(cache_dir: &Path, url: &str, rev: &str, dest: &Path) -> Re
         let _ = std::fs::remove_dir_all(&tmp);
         let tmp_str = tmp.display().to_string();
         git(&["clone", "--mirror", "--quiet", url, &tmp_str], None).await?;
-        std::fs::rename(&tmp, &mirror).map_err(|source| GitError::Io { path: mirror_str.clone(), source })?;
+        std::fs::rename(&tmp, &mirror).map_err(|source| GitError::Io {
+            path: mirror_str.clone(),
+            source,
+        })?;
     }
     let dest_str = dest.display().to_string();
-    git(&["clone", "--quiet", "--no-checkout", &mirror_str, &dest_str], None).await?;
+    git(
+        &["clone", "--quiet", "--no-checkout", &mirror_str, &dest_str],
+        None,
+    )
+    .await?;
     drop(lock);
     git(&["checkout", "--quiet", "--detach", rev], Some(dest)).await?;
     git(&["remote", "set-url", "origin", url], Some(dest)).await?;

@@ -37,7 +37,11 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    pub fn new(server: impl Into<String>, hostname: impl Into<String>, work_dir: PathBuf) -> AgentConfig {
+    pub fn new(
+        server: impl Into<String>,
+        hostname: impl Into<String>,
+        work_dir: PathBuf,
+    ) -> AgentConfig {
         AgentConfig {
             server: server.into(),
             hostname: hostname.into(),

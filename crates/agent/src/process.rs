@@ -118,7 +118,13 @@ pub fn descendants(root: i32) -> Vec<i32> {
     let mut parent_of = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
             if let Some(ppid) = read_ppid(pid) {
                 parent_of.push((pid, ppid));
             }
@@ -149,14 +155,24 @@ fn read_ppid(pid: i32) -> Option<i32> {
 fn alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok()
         && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            .map(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
             .unwrap_or(false)
 }
 
 /// SIGTERM to the group and every descendant, a grace period, then SIGKILL.
 /// `root_alive` says whether `root` itself is still unreaped.
 pub async fn kill_tree(root: i32, grace: Duration, root_alive: bool) {
-    let mut targets = if root_alive { descendants(root) } else { Vec::new() };
+    let mut targets = if root_alive {
+        descendants(root)
+    } else {
+        Vec::new()
+    };
     if root_alive {
         targets.push(root);
     }

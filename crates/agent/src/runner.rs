@@ -17,9 +17,15 @@ use crate::process::{StepEnd, run_step};
 /// What a run reports while it goes.
 #[derive(Debug, Clone)]
 pub enum RunnerEvent {
-    Stage { stage: Stage, detail: String },
+    Stage {
+        stage: Stage,
+        detail: String,
+    },
     /// Output, in order; `offset` is the byte offset in the run's log.
-    Output { offset: u64, data: String },
+    Output {
+        offset: u64,
+        data: String,
+    },
     Finished(AttemptReport),
 }
 
@@ -33,7 +39,12 @@ pub struct RunnerConfig {
 }
 
 /// Runs `item` and returns its report (also sent as the last event).
-pub async fn run_work(item: WorkItem, config: RunnerConfig, events: mpsc::Sender<RunnerEvent>, cancel: watch::Receiver<bool>) -> AttemptReport {
+pub async fn run_work(
+    item: WorkItem,
+    config: RunnerConfig,
+    events: mpsc::Sender<RunnerEvent>,
+    cancel: watch::Receiver<bool>,
+) -> AttemptReport {
     let started = Instant::now();
     let attempt_id = item.attempt_id.unwrap_or(0);
     let run_name = match item.attempt_id {
@@ -42,7 +53,8 @@ pub async fn run_work(item: WorkItem, config: RunnerConfig, events: mpsc::Sender
     };
     let run_dir = config.work_dir.join("runs").join(run_name);
     let mut log = LogWriter::new(events.clone(), &run_dir).await;
-    let (outcome, reason, reason_data, results) = run_in(&item, &config, &run_dir, &events, &mut log, cancel).await;
+    let (outcome, reason, reason_data, results) =
+        run_in(&item, &config, &run_dir, &events, &mut log, cancel).await;
     log.flush().await;
     if !config.keep_run_dir && outcome.is_success() {
         let _ = tokio::fs::remove_dir_all(&run_dir).await;
@@ -59,7 +71,12 @@ pub async fn run_work(item: WorkItem, config: RunnerConfig, events: mpsc::Sender
     report
 }
 
-type RunResult = (AttemptOutcome, Option<String>, Option<serde_json::Value>, Vec<Results>);
+type RunResult = (
+    AttemptOutcome,
+    Option<String>,
+    Option<serde_json::Value>,
+    Vec<Results>,
+);
 
 async fn run_in(
     item: &WorkItem,
@@ -81,14 +98,35 @@ async fn run_in(
     let _ = tokio::fs::remove_dir_all(run_dir).await;
     let src = run_dir.join("src");
     if let Err(e) = tokio::fs::create_dir_all(run_dir).await {
-        return infra(format!("failed to create the run directory {}: {e}", run_dir.display()), "run_dir");
+        return infra(
+            format!(
+                "failed to create the run directory {}: {e}",
+                run_dir.display()
+            ),
+            "run_dir",
+        );
     }
 
     match &item.source {
         Some(source) => {
-            let _ = events.send(stage(Stage::Git, format!("checking out {} at {}", source.repo, source.rev))).await;
-            match crate::git::checkout(&config.work_dir.join("git-mirrors"), &source.repo, &source.rev, &src).await {
-                Ok(commit) => log.line(&format!("checked out {} at {commit}", source.repo)).await,
+            let _ = events
+                .send(stage(
+                    Stage::Git,
+                    format!("checking out {} at {}", source.repo, source.rev),
+                ))
+                .await;
+            match crate::git::checkout(
+                &config.work_dir.join("git-mirrors"),
+                &source.repo,
+                &source.rev,
+                &src,
+            )
+            .await
+            {
+                Ok(commit) => {
+                    log.line(&format!("checked out {} at {commit}", source.repo))
+                        .await
+                }
                 Err(e) => {
                     let msg = format!("checkout failed: {e}");
                     log.line(&msg).await;
@@ -98,13 +136,19 @@ async fn run_in(
         }
         None => {
             if let Err(e) = tokio::fs::create_dir_all(&src).await {
-                return infra(format!("failed to create {}: {e}", src.display()), "run_dir");
+                return infra(
+                    format!("failed to create {}: {e}", src.display()),
+                    "run_dir",
+                );
             }
         }
     }
 
     let mut env = item.env.clone();
-    env.insert("TESTFLEET_INTEGRATION_ID".into(), item.integration_id.clone());
+    env.insert(
+        "TESTFLEET_INTEGRATION_ID".into(),
+        item.integration_id.clone(),
+    );
     env.insert("TESTFLEET_SHA".into(), item.sha.clone());
     env.insert("TESTFLEET_BRANCH".into(), item.branch.clone());
     if let Some(id) = item.attempt_id {
@@ -114,10 +158,23 @@ async fn run_in(
         let mut step_env = env.clone();
         step_env.extend(step.env.clone());
         let step_stage: Stage = step.stage.into();
-        let _ = events.send(stage(step_stage, format!("step {}/{}: {}", i + 1, item.steps.len(), step.run))).await;
+        let _ = events
+            .send(stage(
+                step_stage,
+                format!("step {}/{}: {}", i + 1, item.steps.len(), step.run),
+            ))
+            .await;
         log.line(&format!("$ {}", step.run)).await;
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
-        let run = run_step(&step.run, &src, &step_env, step.timeout.0, config.kill_grace, cancel.clone(), out_tx);
+        let run = run_step(
+            &step.run,
+            &src,
+            &step_env,
+            step.timeout.0,
+            config.kill_grace,
+            cancel.clone(),
+            out_tx,
+        );
         tokio::pin!(run);
         let end = loop {
             tokio::select! {
@@ -132,7 +189,10 @@ async fn run_in(
         match end {
             StepEnd::Exited(0) => {}
             StepEnd::Exited(code) => {
-                let msg = format!("step `{}` ({}) exited with status {code}", step.run, step.stage);
+                let msg = format!(
+                    "step `{}` ({}) exited with status {code}",
+                    step.run, step.stage
+                );
                 log.line(&msg).await;
                 let mut d = data("exit_status");
                 d["exit_code"] = json!(code);
@@ -140,7 +200,10 @@ async fn run_in(
                 return (AttemptOutcome::Failed, Some(msg), Some(d), results);
             }
             StepEnd::Signalled(sig) => {
-                let msg = format!("step `{}` ({}) was killed by signal {sig}", step.run, step.stage);
+                let msg = format!(
+                    "step `{}` ({}) was killed by signal {sig}",
+                    step.run, step.stage
+                );
                 log.line(&msg).await;
                 let mut d = data("signal");
                 d["signal"] = json!(sig);
@@ -160,8 +223,14 @@ async fn run_in(
                 return (AttemptOutcome::TimedOut, Some(msg), Some(d), Vec::new());
             }
             StepEnd::Cancelled => {
-                log.line("cancelled; the step's process tree was killed").await;
-                return (AttemptOutcome::Cancelled, Some("cancelled".into()), Some(data("cancelled")), Vec::new());
+                log.line("cancelled; the step's process tree was killed")
+                    .await;
+                return (
+                    AttemptOutcome::Cancelled,
+                    Some("cancelled".into()),
+                    Some(data("cancelled")),
+                    Vec::new(),
+                );
             }
             StepEnd::SpawnFailed(e) => {
                 let msg = format!("failed to start step `{}`: {e}", step.run);
@@ -171,30 +240,58 @@ async fn run_in(
         }
     }
     let results = parse_results(item, &src, events, log).await;
-    let failing: usize = results.iter().flat_map(|r| &r.suites).flat_map(|s| &s.cases).filter(|c| c.is_failure()).count();
+    let failing: usize = results
+        .iter()
+        .flat_map(|r| &r.suites)
+        .flat_map(|s| &s.cases)
+        .filter(|c| c.is_failure())
+        .count();
     let crashed: usize = results.iter().map(|r| r.crashed.len()).sum();
     if crashed > 0 {
         let msg = format!("{crashed} test program(s) crashed");
-        return (AttemptOutcome::Crashed, Some(msg), Some(json!({"kind": "crashed", "count": crashed})), results);
+        return (
+            AttemptOutcome::Crashed,
+            Some(msg),
+            Some(json!({"kind": "crashed", "count": crashed})),
+            results,
+        );
     }
     if failing > 0 {
         let msg = format!("{failing} test case(s) failed");
-        return (AttemptOutcome::Failed, Some(msg), Some(json!({"kind": "test_failures", "count": failing})), results);
+        return (
+            AttemptOutcome::Failed,
+            Some(msg),
+            Some(json!({"kind": "test_failures", "count": failing})),
+            results,
+        );
     }
     (AttemptOutcome::Passed, None, None, results)
 }
 
 fn infra(msg: String, kind: &str) -> RunResult {
-    (AttemptOutcome::InfraError, Some(msg), Some(json!({"kind": kind})), Vec::new())
+    (
+        AttemptOutcome::InfraError,
+        Some(msg),
+        Some(json!({"kind": kind})),
+        Vec::new(),
+    )
 }
 
 /// Parses the work item's result files (globs relative to the checkout).
-async fn parse_results(item: &WorkItem, src: &Path, events: &mpsc::Sender<RunnerEvent>, log: &mut LogWriter) -> Vec<Results> {
+async fn parse_results(
+    item: &WorkItem,
+    src: &Path,
+    events: &mpsc::Sender<RunnerEvent>,
+    log: &mut LogWriter,
+) -> Vec<Results> {
     if item.results.is_empty() {
         return Vec::new();
     }
     let _ = events
-        .send(RunnerEvent::Stage { stage: Stage::Results, detail: format!("parsing {} result pattern(s)", item.results.len()) })
+        .send(RunnerEvent::Stage {
+            stage: Stage::Results,
+            detail: format!("parsing {} result pattern(s)", item.results.len()),
+        })
         .await;
     let mut out = Vec::new();
     for spec in &item.results {
@@ -206,26 +303,43 @@ async fn parse_results(item: &WorkItem, src: &Path, events: &mpsc::Sender<Runner
             }
         };
         if spec.path.starts_with('/') || spec.path.split('/').any(|p| p == "..") {
-            log.line(&format!("results `{}`: the path must stay inside the checkout", spec.path)).await;
+            log.line(&format!(
+                "results `{}`: the path must stay inside the checkout",
+                spec.path
+            ))
+            .await;
             continue;
         }
         let pattern = src.join(&spec.path).display().to_string();
         let paths = match glob::glob(&pattern) {
             Ok(p) => p.flatten().collect::<Vec<_>>(),
             Err(e) => {
-                log.line(&format!("results `{}`: bad pattern: {e}", spec.path)).await;
+                log.line(&format!("results `{}`: bad pattern: {e}", spec.path))
+                    .await;
                 continue;
             }
         };
         if paths.is_empty() {
-            log.line(&format!("results `{}`: no file matched", spec.path)).await;
+            log.line(&format!("results `{}`: no file matched", spec.path))
+                .await;
         }
         for path in paths {
-            let shown = path.strip_prefix(src).unwrap_or(&path).display().to_string();
-            let parsed = tokio::task::spawn_blocking(move || testfleet_formats::parse_file(&path, format)).await;
+            let shown = path
+                .strip_prefix(src)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            let parsed =
+                tokio::task::spawn_blocking(move || testfleet_formats::parse_file(&path, format))
+                    .await;
             match parsed {
                 Ok(Ok(r)) => {
-                    log.line(&format!("parsed {shown} as {}{}", r.format, if r.complete { "" } else { " (incomplete)" })).await;
+                    log.line(&format!(
+                        "parsed {shown} as {}{}",
+                        r.format,
+                        if r.complete { "" } else { " (incomplete)" }
+                    ))
+                    .await;
                     out.push(r);
                 }
                 Ok(Err(e)) => log.line(&format!("failed to parse {shown}: {e}")).await,
@@ -237,7 +351,16 @@ async fn parse_results(item: &WorkItem, src: &Path, events: &mpsc::Sender<Runner
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(64).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect()
 }
 
 /// Writes the run's log to `output.log` in its directory and emits it as
@@ -252,8 +375,15 @@ struct LogWriter {
 impl LogWriter {
     async fn new(events: mpsc::Sender<RunnerEvent>, run_dir: &Path) -> LogWriter {
         let _ = tokio::fs::create_dir_all(run_dir).await;
-        let file = tokio::fs::File::create(run_dir.with_extension("log")).await.ok();
-        LogWriter { events, file, offset: 0, pending: Vec::new() }
+        let file = tokio::fs::File::create(run_dir.with_extension("log"))
+            .await
+            .ok();
+        LogWriter {
+            events,
+            file,
+            offset: 0,
+            pending: Vec::new(),
+        }
     }
 
     async fn line(&mut self, text: &str) {
@@ -281,7 +411,13 @@ impl LogWriter {
         }
         let offset = self.offset;
         self.offset += text.len() as u64;
-        let _ = self.events.send(RunnerEvent::Output { offset, data: text.to_owned() }).await;
+        let _ = self
+            .events
+            .send(RunnerEvent::Output {
+                offset,
+                data: text.to_owned(),
+            })
+            .await;
     }
 
     async fn flush(&mut self) {

@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use testfleet_core::Stage;
 use testfleet_core::time_fmt::format_millis;
 use testfleet_sio::{Client, ConnectError, ConnectOptions, Incoming};
-use testfleet_wire::protocol::{AttemptReport, CancelWork, HandshakeAuth, LogChunk, PROTOCOL_VERSION, WorkItem, events};
+use testfleet_wire::protocol::{
+    AttemptReport, CancelWork, HandshakeAuth, LogChunk, PROTOCOL_VERSION, WorkItem, events,
+};
 use tokio::sync::{mpsc, watch};
 
 use crate::AgentConfig;
@@ -82,10 +84,18 @@ impl State {
 
 /// Runs the agent until `shutdown` completes. Returns an error only when the
 /// coordinator refuses this agent (a wrong secret does not fix itself).
-pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
     tokio::pin!(shutdown);
     let (runner_tx, mut runner_rx) = mpsc::channel::<RunnerEvent>(1024);
-    let mut state = State { config, current: None, outbox: VecDeque::new(), last_ts: 0 };
+    let mut state = State {
+        config,
+        current: None,
+        outbox: VecDeque::new(),
+        last_ts: 0,
+    };
     let mut backoff = Duration::from_millis(100);
     let mut ever_connected = false;
     loop {
@@ -96,20 +106,26 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             labels: Some(state.config.labels.clone()),
             protocol: Some(PROTOCOL_VERSION),
         };
-        let options = ConnectOptions::default().with_auth(serde_json::to_value(&auth).unwrap_or(Value::Null));
+        let options =
+            ConnectOptions::default().with_auth(serde_json::to_value(&auth).unwrap_or(Value::Null));
         let connected = tokio::select! {
             r = Client::connect(&state.config.server, options) => r,
             () = &mut shutdown => return Ok(()),
         };
         let (client, mut incoming) = match connected {
             Ok(c) => c,
-            Err(ConnectError::Rejected { message, .. }) => return Err(AgentError::Refused(message)),
+            Err(ConnectError::Rejected { message, .. }) => {
+                return Err(AgentError::Refused(message));
+            }
             Err(e @ (ConnectError::InvalidUrl { .. } | ConnectError::TlsUnsupported { .. })) => {
                 return Err(AgentError::BadUrl(e.to_string()));
             }
             Err(e) => {
                 if ever_connected || backoff >= Duration::from_secs(1) {
-                    tracing::warn!("failed to connect to {}: {e}; retrying in {backoff:?}", state.config.server);
+                    tracing::warn!(
+                        "failed to connect to {}: {e}; retrying in {backoff:?}",
+                        state.config.server
+                    );
                 }
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
@@ -123,7 +139,16 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         backoff = Duration::from_millis(100);
         tracing::info!(server = %state.config.server, hostname = %state.config.hostname, "connected");
 
-        match connected_loop(&mut state, &client, &mut incoming, &runner_tx, &mut runner_rx, &mut shutdown).await {
+        match connected_loop(
+            &mut state,
+            &client,
+            &mut incoming,
+            &runner_tx,
+            &mut runner_rx,
+            &mut shutdown,
+        )
+        .await
+        {
             LoopEnd::Shutdown => {
                 if let Some(c) = &state.current {
                     let _ = c.cancel.send(true);
@@ -194,7 +219,13 @@ async fn connected_loop(
     }
 }
 
-async fn on_event(state: &mut State, client: &Client, name: &str, args: Vec<Value>, runner_tx: &mpsc::Sender<RunnerEvent>) -> Result<(), String> {
+async fn on_event(
+    state: &mut State,
+    client: &Client,
+    name: &str,
+    args: Vec<Value>,
+    runner_tx: &mpsc::Sender<RunnerEvent>,
+) -> Result<(), String> {
     let first = args.into_iter().next().unwrap_or(Value::Null);
     match name {
         events::SEND_WORK => {
@@ -215,9 +246,17 @@ async fn on_event(state: &mut State, client: &Client, name: &str, args: Vec<Valu
             };
             tracing::info!(integration = %item.integration_id, task = ?item.task_name, "work received");
             let (cancel_tx, cancel_rx) = watch::channel(false);
-            state.current = Some(Current { item: item.clone(), status: Stage::New, detail: "work received".into(), cancel: cancel_tx });
+            state.current = Some(Current {
+                item: item.clone(),
+                status: Stage::New,
+                detail: "work received".into(),
+                cancel: cancel_tx,
+            });
             let status = state.status_payload();
-            client.emit(events::STATUS_UPDATE, status).await.map_err(|e| e.to_string())?;
+            client
+                .emit(events::STATUS_UPDATE, status)
+                .await
+                .map_err(|e| e.to_string())?;
             let runner_config = RunnerConfig {
                 work_dir: state.config.work_dir.clone(),
                 kill_grace: state.config.kill_grace,
@@ -227,13 +266,20 @@ async fn on_event(state: &mut State, client: &Client, name: &str, args: Vec<Valu
         }
         events::REQUEST_STATUS => {
             let status = state.status_payload();
-            client.emit(events::STATUS_UPDATE, status).await.map_err(|e| e.to_string())?;
+            client
+                .emit(events::STATUS_UPDATE, status)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         events::CANCEL_WORK => match serde_json::from_value::<CancelWork>(first) {
             Ok(cancel) => {
                 if let Some(c) = &state.current {
                     if c.item.attempt_id == Some(cancel.attempt_id) {
-                        tracing::info!(attempt = cancel.attempt_id, "cancelling: {}", cancel.reason);
+                        tracing::info!(
+                            attempt = cancel.attempt_id,
+                            "cancelling: {}",
+                            cancel.reason
+                        );
                         let _ = c.cancel.send(true);
                     }
                 }
@@ -259,7 +305,10 @@ async fn on_runner_event(
                 c.detail = detail;
             }
             let status = state.status_payload();
-            client.emit(events::STATUS_UPDATE, status).await.map_err(|e| e.to_string())?;
+            client
+                .emit(events::STATUS_UPDATE, status)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         RunnerEvent::Output { offset, mut data } => {
             // Coalesce output that is already waiting into one message.
@@ -275,7 +324,11 @@ async fn on_runner_event(
                 }
             }
             if let Some(attempt_id) = state.current.as_ref().and_then(|c| c.item.attempt_id) {
-                state.outbox.push_back(Outgoing::Log(LogChunk { attempt_id, offset, data }));
+                state.outbox.push_back(Outgoing::Log(LogChunk {
+                    attempt_id,
+                    offset,
+                    data,
+                }));
             }
             flush_outbox(state, client).await?;
             if let Some(next) = next {
@@ -286,7 +339,13 @@ async fn on_runner_event(
             if report.attempt_id > 0 {
                 state.outbox.push_back(Outgoing::Report(report));
             } else {
-                finish_current(state, client, report.outcome.is_success(), report.reason.clone()).await?;
+                finish_current(
+                    state,
+                    client,
+                    report.outcome.is_success(),
+                    report.reason.clone(),
+                )
+                .await?;
             }
             flush_outbox(state, client).await?;
         }
@@ -300,7 +359,10 @@ async fn flush_outbox(state: &mut State, client: &Client) -> Result<(), String> 
     while let Some(next) = state.outbox.front() {
         match next {
             Outgoing::Log(chunk) => {
-                client.emit(events::LOG_CHUNK, chunk).await.map_err(|e| e.to_string())?;
+                client
+                    .emit(events::LOG_CHUNK, chunk)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 state.outbox.pop_front();
             }
             Outgoing::Report(report) => {
@@ -308,7 +370,11 @@ async fn flush_outbox(state: &mut State, client: &Client) -> Result<(), String> 
                     .emit_with_ack(events::ATTEMPT_REPORT, report, Duration::from_secs(15))
                     .await
                     .map_err(|e| format!("report not acknowledged: {e}"))?;
-                let ok = answer.first().and_then(|v| v.get("ok")).and_then(Value::as_bool).unwrap_or(false);
+                let ok = answer
+                    .first()
+                    .and_then(|v| v.get("ok"))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
                 if !ok {
                     tracing::warn!("coordinator refused the report: {answer:?}");
                 }
@@ -323,13 +389,30 @@ async fn flush_outbox(state: &mut State, client: &Client) -> Result<(), String> 
 }
 
 /// The final `done`/`error` status, then back to idle and ask for more.
-async fn finish_current(state: &mut State, client: &Client, success: bool, reason: Option<String>) -> Result<(), String> {
+async fn finish_current(
+    state: &mut State,
+    client: &Client,
+    success: bool,
+    reason: Option<String>,
+) -> Result<(), String> {
     if let Some(c) = &mut state.current {
         c.status = if success { Stage::Done } else { Stage::Error };
-        c.detail = reason.unwrap_or_else(|| if success { "finished".into() } else { "failed".into() });
+        c.detail = reason.unwrap_or_else(|| {
+            if success {
+                "finished".into()
+            } else {
+                "failed".into()
+            }
+        });
     }
     let status = state.status_payload();
     state.current = None;
-    client.emit(events::STATUS_UPDATE, status).await.map_err(|e| e.to_string())?;
-    client.emit_no_args(events::FETCH_WORK).await.map_err(|e| e.to_string())
+    client
+        .emit(events::STATUS_UPDATE, status)
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .emit_no_args(events::FETCH_WORK)
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -96,12 +96,23 @@ mod tests {
     #[test]
     fn secrets_shared_and_per_host() {
         let mut c = ServerConfig::new("127.0.0.1:0".parse().unwrap(), "/tmp".into());
-        assert!(c.check_agent_secret("a", None).is_ok(), "no secret configured: open");
+        assert!(
+            c.check_agent_secret("a", None).is_ok(),
+            "no secret configured: open"
+        );
         c.agent_secret = Some("shared".into());
         c.host_secrets.insert("special".into(), "own".into());
         assert!(c.check_agent_secret("a", Some("shared")).is_ok());
-        assert!(c.check_agent_secret("a", Some("nope")).unwrap_err().contains("wrong secret"));
-        assert!(c.check_agent_secret("a", None).unwrap_err().contains("missing secret"));
+        assert!(
+            c.check_agent_secret("a", Some("nope"))
+                .unwrap_err()
+                .contains("wrong secret")
+        );
+        assert!(
+            c.check_agent_secret("a", None)
+                .unwrap_err()
+                .contains("missing secret")
+        );
         assert!(c.check_agent_secret("special", Some("own")).is_ok());
         assert!(c.check_agent_secret("special", Some("shared")).is_err());
     }

@@ -20,7 +20,9 @@ use testfleet_core::time_fmt::{UnixMillis, format_millis, parse_rfc3339_millis};
 use testfleet_core::{AttemptOutcome, LabelSet, Stage};
 use testfleet_store::{FinishEffect, NewTask, QueuedTask, RunningAttempt, Store, StoreError};
 use testfleet_wire::api::JobView;
-use testfleet_wire::protocol::{AgentDataEntry, AttemptReport, CancelWork, LogChunk, StatusUpdate, WorkItem, events};
+use testfleet_wire::protocol::{
+    AgentDataEntry, AttemptReport, CancelWork, LogChunk, StatusUpdate, WorkItem, events,
+};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
@@ -101,7 +103,11 @@ struct Scheduler {
 
 impl Scheduler {
     fn enqueue(&mut self, task: QueuedTask) {
-        let key = QueueKey { priority: Reverse(task.priority), queued_at: task.queued_at, task_id: task.id };
+        let key = QueueKey {
+            priority: Reverse(task.priority),
+            queued_at: task.queued_at,
+            task_id: task.id,
+        };
         self.keys.insert(task.id, key);
         self.queue.insert(key, task);
     }
@@ -147,7 +153,9 @@ pub struct Coordinator {
 
 impl std::fmt::Debug for Coordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Coordinator").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Coordinator")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -163,7 +171,9 @@ impl Coordinator {
         let now = clock.now_millis();
         let mut sched = Scheduler::default();
         for (host, labels, _, _) in store.agents().await? {
-            sched.agents.insert(host.clone(), AgentSlot::new(with_hostname(labels, &host)));
+            sched
+                .agents
+                .insert(host.clone(), AgentSlot::new(with_hostname(labels, &host)));
         }
         for task in store.queued_tasks().await? {
             sched.enqueue(task);
@@ -178,7 +188,11 @@ impl Coordinator {
             slot.offline_since = Some(now);
             slot.running = Some(attempt);
         }
-        tracing::info!(queued = sched.queue.len(), agents = sched.agents.len(), "coordinator state loaded");
+        tracing::info!(
+            queued = sched.queue.len(),
+            agents = sched.agents.len(),
+            "coordinator state loaded"
+        );
         let coordinator = Arc::new(Coordinator {
             store,
             config,
@@ -221,7 +235,8 @@ impl Coordinator {
     pub async fn submit(&self, spec: JobSpec) -> Result<JobView, SubmitError> {
         let now = self.now();
         let fan_out_targets = if spec.tasks.iter().any(|t| t.each_agent) {
-            let since = now - i64::try_from(self.config.agent_retention.as_millis()).unwrap_or(i64::MAX);
+            let since =
+                now - i64::try_from(self.config.agent_retention.as_millis()).unwrap_or(i64::MAX);
             self.store.agents_seen_since(since).await?
         } else {
             Vec::new()
@@ -232,7 +247,9 @@ impl Coordinator {
             let targets: Vec<&String> = if task.each_agent {
                 fan_out_targets
                     .iter()
-                    .filter(|(host, labels)| task.requires.matches(&with_hostname(labels.clone(), host)))
+                    .filter(|(host, labels)| {
+                        task.requires.matches(&with_hostname(labels.clone(), host))
+                    })
                     .map(|(host, _)| host)
                     .collect()
             } else {
@@ -240,7 +257,12 @@ impl Coordinator {
             };
             if targets.is_empty() {
                 // No known agent matches yet: one task waits for the first that does.
-                tasks.push(NewTask { name: task.name.clone(), spec: task.clone(), priority, pinned_agent: None });
+                tasks.push(NewTask {
+                    name: task.name.clone(),
+                    spec: task.clone(),
+                    priority,
+                    pinned_agent: None,
+                });
             } else {
                 for host in targets {
                     tasks.push(NewTask {
@@ -269,17 +291,29 @@ impl Coordinator {
         let now = self.now();
         let mut sched = self.sched.lock().await;
         let running = self.store.cancel_job(job_id, now).await?;
-        let queued: Vec<i64> = sched.queue.values().filter(|t| t.job_id == job_id).map(|t| t.id).collect();
+        let queued: Vec<i64> = sched
+            .queue
+            .values()
+            .filter(|t| t.job_id == job_id)
+            .map(|t| t.id)
+            .collect();
         for id in queued {
             sched.dequeue(id);
         }
         for attempt in running {
             if let Some(slot) = sched.agents.get_mut(&attempt.agent) {
-                if slot.running.as_ref().is_some_and(|r| r.attempt_id == attempt.attempt_id) {
+                if slot
+                    .running
+                    .as_ref()
+                    .is_some_and(|r| r.attempt_id == attempt.attempt_id)
+                {
                     slot.running = None;
                 }
                 if let Some(socket) = &slot.socket {
-                    let msg = CancelWork { attempt_id: attempt.attempt_id, reason: "cancelled by user".into() };
+                    let msg = CancelWork {
+                        attempt_id: attempt.attempt_id,
+                        reason: "cancelled by user".into(),
+                    };
                     if let Err(e) = socket.emit(events::CANCEL_WORK, &msg) {
                         tracing::warn!(agent = %attempt.agent, "could not send cancel: {e}");
                     }
@@ -301,7 +335,10 @@ impl Coordinator {
             tracing::error!(agent = host, "failed to record agent: {e}");
         }
         let mut sched = self.sched.lock().await;
-        let slot = sched.agents.entry(host.to_owned()).or_insert_with(|| AgentSlot::new(LabelSet::new()));
+        let slot = sched
+            .agents
+            .entry(host.to_owned())
+            .or_insert_with(|| AgentSlot::new(LabelSet::new()));
         if let Some(old) = slot.socket.replace(socket) {
             // The same host connected again: the newer connection wins.
             tracing::info!(agent = host, "replacing an older connection of this agent");
@@ -323,7 +360,9 @@ impl Coordinator {
     pub async fn agent_disconnected(&self, host: &str, connection: u64, shutdown: bool) {
         let now = self.now();
         let mut sched = self.sched.lock().await;
-        let Some(slot) = sched.agents.get_mut(host) else { return };
+        let Some(slot) = sched.agents.get_mut(host) else {
+            return;
+        };
         if slot.connection != connection {
             return;
         }
@@ -345,9 +384,16 @@ impl Coordinator {
     /// Applies a `statusUpdate`.
     pub async fn status_update(&self, host: &str, connection: u64, update: StatusUpdate) {
         let now = self.now();
-        let ts = update.update_timestamp.as_ref().and_then(parse_update_timestamp);
+        let ts = update
+            .update_timestamp
+            .as_ref()
+            .and_then(parse_update_timestamp);
         let status_text = update.status.clone().unwrap_or_default();
-        let stage = if status_text.is_empty() { Ok(Stage::Idle) } else { status_text.parse::<Stage>() };
+        let stage = if status_text.is_empty() {
+            Ok(Stage::Idle)
+        } else {
+            status_text.parse::<Stage>()
+        };
         let stage = match stage {
             Ok(s) => s,
             Err(e) => {
@@ -357,7 +403,9 @@ impl Coordinator {
         };
         let detail = update.detail_text();
         let mut sched = self.sched.lock().await;
-        let Some(slot) = sched.agents.get_mut(host) else { return };
+        let Some(slot) = sched.agents.get_mut(host) else {
+            return;
+        };
         if slot.connection != connection {
             return;
         }
@@ -374,11 +422,21 @@ impl Coordinator {
         slot.detail = detail.clone();
         let running = slot.running.clone();
         let matches_running = running.as_ref().is_some_and(|r| update_matches(&update, r));
-        let attempt_id = running.as_ref().filter(|_| matches_running).map(|r| r.attempt_id);
+        let attempt_id = running
+            .as_ref()
+            .filter(|_| matches_running)
+            .map(|r| r.attempt_id);
         let log_integration = update.integration_id_text();
         if let Err(e) = self
             .store
-            .log_work(host, attempt_id, log_integration.as_deref(), stage.as_str(), detail.as_deref(), now)
+            .log_work(
+                host,
+                attempt_id,
+                log_integration.as_deref(),
+                stage.as_str(),
+                detail.as_deref(),
+                now,
+            )
             .await
         {
             tracing::error!("failed to write the work log: {e}");
@@ -401,12 +459,24 @@ impl Coordinator {
                 let (outcome, reason) = if stage == Stage::Done {
                     (AttemptOutcome::Passed, None)
                 } else {
-                    (AttemptOutcome::Failed, Some(detail.clone().unwrap_or_else(|| "agent reported error".into())))
+                    (
+                        AttemptOutcome::Failed,
+                        Some(
+                            detail
+                                .clone()
+                                .unwrap_or_else(|| "agent reported error".into()),
+                        ),
+                    )
                 };
-                self.finish(&mut sched, &run, outcome, reason.as_deref(), None, None).await;
+                self.finish(&mut sched, &run, outcome, reason.as_deref(), None, None)
+                    .await;
             }
             (s, Some(run)) if matches_running && s.rank().is_some() => {
-                if let Err(e) = self.store.set_stage(run.attempt_id, s, detail.as_deref(), ts, now).await {
+                if let Err(e) = self
+                    .store
+                    .set_stage(run.attempt_id, s, detail.as_deref(), ts, now)
+                    .await
+                {
                     tracing::error!(attempt = run.attempt_id, "failed to record stage: {e}");
                 }
             }
@@ -422,7 +492,9 @@ impl Coordinator {
     /// Handles `fetchWork`: answers with work now, or leaves the fetch open.
     pub async fn fetch_work(&self, host: &str, connection: u64) {
         let mut sched = self.sched.lock().await;
-        let Some(slot) = sched.agents.get_mut(host) else { return };
+        let Some(slot) = sched.agents.get_mut(host) else {
+            return;
+        };
         if slot.connection != connection {
             return;
         }
@@ -542,9 +614,17 @@ impl Coordinator {
 
     /// Stores a chunk of a running attempt's output.
     pub async fn log_chunk(&self, host: &str, chunk: LogChunk) {
-        match self.store.append_log(chunk.attempt_id, host, chunk.offset, &chunk.data).await {
+        match self
+            .store
+            .append_log(chunk.attempt_id, host, chunk.offset, &chunk.data)
+            .await
+        {
             Ok(true) => {}
-            Ok(false) => tracing::debug!(agent = host, attempt = chunk.attempt_id, "log chunk dropped (duplicate or not this agent's)"),
+            Ok(false) => tracing::debug!(
+                agent = host,
+                attempt = chunk.attempt_id,
+                "log chunk dropped (duplicate or not this agent's)"
+            ),
             Err(e) => tracing::error!(agent = host, "failed to store log chunk: {e}"),
         }
     }
@@ -606,10 +686,14 @@ impl Coordinator {
             .collect();
         for host in waiting {
             while let Some(task_id) = sched.head_for(&host) {
-                let Some(task) = sched.dequeue(task_id) else { break };
+                let Some(task) = sched.dequeue(task_id) else {
+                    break;
+                };
                 match self.store.claim(task_id, &host, self.now()).await {
                     Ok(Some(claimed)) => {
-                        let Some(slot) = sched.agents.get_mut(&host) else { break };
+                        let Some(slot) = sched.agents.get_mut(&host) else {
+                            break;
+                        };
                         slot.waiting = false;
                         slot.status = Some(Stage::New.as_str().to_owned());
                         if let Some(socket) = &slot.socket {
@@ -644,7 +728,11 @@ impl Coordinator {
         results: Option<&[testfleet_wire::results::Results]>,
     ) {
         if let Some(slot) = sched.agents.get_mut(&run.agent) {
-            if slot.running.as_ref().is_some_and(|r| r.attempt_id == run.attempt_id) {
+            if slot
+                .running
+                .as_ref()
+                .is_some_and(|r| r.attempt_id == run.attempt_id)
+            {
                 slot.running = None;
             }
         }
@@ -654,7 +742,16 @@ impl Coordinator {
         };
         let effect = match self
             .store
-            .finish_attempt(run.attempt_id, None, outcome, reason, reason_data, results, stage, self.now())
+            .finish_attempt(
+                run.attempt_id,
+                None,
+                outcome,
+                reason,
+                reason_data,
+                results,
+                stage,
+                self.now(),
+            )
             .await
         {
             Ok(effect) => effect,
@@ -674,7 +771,12 @@ impl Coordinator {
                 sched.enqueue(task);
                 self.dispatch(sched).await;
             }
-            FinishEffect::TaskFinished { task_id, job_id, state, job_state } => {
+            FinishEffect::TaskFinished {
+                task_id,
+                job_id,
+                state,
+                job_state,
+            } => {
                 tracing::info!(task = task_id, job = job_id, %state, %job_state, "task finished");
             }
             FinishEffect::Stale => {}
@@ -698,17 +800,30 @@ impl Coordinator {
                 run.agent,
                 humanize(self.config.lease_timeout)
             );
-            self.finish(&mut sched, &run, AttemptOutcome::InfraError, Some(&reason), Some(&json!({"kind": "lease_expired"})), None)
-                .await;
+            self.finish(
+                &mut sched,
+                &run,
+                AttemptOutcome::InfraError,
+                Some(&reason),
+                Some(&json!({"kind": "lease_expired"})),
+                None,
+            )
+            .await;
         }
-        let normal = i64::try_from(self.config.request_status_interval.as_millis()).unwrap_or(i64::MAX);
-        let in_test = i64::try_from(self.config.request_status_interval_in_test.as_millis()).unwrap_or(i64::MAX);
+        let normal =
+            i64::try_from(self.config.request_status_interval.as_millis()).unwrap_or(i64::MAX);
+        let in_test = i64::try_from(self.config.request_status_interval_in_test.as_millis())
+            .unwrap_or(i64::MAX);
         for slot in sched.agents.values_mut() {
             let Some(socket) = &slot.socket else { continue };
             if slot.running.is_none() {
                 continue;
             }
-            let interval = if slot.status.as_deref() == Some("test") { in_test } else { normal };
+            let interval = if slot.status.as_deref() == Some("test") {
+                in_test
+            } else {
+                normal
+            };
             if now - slot.last_status_request >= interval {
                 slot.last_status_request = now;
                 let _ = socket.emit(events::REQUEST_STATUS, &());
@@ -718,7 +833,12 @@ impl Coordinator {
 
     async fn push_agent_data(&self) {
         let data = self.agent_data().await;
-        if let Err(e) = self.io.to(crate::sio::BROWSERS_ROOM).emit(events::AGENT_DATA, &data).await {
+        if let Err(e) = self
+            .io
+            .to(crate::sio::BROWSERS_ROOM)
+            .emit(events::AGENT_DATA, &data)
+            .await
+        {
             tracing::debug!("could not push agentData: {e}");
         }
     }
@@ -757,7 +877,11 @@ fn humanize(d: Duration) -> String {
 
 fn humantime_like(d: Duration) -> String {
     let secs = d.as_secs();
-    if secs >= 60 && secs % 60 == 0 { format!("{}m", secs / 60) } else { format!("{secs}s") }
+    if secs >= 60 && secs % 60 == 0 {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
 }
 
 #[cfg(test)]
@@ -766,8 +890,14 @@ mod tests {
 
     #[test]
     fn update_timestamps_in_both_shapes() {
-        assert_eq!(parse_update_timestamp(&json!(1_676_034_673_000i64)), Some(1_676_034_673_000));
-        assert_eq!(parse_update_timestamp(&json!("2023-02-10T13:11:13.000Z")), Some(1_676_034_673_000));
+        assert_eq!(
+            parse_update_timestamp(&json!(1_676_034_673_000i64)),
+            Some(1_676_034_673_000)
+        );
+        assert_eq!(
+            parse_update_timestamp(&json!("2023-02-10T13:11:13.000Z")),
+            Some(1_676_034_673_000)
+        );
         assert_eq!(parse_update_timestamp(&json!("garbage")), None);
     }
 
@@ -784,7 +914,10 @@ mod tests {
             last_agent: None,
             queued_at,
         };
-        s.agents.insert("a".into(), AgentSlot::new(with_hostname(LabelSet::new(), "a")));
+        s.agents.insert(
+            "a".into(),
+            AgentSlot::new(with_hostname(LabelSet::new(), "a")),
+        );
         s.enqueue(t(1, 0, 10));
         s.enqueue(t(2, 5, 20));
         s.enqueue(t(3, 0, 5));
@@ -796,8 +929,14 @@ mod tests {
     #[test]
     fn pinned_work_goes_only_to_its_agent() {
         let mut s = Scheduler::default();
-        s.agents.insert("a".into(), AgentSlot::new(with_hostname(LabelSet::new(), "a")));
-        s.agents.insert("b".into(), AgentSlot::new(with_hostname(LabelSet::new(), "b")));
+        s.agents.insert(
+            "a".into(),
+            AgentSlot::new(with_hostname(LabelSet::new(), "a")),
+        );
+        s.agents.insert(
+            "b".into(),
+            AgentSlot::new(with_hostname(LabelSet::new(), "b")),
+        );
         s.enqueue(QueuedTask {
             id: 7,
             job_id: 1,

@@ -13,11 +13,17 @@ use axum::routing::get;
 use crate::coordinator::Coordinator;
 
 pub fn router(coordinator: Arc<Coordinator>) -> Router {
-    Router::new().route("/", get(index)).route("/jobs/{id}", get(job_page)).with_state(coordinator)
+    Router::new()
+        .route("/", get(index))
+        .route("/jobs/{id}", get(job_page))
+        .with_state(coordinator)
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin-bottom:2em}\
@@ -33,7 +39,9 @@ fn page(title: &str, body: &str) -> Html<String> {
 }
 
 async fn index(State(c): State<Arc<Coordinator>>) -> Html<String> {
-    let mut body = String::from("<h2>Agents</h2><table><tr><th>host</th><th>online</th><th>status</th><th>labels</th></tr>");
+    let mut body = String::from(
+        "<h2>Agents</h2><table><tr><th>host</th><th>online</th><th>status</th><th>labels</th></tr>",
+    );
     for a in c.agents().await.unwrap_or_default() {
         let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = write!(
@@ -68,7 +76,11 @@ async fn job_page(State(c): State<Arc<Coordinator>>, Path(id): Path<i64>) -> Htm
     let Ok(job) = c.store.job(id).await else {
         return page("not found", "<p>No such job.</p>");
     };
-    let mut body = format!("<p>state: <b class={s}>{s}</b>, queue {}</p>", esc(&job.queue), s = job.state);
+    let mut body = format!(
+        "<p>state: <b class={s}>{s}</b>, queue {}</p>",
+        esc(&job.queue),
+        s = job.state
+    );
     body.push_str("<table><tr><th>task</th><th>state</th><th>stage</th><th>outcome</th><th>agent</th><th>tests</th><th>detail</th></tr>");
     for t in &job.tasks {
         let _ = write!(

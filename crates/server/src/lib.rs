@@ -47,18 +47,32 @@ impl Server {
             .max_payload(config.max_socket_payload)
             .max_buffer_size(4096)
             .build_layer();
-        let coordinator = Coordinator::start(store, config.clone(), io.clone(), Arc::new(SystemClock)).await?;
+        let coordinator =
+            Coordinator::start(store, config.clone(), io.clone(), Arc::new(SystemClock)).await?;
         sio::register(&io, coordinator.clone());
-        let router = rest::router(coordinator.clone()).merge(dashboard::router(coordinator.clone())).layer(layer);
-        Ok(Server { router, coordinator })
+        let router = rest::router(coordinator.clone())
+            .merge(dashboard::router(coordinator.clone()))
+            .layer(layer);
+        Ok(Server {
+            router,
+            coordinator,
+        })
     }
 
     /// Serves on `listener` until `shutdown` completes.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         let coordinator = self.coordinator.clone();
-        axum::serve(listener, self.router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        axum::serve(
+            listener,
+            self.router
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
         coordinator.shutdown().await;
         Ok(())
     }

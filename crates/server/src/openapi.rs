@@ -134,7 +134,10 @@ mod tests {
     fn every_route_is_described() {
         let doc = spec();
         for (path, method) in ROUTES {
-            assert!(doc["paths"][path][method].is_object(), "{method} {path} is missing from the OpenAPI document");
+            assert!(
+                doc["paths"][path][method].is_object(),
+                "{method} {path} is missing from the OpenAPI document"
+            );
         }
         assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(8));
     }

@@ -25,7 +25,15 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, error: impl Into<String>) -> ApiError {
-        ApiError { status, body: ErrorBody { error: error.into(), field: None, line: None, column: None } }
+        ApiError {
+            status,
+            body: ErrorBody {
+                error: error.into(),
+                field: None,
+                line: None,
+                column: None,
+            },
+        }
     }
 
     fn bad_request(error: impl Into<String>) -> ApiError {
@@ -36,10 +44,15 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
-            StoreError::NotFound(what) => ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found")),
+            StoreError::NotFound(what) => {
+                ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+            }
             other => {
                 tracing::error!("store error: {other:?}");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {other}"))
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("internal error: {other}"),
+                )
             }
         }
     }
@@ -49,7 +62,12 @@ impl From<JobSpecError> for ApiError {
     fn from(e: JobSpecError) -> ApiError {
         ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
-            body: ErrorBody { error: format!("invalid job file: {e}"), field: e.field, line: e.line, column: e.column },
+            body: ErrorBody {
+                error: format!("invalid job file: {e}"),
+                field: e.field,
+                line: e.line,
+                column: e.column,
+            },
         }
     }
 }
@@ -83,26 +101,48 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/api/v1/agents", get(list_agents))
         .route("/api/v1/openapi.json", get(crate::openapi::document))
         .route("/healthz", get(|| async { "ok" }))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /api/v1/openapi.json") })
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see /api/v1/openapi.json",
+            )
+        })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(coordinator)
 }
 
 fn parse_id(kind: &str, raw: &str) -> ApiResult<i64> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::bad_request(format!("`{raw}` is not a {kind} id (a positive integer)")))
+    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        ApiError::bad_request(format!("`{raw}` is not a {kind} id (a positive integer)"))
+    })
 }
 
 /// `POST /api/v1/jobs`: a TOML job file, or its JSON form.
-async fn submit_job(State(c): State<Arc<Coordinator>>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the job file is not valid UTF-8"))?;
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let is_json = content_type.contains("json") || (!content_type.contains("toml") && text.trim_start().starts_with('{'));
-    let spec = if is_json { JobSpec::from_json(text)? } else { JobSpec::from_toml(text)? };
+async fn submit_job(
+    State(c): State<Arc<Coordinator>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("the job file is not valid UTF-8"))?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let is_json = content_type.contains("json")
+        || (!content_type.contains("toml") && text.trim_start().starts_with('{'));
+    let spec = if is_json {
+        JobSpec::from_json(text)?
+    } else {
+        JobSpec::from_toml(text)?
+    };
     let view = c.submit(spec).await?;
-    Ok((StatusCode::CREATED, [(header::LOCATION, format!("/api/v1/jobs/{}", view.id))], Json(view)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/api/v1/jobs/{}", view.id))],
+        Json(view),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,25 +151,40 @@ struct ListQuery {
     state: Option<String>,
 }
 
-async fn list_jobs(State(c): State<Arc<Coordinator>>, Query(q): Query<ListQuery>) -> ApiResult<Response> {
+async fn list_jobs(
+    State(c): State<Arc<Coordinator>>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Response> {
     let state = q
         .state
         .as_deref()
-        .map(|s| s.parse::<JobState>().map_err(|e| ApiError::bad_request(e.to_string())))
+        .map(|s| {
+            s.parse::<JobState>()
+                .map_err(|e| ApiError::bad_request(e.to_string()))
+        })
         .transpose()?;
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     Ok(Json(c.store.jobs(limit, state).await?).into_response())
 }
 
-async fn show_job(State(c): State<Arc<Coordinator>>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn show_job(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     Ok(Json(c.store.job(parse_id("job", &id)?).await?).into_response())
 }
 
-async fn cancel_job(State(c): State<Arc<Coordinator>>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn cancel_job(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     Ok(Json(c.cancel(parse_id("job", &id)?).await?).into_response())
 }
 
-async fn show_task(State(c): State<Arc<Coordinator>>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn show_task(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     Ok(Json(c.store.task(parse_id("task", &id)?).await?).into_response())
 }
 
@@ -139,12 +194,24 @@ struct LogQuery {
     attempt: Option<i64>,
 }
 
-async fn task_log(State(c): State<Arc<Coordinator>>, Path(id): Path<String>, Query(q): Query<LogQuery>) -> ApiResult<Response> {
+async fn task_log(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Response> {
     let task = parse_id("task", &id)?;
-    Ok(Json(c.store.task_log(task, q.attempt, q.offset.unwrap_or(0)).await?).into_response())
+    Ok(Json(
+        c.store
+            .task_log(task, q.attempt, q.offset.unwrap_or(0))
+            .await?,
+    )
+    .into_response())
 }
 
-async fn attempt_results(State(c): State<Arc<Coordinator>>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn attempt_results(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     Ok(Json(c.store.attempt_results(parse_id("attempt", &id)?).await?).into_response())
 }
 

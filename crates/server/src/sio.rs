@@ -51,12 +51,20 @@ pub fn register(io: &SocketIo, coordinator: Arc<Coordinator>) {
     let c = coordinator.clone();
     io.ns(
         "/",
-        (move |socket: SocketRef, Extension(client): Extension<Client>| on_connect(socket, client, c.clone()))
-            .with(move |socket: SocketRef, auth: TryData<Value>| check_handshake(socket, auth, coordinator.clone())),
+        (move |socket: SocketRef, Extension(client): Extension<Client>| {
+            on_connect(socket, client, c.clone())
+        })
+        .with(move |socket: SocketRef, auth: TryData<Value>| {
+            check_handshake(socket, auth, coordinator.clone())
+        }),
     );
 }
 
-async fn check_handshake(socket: SocketRef, auth: TryData<Value>, coordinator: Arc<Coordinator>) -> Result<(), Refused> {
+async fn check_handshake(
+    socket: SocketRef,
+    auth: TryData<Value>,
+    coordinator: Arc<Coordinator>,
+) -> Result<(), Refused> {
     let client = classify(auth.0.ok(), &coordinator).map_err(|reason| {
         tracing::warn!(peer = ?socket.req_parts().extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0), "refused socket.io handshake: {reason}");
         Refused(reason)
@@ -82,12 +90,21 @@ fn classify(auth: Option<Value>, coordinator: &Coordinator) -> Result<Client, St
             if hostname.len() > 255 || hostname.chars().any(|c| c.is_control() || c == '/') {
                 return Err("invalid hostname in auth payload".to_owned());
             }
-            coordinator.config.check_agent_secret(hostname, auth.secret.as_deref())?;
-            Ok(Client::Agent { hostname: hostname.to_owned(), labels: auth.labels.unwrap_or_default() })
+            coordinator
+                .config
+                .check_agent_secret(hostname, auth.secret.as_deref())?;
+            Ok(Client::Agent {
+                hostname: hostname.to_owned(),
+                labels: auth.labels.unwrap_or_default(),
+            })
         }
         Some("browser") => Ok(Client::Browser),
-        Some(other) => Err(format!("unsupported clientType `{other}` (expected `agent` or `browser`)")),
-        None => Err("missing clientType in auth payload (expected `agent` or `browser`)".to_owned()),
+        Some(other) => Err(format!(
+            "unsupported clientType `{other}` (expected `agent` or `browser`)"
+        )),
+        None => {
+            Err("missing clientType in auth payload (expected `agent` or `browser`)".to_owned())
+        }
     }
 }
 
@@ -116,14 +133,20 @@ fn on_browser(socket: SocketRef, coordinator: Arc<Coordinator>) {
                     let _ = socket.emit(events::WORK_LOG_DATA, &log);
                 }
                 Err(e) => {
-                    let _ = socket.emit(events::ERROR, &format!("failed to read the work log: {e}"));
+                    let _ =
+                        socket.emit(events::ERROR, &format!("failed to read the work log: {e}"));
                 }
             }
         }
     });
 }
 
-async fn on_agent(socket: SocketRef, hostname: String, labels: LabelSet, coordinator: Arc<Coordinator>) {
+async fn on_agent(
+    socket: SocketRef,
+    hostname: String,
+    labels: LabelSet,
+    coordinator: Arc<Coordinator>,
+) {
     let (tx, rx) = mpsc::channel::<AgentEvent>(AGENT_QUEUE);
 
     // Each handler only enqueues, synchronously, so order is kept.
@@ -133,11 +156,14 @@ async fn on_agent(socket: SocketRef, hostname: String, labels: LabelSet, coordin
         }
     }
     let t = tx.clone();
-    socket.on(events::STATUS_UPDATE, move |socket: SocketRef, data: TryData<Value>| {
-        let event = AgentEvent::Status(decode_optional(data.0.ok()));
-        push(&t, &socket, event);
-        async {}
-    });
+    socket.on(
+        events::STATUS_UPDATE,
+        move |socket: SocketRef, data: TryData<Value>| {
+            let event = AgentEvent::Status(decode_optional(data.0.ok()));
+            push(&t, &socket, event);
+            async {}
+        },
+    );
     let t = tx.clone();
     socket.on(events::FETCH_WORK, move |socket: SocketRef| {
         push(&t, &socket, AgentEvent::Fetch);
@@ -154,22 +180,32 @@ async fn on_agent(socket: SocketRef, hostname: String, labels: LabelSet, coordin
         async {}
     });
     let t = tx.clone();
-    socket.on(events::LOG_CHUNK, move |socket: SocketRef, data: TryData<Value>| {
-        push(&t, &socket, AgentEvent::Log(decode(data.0.ok())));
-        async {}
-    });
+    socket.on(
+        events::LOG_CHUNK,
+        move |socket: SocketRef, data: TryData<Value>| {
+            push(&t, &socket, AgentEvent::Log(decode(data.0.ok())));
+            async {}
+        },
+    );
     let t = tx.clone();
-    socket.on(events::ATTEMPT_REPORT, move |socket: SocketRef, Data(data): Data<Value>, ack: AckSender| {
-        push(&t, &socket, AgentEvent::Report(decode(Some(data)), ack));
-        async {}
-    });
-    socket.on_fallback(|socket: SocketRef, socketioxide::extract::Event(name): socketioxide::extract::Event| {
-        tracing::debug!("unknown event `{name}`");
-        let _ = socket.emit(events::ERROR, &format!("unknown event `{name}`"));
-        async {}
-    });
+    socket.on(
+        events::ATTEMPT_REPORT,
+        move |socket: SocketRef, Data(data): Data<Value>, ack: AckSender| {
+            push(&t, &socket, AgentEvent::Report(decode(Some(data)), ack));
+            async {}
+        },
+    );
+    socket.on_fallback(
+        |socket: SocketRef, socketioxide::extract::Event(name): socketioxide::extract::Event| {
+            tracing::debug!("unknown event `{name}`");
+            let _ = socket.emit(events::ERROR, &format!("unknown event `{name}`"));
+            async {}
+        },
+    );
 
-    let connection = coordinator.agent_connected(&hostname, labels, socket.clone()).await;
+    let connection = coordinator
+        .agent_connected(&hostname, labels, socket.clone())
+        .await;
     let c = coordinator.clone();
     let host = hostname.clone();
     socket.on_disconnect(move |reason: DisconnectReason| {
@@ -183,7 +219,13 @@ async fn on_agent(socket: SocketRef, hostname: String, labels: LabelSet, coordin
         }
     });
     drop(tx);
-    tokio::spawn(run_agent_events(coordinator, socket, hostname, connection, rx));
+    tokio::spawn(run_agent_events(
+        coordinator,
+        socket,
+        hostname,
+        connection,
+        rx,
+    ));
 }
 
 async fn run_agent_events(
@@ -196,7 +238,11 @@ async fn run_agent_events(
     let dev = coordinator.config.dev;
     while let Some(event) = rx.recv().await {
         match event {
-            AgentEvent::Status(Ok(update)) => coordinator.status_update(&hostname, connection, update).await,
+            AgentEvent::Status(Ok(update)) => {
+                coordinator
+                    .status_update(&hostname, connection, update)
+                    .await
+            }
             AgentEvent::Fetch => coordinator.fetch_work(&hostname, connection).await,
             AgentEvent::Query | AgentEvent::Mock if !dev => {
                 let _ = socket.emit(
@@ -210,7 +256,8 @@ async fn run_agent_events(
             }
             AgentEvent::Mock => {
                 if let Err(e) = coordinator.mock_item(&hostname).await {
-                    let _ = socket.emit(events::ERROR, &format!("failed to queue a mock item: {e}"));
+                    let _ =
+                        socket.emit(events::ERROR, &format!("failed to queue a mock item: {e}"));
                 }
             }
             AgentEvent::Log(Ok(chunk)) => coordinator.log_chunk(&hostname, chunk).await,
@@ -242,5 +289,13 @@ fn decode_optional(v: Option<Value>) -> Result<StatusUpdate, String> {
 
 fn decode<T: serde::de::DeserializeOwned>(v: Option<Value>) -> Result<T, String> {
     let v = v.ok_or_else(|| "missing event payload".to_owned())?;
-    serde_json::from_value(v).map_err(|e| format!("malformed {}: {e}", std::any::type_name::<T>().rsplit("::").next().unwrap_or("payload")))
+    serde_json::from_value(v).map_err(|e| {
+        format!(
+            "malformed {}: {e}",
+            std::any::type_name::<T>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("payload")
+        )
+    })
 }
