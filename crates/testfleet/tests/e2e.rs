@@ -1,0 +1,551 @@
+//! End-to-end tests of the spine: a real coordinator and real agents over
+//! socket.io on 127.0.0.1, third-party socket.io peers in Python, and the
+//! `testfleet` binary killed with SIGKILL.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use testfleet_client::ApiClient;
+use testfleet_core::{JobState, TaskState};
+use testfleet_server::{Server, ServerConfig};
+use testfleet_wire::api::JobView;
+use tokio::sync::watch;
+
+const SECRET: &str = "s3cret-for-tests";
+
+/// A coordinator running in this process.
+struct TestServer {
+    url: String,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    async fn start(data_dir: &Path, dev: bool) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = ServerConfig::new(addr, data_dir.to_owned());
+        config.agent_secret = Some(SECRET.into());
+        config.dev = dev;
+        config.lease_timeout = Duration::from_secs(3);
+        let server = Server::build(config).await.unwrap();
+        let (stop, mut rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            server
+                .serve(listener, async move {
+                    let _ = rx.wait_for(|v| *v).await;
+                })
+                .await
+                .unwrap();
+        });
+        TestServer { url: format!("http://{addr}"), stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}
+
+/// An agent running in this process.
+fn start_agent(url: &str, name: &str, work_dir: &Path, labels: &[(&str, &str)]) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let mut config = testfleet_agent::AgentConfig::new(url, name, work_dir.join(name));
+    config.secret = Some(SECRET.into());
+    config.kill_grace = Duration::from_millis(300);
+    for (k, v) in labels {
+        config.labels.insert((*k).into(), (*v).into());
+    }
+    let (stop, mut rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        testfleet_agent::run(config, async move {
+            let _ = rx.wait_for(|v| *v).await;
+        })
+        .await
+        .unwrap();
+    });
+    (stop, task)
+}
+
+async fn wait_job(api: &ApiClient, id: i64, timeout: Duration) -> JobView {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let job = api.job(id).await.unwrap();
+        if job.state.is_terminal() {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {id} did not finish in {timeout:?}: {job:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_agents(api: &ApiClient, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api.agents().await.map(|a| a.iter().filter(|a| a.online).count()).unwrap_or(0) < n {
+        assert!(Instant::now() < deadline, "agents did not connect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn git_repo(dir: &Path) -> PathBuf {
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(repo.join("t")).unwrap();
+    std::fs::write(repo.join("hello.txt"), "hello from the repo\n").unwrap();
+    std::fs::write(repo.join("t/ok.tap"), "TAP version 13\n1..2\nok 1 - first\nok 2 - second\n").unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t.invalid")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t.invalid")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    git(&["init", "-q", "--initial-branch=main"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "init"]);
+    repo
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_checks_out_runs_reports_and_streams_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"), false).await;
+    let api = ApiClient::new(&server.url);
+    let (stop_agent, agent) = start_agent(&server.url, "agent-a", dir.path(), &[("pool", "bench")]);
+    wait_agents(&api, 1).await;
+
+    let repo = git_repo(dir.path());
+    let job = format!(
+        r#"
+name = "e2e"
+[source]
+repo = "{}"
+rev = "main"
+[integration]
+id = "189470895"
+timestamp = "2023-02-10T13:11:13Z"
+branch = "dev"
+[[task]]
+name = "check"
+requires = {{ pool = "bench" }}
+steps = [
+  {{ stage = "configure", run = "cat hello.txt", timeout = "30s" }},
+  {{ stage = "build", run = "echo building; echo to-stderr >&2", timeout = "30s" }},
+  {{ stage = "test", run = "mkdir -p results && cp t/ok.tap results/", timeout = "30s" }},
+]
+results = [{{ path = "results/*.tap", format = "tap" }}]
+"#,
+        repo.display()
+    );
+    let submitted = Instant::now();
+    let view = api.submit(&job).await.unwrap();
+    assert_eq!(view.tasks.len(), 1);
+    let done = wait_job(&api, view.id, Duration::from_secs(30)).await;
+    let elapsed = submitted.elapsed();
+    assert_eq!(done.state, JobState::Passed, "{done:#?}");
+    let task = &done.tasks[0];
+    assert_eq!(task.agent.as_deref(), Some("agent-a"));
+    assert_eq!(task.counts.pass, 2, "the TAP results were parsed and stored");
+    // The idle agent got the work through the long poll, not its 30 s poll.
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+
+    let log = api.task_log(task.id, 0).await.unwrap();
+    assert!(log.complete);
+    for needle in ["hello from the repo", "building", "to-stderr", "$ cat hello.txt", "checked out"] {
+        assert!(log.data.contains(needle), "log lacks {needle:?}:\n{}", log.data);
+    }
+    let detail = api.task(task.id).await.unwrap();
+    assert_eq!(detail.attempts_list.len(), 1);
+    assert_eq!(detail.attempts_list[0].stage.as_deref(), Some("done"));
+
+    let _ = stop_agent.send(true);
+    let _ = agent.await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_and_timed_out_steps_end_the_task_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"), false).await;
+    let api = ApiClient::new(&server.url);
+    let (stop_agent, agent) = start_agent(&server.url, "agent-b", dir.path(), &[]);
+    wait_agents(&api, 1).await;
+
+    let job = r#"
+name = "fails"
+[[task]]
+name = "exit-3"
+steps = [{ stage = "build", run = "echo about to fail; exit 3" }]
+[[task]]
+name = "sleeps"
+steps = [{ stage = "test", run = "sleep 60", timeout = "1s" }]
+"#;
+    let view = api.submit(job).await.unwrap();
+    let done = wait_job(&api, view.id, Duration::from_secs(30)).await;
+    assert_eq!(done.state, JobState::Failed);
+    let by_name = |n: &str| done.tasks.iter().find(|t| t.name == n).unwrap().clone();
+    let failed = by_name("exit-3");
+    assert_eq!(failed.state, TaskState::Failed);
+    assert_eq!(failed.outcome, Some(testfleet_core::AttemptOutcome::Failed));
+    assert!(failed.detail_message.as_deref().unwrap_or("").contains("exited with status 3"), "{failed:?}");
+    let slept = by_name("sleeps");
+    assert_eq!(slept.outcome, Some(testfleet_core::AttemptOutcome::TimedOut));
+    assert!(slept.detail_message.as_deref().unwrap_or("").contains("timed out"), "{slept:?}");
+
+    let _ = stop_agent.send(true);
+    let _ = agent.await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_running_task_and_drops_queued_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"), false).await;
+    let api = ApiClient::new(&server.url);
+    let (stop_agent, agent) = start_agent(&server.url, "agent-c", dir.path(), &[]);
+    wait_agents(&api, 1).await;
+    let marker = dir.path().join("still-running");
+    let job = format!(
+        "name = \"long\"\n[[task]]\nname = \"a\"\nsteps = [{{ stage = \"test\", run = \"sleep 30; touch {m}\" }}]\n[[task]]\nname = \"b\"\nsteps = [{{ stage = \"test\", run = \"true\" }}]\n",
+        m = marker.display()
+    );
+    let view = api.submit(&job).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api.job(view.id).await.unwrap().tasks.iter().all(|t| t.state != TaskState::Running) {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cancelled = api.cancel(view.id).await.unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert!(cancelled.tasks.iter().all(|t| t.state == TaskState::Cancelled), "{cancelled:#?}");
+    // The agent is free again: a new job runs.
+    let next = api.submit("name = \"after\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"true\" }]\n").await.unwrap();
+    assert_eq!(wait_job(&api, next.id, Duration::from_secs(20)).await.state, JobState::Passed);
+    assert!(!marker.exists(), "the cancelled step kept running");
+
+    let _ = stop_agent.send(true);
+    let _ = agent.await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_job_files_name_line_and_field_and_queue_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"), false).await;
+    let api = ApiClient::new(&server.url);
+    let cases: &[(&str, &str, Option<usize>, Option<&str>)] = &[
+        ("missing field", "name = \"x\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\" }]\n", Some(4), Some("task[0].steps[0]")),
+        (
+            "unknown stage",
+            "name = \"x\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"deploy\", run = \"true\" }]\n",
+            Some(4),
+            Some("task[0].steps[0].stage"),
+        ),
+        (
+            "bad duration",
+            "name = \"x\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"true\", timeout = \"soon\" }]\n",
+            Some(4),
+            Some("task[0].steps[0].timeout"),
+        ),
+        ("bad toml", "name = \"x\"\n[[task]\n", Some(2), None),
+    ];
+    for (what, body, line, field) in cases {
+        let err = api.submit(body).await.unwrap_err();
+        let testfleet_client::ClientError::Api { status, body: Some(body), message } = err else {
+            panic!("{what}: unexpected error {err:?}");
+        };
+        assert_eq!(status, 422, "{what}");
+        assert_eq!(body.line, *line, "{what}: {message}");
+        assert_eq!(body.field.as_deref(), *field, "{what}: {message}");
+        assert!(message.starts_with("invalid job file: line"), "{what}: {message}");
+    }
+    assert!(api.jobs(10, None).await.unwrap().is_empty(), "a refused job was queued");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_agent_fans_out_to_known_agents_and_offline_work_waits_for_its_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"), false).await;
+    let api = ApiClient::new(&server.url);
+    let (stop1, a1) = start_agent(&server.url, "bench-1", dir.path(), &[("pool", "benchmark")]);
+    let (stop3, a3) = start_agent(&server.url, "bench-retired", dir.path(), &[("pool", "benchmark")]);
+    let (stop4, a4) = start_agent(&server.url, "other", dir.path(), &[("pool", "other")]);
+    let spawn_bench2 = || {
+        Command::new(env!("CARGO_BIN_EXE_testfleet"))
+            .args(["agent", "--server", &server.url, "--hostname", "bench-2", "--secret", SECRET, "--labels", "pool=benchmark"])
+            .arg("--work-dir")
+            .arg(dir.path().join("bench-2"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut bench2 = spawn_bench2();
+    wait_agents(&api, 4).await;
+    // bench-2 is lost (SIGKILL, not a shutdown): its fan-out work waits for it.
+    bench2.kill().unwrap();
+    bench2.wait().unwrap();
+    // bench-retired shuts down cleanly, so it is retired and gets nothing.
+    let _ = stop3.send(true);
+    let _ = a3.await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let agents = api.agents().await.unwrap();
+        let retired = agents.iter().any(|a| a.hostname == "bench-retired" && a.retired);
+        let lost = agents.iter().any(|a| a.hostname == "bench-2" && !a.online && !a.retired);
+        if retired && lost {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{agents:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let job = "name = \"fan\"\n[[task]]\nname = \"bench\"\nrequires = { pool = \"benchmark\" }\neach_agent = true\nsteps = [{ stage = \"test\", run = \"true\" }]\n";
+    let view = api.submit(job).await.unwrap();
+    let mut names: Vec<_> = view.tasks.iter().map(|t| t.name.clone()).collect();
+    names.sort();
+    assert_eq!(names, vec!["bench@bench-1", "bench@bench-2"], "{view:#?}");
+    // bench-1 finishes its part; bench-2's waits in its queue, durably.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let job = api.job(view.id).await.unwrap();
+        let mine = job.tasks.iter().find(|t| t.name == "bench@bench-1").unwrap();
+        if mine.state == TaskState::Passed {
+            let theirs = job.tasks.iter().find(|t| t.name == "bench@bench-2").unwrap();
+            assert_eq!(theirs.state, TaskState::Queued);
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut bench2 = spawn_bench2();
+    let done = wait_job(&api, view.id, Duration::from_secs(20)).await;
+    assert_eq!(done.state, JobState::Passed);
+    let theirs = done.tasks.iter().find(|t| t.name == "bench@bench-2").unwrap();
+    assert_eq!(theirs.agent.as_deref(), Some("bench-2"));
+    bench2.kill().unwrap();
+    bench2.wait().unwrap();
+    for (stop, task) in [(stop1, a1), (stop4, a4)] {
+        let _ = stop.send(true);
+        let _ = task.await;
+    }
+    server.stop().await;
+}
+
+// ----- third-party peers (Python) and the binary ---------------------------
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// The Python with the peers' requirements, or `None` (a skip outside CI).
+fn peer_python() -> Option<PathBuf> {
+    let python = std::env::var_os("TESTFLEET_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
+    if python.exists() {
+        return Some(python);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{} is missing; `cargo xtask test` installs the Python peers", python.display());
+    }
+    eprintln!("skipping: no Python peers at {} (run `cargo xtask test`)", python.display());
+    None
+}
+
+/// A `testfleet server` process.
+struct ServerProcess {
+    child: Child,
+    url: String,
+}
+
+impl ServerProcess {
+    fn start(data_dir: &Path, listen: &str, dev: bool) -> ServerProcess {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_testfleet"));
+        cmd.args(["server", "--listen", listen, "--data-dir"])
+            .arg(data_dir)
+            .args(["--agent-secret", SECRET])
+            .env("TESTFLEET_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if dev {
+            cmd.arg("--dev");
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("no URL in {line:?}")).to_owned();
+        ServerProcess { child, url }
+    }
+
+    fn port(&self) -> u16 {
+        self.url.rsplit(':').next().unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn python_socketio_client_written_from_the_spec_passes() {
+    let Some(python) = peer_python() else { return };
+    for dev in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ServerProcess::start(dir.path(), "127.0.0.1:0", dev);
+        let out = Command::new(&python)
+            .arg(workspace_root().join("tests/peers/spec_client.py"))
+            .args(["--url", &server.url, "--secret", SECRET, "--mode", if dev { "dev" } else { "prod" }])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "spec_client failed in {} mode", if dev { "dev" } else { "prod" });
+        assert!(stdout.contains(", 0 failed"), "{stdout}");
+    }
+}
+
+#[test]
+fn testfleet_agent_works_against_a_minimal_spec_host() {
+    let Some(python) = peer_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record.jsonl");
+    let work = dir.path().join("work.json");
+    let item = |id: &str, run: &str| {
+        serde_json::json!({
+            "integrationId": id, "integrationURL": null, "integrationTimestamp": "2023-02-10T13:11:13.000Z",
+            "integrationData": [], "branch": "dev", "sha": "69609f0b3575c571fff4564f6f16cbca9c7d81f6",
+            "steps": [{"stage": "test", "run": run, "timeout": "30s"}]
+        })
+    };
+    std::fs::write(&work, serde_json::json!({"qt-host-agent": [item("1001", "echo one")]}).to_string()).unwrap();
+    let mut host = Command::new(&python)
+        .arg(workspace_root().join("tests/peers/minimal_host.py"))
+        .args(["--port", "0", "--secret", SECRET, "--work"])
+        .arg(&work)
+        .arg("--record")
+        .arg(&record)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(host.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port: u16 = line.trim().strip_prefix("LISTENING ").unwrap().parse().unwrap();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_testfleet"))
+        .args(["agent", "--server", &format!("http://127.0.0.1:{port}"), "--hostname", "qt-host-agent", "--secret", SECRET])
+        .arg("--work-dir")
+        .arg(dir.path().join("agent"))
+        .args(["--poll-interval", "1s"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let read = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&record)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let statuses = |rec: &[serde_json::Value], id: &str| -> Vec<String> {
+        rec.iter()
+            .filter(|r| r["event"] == "statusUpdate" && r["data"]["integrationId"] == id)
+            .map(|r| r["data"]["status"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let wait_done = |id: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let rec = read();
+            if statuses(&rec, id).iter().any(|s| s == "done" || s == "error") {
+                return rec;
+            }
+            assert!(Instant::now() < deadline, "no done for {id}: {rec:#?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let rec = wait_done("1001");
+    assert_eq!(statuses(&rec, "1001"), ["new", "test", "done"], "{rec:#?}");
+    // Every status carries Qt's keys and a strictly increasing updateTimestamp.
+    let updates: Vec<_> = rec.iter().filter(|r| r["event"] == "statusUpdate").collect();
+    assert_eq!(updates[0]["data"]["status"], "idle", "first status after connect is idle");
+    let stamps: Vec<&str> = updates.iter().map(|r| r["data"]["updateTimestamp"].as_str().unwrap()).collect();
+    assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
+
+    // The host never answers an empty fetch; work queued later is picked up by
+    // the agent's periodic poll.
+    let body = serde_json::json!({"hostname": "qt-host-agent", "item": item("1002", "echo two")}).to_string();
+    let post = format!(
+        "import sys, urllib.request; urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:{port}/enqueue', data=sys.argv[1].encode(), headers={{'content-type': 'application/json'}}))"
+    );
+    let status = Command::new(&python).args(["-c", &post, &body]).status().unwrap();
+    assert!(status.success());
+    let rec = wait_done("1002");
+    assert_eq!(statuses(&rec, "1002"), ["new", "test", "done"]);
+    let fetches = rec.iter().filter(|r| r["event"] == "fetchWork").count();
+    assert!(fetches >= 3, "the idle agent keeps polling: {fetches}");
+
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(host.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = host.wait();
+}
+
+#[test]
+fn coordinator_killed_with_sigkill_restarts_and_the_job_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let server = ServerProcess::start(&data, "127.0.0.1:0", false);
+    let port = server.port();
+    let url = server.url.clone();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_testfleet"))
+        .args(["agent", "--server", &url, "--hostname", "survivor", "--secret", SECRET])
+        .arg("--work-dir")
+        .arg(dir.path().join("agent"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = ApiClient::new(&url);
+    rt.block_on(wait_agents(&api, 1));
+    let job = "name = \"survive\"\n[[task]]\nname = \"slow\"\nsteps = [{ stage = \"test\", run = \"echo start; sleep 3; echo end\" }]\n[[task]]\nname = \"after\"\nsteps = [{ stage = \"test\", run = \"echo second\" }]\n";
+    let view = rt.block_on(api.submit(job)).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    drop(server); // SIGKILL while the first task runs and the second is queued
+
+    let server = ServerProcess::start(&data, &format!("127.0.0.1:{port}"), false);
+    let done = rt.block_on(wait_job(&api, view.id, Duration::from_secs(60)));
+    assert_eq!(done.state, JobState::Passed, "{done:#?}");
+    let slow = done.tasks.iter().find(|t| t.name == "slow").unwrap();
+    assert_eq!(slow.attempts, 1, "the running attempt survived the restart: {slow:?}");
+    let log = rt.block_on(api.task_log(slow.id, 0)).unwrap();
+    assert!(log.data.contains("start") && log.data.contains("end"), "{}", log.data);
+    let _ = agent.kill();
+    let _ = agent.wait();
+    drop(server);
+}
+
+#[test]
+fn cli_refuses_a_bad_job_file_with_its_line_and_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("server"), "127.0.0.1:0", false);
+    let job = dir.path().join("bad.toml");
+    std::fs::write(&job, "name = \"x\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"deploy\", run = \"true\" }]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_testfleet"))
+        .args(["--server", &server.url, "submit"])
+        .arg(&job)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad.toml: invalid job file: line 4"), "{stderr}");
+    assert!(stderr.contains("task[0].steps[0].stage"), "{stderr}");
+    assert!(stderr.contains("unknown variant `deploy`"), "{stderr}");
+}
