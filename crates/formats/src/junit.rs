@@ -69,9 +69,10 @@ pub(crate) fn parse<R: BufRead>(input: R) -> Results {
             Event::Empty(e) => (e, true),
             Event::End(e) => {
                 depth = depth.saturating_sub(1);
-                let name = e.name().as_ref().to_string();
+                let qname = e.name();
+                let name: &str = qname.as_ref();
                 end_element(
-                    &name,
+                    name,
                     &mut target,
                     &mut text,
                     &mut suites,
@@ -114,8 +115,9 @@ pub(crate) fn parse<R: BufRead>(input: R) -> Results {
         if !empty {
             depth += 1;
         }
-        let name = e.name().as_ref().to_string();
-        match name.as_str() {
+        let qname = e.name();
+        let name: &str = qname.as_ref();
+        match name {
             "testsuites" => {
                 saw_root = true;
                 if empty {
@@ -166,30 +168,28 @@ pub(crate) fn parse<R: BufRead>(input: R) -> Results {
             }
             "failure" | "error" | "skipped" => {
                 if let Some(c) = case.as_mut() {
-                    outcome_element(c, &name, &e);
+                    outcome_element(c, name, &e);
                     if !empty {
                         target = Target::Outcome;
                         text.clear();
                     }
                 }
             }
-            "flakyFailure" | "flakyError" | "rerunFailure" | "rerunError" => {
-                if case.is_some() {
-                    let r = Rerun {
-                        kind: rerun_kind(&name).to_string(),
-                        message: attr(&e, "message"),
-                        error_type: attr(&e, "type"),
-                        log: None,
-                        duration_ms: attr(&e, "time").as_deref().and_then(seconds_to_ms),
-                    };
-                    if empty {
-                        finish_rerun(case.as_mut(), r);
-                    } else {
-                        // nextest writes the panic message straight inside the element.
-                        rerun = Some(r);
-                        target = Target::RerunStack;
-                        text.clear();
-                    }
+            "flakyFailure" | "flakyError" | "rerunFailure" | "rerunError" if case.is_some() => {
+                let r = Rerun {
+                    kind: rerun_kind(name).to_string(),
+                    message: attr(&e, "message"),
+                    error_type: attr(&e, "type"),
+                    log: None,
+                    duration_ms: attr(&e, "time").as_deref().and_then(seconds_to_ms),
+                };
+                if empty {
+                    finish_rerun(case.as_mut(), r);
+                } else {
+                    // nextest writes the panic message straight inside the element.
+                    rerun = Some(r);
+                    target = Target::RerunStack;
+                    text.clear();
                 }
             }
             "stackTrace" if rerun.is_some() && !empty => {

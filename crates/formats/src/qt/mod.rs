@@ -110,6 +110,9 @@ pub(crate) struct QtBuilder {
     results: Results,
     suite: Option<Suite>,
     index: HashMap<Key, usize>,
+    /// Per function: how many cases it has and the last one's index, so a function's
+    /// `<Duration>` finds its case without scanning the suite (which was quadratic).
+    functions: HashMap<String, (usize, usize)>,
     /// Messages seen for a function before any incident created its case (e.g. the
     /// `_data()` function's debug output, or output just before a crash).
     pending: Option<(Key, Option<String>)>,
@@ -125,6 +128,7 @@ impl QtBuilder {
             results: Results::new(format),
             suite: None,
             index: HashMap::new(),
+            functions: HashMap::new(),
             pending: None,
             running: None,
             tail: None,
@@ -173,6 +177,7 @@ impl QtBuilder {
             self.results.suites.push(suite);
         }
         self.index.clear();
+        self.functions.clear();
         self.pending = None;
         self.running = None;
         self.tail = None;
@@ -197,6 +202,9 @@ impl QtBuilder {
                 self.pending = Some((pkey, log));
             }
         }
+        let entry = self.functions.entry(key.0.clone()).or_insert((0, i));
+        entry.0 += 1;
+        entry.1 = i;
         self.index.insert(key, i);
         i
     }
@@ -245,11 +253,11 @@ impl QtBuilder {
             let label = format!("{}: {}", incident_label(incident), d);
             append_capped(&mut case.log, &label, &mut case.flags);
         }
-        if decisive || case.file.is_none() {
-            if let Some(f) = file.filter(|f| !f.is_empty()) {
-                case.file = Some(f.to_string());
-                case.line = line;
-            }
+        if (decisive || case.file.is_none())
+            && let Some(f) = file.filter(|f| !f.is_empty())
+        {
+            case.file = Some(f.to_string());
+            case.line = line;
         }
         let key = (function.to_string(), tag.map(str::to_string));
         if incident.ends_function() {
@@ -306,10 +314,8 @@ impl QtBuilder {
 
     /// `<Duration>` of a test function: set on its case when it has exactly one.
     pub(crate) fn function_duration(&mut self, function: &str, ms: Option<f64>) {
-        let suite = self.suite_mut();
-        let mut matching = suite.cases.iter_mut().filter(|c| c.name == function);
-        if let (Some(case), None) = (matching.next(), matching.next()) {
-            case.duration_ms = ms;
+        if let Some(&(1, i)) = self.functions.get(function) {
+            self.suite_mut().cases[i].duration_ms = ms;
         }
     }
 
@@ -318,15 +324,14 @@ impl QtBuilder {
     pub(crate) fn finish(mut self, complete: bool) -> Results {
         // A QFATAL is a crash even when the logger wrote its closing lines.
         let mut crashed_fn: Option<Key> = None;
-        if let Some(suite) = &self.suite {
-            if let Some(c) = suite
+        if let Some(suite) = &self.suite
+            && let Some(c) = suite
                 .cases
                 .iter()
                 .rev()
                 .find(|c| c.outcome == CaseOutcome::Crash)
-            {
-                crashed_fn = Some((c.name.clone(), c.data_tag.clone()));
-            }
+        {
+            crashed_fn = Some((c.name.clone(), c.data_tag.clone()));
         }
         if !complete {
             self.results.complete = false;

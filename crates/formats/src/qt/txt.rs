@@ -106,15 +106,16 @@ pub(crate) fn parse<R: BufRead>(mut input: R) -> Results {
             continue;
         }
         // Indented continuation of a multi-line message (e.g. QCOMPARE's Actual/Expected).
-        if l.starts_with("   ") && !l.trim().is_empty() {
-            if let Last::Incident(f, t) = &last {
-                let case = b.case_mut(f, t.as_deref());
-                let mut msg = case.message.take();
-                append_capped(&mut msg, l.trim(), &mut case.flags);
-                case.message = msg;
-                append_capped(&mut case.log, l.trim(), &mut case.flags);
-                continue;
-            }
+        if l.starts_with("   ")
+            && !l.trim().is_empty()
+            && let Last::Incident(f, t) = &last
+        {
+            let case = b.case_mut(f, t.as_deref());
+            let mut msg = case.message.take();
+            append_capped(&mut msg, l.trim(), &mut case.flags);
+            case.message = msg;
+            append_capped(&mut case.log, l.trim(), &mut case.flags);
+            continue;
         }
         if !l.trim().is_empty() {
             b.raw_line(l);

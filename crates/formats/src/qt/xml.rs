@@ -73,8 +73,9 @@ pub(crate) fn parse<R: BufRead>(input: R, format: Format) -> Results {
             Event::Eof => break,
             Event::Start(e) => {
                 saw_anything = true;
-                let name = e.name().as_ref().to_string();
-                match name.as_str() {
+                let qname = e.name();
+                let name: &str = qname.as_ref();
+                match name {
                     "TestCase" => {
                         b.start_suite(&attr(&e, "name").unwrap_or_default());
                         testcase_open = true;
@@ -104,8 +105,9 @@ pub(crate) fn parse<R: BufRead>(input: R, format: Format) -> Results {
             }
             Event::Empty(e) => {
                 saw_anything = true;
-                let name = e.name().as_ref().to_string();
-                match name.as_str() {
+                let qname = e.name();
+                let name: &str = qname.as_ref();
+                match name {
                     "Incident" | "Message" => {
                         let p = pending(&e, name == "Incident");
                         emit(&mut b, function.as_deref(), p);
@@ -133,8 +135,9 @@ pub(crate) fn parse<R: BufRead>(input: R, format: Format) -> Results {
                 }
             }
             Event::End(e) => {
-                let name = e.name().as_ref().to_string();
-                match name.as_str() {
+                let qname = e.name();
+                let name: &str = qname.as_ref();
+                match name {
                     "TestCase" => {
                         testcase_open = false;
                         closed = true;

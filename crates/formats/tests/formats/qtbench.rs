@@ -55,6 +55,9 @@ fn build(build_dir: &Path) -> Result<PathBuf, String> {
     Ok(build_dir.join("tst_bench"))
 }
 
+/// (function, data tag, metric, value, iterations)
+type MetricRow = (String, Option<String>, String, f64, Option<u64>);
+
 #[test]
 fn qtest_benchmark_agrees_across_loggers() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -117,7 +120,7 @@ fn qtest_benchmark_agrees_across_loggers() {
 
     // Metrics: XML, lightxml, CSV and text carry them; text rounds to a few digits.
     let metrics = |r: &Results| {
-        let mut v: Vec<(String, Option<String>, String, f64, Option<u64>)> = r
+        let mut v: Vec<MetricRow> = r
             .cases()
             .flat_map(|c| {
                 c.metrics.iter().map(|m| {
