@@ -1,1 +1,256 @@
-fn main() {}
+//! Development chores: `cargo xtask test` installs what the test suite needs
+//! and runs it; `cargo xtask measure` prints the spine's performance figures.
+//!
+//! Installing is idempotent: each step checks first and does nothing when
+//! the thing is already there, so the command is cheap to run again.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Debian packages the tests use: git for checkouts, Qt 6 and CMake for the
+/// real QtTest benchmark, curl for ad-hoc checks.
+const APT_PACKAGES: &[&str] = &[
+    "git",
+    "qt6-base-dev",
+    "cmake",
+    "g++",
+    "make",
+    "python3-venv",
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("setup") => setup(),
+        Some("measure") => measure(),
+        _ => {
+            eprintln!("usage: cargo xtask <test [cargo test args…] | setup | measure>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("failed to start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false)
+}
+
+/// Installs everything the tests need.
+fn setup() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg")
+                .args(["-s", p])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if !missing.is_empty() {
+        if !is_root() {
+            bail!(
+                "missing Debian packages {missing:?}: install them with `sudo apt-get install {}`",
+                missing.join(" ")
+            );
+        }
+        eprintln!("xtask: installing {}", missing.join(" "));
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+
+    // The Python peers (python-socketio and friends) live in .venv.
+    let root = root();
+    let venv = root.join(".venv");
+    let requirements = root.join("tests/peers/requirements.txt");
+    let stamp = venv.join(".requirements");
+    let wanted = std::fs::read_to_string(&requirements)
+        .context("failed to read tests/peers/requirements.txt")?;
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        eprintln!("xtask: installing the Python peers into .venv");
+        if !venv.join("bin/python").exists() {
+            run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        }
+        run(Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(&requirements))?;
+        std::fs::write(&stamp, wanted)?;
+    }
+    Ok(())
+}
+
+/// Installs, then runs the whole test suite with CI strictness (a missing
+/// peer fails instead of skipping).
+fn test(extra: &[String]) -> Result<()> {
+    setup()?;
+    run(Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["test", "--workspace"])
+        .args(extra)
+        .env("CI", "true"))
+}
+
+/// Measures the spine's targets with the release binary and prints JSON.
+fn measure() -> Result<()> {
+    let root = root();
+    run(Command::new(env!("CARGO")).current_dir(&root).args([
+        "build",
+        "--release",
+        "--quiet",
+        "--package",
+        "testfleet",
+    ]))?;
+    let exe = root.join("target/release/testfleet");
+    let dir = std::env::temp_dir().join(format!("testfleet-measure-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+
+    // The demo, end to end.
+    let started = Instant::now();
+    let demo = Command::new(&exe)
+        .arg("demo")
+        .arg("--data-dir")
+        .arg(dir.join("demo"))
+        .stdout(Stdio::null())
+        .status()?;
+    let demo_s = started.elapsed().as_secs_f64();
+    if !demo.success() {
+        bail!("the demo failed");
+    }
+
+    // A server and one idle agent, as processes.
+    let mut server = Command::new(&exe)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--agent-secret",
+            "m",
+            "--data-dir",
+        ])
+        .arg(dir.join("server"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().context("no stdout")?),
+        &mut line,
+    )?;
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .context("no URL from the server")?
+        .to_owned();
+    let mut agent = Command::new(&exe)
+        .args([
+            "agent",
+            "--server",
+            &url,
+            "--hostname",
+            "idle-agent",
+            "--secret",
+            "m",
+            "--work-dir",
+        ])
+        .arg(dir.join("agent"))
+        .stderr(Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_kb = std::fs::read_to_string(format!("/proc/{}/status", agent.id()))?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:").map(|v| {
+                v.trim()
+                    .trim_end_matches(" kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+        })
+        .unwrap_or(0);
+
+    // Submit → the idle agent has started the step (the task's stage turns
+    // `test`), over several runs, through the REST API.
+    let rt = tokio::runtime::Runtime::new()?;
+    let api = testfleet_client::ApiClient::new(&url);
+    let mut latencies = Vec::new();
+    for i in 0..30 {
+        let job = format!(
+            "name = \"latency-{i}\"\n[[task]]\nname = \"t\"\nsteps = [{{ stage = \"test\", run = \"sleep 0.2\" }}]\n"
+        );
+        let started = Instant::now();
+        let view = rt.block_on(api.submit(&job))?;
+        let task = view.tasks[0].id;
+        loop {
+            let t = rt.block_on(api.task(task))?;
+            if t.task.stage.as_deref() == Some("test") || t.task.state.is_terminal() {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("task {task} did not start");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+        // Let the agent finish and go idle again before the next submit.
+        while !rt.block_on(api.job(view.id))?.state.is_terminal() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    latencies.sort_by(f64::total_cmp);
+    let _ = agent.kill();
+    let _ = server.kill();
+    let _ = agent.wait();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = serde_json::json!({
+        "demo_seconds": (demo_s * 100.0).round() / 100.0,
+        "idle_agent_rss_mb": (rss_kb as f64 / 1024.0 * 10.0).round() / 10.0,
+        "idle_agent_submit_to_step_started_ms": {
+            "runs": latencies.len(),
+            "p50": (latencies[latencies.len() / 2] * 10.0).round() / 10.0,
+            "max": (latencies[latencies.len() - 1] * 10.0).round() / 10.0,
+        },
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}

@@ -273,15 +273,11 @@ async fn on_event(
         }
         events::CANCEL_WORK => match serde_json::from_value::<CancelWork>(first) {
             Ok(cancel) => {
-                if let Some(c) = &state.current {
-                    if c.item.attempt_id == Some(cancel.attempt_id) {
-                        tracing::info!(
-                            attempt = cancel.attempt_id,
-                            "cancelling: {}",
-                            cancel.reason
-                        );
-                        let _ = c.cancel.send(true);
-                    }
+                if let Some(c) = &state.current
+                    && c.item.attempt_id == Some(cancel.attempt_id)
+                {
+                    tracing::info!(attempt = cancel.attempt_id, "cancelling: {}", cancel.reason);
+                    let _ = c.cancel.send(true);
                 }
             }
             Err(e) => tracing::warn!("malformed cancel: {e}"),

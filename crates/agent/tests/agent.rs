@@ -10,7 +10,13 @@ use tokio::sync::{mpsc, watch};
 fn alive(pid: i32) -> bool {
     // A zombie has exited; only a live process counts.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(false)
 }
 
@@ -37,9 +43,22 @@ async fn a_step_past_its_timeout_is_killed_with_all_its_children() {
     let (tx, mut rx) = mpsc::channel(16);
     let (_cancel_tx, cancel_rx) = watch::channel(false);
     let started = Instant::now();
-    let end = run_step(script, dir.path(), &BTreeMap::new(), Duration::from_millis(700), Duration::from_millis(300), cancel_rx, tx).await;
+    let end = run_step(
+        script,
+        dir.path(),
+        &BTreeMap::new(),
+        Duration::from_millis(700),
+        Duration::from_millis(300),
+        cancel_rx,
+        tx,
+    )
+    .await;
     assert_eq!(end, StepEnd::TimedOut);
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     while rx.try_recv().is_ok() {}
     let pids = pids_in(dir.path());
     assert_eq!(pids.len(), 4, "the script wrote its pids");
@@ -56,16 +75,34 @@ async fn cancel_kills_the_step_and_output_is_streamed() {
     let step = tokio::spawn({
         let cwd = dir.path().to_owned();
         async move {
-            run_step("echo hello; echo oops >&2; sleep 300", &cwd, &BTreeMap::new(), Duration::from_secs(60), Duration::from_millis(300), cancel_rx, tx).await
+            run_step(
+                "echo hello; echo oops >&2; sleep 300",
+                &cwd,
+                &BTreeMap::new(),
+                Duration::from_secs(60),
+                Duration::from_millis(300),
+                cancel_rx,
+                tx,
+            )
+            .await
         }
     });
     let mut seen = String::new();
     while !(seen.contains("hello") && seen.contains("oops")) {
-        let chunk = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+        let chunk = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     cancel_tx.send(true).unwrap();
-    assert_eq!(tokio::time::timeout(Duration::from_secs(5), step).await.unwrap().unwrap(), StepEnd::Cancelled);
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), step)
+            .await
+            .unwrap()
+            .unwrap(),
+        StepEnd::Cancelled
+    );
 }
 
 #[tokio::test]
@@ -73,6 +110,15 @@ async fn exit_status_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let (tx, _rx) = mpsc::channel(16);
     let (_c, cancel_rx) = watch::channel(false);
-    let end = run_step("exit 7", dir.path(), &BTreeMap::new(), Duration::from_secs(10), Duration::from_millis(100), cancel_rx, tx).await;
+    let end = run_step(
+        "exit 7",
+        dir.path(),
+        &BTreeMap::new(),
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        cancel_rx,
+        tx,
+    )
+    .await;
     assert_eq!(end, StepEnd::Exited(7));
 }

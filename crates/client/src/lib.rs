@@ -9,8 +9,10 @@ use testfleet_wire::api::{AgentView, ErrorBody, JobView, LogSlice, TaskDetail};
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the coordinator at {url}: {source}")]
-    Unreachable { url: String, source: reqwest::Error },
+    #[error(
+        "cannot reach the coordinator at {url}: {reason} (is `testfleet server` running there? set --server or TESTFLEET_SERVER)"
+    )]
+    Unreachable { url: String, reason: String },
     #[error("{message}")]
     Api {
         status: u16,
@@ -50,21 +52,9 @@ impl ApiClient {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
+        let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
+        let bytes = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
         if !status.is_success() {
             let body: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
             let message = match &body {
@@ -78,6 +68,24 @@ impl ApiClient {
             });
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// The innermost cause says what happened ("Connection refused"); the
+    /// layers above it repeat the URL.
+    fn unreachable(&self, e: &reqwest::Error) -> ClientError {
+        let mut cause: &dyn std::error::Error = e;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        let reason = if e.is_timeout() {
+            "timed out".to_owned()
+        } else {
+            cause.to_string()
+        };
+        ClientError::Unreachable {
+            url: self.base.clone(),
+            reason,
+        }
     }
 
     /// Submits a job file (TOML, or JSON when it starts with `{`).

@@ -409,12 +409,11 @@ impl Coordinator {
         if slot.connection != connection {
             return;
         }
-        if let (Some(ts), Some(last)) = (ts, slot.last_update_ts) {
-            if ts < last {
+        if let (Some(ts), Some(last)) = (ts, slot.last_update_ts)
+            && ts < last {
                 tracing::debug!(agent = host, status = %stage, "ignoring an out-of-order status update");
                 return;
             }
-        }
         if ts.is_some() {
             slot.last_update_ts = ts;
         }
@@ -696,12 +695,11 @@ impl Coordinator {
                         };
                         slot.waiting = false;
                         slot.status = Some(Stage::New.as_str().to_owned());
-                        if let Some(socket) = &slot.socket {
-                            if let Err(e) = socket.emit(events::SEND_WORK, &claimed.work) {
+                        if let Some(socket) = &slot.socket
+                            && let Err(e) = socket.emit(events::SEND_WORK, &claimed.work) {
                                 // The lease reaps it if the agent does not come back.
                                 tracing::warn!(agent = %host, "could not send work: {e}");
                             }
-                        }
                         tracing::info!(agent = %host, task = task_id, attempt = claimed.attempt.attempt_id, "work sent");
                         slot.running = Some(claimed.attempt);
                         break;
@@ -727,15 +725,14 @@ impl Coordinator {
         reason_data: Option<&Value>,
         results: Option<&[testfleet_wire::results::Results]>,
     ) {
-        if let Some(slot) = sched.agents.get_mut(&run.agent) {
-            if slot
+        if let Some(slot) = sched.agents.get_mut(&run.agent)
+            && slot
                 .running
                 .as_ref()
                 .is_some_and(|r| r.attempt_id == run.attempt_id)
             {
                 slot.running = None;
             }
-        }
         let stage = match outcome {
             o if o.is_success() => Some(Stage::Done),
             _ => None,
@@ -877,7 +874,7 @@ fn humanize(d: Duration) -> String {
 
 fn humantime_like(d: Duration) -> String {
     let secs = d.as_secs();
-    if secs >= 60 && secs % 60 == 0 {
+    if secs >= 60 && secs.is_multiple_of(60) {
         format!("{}m", secs / 60)
     } else {
         format!("{secs}s")

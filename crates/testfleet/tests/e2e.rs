@@ -40,7 +40,11 @@ impl TestServer {
                 .await
                 .unwrap();
         });
-        TestServer { url: format!("http://{addr}"), stop, task }
+        TestServer {
+            url: format!("http://{addr}"),
+            stop,
+            task,
+        }
     }
 
     async fn stop(self) {
@@ -50,7 +54,12 @@ impl TestServer {
 }
 
 /// An agent running in this process.
-fn start_agent(url: &str, name: &str, work_dir: &Path, labels: &[(&str, &str)]) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+fn start_agent(
+    url: &str,
+    name: &str,
+    work_dir: &Path,
+    labels: &[(&str, &str)],
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let mut config = testfleet_agent::AgentConfig::new(url, name, work_dir.join(name));
     config.secret = Some(SECRET.into());
     config.kill_grace = Duration::from_millis(300);
@@ -75,14 +84,23 @@ async fn wait_job(api: &ApiClient, id: i64, timeout: Duration) -> JobView {
         if job.state.is_terminal() {
             return job;
         }
-        assert!(Instant::now() < deadline, "job {id} did not finish in {timeout:?}: {job:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "job {id} did not finish in {timeout:?}: {job:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 async fn wait_agents(api: &ApiClient, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while api.agents().await.map(|a| a.iter().filter(|a| a.online).count()).unwrap_or(0) < n {
+    while api
+        .agents()
+        .await
+        .map(|a| a.iter().filter(|a| a.online).count())
+        .unwrap_or(0)
+        < n
+    {
         assert!(Instant::now() < deadline, "agents did not connect");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -92,7 +110,11 @@ fn git_repo(dir: &Path) -> PathBuf {
     let repo = dir.join("repo");
     std::fs::create_dir_all(repo.join("t")).unwrap();
     std::fs::write(repo.join("hello.txt"), "hello from the repo\n").unwrap();
-    std::fs::write(repo.join("t/ok.tap"), "TAP version 13\n1..2\nok 1 - first\nok 2 - second\n").unwrap();
+    std::fs::write(
+        repo.join("t/ok.tap"),
+        "TAP version 13\n1..2\nok 1 - first\nok 2 - second\n",
+    )
+    .unwrap();
     let git = |args: &[&str]| {
         let out = Command::new("git")
             .args(args)
@@ -103,7 +125,11 @@ fn git_repo(dir: &Path) -> PathBuf {
             .env("GIT_COMMITTER_EMAIL", "t@t.invalid")
             .output()
             .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     git(&["init", "-q", "--initial-branch=main"]);
     git(&["add", "."]);
@@ -150,14 +176,27 @@ results = [{{ path = "results/*.tap", format = "tap" }}]
     assert_eq!(done.state, JobState::Passed, "{done:#?}");
     let task = &done.tasks[0];
     assert_eq!(task.agent.as_deref(), Some("agent-a"));
-    assert_eq!(task.counts.pass, 2, "the TAP results were parsed and stored");
+    assert_eq!(
+        task.counts.pass, 2,
+        "the TAP results were parsed and stored"
+    );
     // The idle agent got the work through the long poll, not its 30 s poll.
     assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
 
     let log = api.task_log(task.id, 0).await.unwrap();
     assert!(log.complete);
-    for needle in ["hello from the repo", "building", "to-stderr", "$ cat hello.txt", "checked out"] {
-        assert!(log.data.contains(needle), "log lacks {needle:?}:\n{}", log.data);
+    for needle in [
+        "hello from the repo",
+        "building",
+        "to-stderr",
+        "$ cat hello.txt",
+        "checked out",
+    ] {
+        assert!(
+            log.data.contains(needle),
+            "log lacks {needle:?}:\n{}",
+            log.data
+        );
     }
     let detail = api.task(task.id).await.unwrap();
     assert_eq!(detail.attempts_list.len(), 1);
@@ -192,10 +231,27 @@ steps = [{ stage = "test", run = "sleep 60", timeout = "1s" }]
     let failed = by_name("exit-3");
     assert_eq!(failed.state, TaskState::Failed);
     assert_eq!(failed.outcome, Some(testfleet_core::AttemptOutcome::Failed));
-    assert!(failed.detail_message.as_deref().unwrap_or("").contains("exited with status 3"), "{failed:?}");
+    assert!(
+        failed
+            .detail_message
+            .as_deref()
+            .unwrap_or("")
+            .contains("exited with status 3"),
+        "{failed:?}"
+    );
     let slept = by_name("sleeps");
-    assert_eq!(slept.outcome, Some(testfleet_core::AttemptOutcome::TimedOut));
-    assert!(slept.detail_message.as_deref().unwrap_or("").contains("timed out"), "{slept:?}");
+    assert_eq!(
+        slept.outcome,
+        Some(testfleet_core::AttemptOutcome::TimedOut)
+    );
+    assert!(
+        slept
+            .detail_message
+            .as_deref()
+            .unwrap_or("")
+            .contains("timed out"),
+        "{slept:?}"
+    );
 
     let _ = stop_agent.send(true);
     let _ = agent.await;
@@ -216,16 +272,32 @@ async fn cancel_stops_a_running_task_and_drops_queued_ones() {
     );
     let view = api.submit(&job).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while api.job(view.id).await.unwrap().tasks.iter().all(|t| t.state != TaskState::Running) {
+    while api
+        .job(view.id)
+        .await
+        .unwrap()
+        .tasks
+        .iter()
+        .all(|t| t.state != TaskState::Running)
+    {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let cancelled = api.cancel(view.id).await.unwrap();
     assert_eq!(cancelled.state, JobState::Cancelled);
-    assert!(cancelled.tasks.iter().all(|t| t.state == TaskState::Cancelled), "{cancelled:#?}");
+    assert!(
+        cancelled
+            .tasks
+            .iter()
+            .all(|t| t.state == TaskState::Cancelled),
+        "{cancelled:#?}"
+    );
     // The agent is free again: a new job runs.
     let next = api.submit("name = \"after\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"true\" }]\n").await.unwrap();
-    assert_eq!(wait_job(&api, next.id, Duration::from_secs(20)).await.state, JobState::Passed);
+    assert_eq!(
+        wait_job(&api, next.id, Duration::from_secs(20)).await.state,
+        JobState::Passed
+    );
     assert!(!marker.exists(), "the cancelled step kept running");
 
     let _ = stop_agent.send(true);
@@ -239,7 +311,12 @@ async fn bad_job_files_name_line_and_field_and_queue_nothing() {
     let server = TestServer::start(&dir.path().join("server"), false).await;
     let api = ApiClient::new(&server.url);
     let cases: &[(&str, &str, Option<usize>, Option<&str>)] = &[
-        ("missing field", "name = \"x\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\" }]\n", Some(4), Some("task[0].steps[0]")),
+        (
+            "missing field",
+            "name = \"x\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\" }]\n",
+            Some(4),
+            Some("task[0].steps[0]"),
+        ),
         (
             "unknown stage",
             "name = \"x\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"deploy\", run = \"true\" }]\n",
@@ -256,15 +333,26 @@ async fn bad_job_files_name_line_and_field_and_queue_nothing() {
     ];
     for (what, body, line, field) in cases {
         let err = api.submit(body).await.unwrap_err();
-        let testfleet_client::ClientError::Api { status, body: Some(body), message } = err else {
+        let testfleet_client::ClientError::Api {
+            status,
+            body: Some(body),
+            message,
+        } = err
+        else {
             panic!("{what}: unexpected error {err:?}");
         };
         assert_eq!(status, 422, "{what}");
         assert_eq!(body.line, *line, "{what}: {message}");
         assert_eq!(body.field.as_deref(), *field, "{what}: {message}");
-        assert!(message.starts_with("invalid job file: line"), "{what}: {message}");
+        assert!(
+            message.starts_with("invalid job file: line"),
+            "{what}: {message}"
+        );
     }
-    assert!(api.jobs(10, None).await.unwrap().is_empty(), "a refused job was queued");
+    assert!(
+        api.jobs(10, None).await.unwrap().is_empty(),
+        "a refused job was queued"
+    );
     server.stop().await;
 }
 
@@ -274,11 +362,26 @@ async fn each_agent_fans_out_to_known_agents_and_offline_work_waits_for_its_agen
     let server = TestServer::start(&dir.path().join("server"), false).await;
     let api = ApiClient::new(&server.url);
     let (stop1, a1) = start_agent(&server.url, "bench-1", dir.path(), &[("pool", "benchmark")]);
-    let (stop3, a3) = start_agent(&server.url, "bench-retired", dir.path(), &[("pool", "benchmark")]);
+    let (stop3, a3) = start_agent(
+        &server.url,
+        "bench-retired",
+        dir.path(),
+        &[("pool", "benchmark")],
+    );
     let (stop4, a4) = start_agent(&server.url, "other", dir.path(), &[("pool", "other")]);
     let spawn_bench2 = || {
         Command::new(env!("CARGO_BIN_EXE_testfleet"))
-            .args(["agent", "--server", &server.url, "--hostname", "bench-2", "--secret", SECRET, "--labels", "pool=benchmark"])
+            .args([
+                "agent",
+                "--server",
+                &server.url,
+                "--hostname",
+                "bench-2",
+                "--secret",
+                SECRET,
+                "--labels",
+                "pool=benchmark",
+            ])
             .arg("--work-dir")
             .arg(dir.path().join("bench-2"))
             .stderr(Stdio::null())
@@ -296,8 +399,12 @@ async fn each_agent_fans_out_to_known_agents_and_offline_work_waits_for_its_agen
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let agents = api.agents().await.unwrap();
-        let retired = agents.iter().any(|a| a.hostname == "bench-retired" && a.retired);
-        let lost = agents.iter().any(|a| a.hostname == "bench-2" && !a.online && !a.retired);
+        let retired = agents
+            .iter()
+            .any(|a| a.hostname == "bench-retired" && a.retired);
+        let lost = agents
+            .iter()
+            .any(|a| a.hostname == "bench-2" && !a.online && !a.retired);
         if retired && lost {
             break;
         }
@@ -313,9 +420,17 @@ async fn each_agent_fans_out_to_known_agents_and_offline_work_waits_for_its_agen
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let job = api.job(view.id).await.unwrap();
-        let mine = job.tasks.iter().find(|t| t.name == "bench@bench-1").unwrap();
+        let mine = job
+            .tasks
+            .iter()
+            .find(|t| t.name == "bench@bench-1")
+            .unwrap();
         if mine.state == TaskState::Passed {
-            let theirs = job.tasks.iter().find(|t| t.name == "bench@bench-2").unwrap();
+            let theirs = job
+                .tasks
+                .iter()
+                .find(|t| t.name == "bench@bench-2")
+                .unwrap();
             assert_eq!(theirs.state, TaskState::Queued);
             break;
         }
@@ -325,7 +440,11 @@ async fn each_agent_fans_out_to_known_agents_and_offline_work_waits_for_its_agen
     let mut bench2 = spawn_bench2();
     let done = wait_job(&api, view.id, Duration::from_secs(20)).await;
     assert_eq!(done.state, JobState::Passed);
-    let theirs = done.tasks.iter().find(|t| t.name == "bench@bench-2").unwrap();
+    let theirs = done
+        .tasks
+        .iter()
+        .find(|t| t.name == "bench@bench-2")
+        .unwrap();
     assert_eq!(theirs.agent.as_deref(), Some("bench-2"));
     bench2.kill().unwrap();
     bench2.wait().unwrap();
@@ -339,7 +458,10 @@ async fn each_agent_fans_out_to_known_agents_and_offline_work_waits_for_its_agen
 // ----- third-party peers (Python) and the binary ---------------------------
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// The Python with the peers' requirements, or `None` (a skip outside CI).
@@ -351,9 +473,15 @@ fn peer_python() -> Option<PathBuf> {
         return Some(python);
     }
     if std::env::var_os("CI").is_some() {
-        panic!("{} is missing; `cargo xtask test` installs the Python peers", python.display());
+        panic!(
+            "{} is missing; `cargo xtask test` installs the Python peers",
+            python.display()
+        );
     }
-    eprintln!("skipping: no Python peers at {} (run `cargo xtask test`)", python.display());
+    eprintln!(
+        "skipping: no Python peers at {} (run `cargo xtask test`)",
+        python.display()
+    );
     None
 }
 
@@ -377,8 +505,14 @@ impl ServerProcess {
         }
         let mut child = cmd.spawn().unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("no URL in {line:?}")).to_owned();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .to_owned();
         ServerProcess { child, url }
     }
 
@@ -402,12 +536,23 @@ fn python_socketio_client_written_from_the_spec_passes() {
         let server = ServerProcess::start(dir.path(), "127.0.0.1:0", dev);
         let out = Command::new(&python)
             .arg(workspace_root().join("tests/peers/spec_client.py"))
-            .args(["--url", &server.url, "--secret", SECRET, "--mode", if dev { "dev" } else { "prod" }])
+            .args([
+                "--url",
+                &server.url,
+                "--secret",
+                SECRET,
+                "--mode",
+                if dev { "dev" } else { "prod" },
+            ])
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "spec_client failed in {} mode", if dev { "dev" } else { "prod" });
+        assert!(
+            out.status.success(),
+            "spec_client failed in {} mode",
+            if dev { "dev" } else { "prod" }
+        );
         assert!(stdout.contains(", 0 failed"), "{stdout}");
     }
 }
@@ -425,7 +570,11 @@ fn testfleet_agent_works_against_a_minimal_spec_host() {
             "steps": [{"stage": "test", "run": run, "timeout": "30s"}]
         })
     };
-    std::fs::write(&work, serde_json::json!({"qt-host-agent": [item("1001", "echo one")]}).to_string()).unwrap();
+    std::fs::write(
+        &work,
+        serde_json::json!({"qt-host-agent": [item("1001", "echo one")]}).to_string(),
+    )
+    .unwrap();
     let mut host = Command::new(&python)
         .arg(workspace_root().join("tests/peers/minimal_host.py"))
         .args(["--port", "0", "--secret", SECRET, "--work"])
@@ -436,10 +585,25 @@ fn testfleet_agent_works_against_a_minimal_spec_host() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(host.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port: u16 = line.trim().strip_prefix("LISTENING ").unwrap().parse().unwrap();
+    BufReader::new(host.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line
+        .trim()
+        .strip_prefix("LISTENING ")
+        .unwrap()
+        .parse()
+        .unwrap();
     let mut agent = Command::new(env!("CARGO_BIN_EXE_testfleet"))
-        .args(["agent", "--server", &format!("http://127.0.0.1:{port}"), "--hostname", "qt-host-agent", "--secret", SECRET])
+        .args([
+            "agent",
+            "--server",
+            &format!("http://127.0.0.1:{port}"),
+            "--hostname",
+            "qt-host-agent",
+            "--secret",
+            SECRET,
+        ])
         .arg("--work-dir")
         .arg(dir.path().join("agent"))
         .args(["--poll-interval", "1s"])
@@ -464,7 +628,10 @@ fn testfleet_agent_works_against_a_minimal_spec_host() {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let rec = read();
-            if statuses(&rec, id).iter().any(|s| s == "done" || s == "error") {
+            if statuses(&rec, id)
+                .iter()
+                .any(|s| s == "done" || s == "error")
+            {
                 return rec;
             }
             assert!(Instant::now() < deadline, "no done for {id}: {rec:#?}");
@@ -474,18 +641,31 @@ fn testfleet_agent_works_against_a_minimal_spec_host() {
     let rec = wait_done("1001");
     assert_eq!(statuses(&rec, "1001"), ["new", "test", "done"], "{rec:#?}");
     // Every status carries Qt's keys and a strictly increasing updateTimestamp.
-    let updates: Vec<_> = rec.iter().filter(|r| r["event"] == "statusUpdate").collect();
-    assert_eq!(updates[0]["data"]["status"], "idle", "first status after connect is idle");
-    let stamps: Vec<&str> = updates.iter().map(|r| r["data"]["updateTimestamp"].as_str().unwrap()).collect();
+    let updates: Vec<_> = rec
+        .iter()
+        .filter(|r| r["event"] == "statusUpdate")
+        .collect();
+    assert_eq!(
+        updates[0]["data"]["status"], "idle",
+        "first status after connect is idle"
+    );
+    let stamps: Vec<&str> = updates
+        .iter()
+        .map(|r| r["data"]["updateTimestamp"].as_str().unwrap())
+        .collect();
     assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
 
     // The host never answers an empty fetch; work queued later is picked up by
     // the agent's periodic poll.
-    let body = serde_json::json!({"hostname": "qt-host-agent", "item": item("1002", "echo two")}).to_string();
+    let body = serde_json::json!({"hostname": "qt-host-agent", "item": item("1002", "echo two")})
+        .to_string();
     let post = format!(
         "import sys, urllib.request; urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:{port}/enqueue', data=sys.argv[1].encode(), headers={{'content-type': 'application/json'}}))"
     );
-    let status = Command::new(&python).args(["-c", &post, &body]).status().unwrap();
+    let status = Command::new(&python)
+        .args(["-c", &post, &body])
+        .status()
+        .unwrap();
     assert!(status.success());
     let rec = wait_done("1002");
     assert_eq!(statuses(&rec, "1002"), ["new", "test", "done"]);
@@ -494,7 +674,10 @@ fn testfleet_agent_works_against_a_minimal_spec_host() {
 
     let _ = agent.kill();
     let _ = agent.wait();
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(host.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(host.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
     let _ = host.wait();
 }
 
@@ -506,7 +689,15 @@ fn coordinator_killed_with_sigkill_restarts_and_the_job_completes() {
     let port = server.port();
     let url = server.url.clone();
     let mut agent = Command::new(env!("CARGO_BIN_EXE_testfleet"))
-        .args(["agent", "--server", &url, "--hostname", "survivor", "--secret", SECRET])
+        .args([
+            "agent",
+            "--server",
+            &url,
+            "--hostname",
+            "survivor",
+            "--secret",
+            SECRET,
+        ])
         .arg("--work-dir")
         .arg(dir.path().join("agent"))
         .stderr(Stdio::null())
@@ -524,9 +715,16 @@ fn coordinator_killed_with_sigkill_restarts_and_the_job_completes() {
     let done = rt.block_on(wait_job(&api, view.id, Duration::from_secs(60)));
     assert_eq!(done.state, JobState::Passed, "{done:#?}");
     let slow = done.tasks.iter().find(|t| t.name == "slow").unwrap();
-    assert_eq!(slow.attempts, 1, "the running attempt survived the restart: {slow:?}");
+    assert_eq!(
+        slow.attempts, 1,
+        "the running attempt survived the restart: {slow:?}"
+    );
     let log = rt.block_on(api.task_log(slow.id, 0)).unwrap();
-    assert!(log.data.contains("start") && log.data.contains("end"), "{}", log.data);
+    assert!(
+        log.data.contains("start") && log.data.contains("end"),
+        "{}",
+        log.data
+    );
     let _ = agent.kill();
     let _ = agent.wait();
     drop(server);
@@ -537,7 +735,11 @@ fn cli_refuses_a_bad_job_file_with_its_line_and_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&dir.path().join("server"), "127.0.0.1:0", false);
     let job = dir.path().join("bad.toml");
-    std::fs::write(&job, "name = \"x\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"deploy\", run = \"true\" }]\n").unwrap();
+    std::fs::write(
+        &job,
+        "name = \"x\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"deploy\", run = \"true\" }]\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_testfleet"))
         .args(["--server", &server.url, "submit"])
         .arg(&job)
@@ -545,7 +747,10 @@ fn cli_refuses_a_bad_job_file_with_its_line_and_exit_code_2() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("bad.toml: invalid job file: line 4"), "{stderr}");
+    assert!(
+        stderr.contains("bad.toml: invalid job file: line 4"),
+        "{stderr}"
+    );
     assert!(stderr.contains("task[0].steps[0].stage"), "{stderr}");
     assert!(stderr.contains("unknown variant `deploy`"), "{stderr}");
 }
