@@ -101,12 +101,24 @@ fn is_default_artifacts(a: &ArtifactSpec) -> bool {
 pub struct StatusUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "integrationId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "integrationId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub integration_id: Option<Value>,
-    #[serde(rename = "detailMessage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "detailMessage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub detail_message: Option<Value>,
     /// An ISO-8601 string or milliseconds since the epoch.
-    #[serde(rename = "updateTimestamp", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "updateTimestamp",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub update_timestamp: Option<Value>,
     #[serde(rename = "attemptId", default, skip_serializing_if = "Option::is_none")]
     pub attempt_id: Option<i64>,
