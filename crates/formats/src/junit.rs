@@ -7,6 +7,7 @@
 //! elements (`flakyFailure`, `flakyError`, `rerunFailure`, `rerunError`): a case with
 //! only flaky elements passed on a rerun and is flagged flaky.
 
+use std::borrow::Cow;
 use std::io::BufRead;
 
 use quick_xml::events::{BytesStart, Event};
@@ -15,7 +16,7 @@ use testfleet_wire::results::{Case, CaseOutcome, Property, Rerun, Results, Suite
 
 use crate::Format;
 use crate::util::{
-    MAX_TEXT, append_capped, attr, parse_count, parse_number, resolve_ref, set_capped,
+    MAX_TEXT, append_capped, attrs, parse_count, parse_number, resolve_ref, set_capped,
 };
 
 /// Where character data currently goes.
@@ -127,13 +128,15 @@ pub(crate) fn parse<R: BufRead>(input: R) -> Results {
             "testsuite" => {
                 saw_root = true;
                 closed_root = false;
-                let mut suite = Suite::new(attr(&e, "name").unwrap_or_default());
-                suite.duration_ms = attr(&e, "time").as_deref().and_then(seconds_to_ms);
-                for key in ["timestamp", "hostname"] {
-                    if let Some(v) = attr(&e, key) {
+                let [name, time, timestamp, hostname] =
+                    attrs(&e, ["name", "time", "timestamp", "hostname"]);
+                let mut suite = Suite::new(name.unwrap_or_default());
+                suite.duration_ms = time.as_deref().and_then(seconds_to_ms);
+                for (key, v) in [("timestamp", timestamp), ("hostname", hostname)] {
+                    if let Some(v) = v {
                         suite.properties.push(Property {
                             name: key.to_string(),
-                            value: v,
+                            value: v.into_owned(),
                         });
                     }
                 }
@@ -148,18 +151,21 @@ pub(crate) fn parse<R: BufRead>(input: R) -> Results {
             }
             "property" => {
                 if let Some(s) = suites.last_mut() {
+                    let [name, value] = attrs(&e, ["name", "value"]);
                     s.properties.push(Property {
-                        name: attr(&e, "name").unwrap_or_default(),
-                        value: attr(&e, "value").unwrap_or_default(),
+                        name: name.unwrap_or_default().into_owned(),
+                        value: value.unwrap_or_default().into_owned(),
                     });
                 }
             }
             "testcase" => {
-                let mut c = Case::new(attr(&e, "name").unwrap_or_default(), None);
-                c.classname = attr(&e, "classname").filter(|c| !c.is_empty());
-                c.duration_ms = attr(&e, "time").as_deref().and_then(seconds_to_ms);
-                c.file = attr(&e, "file");
-                c.line = attr(&e, "line").as_deref().and_then(parse_count);
+                let [name, classname, time, file, line] =
+                    attrs(&e, ["name", "classname", "time", "file", "line"]);
+                let mut c = Case::new(name.unwrap_or_default(), None);
+                c.classname = classname.filter(|c| !c.is_empty()).map(Cow::into_owned);
+                c.duration_ms = time.as_deref().and_then(seconds_to_ms);
+                c.file = file.map(Cow::into_owned);
+                c.line = line.as_deref().and_then(parse_count);
                 if empty {
                     push_case(&mut suites, c);
                 } else {
@@ -176,12 +182,13 @@ pub(crate) fn parse<R: BufRead>(input: R) -> Results {
                 }
             }
             "flakyFailure" | "flakyError" | "rerunFailure" | "rerunError" if case.is_some() => {
+                let [message, error_type, time] = attrs(&e, ["message", "type", "time"]);
                 let r = Rerun {
                     kind: rerun_kind(name).to_string(),
-                    message: attr(&e, "message"),
-                    error_type: attr(&e, "type"),
+                    message: message.map(Cow::into_owned),
+                    error_type: error_type.map(Cow::into_owned),
                     log: None,
-                    duration_ms: attr(&e, "time").as_deref().and_then(seconds_to_ms),
+                    duration_ms: time.as_deref().and_then(seconds_to_ms),
                 };
                 if empty {
                     finish_rerun(case.as_mut(), r);
@@ -298,7 +305,7 @@ fn push_case(suites: &mut Vec<Suite>, c: Case) {
 }
 
 fn outcome_element(c: &mut Case, name: &str, e: &BytesStart<'_>) {
-    let kind = attr(e, "type");
+    let [kind, message] = attrs(e, ["type", "message"]);
     let outcome = match name {
         "failure" => CaseOutcome::Fail,
         "error" => CaseOutcome::Error,
@@ -307,7 +314,7 @@ fn outcome_element(c: &mut Case, name: &str, e: &BytesStart<'_>) {
     };
     let before = c.outcome;
     c.outcome = c.outcome.merge(outcome);
-    if let Some(m) = attr(e, "message").filter(|m| !m.is_empty())
+    if let Some(m) = message.filter(|m| !m.is_empty())
         && (c.outcome != before || c.message.is_none())
     {
         set_capped(&mut c.message, &m, &mut c.flags);

@@ -6,6 +6,7 @@
 //! values, indented subtests (with or without `# Subtest:` headers) flattened into cases
 //! named `parent > child`, and `Bail out!`, after which nothing more is read.
 
+use std::borrow::Cow;
 use std::io::BufRead;
 
 use serde_json::Value;
@@ -297,6 +298,7 @@ impl Parser {
             .or_else(|| rest.strip_prefix('-').filter(|r| r.is_empty()))
             .unwrap_or(rest);
         let (description, directive) = split_directive(rest);
+        let directive = directive.map(str::trim);
 
         let frame_idx = self.frames.len() - 1;
         let frame = &mut self.frames[frame_idx];
@@ -306,7 +308,7 @@ impl Parser {
         let name = if description.is_empty() {
             format!("test {number}")
         } else {
-            description
+            description.into_owned()
         };
         let mut case = Case::new(name, None);
         case.outcome = if ok {
@@ -315,11 +317,13 @@ impl Parser {
             CaseOutcome::Fail
         };
         if let Some(d) = directive {
-            let word = d
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_ascii_lowercase();
+            let word = d.split_whitespace().next().unwrap_or("");
+            // Lowercase only when needed: most directives are already lowercase.
+            let word: Cow<'_, str> = if word.bytes().any(|b| b.is_ascii_uppercase()) {
+                Cow::Owned(word.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(word)
+            };
             let reason = d[d.find(char::is_whitespace).unwrap_or(d.len())..].trim();
             if word.starts_with("skip") {
                 case.outcome = CaseOutcome::Skip;
@@ -353,7 +357,11 @@ impl Parser {
 
     fn end_yaml(&mut self) {
         let Some(y) = self.yaml.take() else { return };
-        let value = match serde_norway::from_str::<Value>(&y.text) {
+        let parsed = match simple_yaml(&y.text) {
+            Some(v) => Ok(v),
+            None => serde_norway::from_str::<Value>(&y.text),
+        };
+        let value = match parsed {
             Ok(v) => v,
             Err(e) => {
                 self.warn(format!("YAML block is not valid YAML: {e}"));
@@ -451,7 +459,20 @@ fn flush_child(frame: &mut Frame, point_name: Option<&str>) {
 }
 
 /// Splits a test point's text into description and directive, TAP 14 style.
-fn split_directive(rest: &str) -> (String, Option<String>) {
+/// The directive is returned untrimmed at the end.
+fn split_directive(rest: &str) -> (Cow<'_, str>, Option<&str>) {
+    if !rest.contains('\\') {
+        // No escapes: the description is a slice of the input (the common case).
+        let mut from = 0;
+        while let Some(off) = rest[from..].find('#') {
+            let i = from + off;
+            if rest[..i].chars().next_back().is_none_or(char::is_whitespace) {
+                return (Cow::Borrowed(rest[..i].trim()), Some(&rest[i + 1..]));
+            }
+            from = i + 1;
+        }
+        return (Cow::Borrowed(rest.trim()), None);
+    }
     let mut desc = String::new();
     let mut chars = rest.char_indices().peekable();
     let mut prev_space = true;
@@ -469,10 +490,7 @@ fn split_directive(rest: &str) -> (String, Option<String>) {
                 }
             },
             '#' if prev_space => {
-                return (
-                    desc.trim().to_string(),
-                    Some(rest[i + 1..].trim().to_string()),
-                );
+                return (Cow::Owned(desc.trim().to_string()), Some(&rest[i + 1..]));
             }
             _ => {
                 prev_space = c.is_whitespace();
@@ -480,7 +498,61 @@ fn split_directive(rest: &str) -> (String, Option<String>) {
             }
         }
     }
-    (desc.trim().to_string(), None)
+    (Cow::Owned(desc.trim().to_string()), None)
+}
+
+/// Parses the common YAML block shape, one `key: value` per line with plain keys and
+/// plain string or unsigned-integer values, exactly as serde_norway would, without its
+/// (comparatively slow) general machinery. Anything else (nesting, quotes, lists,
+/// comments, floats, booleans, nulls, special characters, duplicate keys) gives `None`
+/// and is left to serde_norway, so the result never differs.
+fn simple_yaml(text: &str) -> Option<Value> {
+    const SPECIAL: [&str; 9] = [
+        "null", "Null", "NULL", "true", "True", "TRUE", "false", "False", "FALSE",
+    ];
+    let body = text.strip_suffix('\n')?;
+    let mut map = serde_json::Map::new();
+    for line in body.split('\n') {
+        let (key, value) = line.split_once(':')?;
+        let kb = key.as_bytes();
+        if !kb.first()?.is_ascii_alphabetic()
+            || !kb
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            || SPECIAL.contains(&key)
+        {
+            return None;
+        }
+        let value = value.strip_prefix(' ')?.trim_start_matches(' ');
+        let vb = value.as_bytes();
+        let first = *vb.first()?;
+        let json = if first.is_ascii_alphabetic() {
+            let plain = vb.iter().all(|&b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(
+                        b,
+                        b' ' | b'_' | b'.' | b'-' | b'/' | b'=' | b'(' | b')' | b'+' | b';'
+                    )
+            });
+            if !plain || vb.last() == Some(&b' ') || SPECIAL.contains(&value) {
+                return None;
+            }
+            Value::String(value.to_string())
+        } else if first.is_ascii_digit()
+            && (first != b'0' || vb.len() == 1)
+            && vb.len() <= 18
+            && vb.iter().all(u8::is_ascii_digit)
+        {
+            Value::from(value.parse::<u64>().ok()?)
+        } else {
+            return None;
+        };
+        if map.insert(key.to_string(), json).is_some() {
+            // Duplicate key: leave the verdict to serde_norway.
+            return None;
+        }
+    }
+    Some(Value::Object(map))
 }
 
 /// `13.457ms` or `2s` → milliseconds.
@@ -502,7 +574,7 @@ mod tests {
     fn directives_follow_tap14_escaping() {
         assert_eq!(
             split_directive("foo # SKIP why"),
-            ("foo".into(), Some("SKIP why".into()))
+            ("foo".into(), Some(" SKIP why"))
         );
         assert_eq!(
             split_directive("\\#skip not a skip"),
@@ -511,9 +583,48 @@ mod tests {
         assert_eq!(split_directive("title#skip"), ("title#skip".into(), None));
         assert_eq!(
             split_directive("#todo reason"),
-            ("".into(), Some("todo reason".into()))
+            ("".into(), Some("todo reason"))
         );
         assert_eq!(split_directive("a \\\\ b"), ("a \\ b".into(), None));
+    }
+
+    #[test]
+    fn simple_yaml_matches_serde_norway() {
+        for text in [
+            "message: value 10 was wrong\nseverity: fail\n",
+            "line: 42\nfile: src/a.rs\nduration_ms: 0\n",
+            "a: Infinity\nb: nan\nc: e5\nd: x-y_z (1+2) = 3; ok\n",
+        ] {
+            let fast = simple_yaml(text).expect("simple block");
+            let slow: Value = serde_norway::from_str(text).expect("valid YAML");
+            assert_eq!(fast, slow, "{text:?}");
+        }
+        for text in [
+            "message: true\n",
+            "a: 1.5\n",
+            "a: 012\n",
+            "a: 'q'\n",
+            "a:\n  b: c\n",
+            "a: b\na: c\n",
+            "a: b # c\n",
+            "null: x\n",
+            "a: b \n",
+            "",
+        ] {
+            assert_eq!(simple_yaml(text), None, "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn simple_yaml_never_disagrees(
+            text in "([a-zA-Z0-9_ -]{0,5}:[ ]{0,2}[a-zA-Z0-9 _.:#'\"(),=+;-]{0,10}\n){1,4}"
+        ) {
+            if let Some(fast) = simple_yaml(&text) {
+                let slow: Value = serde_norway::from_str(&text).expect("accepted text is YAML");
+                proptest::prop_assert_eq!(fast, slow, "{:?}", text);
+            }
+        }
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! The caps exist because a result file may be a gigabyte of one test's debug output;
 //! the parsers stream, and these helpers make sure what they keep per case stays bounded.
 
+use std::borrow::Cow;
+use std::hash::{BuildHasherDefault, Hasher};
+
 use quick_xml::XmlVersion;
 use quick_xml::events::{BytesRef, BytesStart};
 use testfleet_wire::results::CaseFlags;
@@ -94,6 +97,70 @@ pub(crate) fn attr(e: &BytesStart<'_>, name: &str) -> Option<String> {
     }
     None
 }
+
+/// The unescaped values of several attributes, read in one pass over the element's
+/// attributes (each [`attr`] call re-parses them all). Same rules as [`attr`]: the
+/// first attribute with a name wins, and a malformed value gives `None`. Values that
+/// need no normalization borrow from the element.
+pub(crate) fn attrs<'a, const N: usize>(
+    e: &'a BytesStart<'_>,
+    names: [&str; N],
+) -> [Option<Cow<'a, str>>; N] {
+    let mut out = [const { None }; N];
+    let mut done = [false; N];
+    let mut left = N;
+    let mut it = e.attributes();
+    it.with_checks(false);
+    for a in it.flatten() {
+        let key = a.key.as_ref();
+        if let Some(j) = (0..N).find(|&j| !done[j] && names[j] == key) {
+            done[j] = true;
+            out[j] = a.normalized_value(XmlVersion::Implicit1_0).ok();
+            left -= 1;
+            if left == 0 {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// A small, fast, non-cryptographic hasher (FxHash) for the parsers' internal maps,
+/// whose keys come from the input but whose size is bounded by it: SipHash showed up
+/// as a tenth of the QtTest XML parse time.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut h = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+        self.0 = h;
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.0 = (self.0.rotate_left(5) ^ i as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
 
 /// Resolves `&name;` / `&#NN;` references that quick-xml reports as separate events.
 pub(crate) fn resolve_ref(r: &BytesRef<'_>, out: &mut String) {

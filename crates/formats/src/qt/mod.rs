@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use testfleet_wire::results::{Case, CaseOutcome, CrashedTest, Metric, Property, Results, Suite};
 
-use crate::util::{MAX_TEXT, append_capped, set_capped, split_qt_name};
+use crate::util::{FxBuild, MAX_TEXT, append_capped, set_capped, split_qt_name};
 
 /// QtTest metric names (`QTest::QBenchmarkMetric`) and the unit its text logger prints.
 const METRIC_UNITS: &[(&str, &str)] = &[
@@ -109,10 +109,13 @@ type Key = (String, Option<String>);
 pub(crate) struct QtBuilder {
     results: Results,
     suite: Option<Suite>,
-    index: HashMap<Key, usize>,
+    index: HashMap<Key, usize, FxBuild>,
+    /// The case found or created last: incidents, messages and benchmark results of one
+    /// case come in a row, so most lookups end here without building an owned key.
+    last: Option<usize>,
     /// Per function: how many cases it has and the last one's index, so a function's
     /// `<Duration>` finds its case without scanning the suite (which was quadratic).
-    functions: HashMap<String, (usize, usize)>,
+    functions: HashMap<String, (usize, usize), FxBuild>,
     /// Messages seen for a function before any incident created its case (e.g. the
     /// `_data()` function's debug output, or output just before a crash).
     pending: Option<(Key, Option<String>)>,
@@ -120,6 +123,8 @@ pub(crate) struct QtBuilder {
     running: Option<Key>,
     /// Raw output since the last finished case, kept for the crash log.
     tail: Option<String>,
+    /// Reused buffer for log lines built from parts.
+    scratch: String,
 }
 
 impl QtBuilder {
@@ -127,11 +132,13 @@ impl QtBuilder {
         QtBuilder {
             results: Results::new(format),
             suite: None,
-            index: HashMap::new(),
-            functions: HashMap::new(),
+            index: HashMap::default(),
+            last: None,
+            functions: HashMap::default(),
             pending: None,
             running: None,
             tail: None,
+            scratch: String::new(),
         }
     }
 
@@ -177,17 +184,60 @@ impl QtBuilder {
             self.results.suites.push(suite);
         }
         self.index.clear();
+        self.last = None;
         self.functions.clear();
         self.pending = None;
         self.running = None;
         self.tail = None;
     }
 
-    fn case_index(&mut self, function: &str, tag: Option<&str>) -> usize {
+    /// The index of an existing case, checking the last one used before the map.
+    fn find_case(&mut self, function: &str, tag: Option<&str>) -> Option<usize> {
+        if let (Some(i), Some(suite)) = (self.last, &self.suite)
+            && let Some(c) = suite.cases.get(i)
+            && c.name == function
+            && c.data_tag.as_deref() == tag
+        {
+            return Some(i);
+        }
+        if self.index.is_empty() {
+            return None;
+        }
         let key = (function.to_string(), tag.map(str::to_string));
-        if let Some(&i) = self.index.get(&key) {
+        let found = self.index.get(&key).copied();
+        if found.is_some() {
+            self.last = found;
+        }
+        found
+    }
+
+    /// Marks `(function, tag)` as running, reusing the strings already held.
+    fn set_running_key(&mut self, function: &str, tag: Option<&str>) {
+        match &mut self.running {
+            Some((f, t)) => {
+                if f != function {
+                    f.clear();
+                    f.push_str(function);
+                }
+                match (t.as_mut(), tag) {
+                    (Some(t), Some(tag)) => {
+                        if t != tag {
+                            t.clear();
+                            t.push_str(tag);
+                        }
+                    }
+                    (_, tag) => *t = tag.map(str::to_string),
+                }
+            }
+            None => self.running = Some((function.to_string(), tag.map(str::to_string))),
+        }
+    }
+
+    fn case_index(&mut self, function: &str, tag: Option<&str>) -> usize {
+        if let Some(i) = self.find_case(function, tag) {
             return i;
         }
+        let key = (function.to_string(), tag.map(str::to_string));
         let suite = self.suite_mut();
         suite.cases.push(Case::new(function, key.1.clone()));
         let i = suite.cases.len() - 1;
@@ -206,6 +256,7 @@ impl QtBuilder {
         entry.0 += 1;
         entry.1 = i;
         self.index.insert(key, i);
+        self.last = Some(i);
         i
     }
 
@@ -240,7 +291,8 @@ impl QtBuilder {
         file: Option<&str>,
         line: Option<u64>,
     ) {
-        let case = self.case_mut(function, tag);
+        let i = self.case_index(function, tag);
+        let case = &mut self.suite_mut().cases[i];
         let before = case.outcome;
         let first = case.message.is_none() && case.file.is_none();
         case.outcome = case.outcome.merge(incident.outcome);
@@ -250,54 +302,66 @@ impl QtBuilder {
             if decisive || case.message.is_none() {
                 set_capped(&mut case.message, d, &mut case.flags);
             }
-            let label = format!("{}: {}", incident_label(incident), d);
+            let mut label = std::mem::take(&mut self.scratch);
+            label.clear();
+            push_incident_label(&mut label, incident);
+            label.push_str(": ");
+            label.push_str(d);
+            let case = &mut self.suite_mut().cases[i];
             append_capped(&mut case.log, &label, &mut case.flags);
+            self.scratch = label;
         }
+        let case = &mut self.suite_mut().cases[i];
         if (decisive || case.file.is_none())
             && let Some(f) = file.filter(|f| !f.is_empty())
         {
             case.file = Some(f.to_string());
             case.line = line;
         }
-        let key = (function.to_string(), tag.map(str::to_string));
         if incident.ends_function() {
             self.running = None;
             self.tail = None;
         } else {
-            self.running = Some(key);
+            self.set_running_key(function, tag);
         }
     }
 
     /// A message (`qDebug`, `qWarning`, `QFATAL`, …) logged by a function.
     pub(crate) fn message(&mut self, function: &str, tag: Option<&str>, kind: &str, text: &str) {
-        let kind_lower = kind.to_ascii_lowercase();
-        let key = (function.to_string(), tag.map(str::to_string));
-        let line = format!("{}: {}", kind.to_ascii_uppercase(), text);
-        if kind_lower == "qfatal" {
+        let mut line = std::mem::take(&mut self.scratch);
+        line.clear();
+        line.extend(kind.chars().map(|c| c.to_ascii_uppercase()));
+        line.push_str(": ");
+        line.push_str(text);
+        if kind.eq_ignore_ascii_case("qfatal") {
             let case = self.case_mut(function, tag);
             case.outcome = case.outcome.merge(CaseOutcome::Crash);
             set_capped(&mut case.message, text, &mut case.flags);
             append_capped(&mut case.log, &line, &mut case.flags);
-            self.running = Some(key);
-            return;
-        }
-        if !function.is_empty() {
-            self.running = Some(key.clone());
-        }
-        if let Some(&i) = self.index.get(&key) {
-            let case = &mut self.suite_mut().cases[i];
-            append_capped(&mut case.log, &line, &mut case.flags);
-            return;
-        }
-        let mut flags = Default::default();
-        match &mut self.pending {
-            Some((pkey, log)) if pkey.0 == key.0 => append_capped(log, &line, &mut flags),
-            _ => {
-                let mut log = None;
-                append_capped(&mut log, &line, &mut flags);
-                self.pending = Some((key, log));
+            self.set_running_key(function, tag);
+        } else {
+            if !function.is_empty() {
+                self.set_running_key(function, tag);
+            }
+            if let Some(i) = self.find_case(function, tag) {
+                let case = &mut self.suite_mut().cases[i];
+                append_capped(&mut case.log, &line, &mut case.flags);
+            } else {
+                let mut flags = Default::default();
+                match &mut self.pending {
+                    Some((pkey, log)) if pkey.0 == function => {
+                        append_capped(log, &line, &mut flags)
+                    }
+                    _ => {
+                        let mut log = None;
+                        append_capped(&mut log, &line, &mut flags);
+                        let key = (function.to_string(), tag.map(str::to_string));
+                        self.pending = Some((key, log));
+                    }
+                }
             }
         }
+        self.scratch = line;
     }
 
     /// Marks which function runs now (`None` between functions).
@@ -376,7 +440,7 @@ impl QtBuilder {
     }
 }
 
-fn incident_label(i: Incident) -> String {
+fn push_incident_label(out: &mut String, i: Incident) {
     let base = match i.outcome {
         CaseOutcome::Pass => "PASS",
         CaseOutcome::Fail => "FAIL",
@@ -387,10 +451,9 @@ fn incident_label(i: Incident) -> String {
         CaseOutcome::Crash => "CRASH",
     };
     if i.blacklisted {
-        format!("B{base}")
-    } else {
-        base.to_string()
+        out.push('B');
     }
+    out.push_str(base);
 }
 
 /// Turns a JUnit parse of QtTest's `junitxml` logger into QtTest terms: `events(100)`

@@ -5,6 +5,7 @@
 //! quick-xml's pull reader takes as it comes, so no wrapping is needed. Several reports
 //! concatenated in one file (one per test object) become several suites.
 
+use std::borrow::Cow;
 use std::io::BufRead;
 
 use quick_xml::events::{BytesStart, Event};
@@ -13,7 +14,7 @@ use testfleet_wire::results::{Metric, Results};
 
 use super::{Incident, QtBuilder, unit_for_metric};
 use crate::Format;
-use crate::util::{MAX_TEXT, attr, parse_count, parse_number, resolve_ref};
+use crate::util::{MAX_TEXT, attr, attrs, parse_count, parse_number, resolve_ref};
 
 /// An `Incident` or `Message` element being read.
 #[derive(Default)]
@@ -202,11 +203,12 @@ fn push_text(text: &mut String, s: &str) {
 }
 
 fn pending(e: &BytesStart<'_>, is_incident: bool) -> Pending {
+    let [kind, file, line] = attrs(e, ["type", "file", "line"]);
     Pending {
         is_incident,
-        kind: attr(e, "type").unwrap_or_default(),
-        file: attr(e, "file").filter(|f| !f.is_empty()),
-        line: attr(e, "line").as_deref().and_then(parse_count),
+        kind: kind.unwrap_or_default().into_owned(),
+        file: file.filter(|f| !f.is_empty()).map(Cow::into_owned),
+        line: line.as_deref().and_then(parse_count),
         tag: None,
         description: None,
     }
@@ -238,22 +240,24 @@ fn emit(b: &mut QtBuilder, function: Option<&str>, p: Pending) {
 }
 
 fn benchmark(b: &mut QtBuilder, function: Option<&str>, e: &BytesStart<'_>) {
-    let name = attr(e, "metric").unwrap_or_default();
-    let tag = attr(e, "tag").filter(|t| !t.is_empty());
-    let Some(value) = attr(e, "value").as_deref().and_then(parse_number) else {
+    let [name, tag, value, iterations, variance] =
+        attrs(e, ["metric", "tag", "value", "iterations", "variance"]);
+    let name = name.unwrap_or_default().into_owned();
+    let tag = tag.filter(|t| !t.is_empty());
+    let Some(value) = value.as_deref().and_then(parse_number) else {
         b.warn(format!(
             "benchmark result for `{name}` has no numeric value"
         ));
         return;
     };
-    let iterations = attr(e, "iterations").as_deref().and_then(parse_count);
+    let iterations = iterations.as_deref().and_then(parse_count);
     let metric = Metric {
         unit: unit_for_metric(&name),
         name,
         value,
         total: None,
         iterations,
-        variance: attr(e, "variance").as_deref().and_then(parse_number),
+        variance: variance.as_deref().and_then(parse_number),
     };
     b.benchmark(function.unwrap_or(""), tag.as_deref(), metric);
 }
