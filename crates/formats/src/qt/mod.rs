@@ -10,10 +10,11 @@ pub(crate) mod txt;
 pub(crate) mod xml;
 
 use std::collections::HashMap;
+use std::hash::Hasher;
 
 use testfleet_wire::results::{Case, CaseOutcome, CrashedTest, Metric, Property, Results, Suite};
 
-use crate::util::{FxBuild, MAX_TEXT, append_capped, set_capped, split_qt_name};
+use crate::util::{FxBuild, FxHasher, MAX_TEXT, append_capped, set_capped, split_qt_name};
 
 /// QtTest metric names (`QTest::QBenchmarkMetric`) and the unit its text logger prints.
 const METRIC_UNITS: &[(&str, &str)] = &[
@@ -105,17 +106,76 @@ impl Incident {
 
 type Key = (String, Option<String>);
 
+fn fn_hash(function: &str) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(function.as_bytes());
+    h.finish()
+}
+
+fn case_hash(function: &str, tag: Option<&str>) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(function.as_bytes());
+    match tag {
+        Some(t) => {
+            h.write_u8(1);
+            h.write(t.as_bytes());
+        }
+        None => h.write_u8(0),
+    }
+    h.finish()
+}
+
+/// A hash index whose entries are the ids `0, 1, 2, …` in insertion order, chained per
+/// hash; the caller checks each candidate, so the index holds no keys.
+#[derive(Default)]
+struct ChainedIndex {
+    heads: HashMap<u64, usize, FxBuild>,
+    /// Per id: the previous id with the same hash (`usize::MAX`: none).
+    next: Vec<usize>,
+}
+
+impl ChainedIndex {
+    fn find(&self, hash: u64, mut is_it: impl FnMut(usize) -> bool) -> Option<usize> {
+        let mut id = *self.heads.get(&hash)?;
+        loop {
+            if is_it(id) {
+                return Some(id);
+            }
+            id = self.next[id];
+            if id == usize::MAX {
+                return None;
+            }
+        }
+    }
+
+    /// Adds `id`, which must be the number of ids added so far.
+    fn insert(&mut self, hash: u64, id: usize) {
+        debug_assert_eq!(id, self.next.len());
+        let prev = self.heads.insert(hash, id).unwrap_or(usize::MAX);
+        self.next.push(prev);
+    }
+
+    fn clear(&mut self) {
+        self.heads.clear();
+        self.next.clear();
+    }
+}
+
 /// Folds QtTest incidents, messages and benchmark results into normalized cases.
 pub(crate) struct QtBuilder {
     results: Results,
     suite: Option<Suite>,
-    index: HashMap<Key, usize, FxBuild>,
+    /// Cases by hash of (function, tag); entries are case indices, checked against the
+    /// case itself, so no owned key is built per case.
+    index: ChainedIndex,
     /// The case found or created last: incidents, messages and benchmark results of one
     /// case come in a row, so most lookups end here without building an owned key.
     last: Option<usize>,
     /// Per function: how many cases it has and the last one's index, so a function's
     /// `<Duration>` finds its case without scanning the suite (which was quadratic).
-    functions: HashMap<String, (usize, usize), FxBuild>,
+    /// Indexed by hash of the function name; entries index `function_cases`.
+    functions: ChainedIndex,
+    function_cases: Vec<(usize, usize)>,
     /// Messages seen for a function before any incident created its case (e.g. the
     /// `_data()` function's debug output, or output just before a crash).
     pending: Option<(Key, Option<String>)>,
@@ -132,9 +192,10 @@ impl QtBuilder {
         QtBuilder {
             results: Results::new(format),
             suite: None,
-            index: HashMap::default(),
+            index: ChainedIndex::default(),
             last: None,
-            functions: HashMap::default(),
+            functions: ChainedIndex::default(),
+            function_cases: Vec::new(),
             pending: None,
             running: None,
             tail: None,
@@ -186,6 +247,7 @@ impl QtBuilder {
         self.index.clear();
         self.last = None;
         self.functions.clear();
+        self.function_cases.clear();
         self.pending = None;
         self.running = None;
         self.tail = None;
@@ -200,11 +262,10 @@ impl QtBuilder {
         {
             return Some(i);
         }
-        if self.index.is_empty() {
-            return None;
-        }
-        let key = (function.to_string(), tag.map(str::to_string));
-        let found = self.index.get(&key).copied();
+        let cases = &self.suite.as_ref()?.cases;
+        let found = self.index.find(case_hash(function, tag), |i| {
+            cases[i].name == function && cases[i].data_tag.as_deref() == tag
+        });
         if found.is_some() {
             self.last = found;
         }
@@ -237,13 +298,12 @@ impl QtBuilder {
         if let Some(i) = self.find_case(function, tag) {
             return i;
         }
-        let key = (function.to_string(), tag.map(str::to_string));
         let suite = self.suite_mut();
-        suite.cases.push(Case::new(function, key.1.clone()));
+        suite.cases.push(Case::new(function, tag.map(str::to_string)));
         let i = suite.cases.len() - 1;
         // Messages logged before the case existed belong to it.
         if let Some((pkey, log)) = self.pending.take() {
-            if pkey.0 == key.0 {
+            if pkey.0 == function {
                 if let Some(log) = log {
                     let case = &mut self.suite_mut().cases[i];
                     append_capped(&mut case.log, &log, &mut case.flags);
@@ -252,10 +312,17 @@ impl QtBuilder {
                 self.pending = Some((pkey, log));
             }
         }
-        let entry = self.functions.entry(key.0.clone()).or_insert((0, i));
-        entry.0 += 1;
-        entry.1 = i;
-        self.index.insert(key, i);
+        let fh = fn_hash(function);
+        let cases = self.suite.as_ref().map_or(&[][..], |s| &s.cases[..]);
+        let fc = &self.function_cases;
+        match self.functions.find(fh, |j| cases[fc[j].1].name == function) {
+            Some(j) => self.function_cases[j] = (self.function_cases[j].0 + 1, i),
+            None => {
+                self.functions.insert(fh, self.function_cases.len());
+                self.function_cases.push((1, i));
+            }
+        }
+        self.index.insert(case_hash(function, tag), i);
         self.last = Some(i);
         i
     }
@@ -378,7 +445,12 @@ impl QtBuilder {
 
     /// `<Duration>` of a test function: set on its case when it has exactly one.
     pub(crate) fn function_duration(&mut self, function: &str, ms: Option<f64>) {
-        if let Some(&(1, i)) = self.functions.get(function) {
+        let Some(suite) = &self.suite else { return };
+        let cases = &suite.cases;
+        let fc = &self.function_cases;
+        if let Some(j) = self.functions.find(fn_hash(function), |j| cases[fc[j].1].name == function)
+            && let (1, i) = self.function_cases[j]
+        {
             self.suite_mut().cases[i].duration_ms = ms;
         }
     }
