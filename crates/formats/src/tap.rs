@@ -63,6 +63,9 @@ struct Parser {
     skip_all: bool,
     suite_complete: bool,
     qt: bool,
+    cut_warned: bool,
+    /// The last YAML block's buffer, reused.
+    spare_text: String,
 }
 
 /// Parses TAP. With `qt` set, the first comment before any test point names the suite
@@ -87,21 +90,54 @@ fn parse_with<R: BufRead>(mut input: R, qt: bool) -> Results {
         skip_all: false,
         suite_complete: true,
         qt,
+        cut_warned: false,
+        spare_text: String::new(),
     };
-    let mut line = Vec::new();
+    // Lines are handled in place in the reader's buffer; only a line split across two
+    // reads is copied, into `long`, and at most MAX_LINE bytes of it are kept.
+    let mut long: Vec<u8> = Vec::new();
+    let mut cut = false;
     loop {
-        line.clear();
-        match input.read_until(b'\n', &mut line) {
-            Ok(0) => break,
-            Ok(_) => {}
+        let buf = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 p.warn(format!("read error: {e}"));
                 p.suite_complete = false;
                 break;
             }
+        };
+        if buf.is_empty() {
+            if !long.is_empty() {
+                p.raw_line(&long, cut);
+            }
+            break;
         }
-        let text = String::from_utf8_lossy(&line);
-        p.line(text.trim_end_matches(['\n', '\r']));
+        let used = match find_newline(buf) {
+            Some(i) if long.is_empty() => {
+                let end = if i > MAX_LINE {
+                    cut = true;
+                    MAX_LINE
+                } else {
+                    i
+                };
+                p.raw_line(&buf[..end], cut);
+                cut = false;
+                i + 1
+            }
+            Some(i) => {
+                cut |= keep_part(&mut long, &buf[..i]);
+                p.raw_line(&long, cut);
+                long.clear();
+                cut = false;
+                i + 1
+            }
+            None => {
+                cut |= keep_part(&mut long, buf);
+                buf.len()
+            }
+        };
+        input.consume(used);
         if p.bailed {
             // TAP: nothing after `Bail out!` counts.
             break;
@@ -115,7 +151,58 @@ fn parse_with<R: BufRead>(mut input: R, qt: bool) -> Results {
     p.results
 }
 
+/// Longest line kept: the rest of a longer line is dropped, so one huge line (a log
+/// written without newlines) cannot exhaust memory. Far above the per-case text cap.
+const MAX_LINE: usize = 1024 * 1024;
+
+/// Appends the part of a line that still fits under [`MAX_LINE`]; true when some was
+/// dropped.
+fn keep_part(long: &mut Vec<u8>, part: &[u8]) -> bool {
+    let room = MAX_LINE - long.len().min(MAX_LINE);
+    long.extend_from_slice(&part[..part.len().min(room)]);
+    part.len() > room
+}
+
+/// The index of the first `\n`, eight bytes at a time.
+fn find_newline(s: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const NL: u64 = LO * b'\n' as u64;
+    let mut chunks = s.chunks_exact(8);
+    let mut at = 0;
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w) ^ NL;
+        let zero = x.wrapping_sub(LO) & !x & HI;
+        if zero != 0 {
+            return Some(at + (zero.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| at + i)
+}
+
 impl Parser {
+    /// One input line without its `\n`; `cut` when it was longer than [`MAX_LINE`].
+    fn raw_line(&mut self, mut bytes: &[u8], cut: bool) {
+        if cut && !self.cut_warned {
+            self.cut_warned = true;
+            self.warn(format!("a line longer than {MAX_LINE} bytes was cut"));
+        }
+        while let [rest @ .., b'\n' | b'\r'] = bytes {
+            bytes = rest;
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(text) => self.line(text),
+            Err(_) => self.line(&String::from_utf8_lossy(bytes)),
+        }
+    }
+
     fn warn(&mut self, w: String) {
         if self.results.warnings.len() < 100 {
             self.results.warnings.push(w);
@@ -181,7 +268,7 @@ impl Parser {
             {
                 self.yaml = Some(Yaml {
                     indent,
-                    text: String::new(),
+                    text: std::mem::take(&mut self.spare_text),
                     truncated: false,
                 });
             }
@@ -368,6 +455,10 @@ impl Parser {
                 Value::String(y.text.clone())
             }
         };
+        // Keep the buffer for the next block.
+        let mut spare = y.text;
+        spare.clear();
+        self.spare_text = spare;
         let Some(frame) = self.frames.last_mut() else {
             return;
         };

@@ -8,4 +8,5 @@ mod fixtures;
 mod qtbench;
 mod robustness;
 mod samples;
+mod streaming;
 mod writers;
