@@ -6,6 +6,7 @@
 //! events into protocol messages, buffering them while disconnected.
 
 pub mod git;
+pub mod machine;
 pub mod process;
 pub mod runner;
 pub mod session;

@@ -98,6 +98,7 @@ pub async fn run(
     };
     let mut backoff = Duration::from_millis(100);
     let mut ever_connected = false;
+    let machine = crate::machine::fingerprint().await;
     loop {
         let auth = HandshakeAuth {
             client_type: Some("agent".into()),
@@ -105,6 +106,7 @@ pub async fn run(
             secret: state.config.secret.clone(),
             labels: Some(state.config.labels.clone()),
             protocol: Some(PROTOCOL_VERSION),
+            machine: Some(machine.clone()),
         };
         let options =
             ConnectOptions::default().with_auth(serde_json::to_value(&auth).unwrap_or(Value::Null));

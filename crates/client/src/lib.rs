@@ -140,6 +140,41 @@ impl ApiClient {
         self.send(req).await
     }
 
+    /// The job's results as one JUnit XML document (`junit`) or TAP 13 (`tap`).
+    pub async fn job_report(&self, id: i64, format: &str) -> Result<String, ClientError> {
+        let req = self
+            .http
+            .get(format!("{}/api/v1/jobs/{id}/report", self.base))
+            .query(&[("format", format)]);
+        let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| self.unreachable(&e))?;
+        if !status.is_success() {
+            let body: Option<ErrorBody> = serde_json::from_str(&text).ok();
+            let message = body
+                .as_ref()
+                .map_or_else(|| format!("HTTP {status}"), |b| b.error.clone());
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                message,
+                body,
+            });
+        }
+        Ok(text)
+    }
+
+    /// The seed-000 run summary of an attempt.
+    pub async fn attempt_summary(
+        &self,
+        id: i64,
+    ) -> Result<testfleet_wire::api::RunSummary, ClientError> {
+        self.send(
+            self.http
+                .get(format!("{}/api/v1/attempts/{id}/summary", self.base)),
+        )
+        .await
+    }
+
     pub async fn agents(&self) -> Result<Vec<AgentView>, ClientError> {
         self.send(self.http.get(format!("{}/api/v1/agents", self.base)))
             .await

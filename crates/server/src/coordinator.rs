@@ -21,7 +21,8 @@ use testfleet_core::{AttemptOutcome, LabelSet, Stage};
 use testfleet_store::{FinishEffect, NewTask, QueuedTask, RunningAttempt, Store, StoreError};
 use testfleet_wire::api::JobView;
 use testfleet_wire::protocol::{
-    AgentDataEntry, AttemptReport, CancelWork, LogChunk, StatusUpdate, WorkItem, events,
+    AgentDataEntry, AttemptReport, CancelWork, LogChunk, MachineInfo, StatusUpdate, WorkItem,
+    events,
 };
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -170,10 +171,9 @@ impl Coordinator {
     ) -> Result<Arc<Coordinator>, StoreError> {
         let now = clock.now_millis();
         let mut sched = Scheduler::default();
-        for (host, labels, _, _) in store.agents().await? {
-            sched
-                .agents
-                .insert(host.clone(), AgentSlot::new(with_hostname(labels, &host)));
+        for agent in store.agents().await? {
+            let labels = with_hostname(agent.labels, &agent.hostname);
+            sched.agents.insert(agent.hostname, AgentSlot::new(labels));
         }
         for task in store.queued_tasks().await? {
             sched.enqueue(task);
@@ -328,10 +328,20 @@ impl Coordinator {
     // ----- agents -----------------------------------------------------------
 
     /// Registers a new connection of `host`; returns its connection id.
-    pub async fn agent_connected(&self, host: &str, labels: LabelSet, socket: SocketRef) -> u64 {
+    pub async fn agent_connected(
+        &self,
+        host: &str,
+        labels: LabelSet,
+        machine: Option<MachineInfo>,
+        socket: SocketRef,
+    ) -> u64 {
         let now = self.now();
         let connection = self.connections.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Err(e) = self.store.agent_connected(host, &labels, now).await {
+        if let Err(e) = self
+            .store
+            .agent_connected(host, &labels, machine.as_ref(), now)
+            .await
+        {
             tracing::error!(agent = host, "failed to record agent: {e}");
         }
         let mut sched = self.sched.lock().await;
@@ -410,10 +420,11 @@ impl Coordinator {
             return;
         }
         if let (Some(ts), Some(last)) = (ts, slot.last_update_ts)
-            && ts < last {
-                tracing::debug!(agent = host, status = %stage, "ignoring an out-of-order status update");
-                return;
-            }
+            && ts < last
+        {
+            tracing::debug!(agent = host, status = %stage, "ignoring an out-of-order status update");
+            return;
+        }
         if ts.is_some() {
             slot.last_update_ts = ts;
         }
@@ -658,16 +669,17 @@ impl Coordinator {
         let sched = self.sched.lock().await;
         Ok(stored
             .into_iter()
-            .map(|(host, labels, last_connected, retired)| {
-                let slot = sched.agents.get(&host);
+            .map(|agent| {
+                let slot = sched.agents.get(&agent.hostname);
                 testfleet_wire::api::AgentView {
                     online: slot.is_some_and(AgentSlot::online),
                     current_attempt: slot.and_then(|s| s.running.as_ref().map(|r| r.attempt_id)),
                     status: slot.and_then(|s| s.status.clone()),
-                    hostname: host,
-                    retired,
-                    labels,
-                    last_connected: Some(format_millis(last_connected)),
+                    hostname: agent.hostname,
+                    retired: agent.retired,
+                    labels: agent.labels,
+                    last_connected: Some(format_millis(agent.last_connected)),
+                    machine: agent.machine,
                 }
             })
             .collect())
@@ -696,10 +708,11 @@ impl Coordinator {
                         slot.waiting = false;
                         slot.status = Some(Stage::New.as_str().to_owned());
                         if let Some(socket) = &slot.socket
-                            && let Err(e) = socket.emit(events::SEND_WORK, &claimed.work) {
-                                // The lease reaps it if the agent does not come back.
-                                tracing::warn!(agent = %host, "could not send work: {e}");
-                            }
+                            && let Err(e) = socket.emit(events::SEND_WORK, &claimed.work)
+                        {
+                            // The lease reaps it if the agent does not come back.
+                            tracing::warn!(agent = %host, "could not send work: {e}");
+                        }
                         tracing::info!(agent = %host, task = task_id, attempt = claimed.attempt.attempt_id, "work sent");
                         slot.running = Some(claimed.attempt);
                         break;
@@ -730,9 +743,9 @@ impl Coordinator {
                 .running
                 .as_ref()
                 .is_some_and(|r| r.attempt_id == run.attempt_id)
-            {
-                slot.running = None;
-            }
+        {
+            slot.running = None;
+        }
         let stage = match outcome {
             o if o.is_success() => Some(Stage::Done),
             _ => None,

@@ -8,6 +8,7 @@ pub mod config;
 mod coordinator;
 mod dashboard;
 mod openapi;
+mod reports;
 mod rest;
 mod sio;
 

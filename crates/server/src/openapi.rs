@@ -15,7 +15,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/jobs/{id}/cancel", "post"),
     ("/api/v1/tasks/{id}", "get"),
     ("/api/v1/tasks/{id}/log", "get"),
+    ("/api/v1/jobs/{id}/report", "get"),
     ("/api/v1/attempts/{id}/results", "get"),
+    ("/api/v1/attempts/{id}/summary", "get"),
     ("/api/v1/agents", "get"),
     ("/api/v1/openapi.json", "get"),
 ];
@@ -86,6 +88,16 @@ pub fn spec() -> Value {
                     {"name": "attempt", "in": "query", "schema": {"type": "integer"}}],
                 "responses": {"200": {"description": "Log slice", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LogSlice"}}}}, "404": error_response("No such task")}
             }},
+            "/api/v1/jobs/{id}/report": {"get": {
+                "summary": "The job's results as one JUnit XML document (format=junit, default) or Taskotron-style TAP 13 (format=tap)",
+                "parameters": [id_param("job"), {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["junit", "tap"]}}],
+                "responses": {"200": {"description": "The report", "content": {"application/xml": {}, "text/plain": {}}}, "400": error_response("Unknown format"), "404": error_response("No such job")}
+            }},
+            "/api/v1/attempts/{id}/summary": {"get": {
+                "summary": "The seed-000 run summary of an attempt: {integrationId, integrationTimestamp, hostname, platform, executedTests, crashed}",
+                "parameters": [id_param("attempt")],
+                "responses": {"200": {"description": "Run summary", "content": {"application/json": {"schema": {"type": "object"}}}}, "404": error_response("No such attempt")}
+            }},
             "/api/v1/attempts/{id}/results": {"get": {
                 "summary": "The normalized results an attempt uploaded (docs/results-model.md)",
                 "parameters": [id_param("attempt")],
@@ -139,6 +151,6 @@ mod tests {
                 "{method} {path} is missing from the OpenAPI document"
             );
         }
-        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(8));
+        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(10));
     }
 }

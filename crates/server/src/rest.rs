@@ -97,7 +97,9 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/api/v1/tasks/{id}", get(show_task))
         .route("/api/v1/tasks/{id}/log", get(task_log))
+        .route("/api/v1/jobs/{id}/report", get(job_report))
         .route("/api/v1/attempts/{id}/results", get(attempt_results))
+        .route("/api/v1/attempts/{id}/summary", get(attempt_summary))
         .route("/api/v1/agents", get(list_agents))
         .route("/api/v1/openapi.json", get(crate::openapi::document))
         .route("/healthz", get(|| async { "ok" }))
@@ -217,4 +219,42 @@ async fn attempt_results(
 
 async fn list_agents(State(c): State<Arc<Coordinator>>) -> ApiResult<Response> {
     Ok(Json(c.agents().await?).into_response())
+}
+
+async fn attempt_summary(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let ctx = c.store.attempt_context(parse_id("attempt", &id)?).await?;
+    Ok(Json(crate::reports::run_summary(&ctx)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ReportQuery {
+    format: Option<String>,
+}
+
+/// `GET /api/v1/jobs/{id}/report?format=junit|tap`: the job's results as one
+/// JUnit XML document (default) or Taskotron-style TAP 13.
+async fn job_report(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> ApiResult<Response> {
+    let results = c.store.job_results(parse_id("job", &id)?).await?;
+    match q.format.as_deref().unwrap_or("junit") {
+        "junit" => Ok((
+            [(header::CONTENT_TYPE, "application/xml")],
+            crate::reports::junit(&results),
+        )
+            .into_response()),
+        "tap" => Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            crate::reports::tap(&results),
+        )
+            .into_response()),
+        other => Err(ApiError::bad_request(format!(
+            "unknown report format `{other}`; use `junit` or `tap`"
+        ))),
+    }
 }

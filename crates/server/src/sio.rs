@@ -15,7 +15,9 @@ use socketioxide::extract::{AckSender, Data, Extension, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
 use testfleet_core::labels::LabelSet;
-use testfleet_wire::protocol::{AttemptReport, HandshakeAuth, LogChunk, StatusUpdate, events};
+use testfleet_wire::protocol::{
+    AttemptReport, HandshakeAuth, LogChunk, MachineInfo, StatusUpdate, events,
+};
 use tokio::sync::mpsc;
 
 use crate::coordinator::Coordinator;
@@ -29,7 +31,11 @@ const AGENT_QUEUE: usize = 1024;
 /// Who is on the other end of a socket, decided at the handshake.
 #[derive(Debug, Clone)]
 enum Client {
-    Agent { hostname: String, labels: LabelSet },
+    Agent {
+        hostname: String,
+        labels: LabelSet,
+        machine: Option<MachineInfo>,
+    },
     Browser,
 }
 
@@ -96,6 +102,7 @@ fn classify(auth: Option<Value>, coordinator: &Coordinator) -> Result<Client, St
             Ok(Client::Agent {
                 hostname: hostname.to_owned(),
                 labels: auth.labels.unwrap_or_default(),
+                machine: auth.machine,
             })
         }
         Some("browser") => Ok(Client::Browser),
@@ -110,7 +117,11 @@ fn classify(auth: Option<Value>, coordinator: &Coordinator) -> Result<Client, St
 
 async fn on_connect(socket: SocketRef, client: Client, coordinator: Arc<Coordinator>) {
     match client {
-        Client::Agent { hostname, labels } => on_agent(socket, hostname, labels, coordinator).await,
+        Client::Agent {
+            hostname,
+            labels,
+            machine,
+        } => on_agent(socket, hostname, labels, machine, coordinator).await,
         Client::Browser => on_browser(socket, coordinator),
     }
 }
@@ -145,6 +156,7 @@ async fn on_agent(
     socket: SocketRef,
     hostname: String,
     labels: LabelSet,
+    machine: Option<MachineInfo>,
     coordinator: Arc<Coordinator>,
 ) {
     let (tx, rx) = mpsc::channel::<AgentEvent>(AGENT_QUEUE);
@@ -204,7 +216,7 @@ async fn on_agent(
     );
 
     let connection = coordinator
-        .agent_connected(&hostname, labels, socket.clone())
+        .agent_connected(&hostname, labels, machine, socket.clone())
         .await;
     let c = coordinator.clone();
     let host = hostname.clone();

@@ -18,6 +18,7 @@ use sqlx::sqlite::{
 };
 
 pub use ops::*;
+pub use views::{AttemptContext, StoredAgent, summarize};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -542,14 +542,17 @@ impl Store {
         &self,
         hostname: &str,
         labels: &LabelSet,
+        machine: Option<&testfleet_wire::protocol::MachineInfo>,
         now: UnixMillis,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO agents (hostname, labels, first_seen, last_connected, retired) VALUES (?, ?, ?, ?, 0)
-             ON CONFLICT (hostname) DO UPDATE SET labels = excluded.labels, last_connected = excluded.last_connected, retired = 0",
+            "INSERT INTO agents (hostname, labels, machine, first_seen, last_connected, retired) VALUES (?, ?, ?, ?, ?, 0)
+             ON CONFLICT (hostname) DO UPDATE SET labels = excluded.labels, machine = excluded.machine,
+             last_connected = excluded.last_connected, retired = 0",
         )
         .bind(hostname)
         .bind(serde_json::to_string(labels)?)
+        .bind(machine.map(serde_json::to_string).transpose()?)
         .bind(now)
         .bind(now)
         .execute(&self.writer)

@@ -8,6 +8,7 @@ use testfleet_core::{AttemptOutcome, JobState, LabelSet, TaskState};
 use testfleet_wire::api::{
     AttemptView, CaseCounts, JobView, LogSlice, MetricView, TaskDetail, TaskView,
 };
+use testfleet_wire::protocol::MachineInfo;
 use testfleet_wire::results::{CaseOutcome, Results};
 
 use crate::{Result, Store, StoreError};
@@ -85,6 +86,16 @@ pub fn summarize(results: &[Results]) -> (CaseCounts, Vec<MetricView>) {
         }
     }
     (counts, metrics)
+}
+
+/// An agent as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAgent {
+    pub hostname: String,
+    pub labels: LabelSet,
+    pub last_connected: UnixMillis,
+    pub retired: bool,
+    pub machine: Option<MachineInfo>,
 }
 
 fn time_text(ms: Option<UnixMillis>) -> Option<String> {
@@ -296,21 +307,25 @@ impl Store {
         })
     }
 
-    /// Every agent ever seen: `(hostname, labels, last_connected, retired)`.
-    pub async fn agents(&self) -> Result<Vec<(String, LabelSet, UnixMillis, bool)>> {
+    /// Every agent ever seen.
+    pub async fn agents(&self) -> Result<Vec<StoredAgent>> {
         let rows = sqlx::query(
-            "SELECT hostname, labels, last_connected, retired FROM agents ORDER BY hostname",
+            "SELECT hostname, labels, last_connected, retired, machine FROM agents ORDER BY hostname",
         )
         .fetch_all(&self.reader)
         .await?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    r.get(0),
-                    serde_json::from_str(r.get::<&str, _>(1))?,
-                    r.get(2),
-                    r.get(3),
-                ))
+                Ok(StoredAgent {
+                    hostname: r.get(0),
+                    labels: serde_json::from_str(r.get::<&str, _>(1))?,
+                    last_connected: r.get(2),
+                    retired: r.get(3),
+                    machine: r
+                        .get::<Option<&str>, _>(4)
+                        .map(serde_json::from_str)
+                        .transpose()?,
+                })
             })
             .collect()
     }
@@ -337,5 +352,94 @@ impl Store {
                 })
             })
             .collect())
+    }
+}
+
+/// What an attempt ran for: its agent, the integration it belongs to and the
+/// results it uploaded. Feeds the seed-000 run summary and the exporters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptContext {
+    pub attempt_id: i64,
+    pub agent: String,
+    pub job_id: i64,
+    pub task_name: String,
+    pub integration_id: String,
+    pub integration_timestamp: UnixMillis,
+    pub branch: String,
+    pub sha: String,
+    pub machine: Option<MachineInfo>,
+    pub results: Vec<Results>,
+}
+
+impl Store {
+    /// The context of one attempt.
+    pub async fn attempt_context(&self, attempt_id: i64) -> Result<AttemptContext> {
+        let row = sqlx::query(
+            "SELECT a.agent, t.job_id, t.name, j.spec, j.created_at, a.results, g.machine
+             FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
+             LEFT JOIN agents g ON g.hostname = a.agent WHERE a.id = ?",
+        )
+        .bind(attempt_id)
+        .fetch_optional(&self.reader)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("attempt {attempt_id}")))?;
+        let job_id: i64 = row.get(1);
+        let spec: testfleet_core::JobSpec = serde_json::from_str(row.get::<&str, _>(3))?;
+        let created_at: UnixMillis = row.get(4);
+        let integration = spec.integration.as_ref();
+        Ok(AttemptContext {
+            attempt_id,
+            agent: row.get(0),
+            job_id,
+            task_name: row.get(2),
+            integration_id: integration
+                .map(|i| i.id.clone())
+                .unwrap_or_else(|| format!("tf-{job_id}")),
+            integration_timestamp: integration
+                .and_then(|i| i.timestamp)
+                .map_or(created_at, |t| t.0),
+            branch: integration
+                .and_then(|i| i.branch.clone())
+                .unwrap_or_default(),
+            sha: integration
+                .and_then(|i| i.sha.clone())
+                .or_else(|| spec.source.as_ref().map(|s| s.rev.clone()))
+                .unwrap_or_default(),
+            machine: row
+                .get::<Option<&str>, _>(6)
+                .map(serde_json::from_str)
+                .transpose()?,
+            results: row
+                .get::<Option<&str>, _>(5)
+                .map(serde_json::from_str)
+                .transpose()?
+                .unwrap_or_default(),
+        })
+    }
+
+    /// The results of every task's current (or last) attempt of a job, with
+    /// the task's name and agent.
+    pub async fn job_results(&self, job_id: i64) -> Result<Vec<(String, String, Results)>> {
+        self.job(job_id).await?; // not found → error
+        let rows = sqlx::query(
+            "SELECT t.name, a.agent, a.results FROM tasks t
+             JOIN attempts a ON a.id = (SELECT MAX(id) FROM attempts WHERE task_id = t.id)
+             WHERE t.job_id = ? AND a.results IS NOT NULL ORDER BY t.id",
+        )
+        .bind(job_id)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let name: String = r.get(0);
+            let agent: String = r.get(1);
+            let results: Vec<Results> = serde_json::from_str(r.get::<&str, _>(2))?;
+            out.extend(
+                results
+                    .into_iter()
+                    .map(|res| (name.clone(), agent.clone(), res)),
+            );
+        }
+        Ok(out)
     }
 }

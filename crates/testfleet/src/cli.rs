@@ -79,6 +79,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A job's results as one report: merged JUnit XML, or Taskotron-style TAP 13.
+    Report {
+        job: i64,
+        /// `junit` or `tap`.
+        #[arg(long, default_value = "junit")]
+        format: String,
+    },
+    /// The seed-000 run summary of an attempt (JSON): integration, host,
+    /// platform, executed tests with their values, crashed tests with logs.
+    Summary { attempt: i64 },
     /// List agents.
     Agents {
         #[arg(long)]

@@ -115,6 +115,14 @@ fn git_repo(dir: &Path) -> PathBuf {
         "TAP version 13\n1..2\nok 1 - first\nok 2 - second\n",
     )
     .unwrap();
+    std::fs::write(
+        repo.join("t/bench.json"),
+        r#"{"context": {"date": "2026-01-01T00:00:00+00:00", "num_cpus": 2},
+            "benchmarks": [{"name": "BM_Concat/64", "run_name": "BM_Concat/64", "run_type": "iteration",
+              "repetitions": 1, "repetition_index": 0, "threads": 1, "iterations": 200,
+              "real_time": 16.352, "cpu_time": 16.1, "time_unit": "ns"}]}"#,
+    )
+    .unwrap();
     let git = |args: &[&str]| {
         let out = Command::new("git")
             .args(args)
@@ -162,9 +170,9 @@ requires = {{ pool = "bench" }}
 steps = [
   {{ stage = "configure", run = "cat hello.txt", timeout = "30s" }},
   {{ stage = "build", run = "echo building; echo to-stderr >&2", timeout = "30s" }},
-  {{ stage = "test", run = "mkdir -p results && cp t/ok.tap results/", timeout = "30s" }},
+  {{ stage = "test", run = "mkdir -p results && cp t/ok.tap t/bench.json results/", timeout = "30s" }},
 ]
-results = [{{ path = "results/*.tap", format = "tap" }}]
+results = [{{ path = "results/*.tap", format = "tap" }}, {{ path = "results/bench.json" }}]
 "#,
         repo.display()
     );
@@ -177,8 +185,17 @@ results = [{{ path = "results/*.tap", format = "tap" }}]
     let task = &done.tasks[0];
     assert_eq!(task.agent.as_deref(), Some("agent-a"));
     assert_eq!(
-        task.counts.pass, 2,
-        "the TAP results were parsed and stored"
+        task.counts.pass, 3,
+        "the TAP and benchmark results were parsed and stored: {task:?}"
+    );
+    let metric = task
+        .metrics
+        .iter()
+        .find(|m| m.name == "real_time")
+        .expect("the benchmark value is shown");
+    assert_eq!(
+        (metric.case.as_str(), metric.value, metric.iterations),
+        ("BM_Concat/64", 16.352, Some(200))
     );
     // The idle agent got the work through the long poll, not its 30 s poll.
     assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
@@ -201,6 +218,80 @@ results = [{{ path = "results/*.tap", format = "tap" }}]
     let detail = api.task(task.id).await.unwrap();
     assert_eq!(detail.attempts_list.len(), 1);
     assert_eq!(detail.attempts_list[0].stage.as_deref(), Some("done"));
+
+    // The seed-000 run summary of the attempt.
+    let summary = api
+        .attempt_summary(detail.attempts_list[0].id)
+        .await
+        .unwrap();
+    assert_eq!(summary.integration_id, "189470895");
+    assert_eq!(summary.integration_timestamp, "2023-02-10T13:11:13.000Z");
+    assert_eq!(summary.hostname, "agent-a");
+    assert!(
+        !summary.platform.is_empty(),
+        "the agent's fingerprint gives the platform"
+    );
+    let bench = summary
+        .executed_tests
+        .iter()
+        .find(|t| t.test_function == "BM_Concat/64" && t.result == serde_json::json!(16.352));
+    assert!(bench.is_some(), "{summary:#?}");
+    assert!(
+        summary
+            .executed_tests
+            .iter()
+            .any(|t| t.test_function == "first" && t.result == "pass"),
+        "{summary:#?}"
+    );
+    // One merged JUnit report and Taskotron-style TAP for the job.
+    let junit = api.job_report(view.id, "junit").await.unwrap();
+    assert!(
+        junit.contains("<testsuites") && junit.contains("name=\"second\""),
+        "{junit}"
+    );
+    let tap = api.job_report(view.id, "tap").await.unwrap();
+    assert!(
+        tap.starts_with("TAP version 13") && tap.contains("outcome: PASSED"),
+        "{tap}"
+    );
+    assert!(api.job_report(view.id, "pdf").await.is_err());
+
+    // The seed-000 run summary of the attempt.
+    let summary = api
+        .attempt_summary(detail.attempts_list[0].id)
+        .await
+        .unwrap();
+    assert_eq!(summary.integration_id, "189470895");
+    assert_eq!(summary.integration_timestamp, "2023-02-10T13:11:13.000Z");
+    assert_eq!(summary.hostname, "agent-a");
+    assert!(
+        !summary.platform.is_empty(),
+        "the agent's fingerprint gives the platform"
+    );
+    let bench = summary
+        .executed_tests
+        .iter()
+        .find(|t| t.test_function == "BM_Concat/64" && t.result == serde_json::json!(16.352));
+    assert!(bench.is_some(), "{summary:#?}");
+    assert!(
+        summary
+            .executed_tests
+            .iter()
+            .any(|t| t.test_function == "first" && t.result == "pass"),
+        "{summary:#?}"
+    );
+    // One merged JUnit report and Taskotron-style TAP for the job.
+    let junit = api.job_report(view.id, "junit").await.unwrap();
+    assert!(
+        junit.contains("<testsuites") && junit.contains("name=\"second\""),
+        "{junit}"
+    );
+    let tap = api.job_report(view.id, "tap").await.unwrap();
+    assert!(
+        tap.starts_with("TAP version 13") && tap.contains("outcome: PASSED"),
+        "{tap}"
+    );
+    assert!(api.job_report(view.id, "pdf").await.is_err());
 
     let _ = stop_agent.send(true);
     let _ = agent.await;

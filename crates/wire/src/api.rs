@@ -120,6 +120,8 @@ pub struct AgentView {
     pub last_connected: Option<String>,
     pub current_attempt: Option<i64>,
     pub status: Option<String>,
+    #[serde(default)]
+    pub machine: Option<crate::protocol::MachineInfo>,
 }
 
 /// A slice of a task's log. Read on from `next_offset`; when `complete` is

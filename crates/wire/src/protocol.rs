@@ -51,6 +51,30 @@ pub struct HandshakeAuth {
     /// testfleet: the protocol version of testfleet's additions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<u32>,
+    /// testfleet: what the machine is (fills the seed-000 InfluxDB tags).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<MachineInfo>,
+}
+
+/// An agent's machine fingerprint, reported at every connection.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MachineInfo {
+    /// Operating system and version, such as `Debian GNU/Linux 12 (bookworm)`.
+    #[serde(default)]
+    pub platform: String,
+    #[serde(default)]
+    pub os_version: String,
+    #[serde(default)]
+    pub kernel: String,
+    #[serde(default)]
+    pub arch: String,
+    #[serde(default)]
+    pub cpu_model: String,
+    #[serde(default)]
+    pub cores: u32,
+    /// The C/C++ compiler's version (gcc's, as the seed-000 `gcc` tag), when present.
+    #[serde(default)]
+    pub compiler: String,
 }
 
 /// A work item as `sendWork` carries it: every key of Qt's `WorkItem`, then

@@ -94,6 +94,17 @@ pub async fn run(api: &ApiClient, command: Command) -> Result<u8> {
             Ok(exit::OK)
         }
         Command::Logs { task, follow, json } => logs(api, task, follow, json).await,
+        Command::Report { job, format } => {
+            print!("{}", api.job_report(job, &format).await?);
+            Ok(exit::OK)
+        }
+        Command::Summary { attempt } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&api.attempt_summary(attempt).await?)?
+            );
+            Ok(exit::OK)
+        }
         Command::Agents { json } => {
             let agents = api.agents().await?;
             if json {

@@ -1,0 +1,2 @@
+-- The machine fingerprint an agent reports at each connection (JSON).
+ALTER TABLE agents ADD COLUMN machine TEXT;
