@@ -552,16 +552,26 @@ fn flush_child(frame: &mut Frame, point_name: Option<&str>) {
 /// Splits a test point's text into description and directive, TAP 14 style.
 /// The directive is returned untrimmed at the end.
 fn split_directive(rest: &str) -> (Cow<'_, str>, Option<&str>) {
-    if !rest.contains('\\') {
-        // No escapes: the description is a slice of the input (the common case).
-        let mut from = 0;
-        while let Some(off) = rest[from..].find('#') {
-            let i = from + off;
-            if rest[..i].chars().next_back().is_none_or(char::is_whitespace) {
+    // No escape before the directive (the common case): the description is a slice of
+    // the input. An escape sends the whole line to the general loop below.
+    let mut fast = true;
+    for (i, &b) in rest.as_bytes().iter().enumerate() {
+        match b {
+            b'\\' => {
+                fast = false;
+                break;
+            }
+            b'#' if rest[..i]
+                .chars()
+                .next_back()
+                .is_none_or(char::is_whitespace) =>
+            {
                 return (Cow::Borrowed(rest[..i].trim()), Some(&rest[i + 1..]));
             }
-            from = i + 1;
+            _ => {}
         }
+    }
+    if fast {
         return (Cow::Borrowed(rest.trim()), None);
     }
     let mut desc = String::new();

@@ -299,7 +299,9 @@ impl QtBuilder {
             return i;
         }
         let suite = self.suite_mut();
-        suite.cases.push(Case::new(function, tag.map(str::to_string)));
+        suite
+            .cases
+            .push(Case::new(function, tag.map(str::to_string)));
         let i = suite.cases.len() - 1;
         // Messages logged before the case existed belong to it.
         if let Some((pkey, log)) = self.pending.take() {
@@ -448,7 +450,9 @@ impl QtBuilder {
         let Some(suite) = &self.suite else { return };
         let cases = &suite.cases;
         let fc = &self.function_cases;
-        if let Some(j) = self.functions.find(fn_hash(function), |j| cases[fc[j].1].name == function)
+        if let Some(j) = self
+            .functions
+            .find(fn_hash(function), |j| cases[fc[j].1].name == function)
             && let (1, i) = self.function_cases[j]
         {
             self.suite_mut().cases[i].duration_ms = ms;

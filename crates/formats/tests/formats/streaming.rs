@@ -78,7 +78,11 @@ fn huge_tap_output_keeps_bounded_texts() {
     // The YAML text is capped at 64 KiB and the long line at 1 MiB.
     assert!(kept < 2 * MIB, "kept {kept} bytes");
     assert!(cases[1].name.len() <= MIB as usize);
-    assert!(r.warnings.iter().any(|w| w.contains("was cut")), "{:?}", r.warnings);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("was cut")),
+        "{:?}",
+        r.warnings
+    );
 }
 
 #[test]
