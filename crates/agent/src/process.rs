@@ -12,12 +12,25 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
+/// The time limits of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepLimits {
+    /// The step is killed when it runs longer than this.
+    pub timeout: Duration,
+    /// The step is killed when it prints nothing for this long.
+    pub silence: Option<Duration>,
+    /// How long the tree may outlive SIGTERM before SIGKILL.
+    pub kill_grace: Duration,
+}
+
 /// How a step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepEnd {
     Exited(i32),
     Signalled(i32),
     TimedOut,
+    /// No output for longer than the silence limit.
+    Silent,
     Cancelled,
     SpawnFailed(String),
 }
@@ -29,8 +42,7 @@ pub async fn run_step(
     command: &str,
     cwd: &Path,
     env: &BTreeMap<String, String>,
-    timeout: Duration,
-    kill_grace: Duration,
+    limits: StepLimits,
     mut cancel: watch::Receiver<bool>,
     output: mpsc::Sender<Vec<u8>>,
 ) -> StepEnd {
@@ -52,14 +64,41 @@ pub async fn run_step(
     let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
         return StepEnd::SpawnFailed("the step exited before it could be tracked".into());
     };
+    // Milliseconds since the start at which the step last printed.
+    let started = tokio::time::Instant::now();
+    let last_output = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
-        readers.push(tokio::spawn(pump(out, output.clone())));
+        readers.push(tokio::spawn(pump(
+            out,
+            output.clone(),
+            started,
+            last_output.clone(),
+        )));
     }
     if let Some(err) = child.stderr.take() {
-        readers.push(tokio::spawn(pump(err, output.clone())));
+        readers.push(tokio::spawn(pump(
+            err,
+            output.clone(),
+            started,
+            last_output.clone(),
+        )));
     }
     drop(output);
+    let silent = async {
+        let Some(limit) = limits.silence else {
+            return std::future::pending::<()>().await;
+        };
+        loop {
+            let last =
+                Duration::from_millis(last_output.load(std::sync::atomic::Ordering::Relaxed));
+            let quiet_until = started + last + limit;
+            if tokio::time::Instant::now() >= quiet_until {
+                return;
+            }
+            tokio::time::sleep_until(quiet_until).await;
+        }
+    };
 
     let end = tokio::select! {
         status = child.wait() => match status {
@@ -70,14 +109,15 @@ pub async fn run_step(
             },
             Err(e) => StepEnd::SpawnFailed(e.to_string()),
         },
-        _ = tokio::time::sleep(timeout) => StepEnd::TimedOut,
+        _ = tokio::time::sleep(limits.timeout) => StepEnd::TimedOut,
+        () = silent => StepEnd::Silent,
         _ = wait_cancelled(&mut cancel) => StepEnd::Cancelled,
     };
     // Whatever the step left behind (background jobs, or the whole tree on
     // timeout and cancel) goes with it. After a normal exit the shell is
     // already reaped, so only its group is signalled (its pid may be reused).
     let root_alive = !matches!(end, StepEnd::Exited(_) | StepEnd::Signalled(_));
-    kill_tree(pid, kill_grace, root_alive).await;
+    kill_tree(pid, limits.kill_grace, root_alive).await;
     let _ = child.wait().await;
     for r in readers {
         // A grandchild that escaped the group may hold the pipe open; don't
@@ -99,12 +139,19 @@ async fn wait_cancelled(cancel: &mut watch::Receiver<bool>) {
     }
 }
 
-async fn pump(mut reader: impl AsyncReadExt + Unpin, output: mpsc::Sender<Vec<u8>>) {
+async fn pump(
+    mut reader: impl AsyncReadExt + Unpin,
+    output: mpsc::Sender<Vec<u8>>,
+    started: tokio::time::Instant,
+    last_output: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
     let mut buf = vec![0u8; 8192];
     loop {
         match reader.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                let at = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                last_output.store(at, std::sync::atomic::Ordering::Relaxed);
                 if output.send(buf[..n].to_vec()).await.is_err() {
                     break;
                 }
@@ -197,4 +244,14 @@ pub async fn kill_tree(root: i32, grace: Duration, root_alive: bool) {
     for pid in &targets {
         let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
     }
+}
+
+/// The 1-minute load average, for the reason of a stopped attempt.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

@@ -12,7 +12,7 @@ use testfleet_wire::results::Results;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
-use crate::process::{StepEnd, run_step};
+use crate::process::{StepEnd, StepLimits, load_average, run_step};
 
 /// What a run reports while it goes.
 #[derive(Debug, Clone)]
@@ -166,15 +166,12 @@ async fn run_in(
             .await;
         log.line(&format!("$ {}", step.run)).await;
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
-        let run = run_step(
-            &step.run,
-            &src,
-            &step_env,
-            step.timeout.0,
-            config.kill_grace,
-            cancel.clone(),
-            out_tx,
-        );
+        let limits = StepLimits {
+            timeout: step.timeout.0,
+            silence: item.silence_timeout.map(|d| d.0),
+            kill_grace: config.kill_grace,
+        };
+        let run = run_step(&step.run, &src, &step_env, limits, cancel.clone(), out_tx);
         tokio::pin!(run);
         let end = loop {
             tokio::select! {
@@ -220,7 +217,20 @@ async fn run_in(
                 log.line(&msg).await;
                 let mut d = data("step_timeout");
                 d["timeout_s"] = json!(step.timeout.0.as_secs());
+                d["agent_load"] = json!(load_average());
                 return (AttemptOutcome::TimedOut, Some(msg), Some(d), Vec::new());
+            }
+            StepEnd::Silent => {
+                let silence = item.silence_timeout.map_or(0, |d| d.0.as_secs());
+                let msg = format!(
+                    "stalled: step `{}` ({}) printed nothing for {silence}s; its process tree was killed",
+                    step.run, step.stage
+                );
+                log.line(&msg).await;
+                let mut d = data("silence");
+                d["silence_timeout_s"] = json!(silence);
+                d["agent_load"] = json!(load_average());
+                return (AttemptOutcome::Stalled, Some(msg), Some(d), Vec::new());
             }
             StepEnd::Cancelled => {
                 log.line("cancelled; the step's process tree was killed")

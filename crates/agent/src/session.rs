@@ -64,7 +64,9 @@ impl State {
     fn status_payload(&mut self) -> Value {
         let ts = self.next_timestamp();
         match &self.current {
-            None => json!({"status": "idle", "updateTimestamp": ts}),
+            None => {
+                json!({"status": "idle", "updateTimestamp": ts, "load": crate::process::load_average()})
+            }
             Some(c) => {
                 let mut v = serde_json::to_value(&c.item).unwrap_or_else(|_| json!({}));
                 if let Some(obj) = v.as_object_mut() {
@@ -75,6 +77,8 @@ impl State {
                     obj.insert("status".into(), json!(c.status.as_str()));
                     obj.insert("detailMessage".into(), json!(c.detail));
                     obj.insert("updateTimestamp".into(), json!(ts));
+                    // testfleet: the machine's load, kept with stopped attempts' reasons.
+                    obj.insert("load".into(), json!(crate::process::load_average()));
                 }
                 v
             }

@@ -4,7 +4,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use testfleet_agent::process::{StepEnd, run_step};
+use testfleet_agent::process::{StepEnd, StepLimits, run_step};
+
+fn limits(timeout_ms: u64, grace_ms: u64) -> StepLimits {
+    StepLimits {
+        timeout: Duration::from_millis(timeout_ms),
+        silence: None,
+        kill_grace: Duration::from_millis(grace_ms),
+    }
+}
 use tokio::sync::{mpsc, watch};
 
 fn alive(pid: i32) -> bool {
@@ -47,8 +55,7 @@ async fn a_step_past_its_timeout_is_killed_with_all_its_children() {
         script,
         dir.path(),
         &BTreeMap::new(),
-        Duration::from_millis(700),
-        Duration::from_millis(300),
+        limits(700, 300),
         cancel_rx,
         tx,
     )
@@ -79,8 +86,7 @@ async fn cancel_kills_the_step_and_output_is_streamed() {
                 "echo hello; echo oops >&2; sleep 300",
                 &cwd,
                 &BTreeMap::new(),
-                Duration::from_secs(60),
-                Duration::from_millis(300),
+                limits(60_000, 300),
                 cancel_rx,
                 tx,
             )
@@ -114,11 +120,49 @@ async fn exit_status_is_reported() {
         "exit 7",
         dir.path(),
         &BTreeMap::new(),
-        Duration::from_secs(10),
-        Duration::from_millis(100),
+        limits(10_000, 100),
         cancel_rx,
         tx,
     )
     .await;
     assert_eq!(end, StepEnd::Exited(7));
+}
+
+#[tokio::test]
+async fn a_silent_step_is_stopped_while_a_chatty_one_runs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let silent = StepLimits {
+        timeout: Duration::from_secs(30),
+        silence: Some(Duration::from_millis(600)),
+        kill_grace: Duration::from_millis(100),
+    };
+    let (tx, _rx) = mpsc::channel(64);
+    let (_c, cancel_rx) = watch::channel(false);
+    let started = Instant::now();
+    let end = run_step(
+        "echo start; sleep 30",
+        dir.path(),
+        &BTreeMap::new(),
+        silent,
+        cancel_rx,
+        tx,
+    )
+    .await;
+    assert_eq!(end, StepEnd::Silent);
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Output every 200 ms keeps a 600 ms silence limit from firing.
+    let (tx, mut rx) = mpsc::channel(64);
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let (_c, cancel_rx) = watch::channel(false);
+    let end = run_step(
+        "for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.2; done",
+        dir.path(),
+        &BTreeMap::new(),
+        silent,
+        cancel_rx,
+        tx,
+    )
+    .await;
+    assert_eq!(end, StepEnd::Exited(0));
 }

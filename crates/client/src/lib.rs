@@ -175,6 +175,21 @@ impl ApiClient {
         .await
     }
 
+    /// Why a task is still pending.
+    pub async fn why(&self, task: i64) -> Result<serde_json::Value, ClientError> {
+        self.send(
+            self.http
+                .get(format!("{}/api/v1/tasks/{task}/why", self.base)),
+        )
+        .await
+    }
+
+    /// Threshold, runtime and flaky statistics.
+    pub async fn stats(&self) -> Result<serde_json::Value, ClientError> {
+        self.send(self.http.get(format!("{}/api/v1/stats", self.base)))
+            .await
+    }
+
     pub async fn agents(&self) -> Result<Vec<AgentView>, ClientError> {
         self.send(self.http.get(format!("{}/api/v1/agents", self.base)))
             .await

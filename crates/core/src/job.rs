@@ -107,6 +107,14 @@ pub struct TaskSpec {
     pub retries: RetrySpec,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Stop the attempt (`stalled`) when it runs longer than this; scaled by
+    /// the agent's `timeout_scale` label. Overrides the limit the
+    /// coordinator derives from history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runtime: Option<DurationSpec>,
+    /// Stop the attempt (`stalled`) when a step prints nothing for this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence_timeout: Option<DurationSpec>,
 }
 
 /// One command of a task.

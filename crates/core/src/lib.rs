@@ -7,6 +7,7 @@
 pub mod job;
 pub mod labels;
 pub mod state;
+pub mod stats;
 pub mod time_fmt;
 
 pub use job::{JobSpec, JobSpecError, StepSpec, TaskSpec};

@@ -34,6 +34,15 @@ pub struct ServerConfig {
     pub max_socket_payload: u64,
     /// Largest HTTP request body accepted.
     pub max_body_bytes: usize,
+    /// Fair-share weights by queue name (unlisted queues weigh 1).
+    pub queue_weights: BTreeMap<String, f64>,
+    /// Stop an attempt running longer than this factor × the p95 runtime of
+    /// its task key (`None`: never derive a limit from history).
+    pub runtime_factor: Option<f64>,
+    /// Runs of a task key needed before its history sets a limit.
+    pub runtime_min_runs: i64,
+    /// A derived limit is never shorter than this.
+    pub runtime_floor: Duration,
 }
 
 impl ServerConfig {
@@ -53,6 +62,10 @@ impl ServerConfig {
             ping_timeout: Duration::from_secs(5),
             max_socket_payload: 16 << 20,
             max_body_bytes: 4 << 20,
+            queue_weights: BTreeMap::new(),
+            runtime_factor: Some(5.0),
+            runtime_min_runs: 5,
+            runtime_floor: Duration::from_secs(60),
         }
     }
 

@@ -6,8 +6,7 @@
 //! both (claim, finish, cancel) commits to the store before memory changes, so
 //! a coordinator killed between the two restarts from the store alone.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,7 +17,7 @@ use socketioxide::extract::SocketRef;
 use testfleet_core::job::{IntegrationSpec, JobSpec, StepSpec, TaskSpec, Timestamp};
 use testfleet_core::time_fmt::{UnixMillis, format_millis, parse_rfc3339_millis};
 use testfleet_core::{AttemptOutcome, LabelSet, Stage};
-use testfleet_store::{FinishEffect, NewTask, QueuedTask, RunningAttempt, Store, StoreError};
+use testfleet_store::{FinishEffect, NewTask, RunningAttempt, Store, StoreError};
 use testfleet_wire::api::JobView;
 use testfleet_wire::protocol::{
     AgentDataEntry, AttemptReport, CancelWork, LogChunk, MachineInfo, StatusUpdate, WorkItem,
@@ -28,6 +27,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use crate::config::ServerConfig;
+use crate::scheduler::{AgentSlot, RuntimeLimit, Scheduler};
 
 /// Where the coordinator reads the time; tests inject their own.
 pub trait Clock: Send + Sync {
@@ -43,92 +43,6 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0)
-    }
-}
-
-/// Order of the queue: higher priority first, then older first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct QueueKey {
-    priority: Reverse<i32>,
-    queued_at: UnixMillis,
-    task_id: i64,
-}
-
-/// One agent as the coordinator tracks it.
-#[derive(Debug)]
-struct AgentSlot {
-    labels: LabelSet,
-    socket: Option<SocketRef>,
-    /// Identifies the current connection; events from a replaced one are dropped.
-    connection: u64,
-    /// An unanswered `fetchWork` is open (the long poll).
-    waiting: bool,
-    running: Option<RunningAttempt>,
-    status: Option<String>,
-    detail: Option<String>,
-    last_update_ts: Option<UnixMillis>,
-    last_connected: Option<UnixMillis>,
-    offline_since: Option<UnixMillis>,
-    last_status_request: UnixMillis,
-}
-
-impl AgentSlot {
-    fn new(labels: LabelSet) -> AgentSlot {
-        AgentSlot {
-            labels,
-            socket: None,
-            connection: 0,
-            waiting: false,
-            running: None,
-            status: None,
-            detail: None,
-            last_update_ts: None,
-            last_connected: None,
-            offline_since: None,
-            last_status_request: 0,
-        }
-    }
-
-    fn online(&self) -> bool {
-        self.socket.is_some()
-    }
-}
-
-/// The queue index and the agents.
-#[derive(Debug, Default)]
-struct Scheduler {
-    queue: BTreeMap<QueueKey, QueuedTask>,
-    keys: HashMap<i64, QueueKey>,
-    agents: BTreeMap<String, AgentSlot>,
-}
-
-impl Scheduler {
-    fn enqueue(&mut self, task: QueuedTask) {
-        let key = QueueKey {
-            priority: Reverse(task.priority),
-            queued_at: task.queued_at,
-            task_id: task.id,
-        };
-        self.keys.insert(task.id, key);
-        self.queue.insert(key, task);
-    }
-
-    fn dequeue(&mut self, task_id: i64) -> Option<QueuedTask> {
-        let key = self.keys.remove(&task_id)?;
-        self.queue.remove(&key)
-    }
-
-    /// The task this agent would get next: its own pinned work or the first
-    /// unpinned task whose requirements its labels meet.
-    fn head_for(&self, host: &str) -> Option<i64> {
-        let labels = &self.agents.get(host)?.labels;
-        self.queue
-            .values()
-            .find(|t| match &t.pinned_agent {
-                Some(pinned) => pinned == host,
-                None => t.requires.matches(labels),
-            })
-            .map(|t| t.id)
     }
 }
 
@@ -170,7 +84,7 @@ impl Coordinator {
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Coordinator>, StoreError> {
         let now = clock.now_millis();
-        let mut sched = Scheduler::default();
+        let mut sched = Scheduler::new(config.queue_weights.clone());
         for agent in store.agents().await? {
             let labels = with_hostname(agent.labels, &agent.hostname);
             sched.agents.insert(agent.hostname, AgentSlot::new(labels));
@@ -186,10 +100,12 @@ impl Coordinator {
                 .entry(attempt.agent.clone())
                 .or_insert_with(|| AgentSlot::new(with_hostname(LabelSet::new(), &attempt.agent)));
             slot.offline_since = Some(now);
+            let attempt_for_count = attempt.clone();
             slot.running = Some(attempt);
+            sched.started(&attempt_for_count);
         }
         tracing::info!(
-            queued = sched.queue.len(),
+            queued = sched.queued(),
             agents = sched.agents.len(),
             "coordinator state loaded"
         );
@@ -291,23 +207,18 @@ impl Coordinator {
         let now = self.now();
         let mut sched = self.sched.lock().await;
         let running = self.store.cancel_job(job_id, now).await?;
-        let queued: Vec<i64> = sched
-            .queue
-            .values()
-            .filter(|t| t.job_id == job_id)
-            .map(|t| t.id)
-            .collect();
-        for id in queued {
+        for id in sched.job_tasks(job_id) {
             sched.dequeue(id);
         }
         for attempt in running {
             if let Some(slot) = sched.agents.get_mut(&attempt.agent) {
-                if slot
+                let mine = slot
                     .running
                     .as_ref()
-                    .is_some_and(|r| r.attempt_id == attempt.attempt_id)
-                {
+                    .is_some_and(|r| r.attempt_id == attempt.attempt_id);
+                if mine {
                     slot.running = None;
+                    slot.runtime_limit = None;
                 }
                 if let Some(socket) = &slot.socket {
                     let msg = CancelWork {
@@ -317,6 +228,9 @@ impl Coordinator {
                     if let Err(e) = socket.emit(events::CANCEL_WORK, &msg) {
                         tracing::warn!(agent = %attempt.agent, "could not send cancel: {e}");
                     }
+                }
+                if mine {
+                    sched.ended(&attempt);
                 }
             }
         }
@@ -349,6 +263,7 @@ impl Coordinator {
             .agents
             .entry(host.to_owned())
             .or_insert_with(|| AgentSlot::new(LabelSet::new()));
+        slot.connected = true;
         if let Some(old) = slot.socket.replace(socket) {
             // The same host connected again: the newer connection wins.
             tracing::info!(agent = host, "replacing an older connection of this agent");
@@ -377,6 +292,7 @@ impl Coordinator {
             return;
         }
         slot.socket = None;
+        slot.connected = false;
         slot.waiting = false;
         slot.offline_since = Some(now);
         drop(sched);
@@ -430,6 +346,9 @@ impl Coordinator {
         }
         slot.status = Some(stage.as_str().to_owned());
         slot.detail = detail.clone();
+        if let Some(load) = update.rest.get("load").and_then(Value::as_f64) {
+            slot.load = Some(load);
+        }
         let running = slot.running.clone();
         let matches_running = running.as_ref().is_some_and(|r| update_matches(&update, r));
         let attempt_id = running
@@ -576,6 +495,8 @@ impl Coordinator {
                 artifacts: Default::default(),
                 retries: Default::default(),
                 env: BTreeMap::new(),
+                max_runtime: None,
+                silence_timeout: None,
             }],
         };
         self.submit(spec).await?;
@@ -714,7 +635,15 @@ impl Coordinator {
                             tracing::warn!(agent = %host, "could not send work: {e}");
                         }
                         tracing::info!(agent = %host, task = task_id, attempt = claimed.attempt.attempt_id, "work sent");
-                        slot.running = Some(claimed.attempt);
+                        let scale = slot.timeout_scale();
+                        slot.running = Some(claimed.attempt.clone());
+                        sched.started(&claimed.attempt);
+                        let limit = self
+                            .runtime_limit(&claimed.attempt, claimed.max_runtime, scale)
+                            .await;
+                        if let Some(slot) = sched.agents.get_mut(&host) {
+                            slot.runtime_limit = limit;
+                        }
                         break;
                     }
                     Ok(None) => continue, // cancelled meanwhile
@@ -745,6 +674,8 @@ impl Coordinator {
                 .is_some_and(|r| r.attempt_id == run.attempt_id)
         {
             slot.running = None;
+            slot.runtime_limit = None;
+            sched.ended(run);
         }
         let stage = match outcome {
             o if o.is_success() => Some(Stage::Done),
@@ -793,11 +724,118 @@ impl Coordinator {
         }
     }
 
-    /// Periodic work: expire leases of lost agents, ask running agents for status.
+    /// The runtime limit of a new attempt: the task's own `max_runtime`
+    /// (admin-set, wins), else `runtime_factor` × the p95 of this task key's
+    /// history once it has `runtime_min_runs` runs; scaled by the agent's
+    /// `timeout_scale` label.
+    async fn runtime_limit(
+        &self,
+        run: &RunningAttempt,
+        max_runtime: Option<Duration>,
+        scale: f64,
+    ) -> Option<RuntimeLimit> {
+        let (limit_ms, basis) = match max_runtime {
+            Some(d) => {
+                let ms = d.as_millis() as f64 * scale;
+                (
+                    ms,
+                    json!({"source": "max_runtime", "max_runtime_ms": d.as_millis() as u64, "timeout_scale": scale}),
+                )
+            }
+            None => {
+                let factor = self.config.runtime_factor?;
+                let stats = self.store.task_stats(&run.task_key).await.ok().flatten()?;
+                if stats.runs < self.config.runtime_min_runs {
+                    return None;
+                }
+                // Never below a floor: tiny tasks jitter far beyond k × p95.
+                let ms = (stats.p95_ms * factor).max(self.config.runtime_floor.as_millis() as f64)
+                    * scale;
+                (
+                    ms,
+                    json!({"source": "history", "task_key": run.task_key, "runs": stats.runs, "p95_ms": stats.p95_ms,
+                           "mean_ms": stats.mean_ms, "factor": factor, "timeout_scale": scale}),
+                )
+            }
+        };
+        let limit_ms = limit_ms as i64;
+        Some(RuntimeLimit {
+            stop_at: run.started_at + limit_ms,
+            limit_ms,
+            basis,
+        })
+    }
+
+    /// Why a task is still pending (or where it is), in words.
+    pub async fn why(&self, task_id: i64) -> Result<Vec<String>, StoreError> {
+        let detail = self.store.task(task_id).await?;
+        let task = detail.task;
+        Ok(match task.state {
+            testfleet_core::TaskState::Queued => self.sched.lock().await.why_pending(task_id),
+            testfleet_core::TaskState::Running => vec![format!(
+                "it is running on `{}` (stage {})",
+                task.agent.unwrap_or_default(),
+                task.stage.unwrap_or_default()
+            )],
+            state => vec![format!(
+                "it is not pending: it {state}{}",
+                task.outcome.map(|o| format!(" ({o})")).unwrap_or_default()
+            )],
+        })
+    }
+
+    /// Runs the periodic work once now (tests with a manual clock call this).
+    pub async fn tick(&self) {
+        self.reap().await;
+    }
+
+    /// Periodic work: expire leases of lost agents, stop attempts past their
+    /// runtime limit, ask running agents for status.
     async fn reap(&self) {
         let now = self.now();
         let lease = i64::try_from(self.config.lease_timeout.as_millis()).unwrap_or(i64::MAX);
         let mut sched = self.sched.lock().await;
+        let overdue: Vec<(RunningAttempt, RuntimeLimit, Option<f64>)> = sched
+            .agents
+            .values()
+            .filter_map(|s| {
+                let limit = s.runtime_limit.as_ref().filter(|l| now >= l.stop_at)?;
+                Some((s.running.clone()?, limit.clone(), s.load))
+            })
+            .collect();
+        for (run, limit, load) in overdue {
+            let elapsed = now - run.started_at;
+            let reason = format!(
+                "stalled: running for {}s, beyond its limit of {}s ({})",
+                elapsed / 1000,
+                limit.limit_ms / 1000,
+                if limit.basis["source"] == "max_runtime" {
+                    "max_runtime"
+                } else {
+                    "derived from this task's history"
+                }
+            );
+            let data = json!({"kind": "runtime_threshold", "elapsed_ms": elapsed, "limit_ms": limit.limit_ms,
+                              "basis": limit.basis, "agent_load": load});
+            if let Some(socket) = sched.agents.get(&run.agent).and_then(|s| s.socket.as_ref()) {
+                let _ = socket.emit(
+                    events::CANCEL_WORK,
+                    &CancelWork {
+                        attempt_id: run.attempt_id,
+                        reason: reason.clone(),
+                    },
+                );
+            }
+            self.finish(
+                &mut sched,
+                &run,
+                AttemptOutcome::Stalled,
+                Some(&reason),
+                Some(&data),
+                None,
+            )
+            .await;
+        }
         let expired: Vec<RunningAttempt> = sched
             .agents
             .values()
@@ -909,55 +947,5 @@ mod tests {
             Some(1_676_034_673_000)
         );
         assert_eq!(parse_update_timestamp(&json!("garbage")), None);
-    }
-
-    #[test]
-    fn queue_orders_by_priority_then_age() {
-        let mut s = Scheduler::default();
-        let t = |id, priority, queued_at| QueuedTask {
-            id,
-            job_id: 1,
-            queue: "q".into(),
-            priority,
-            pinned_agent: None,
-            requires: Default::default(),
-            last_agent: None,
-            queued_at,
-        };
-        s.agents.insert(
-            "a".into(),
-            AgentSlot::new(with_hostname(LabelSet::new(), "a")),
-        );
-        s.enqueue(t(1, 0, 10));
-        s.enqueue(t(2, 5, 20));
-        s.enqueue(t(3, 0, 5));
-        assert_eq!(s.head_for("a"), Some(2));
-        s.dequeue(2);
-        assert_eq!(s.head_for("a"), Some(3));
-    }
-
-    #[test]
-    fn pinned_work_goes_only_to_its_agent() {
-        let mut s = Scheduler::default();
-        s.agents.insert(
-            "a".into(),
-            AgentSlot::new(with_hostname(LabelSet::new(), "a")),
-        );
-        s.agents.insert(
-            "b".into(),
-            AgentSlot::new(with_hostname(LabelSet::new(), "b")),
-        );
-        s.enqueue(QueuedTask {
-            id: 7,
-            job_id: 1,
-            queue: "q".into(),
-            priority: 0,
-            pinned_agent: Some("b".into()),
-            requires: Default::default(),
-            last_agent: None,
-            queued_at: 0,
-        });
-        assert_eq!(s.head_for("a"), None);
-        assert_eq!(s.head_for("b"), Some(7));
     }
 }

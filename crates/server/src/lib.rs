@@ -10,6 +10,7 @@ mod dashboard;
 mod openapi;
 mod reports;
 mod rest;
+mod scheduler;
 mod sio;
 
 use std::future::Future;
@@ -40,6 +41,15 @@ impl Server {
     /// Opens the store, loads the queue and running attempts, and builds the
     /// router (REST + socket.io + dashboard).
     pub async fn build(config: ServerConfig) -> Result<Server, ServerError> {
+        Server::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Server::build`], reading time from `clock` (tests drive leases
+    /// and thresholds with a manual clock).
+    pub async fn build_with_clock(
+        config: ServerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Server, ServerError> {
         let store = Store::open(&config.data_dir).await?;
         let config = Arc::new(config);
         let (layer, io) = SocketIo::builder()
@@ -48,8 +58,7 @@ impl Server {
             .max_payload(config.max_socket_payload)
             .max_buffer_size(4096)
             .build_layer();
-        let coordinator =
-            Coordinator::start(store, config.clone(), io.clone(), Arc::new(SystemClock)).await?;
+        let coordinator = Coordinator::start(store, config.clone(), io.clone(), clock).await?;
         sio::register(&io, coordinator.clone());
         let router = rest::router(coordinator.clone())
             .merge(dashboard::router(coordinator.clone()))

@@ -18,6 +18,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/jobs/{id}/report", "get"),
     ("/api/v1/attempts/{id}/results", "get"),
     ("/api/v1/attempts/{id}/summary", "get"),
+    ("/api/v1/tasks/{id}/why", "get"),
+    ("/api/v1/stats", "get"),
     ("/api/v1/agents", "get"),
     ("/api/v1/openapi.json", "get"),
 ];
@@ -103,6 +105,15 @@ pub fn spec() -> Value {
                 "parameters": [id_param("attempt")],
                 "responses": {"200": {"description": "Results", "content": {"application/json": {"schema": {"type": "array"}}}}, "404": error_response("No such attempt")}
             }},
+            "/api/v1/tasks/{id}/why": {"get": {
+                "summary": "Why a task is still pending: no matching agent, all busy or offline, queue share, tasks ahead",
+                "parameters": [id_param("task")],
+                "responses": {"200": {"description": "Reasons", "content": {"application/json": {"schema": {"type": "object", "properties": {"task_id": {"type": "integer"}, "reasons": {"type": "array", "items": {"type": "string"}}}}}}}, "404": error_response("No such task")}
+            }},
+            "/api/v1/stats": {"get": {
+                "summary": "Attempts stopped per threshold (count, runtimes, agent load), runtime history per task key, flaky counts",
+                "responses": {"200": {"description": "Statistics", "content": {"application/json": {"schema": {"type": "object"}}}}}
+            }},
             "/api/v1/agents": {"get": {
                 "summary": "Every agent seen, with its labels and whether it is online",
                 "responses": {"200": {"description": "Agents", "content": {"application/json": {"schema": {"type": "array"}}}}}
@@ -151,6 +162,6 @@ mod tests {
                 "{method} {path} is missing from the OpenAPI document"
             );
         }
-        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(10));
+        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(12));
     }
 }

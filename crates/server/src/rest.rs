@@ -100,6 +100,8 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/api/v1/jobs/{id}/report", get(job_report))
         .route("/api/v1/attempts/{id}/results", get(attempt_results))
         .route("/api/v1/attempts/{id}/summary", get(attempt_summary))
+        .route("/api/v1/tasks/{id}/why", get(task_why))
+        .route("/api/v1/stats", get(stats))
         .route("/api/v1/agents", get(list_agents))
         .route("/api/v1/openapi.json", get(crate::openapi::document))
         .route("/healthz", get(|| async { "ok" }))
@@ -257,4 +259,25 @@ async fn job_report(
             "unknown report format `{other}`; use `junit` or `tap`"
         ))),
     }
+}
+
+/// `GET /api/v1/tasks/{id}/why`: why a task is still pending, in words.
+async fn task_why(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let task = parse_id("task", &id)?;
+    let reasons = c.why(task).await?;
+    Ok(Json(serde_json::json!({"task_id": task, "reasons": reasons})).into_response())
+}
+
+/// `GET /api/v1/stats`: attempts stopped per threshold, runtime history per
+/// task key, flaky counts per task key.
+async fn stats(State(c): State<Arc<Coordinator>>) -> ApiResult<Response> {
+    Ok(Json(serde_json::json!({
+        "thresholds": c.store.threshold_stats().await?,
+        "runtimes": c.store.runtime_stats(100).await?,
+        "flaky": c.store.flaky_stats(100).await?,
+    }))
+    .into_response())
 }

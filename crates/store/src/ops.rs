@@ -36,6 +36,27 @@ pub struct QueuedTask {
     /// The agent of the previous failed attempt; a retry prefers another.
     pub last_agent: Option<String>,
     pub queued_at: UnixMillis,
+    /// Job name and task name: shared by repeated submissions, so runtime
+    /// history follows it.
+    pub task_key: String,
+    /// Mean runtime of this task key so far (longest-first ordering).
+    pub expected_ms: Option<f64>,
+}
+
+/// Runtime history of one task key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskStats {
+    pub runs: i64,
+    pub mean_ms: f64,
+    pub p95_ms: f64,
+}
+
+/// How many recent durations a task key keeps.
+const HISTORY: usize = 50;
+
+/// The task key of a task: pinned fan-out copies (`name@host`) share one.
+pub fn task_key(job_name: &str, task_name: &str) -> String {
+    format!("{job_name}/{task_name}")
 }
 
 /// An attempt that has been handed to an agent and has not finished.
@@ -47,6 +68,10 @@ pub struct RunningAttempt {
     pub agent: String,
     pub integration_id: String,
     pub last_update_ts: Option<UnixMillis>,
+    /// The job's fair-share queue.
+    pub queue: String,
+    pub task_key: String,
+    pub started_at: UnixMillis,
 }
 
 /// What finishing an attempt did.
@@ -70,6 +95,8 @@ pub enum FinishEffect {
 pub struct Claimed {
     pub attempt: RunningAttempt,
     pub work: WorkItem,
+    /// The task's admin-set runtime limit.
+    pub max_runtime: Option<std::time::Duration>,
 }
 
 impl Store {
@@ -96,10 +123,25 @@ impl Store {
         .await?
         .get(0);
         let mut queued = Vec::with_capacity(tasks.len());
+        let mut expected: std::collections::HashMap<String, Option<f64>> =
+            std::collections::HashMap::new();
         for task in tasks {
+            let key = task_key(&spec.name, &task.spec.name);
+            let expected_ms = match expected.get(&key) {
+                Some(e) => *e,
+                None => {
+                    let e = sqlx::query("SELECT mean_ms FROM task_stats WHERE task_key = ?")
+                        .bind(&key)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(|r| r.get::<f64, _>(0));
+                    expected.insert(key.clone(), e);
+                    e
+                }
+            };
             let id: i64 = sqlx::query(
-                "INSERT INTO tasks (job_id, name, spec, priority, pinned_agent, state, queued_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, 'queued', ?, ?) RETURNING id",
+                "INSERT INTO tasks (job_id, name, spec, priority, pinned_agent, state, queued_at, updated_at, task_key)
+                 VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?) RETURNING id",
             )
             .bind(job_id)
             .bind(&task.name)
@@ -108,6 +150,7 @@ impl Store {
             .bind(&task.pinned_agent)
             .bind(now)
             .bind(now)
+            .bind(&key)
             .fetch_one(&mut *tx)
             .await?
             .get(0);
@@ -120,6 +163,8 @@ impl Store {
                 requires: task.spec.requires.clone(),
                 last_agent: None,
                 queued_at: now,
+                task_key: key,
+                expected_ms,
             });
         }
         tx.commit().await?;
@@ -129,8 +174,10 @@ impl Store {
     /// Every queued task, for the scheduler's index at start-up.
     pub async fn queued_tasks(&self) -> Result<Vec<QueuedTask>> {
         let rows = sqlx::query(
-            "SELECT t.id, t.job_id, j.queue, t.priority, t.pinned_agent, t.spec, t.last_agent, t.queued_at
-             FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.state = 'queued' ORDER BY t.id",
+            "SELECT t.id, t.job_id, j.queue, t.priority, t.pinned_agent, t.spec, t.last_agent, t.queued_at,
+                    t.task_key, s.mean_ms
+             FROM tasks t JOIN jobs j ON j.id = t.job_id LEFT JOIN task_stats s ON s.task_key = t.task_key
+             WHERE t.state = 'queued' ORDER BY t.id",
         )
         .fetch_all(&self.reader)
         .await?;
@@ -146,6 +193,8 @@ impl Store {
                     requires: spec.requires,
                     last_agent: r.get(6),
                     queued_at: r.get(7),
+                    task_key: r.get(8),
+                    expected_ms: r.get(9),
                 })
             })
             .collect()
@@ -154,7 +203,8 @@ impl Store {
     /// Every attempt handed out and not finished, for re-attaching agents after a restart.
     pub async fn running_attempts(&self) -> Result<Vec<RunningAttempt>> {
         let rows = sqlx::query(
-            "SELECT a.id, a.task_id, t.job_id, a.agent, COALESCE(j.integration_id, 'tf-' || j.id), a.last_update_ts
+            "SELECT a.id, a.task_id, t.job_id, a.agent, COALESCE(j.integration_id, 'tf-' || j.id), a.last_update_ts,
+                    j.queue, t.task_key, a.started_at
              FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
              WHERE a.outcome IS NULL ORDER BY a.id",
         )
@@ -169,6 +219,9 @@ impl Store {
                 agent: r.get(3),
                 integration_id: r.get(4),
                 last_update_ts: r.get(5),
+                queue: r.get(6),
+                task_key: r.get(7),
+                started_at: r.get(8),
             })
             .collect())
     }
@@ -183,7 +236,7 @@ impl Store {
     ) -> Result<Option<Claimed>> {
         let mut tx = self.writer.begin().await?;
         let Some(row) = sqlx::query(
-            "SELECT t.job_id, t.name, t.spec, t.attempts, j.spec, j.id, j.created_at
+            "SELECT t.job_id, t.name, t.spec, t.attempts, j.spec, j.id, j.created_at, j.queue, t.task_key
              FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = ? AND t.state = 'queued'",
         )
         .bind(task_id)
@@ -198,6 +251,8 @@ impl Store {
         let number: i64 = row.get::<i64, _>(3) + 1;
         let job: JobSpec = serde_json::from_str(row.get::<&str, _>(4))?;
         let created_at: i64 = row.get(6);
+        let queue: String = row.get(7);
+        let task_key: String = row.get(8);
         let attempt_id: i64 = sqlx::query(
             "INSERT INTO attempts (task_id, number, agent, stage, started_at) VALUES (?, ?, ?, 'new', ?) RETURNING id",
         )
@@ -229,6 +284,7 @@ impl Store {
             &job, job_id, created_at, task_id, &task_name, &task, attempt_id,
         );
         Ok(Some(Claimed {
+            max_runtime: task.max_runtime.map(|d| d.0),
             attempt: RunningAttempt {
                 attempt_id,
                 task_id,
@@ -236,6 +292,9 @@ impl Store {
                 agent: agent.to_owned(),
                 integration_id: work.integration_id.clone(),
                 last_update_ts: None,
+                queue,
+                task_key,
+                started_at: now,
             },
             work,
         }))
@@ -326,7 +385,7 @@ impl Store {
         let mut tx = self.writer.begin().await?;
         let Some(row) = sqlx::query(
             "SELECT a.task_id, t.job_id, t.spec, t.test_failures, t.infra_failures, j.queue, t.priority,
-                    t.current_attempt, a.agent, t.state
+                    t.current_attempt, a.agent, t.state, t.task_key, a.started_at
              FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
              WHERE a.id = ? AND a.outcome IS NULL",
         )
@@ -346,9 +405,19 @@ impl Store {
         let current: Option<i64> = row.get(7);
         let agent: String = row.get(8);
         let task_state: String = row.get(9);
+        let key: String = row.get(10);
+        let started_at: i64 = row.get(11);
         if by_agent.is_some_and(|a| a != agent) {
             // Only the agent that runs an attempt may end it.
             return Ok(FinishEffect::Stale);
+        }
+        // Runs that ended on their own teach the runtime history; stopped,
+        // lost or cancelled ones would only teach a lower bound.
+        if matches!(
+            outcome,
+            AttemptOutcome::Passed | AttemptOutcome::Failed | AttemptOutcome::Flaky
+        ) {
+            record_runtime(&mut tx, &key, (now - started_at).max(0)).await?;
         }
 
         let results_json = results.map(serde_json::to_string).transpose()?;
@@ -415,6 +484,12 @@ impl Store {
                     requires: spec.requires,
                     last_agent: Some(agent),
                     queued_at: now,
+                    expected_ms: sqlx::query("SELECT mean_ms FROM task_stats WHERE task_key = ?")
+                        .bind(&key)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(|r| r.get::<f64, _>(0)),
+                    task_key: key,
                 })
             }
             AfterAttempt::Finish { state, flaky } => {
@@ -463,6 +538,21 @@ impl Store {
         Ok(effect)
     }
 
+    /// The runtime history of a task key.
+    pub async fn task_stats(&self, key: &str) -> Result<Option<TaskStats>> {
+        Ok(
+            sqlx::query("SELECT runs, mean_ms, p95_ms FROM task_stats WHERE task_key = ?")
+                .bind(key)
+                .fetch_optional(&self.reader)
+                .await?
+                .map(|r| TaskStats {
+                    runs: r.get(0),
+                    mean_ms: r.get(1),
+                    p95_ms: r.get(2),
+                }),
+        )
+    }
+
     /// Cancels a job: queued tasks end at once, running attempts are marked
     /// cancelled and returned so their agents can be told to stop.
     pub async fn cancel_job(&self, job_id: i64, now: UnixMillis) -> Result<Vec<RunningAttempt>> {
@@ -475,7 +565,8 @@ impl Store {
             return Err(StoreError::NotFound(format!("job {job_id}")));
         }
         let running = sqlx::query(
-            "SELECT a.id, a.task_id, a.agent, COALESCE(j.integration_id, 'tf-' || j.id), a.last_update_ts
+            "SELECT a.id, a.task_id, a.agent, COALESCE(j.integration_id, 'tf-' || j.id), a.last_update_ts,
+                    j.queue, t.task_key, a.started_at
              FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
              WHERE t.job_id = ? AND a.outcome IS NULL",
         )
@@ -509,6 +600,9 @@ impl Store {
                 agent: r.get(2),
                 integration_id: r.get(3),
                 last_update_ts: r.get(4),
+                queue: r.get(5),
+                task_key: r.get(6),
+                started_at: r.get(7),
             })
             .collect())
     }
@@ -609,6 +703,40 @@ impl Store {
     }
 }
 
+/// Adds one duration to a task key's history (the newest 50 are kept).
+async fn record_runtime(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    key: &str,
+    duration_ms: i64,
+) -> Result<()> {
+    let recent: Vec<f64> = match sqlx::query("SELECT recent FROM task_stats WHERE task_key = ?")
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?
+    {
+        Some(r) => serde_json::from_str(r.get::<&str, _>(0))?,
+        None => Vec::new(),
+    };
+    let mut recent = recent;
+    recent.push(duration_ms as f64);
+    if recent.len() > HISTORY {
+        recent.drain(..recent.len() - HISTORY);
+    }
+    let stats = testfleet_core::stats::Summary::of(&recent);
+    sqlx::query(
+        "INSERT INTO task_stats (task_key, runs, mean_ms, p95_ms, recent) VALUES (?, 1, ?, ?, ?)
+         ON CONFLICT (task_key) DO UPDATE SET runs = runs + 1, mean_ms = excluded.mean_ms,
+         p95_ms = excluded.p95_ms, recent = excluded.recent",
+    )
+    .bind(key)
+    .bind(stats.mean)
+    .bind(stats.p95)
+    .bind(serde_json::to_string(&recent)?)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Recomputes a job's state from its tasks and stores it.
 async fn refresh_job_state(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
@@ -681,5 +809,6 @@ fn work_item(
         env,
         results: task.results.clone(),
         artifacts: task.artifacts.clone(),
+        silence_timeout: task.silence_timeout,
     }
 }

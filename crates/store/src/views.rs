@@ -443,3 +443,72 @@ impl Store {
         Ok(out)
     }
 }
+
+impl Store {
+    /// Statistics of attempts stopped by a threshold, per kind of stop
+    /// (`step_timeout`, `silence`, `runtime_threshold`, `lease_expired`):
+    /// how many, how long they had run, and the agent's load when stopped.
+    pub async fn threshold_stats(&self) -> Result<Vec<Value>> {
+        let rows = sqlx::query(
+            "SELECT json_extract(reason_data, '$.kind') AS kind, COUNT(*),
+                    AVG(finished_at - started_at), MAX(finished_at - started_at),
+                    AVG(json_extract(reason_data, '$.agent_load')), MAX(json_extract(reason_data, '$.agent_load'))
+             FROM attempts
+             WHERE outcome IN ('timed_out', 'stalled', 'infra_error') AND reason_data IS NOT NULL
+               AND json_extract(reason_data, '$.kind') IN ('step_timeout', 'silence', 'runtime_threshold', 'lease_expired')
+             GROUP BY kind ORDER BY kind",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "threshold": r.get::<String, _>(0),
+                    "stopped_attempts": r.get::<i64, _>(1),
+                    "mean_runtime_ms": r.get::<Option<f64>, _>(2),
+                    "max_runtime_ms": r.get::<Option<i64>, _>(3),
+                    "mean_agent_load": r.get::<Option<f64>, _>(4),
+                    "max_agent_load": r.get::<Option<f64>, _>(5),
+                })
+            })
+            .collect())
+    }
+
+    /// Runtime history per task key, longest first: what the thresholds
+    /// are derived from.
+    pub async fn runtime_stats(&self, limit: i64) -> Result<Vec<Value>> {
+        let rows = sqlx::query(
+            "SELECT task_key, runs, mean_ms, p95_ms FROM task_stats ORDER BY p95_ms DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "task_key": r.get::<String, _>(0),
+                    "runs": r.get::<i64, _>(1),
+                    "mean_ms": r.get::<f64, _>(2),
+                    "p95_ms": r.get::<f64, _>(3),
+                })
+            })
+            .collect())
+    }
+
+    /// Flaky counts per task key: tasks that failed, then passed on retry.
+    pub async fn flaky_stats(&self, limit: i64) -> Result<Vec<Value>> {
+        let rows = sqlx::query(
+            "SELECT task_key, SUM(flaky), COUNT(*) FROM tasks WHERE state IN ('passed', 'failed')
+             GROUP BY task_key HAVING SUM(flaky) > 0 ORDER BY SUM(flaky) DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| serde_json::json!({"task_key": r.get::<String, _>(0), "flaky": r.get::<i64, _>(1), "runs": r.get::<i64, _>(2)}))
+            .collect())
+    }
+}

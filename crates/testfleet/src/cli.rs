@@ -89,6 +89,17 @@ pub enum Command {
     /// The seed-000 run summary of an attempt (JSON): integration, host,
     /// platform, executed tests with their values, crashed tests with logs.
     Summary { attempt: i64 },
+    /// Say why a task is still pending.
+    Why {
+        task: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Statistics: attempts stopped per threshold, runtimes per task key, flaky tasks.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
     /// List agents.
     Agents {
         #[arg(long)]

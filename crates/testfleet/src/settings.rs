@@ -44,6 +44,14 @@ pub struct ServerSection {
     pub lease_timeout: Option<String>,
     pub request_status_interval: Option<String>,
     pub request_status_interval_in_test: Option<String>,
+    /// Fair-share weights by queue name.
+    #[serde(default)]
+    pub queue_weights: BTreeMap<String, f64>,
+    /// Stop attempts running longer than this × the p95 of their task's
+    /// history; `0` turns the derived limit off.
+    pub runtime_factor: Option<f64>,
+    pub runtime_min_runs: Option<i64>,
+    pub runtime_floor: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -129,6 +137,32 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> Result<ServerConfi
         "server.request_status_interval",
         s.request_status_interval.as_deref(),
         config.request_status_interval,
+    )?;
+    config.queue_weights = s.queue_weights.clone();
+    if let Some((queue, w)) = config
+        .queue_weights
+        .iter()
+        .find(|(_, w)| !(w.is_finite() && **w > 0.0))
+    {
+        bail!(
+            "config `server.queue_weights.{queue}`: the weight must be a positive number, not {w}"
+        );
+    }
+    match s.runtime_factor {
+        Some(f) if f == 0.0 => config.runtime_factor = None,
+        Some(f) if f.is_finite() && f > 0.0 => config.runtime_factor = Some(f),
+        Some(f) => {
+            bail!("config `server.runtime_factor`: must be a positive number or 0 (off), not {f}")
+        }
+        None => {}
+    }
+    if let Some(n) = s.runtime_min_runs {
+        config.runtime_min_runs = n.max(1);
+    }
+    config.runtime_floor = duration(
+        "server.runtime_floor",
+        s.runtime_floor.as_deref(),
+        config.runtime_floor,
     )?;
     config.request_status_interval_in_test = duration(
         "server.request_status_interval_in_test",

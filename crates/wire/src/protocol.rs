@@ -113,6 +113,13 @@ pub struct WorkItem {
     pub results: Vec<ResultSpec>,
     #[serde(default, skip_serializing_if = "is_default_artifacts")]
     pub artifacts: ArtifactSpec,
+    /// Stop a step that prints nothing for this long (`stalled`).
+    #[serde(
+        rename = "silenceTimeout",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub silence_timeout: Option<testfleet_core::job::DurationSpec>,
 }
 
 fn is_default_artifacts(a: &ArtifactSpec) -> bool {

@@ -98,6 +98,27 @@ pub async fn run(api: &ApiClient, command: Command) -> Result<u8> {
             print!("{}", api.job_report(job, &format).await?);
             Ok(exit::OK)
         }
+        Command::Why { task, json } => {
+            let why = api.why(task).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&why)?);
+            } else {
+                println!("task {task}:");
+                for reason in why["reasons"].as_array().into_iter().flatten() {
+                    println!("  - {}", reason.as_str().unwrap_or_default());
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::Stats { json } => {
+            let stats = api.stats().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&stats)?);
+            } else {
+                print!("{}", render_stats(&stats));
+            }
+            Ok(exit::OK)
+        }
         Command::Summary { attempt } => {
             println!(
                 "{}",
@@ -326,4 +347,47 @@ async fn logs(api: &ApiClient, task: i64, follow: bool, json: bool) -> Result<u8
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
+}
+
+fn render_stats(stats: &serde_json::Value) -> String {
+    let mut out = String::from("attempts stopped by a threshold:\n");
+    let rows = stats["thresholds"].as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        out.push_str("  none\n");
+    }
+    for r in rows {
+        out.push_str(&format!(
+            "  {:<18} {:>5} stopped   mean runtime {:>8.1}s   max {:>8.1}s   agent load mean {}\n",
+            r["threshold"].as_str().unwrap_or("?"),
+            r["stopped_attempts"],
+            r["mean_runtime_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+            r["max_runtime_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+            r["mean_agent_load"]
+                .as_f64()
+                .map_or("-".to_owned(), |l| format!("{l:.2}")),
+        ));
+    }
+    out.push_str("\nruntime history (longest p95 first):\n");
+    for r in stats["runtimes"].as_array().into_iter().flatten().take(20) {
+        out.push_str(&format!(
+            "  {:<48} {:>5} runs   mean {:>8.1}s   p95 {:>8.1}s\n",
+            r["task_key"].as_str().unwrap_or("?"),
+            r["runs"],
+            r["mean_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+            r["p95_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+        ));
+    }
+    let flaky = stats["flaky"].as_array().cloned().unwrap_or_default();
+    if !flaky.is_empty() {
+        out.push_str("\nflaky tasks:\n");
+        for r in flaky {
+            out.push_str(&format!(
+                "  {:<48} flaky {} of {} runs\n",
+                r["task_key"].as_str().unwrap_or("?"),
+                r["flaky"],
+                r["runs"]
+            ));
+        }
+    }
+    out
 }
