@@ -271,7 +271,8 @@ fn push_text(text: &mut String, s: &str, cdata: bool) {
 
 /// Keeps text written directly inside a rerun element before a nested element starts.
 fn flush_rerun_text(rerun: &mut Option<Rerun>, text: &mut String, target: Target) {
-    let t = std::mem::take(text).trim().to_string();
+    let t = text.trim().to_string();
+    text.clear();
     if target == Target::RerunStack
         && !t.is_empty()
         && let Some(r) = rerun.as_mut()
@@ -352,7 +353,8 @@ fn end_element(
         }
         "flakyFailure" | "flakyError" | "rerunFailure" | "rerunError" => {
             if let Some(mut r) = rerun.take() {
-                let t = std::mem::take(text).trim().to_string();
+                let t = text.trim().to_string();
+                text.clear();
                 if *target == Target::RerunStack && !t.is_empty() {
                     let mut flags = Default::default();
                     append_capped(&mut r.log, &t, &mut flags);
@@ -362,7 +364,9 @@ fn end_element(
             }
         }
         "failure" | "error" | "skipped" | "stackTrace" | "system-out" | "system-err" => {
-            let t = std::mem::take(text).trim().to_string();
+            // Keep the buffer's allocation for the next element.
+            let t = text.trim().to_string();
+            text.clear();
             let label = match name {
                 "system-out" => "[stdout]",
                 "system-err" => "[stderr]",
