@@ -1,0 +1,194 @@
+//! The coordinator with a manual clock: leases, fencing and runtime limits
+//! tested without sleeping through them. Agents are plain socket.io clients.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use testfleet_client::ApiClient;
+use testfleet_core::{AttemptOutcome, TaskState};
+use testfleet_server::{Clock, Server, ServerConfig};
+use testfleet_sio::{Client, ConnectOptions, EventStream, Incoming};
+
+const SECRET: &str = "clock-secret";
+
+struct ManualClock(AtomicI64);
+
+impl Clock for ManualClock {
+    fn now_millis(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl ManualClock {
+    fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+struct Harness {
+    url: String,
+    api: ApiClient,
+    clock: Arc<ManualClock>,
+    coordinator: Arc<testfleet_server::Coordinator>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = ServerConfig::new(addr, dir.path().to_owned());
+    config.agent_secret = Some(SECRET.into());
+    config.lease_timeout = Duration::from_secs(10);
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
+    let server = Server::build_with_clock(config, clock.clone()).await.unwrap();
+    let coordinator = server.coordinator.clone();
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    let url = format!("http://{addr}");
+    Harness { api: ApiClient::new(&url), url, clock, coordinator, _dir: dir }
+}
+
+async fn agent(url: &str, name: &str) -> (Client, EventStream) {
+    let auth = json!({"clientType": "agent", "hostname": name, "secret": SECRET});
+    let (client, events) = Client::connect(url, ConnectOptions::default().with_auth(auth)).await.unwrap();
+    client.emit("statusUpdate", json!({"status": "idle"})).await.unwrap();
+    client.emit_no_args("fetchWork").await.unwrap();
+    (client, events)
+}
+
+/// The next event of `name`, skipping others.
+async fn next_event(events: &mut EventStream, name: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv()).await.expect("timed out").expect("stream ended");
+        if let Incoming::Event { name: n, args, .. } = event
+            && n == name
+        {
+            return args.into_iter().next().unwrap_or(Value::Null);
+        }
+    }
+}
+
+async fn wait_until<F: Fn() -> Fut, Fut: std::future::Future<Output = bool>>(what: &str, f: F) {
+    for _ in 0..500 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+const ONE_TASK: &str = "name = \"lease\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"true\" }]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_agents_attempt_is_requeued_at_lease_expiry_and_its_late_report_is_fenced() {
+    let h = start().await;
+    let (a, mut a_events) = agent(&h.url, "agent-a").await;
+    let job = h.api.submit(ONE_TASK).await.unwrap();
+    let task = job.tasks[0].id;
+    let work = next_event(&mut a_events, "sendWork").await;
+    let first_attempt = work["attemptId"].as_i64().unwrap();
+
+    // The connection is lost (the agent process died).
+    drop(a_events);
+    a.disconnect().await;
+    wait_until("the coordinator sees agent-a offline", || async {
+        h.api.agents().await.unwrap().iter().any(|x| x.hostname == "agent-a" && !x.online)
+    })
+    .await;
+
+    // Within the lease nothing happens…
+    h.clock.advance(9_000);
+    h.coordinator.tick().await;
+    assert_eq!(h.api.task(task).await.unwrap().task.state, TaskState::Running);
+    // …past it, the attempt ends as infra_error and the task is queued again.
+    h.clock.advance(1_500);
+    h.coordinator.tick().await;
+    let detail = h.api.task(task).await.unwrap();
+    assert_eq!(detail.task.state, TaskState::Queued, "{detail:#?}");
+    assert_eq!(detail.attempts_list[0].outcome, Some(AttemptOutcome::InfraError));
+    assert!(detail.attempts_list[0].reason.as_deref().unwrap().contains("lost"), "{detail:#?}");
+
+    // Another agent takes the retry.
+    let (b, mut b_events) = agent(&h.url, "agent-b").await;
+    let retry = next_event(&mut b_events, "sendWork").await;
+    let second_attempt = retry["attemptId"].as_i64().unwrap();
+    assert_ne!(first_attempt, second_attempt);
+
+    // agent-a comes back and reports its superseded attempt as passed: fenced.
+    let (a2, _a2_events) = agent(&h.url, "agent-a").await;
+    let report = json!({"attemptId": first_attempt, "outcome": "passed", "results": []});
+    a2.emit_with_ack("tf:report", report, Duration::from_secs(5)).await.unwrap();
+    let detail = h.api.task(task).await.unwrap();
+    assert_eq!(detail.task.state, TaskState::Running, "the late report changed nothing");
+    assert_eq!(detail.attempts_list[0].outcome, Some(AttemptOutcome::InfraError));
+
+    // agent-b finishes: one result, recorded once.
+    let report = json!({"attemptId": second_attempt, "outcome": "passed", "results": []});
+    b.emit_with_ack("tf:report", report, Duration::from_secs(5)).await.unwrap();
+    let detail = h.api.task(task).await.unwrap();
+    assert_eq!(detail.task.state, TaskState::Passed);
+    assert_eq!(detail.attempts_list.len(), 2);
+    assert_eq!(detail.attempts_list[1].agent, "agent-b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_past_its_runtime_limit_is_stopped_as_stalled_with_a_reason() {
+    let h = start().await;
+    let (_a, mut events) = agent(&h.url, "slow-host").await;
+    let job = h
+        .api
+        .submit("name = \"stall\"\n[[task]]\nname = \"t\"\nmax_runtime = \"1m\"\nsteps = [{ stage = \"test\", run = \"sleep 1000\" }]\n")
+        .await
+        .unwrap();
+    let task = job.tasks[0].id;
+    let work = next_event(&mut events, "sendWork").await;
+    h.clock.advance(59_000);
+    h.coordinator.tick().await;
+    assert_eq!(h.api.task(task).await.unwrap().task.state, TaskState::Running);
+    h.clock.advance(2_000);
+    h.coordinator.tick().await;
+    let cancel = next_event(&mut events, "tf:cancel").await;
+    assert_eq!(cancel["attemptId"], work["attemptId"]);
+    let detail = h.api.task(task).await.unwrap();
+    assert_eq!(detail.task.state, TaskState::Failed);
+    assert_eq!(detail.task.outcome, Some(AttemptOutcome::Stalled));
+    let attempt = &detail.attempts_list[0];
+    assert!(attempt.reason.as_deref().unwrap().starts_with("stalled: running for 61s, beyond its limit of 60s"), "{attempt:?}");
+    let data = attempt.reason_data.as_ref().unwrap();
+    assert_eq!(data["kind"], "runtime_threshold");
+    assert_eq!(data["basis"]["source"], "max_runtime");
+    let stats = h.api.stats().await.unwrap();
+    let row = stats["thresholds"].as_array().unwrap().iter().find(|r| r["threshold"] == "runtime_threshold").cloned();
+    assert_eq!(row.unwrap()["stopped_attempts"], 1, "{stats:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_have_separate_budgets_and_a_pass_after_a_failure_is_flaky() {
+    let h = start().await;
+    let (a, mut a_events) = agent(&h.url, "r-a").await;
+    let job = h
+        .api
+        .submit("name = \"flaky\"\n[[task]]\nname = \"t\"\nretries = { tests = 1, infra = 0 }\nsteps = [{ stage = \"test\", run = \"true\" }]\n")
+        .await
+        .unwrap();
+    let task = job.tasks[0].id;
+    let w1 = next_event(&mut a_events, "sendWork").await;
+    let fail = json!({"attemptId": w1["attemptId"], "outcome": "failed", "reason": "1 test case(s) failed", "results": []});
+    a.emit_with_ack("tf:report", fail, Duration::from_secs(5)).await.unwrap();
+    // The retry goes out with boosted priority; with no other agent it may come back here.
+    a.emit_no_args("fetchWork").await.unwrap();
+    let w2 = next_event(&mut a_events, "sendWork").await;
+    assert_ne!(w1["attemptId"], w2["attemptId"]);
+    let pass = json!({"attemptId": w2["attemptId"], "outcome": "passed", "results": []});
+    a.emit_with_ack("tf:report", pass, Duration::from_secs(5)).await.unwrap();
+    let detail = h.api.task(task).await.unwrap();
+    assert_eq!(detail.task.state, TaskState::Passed);
+    assert!(detail.task.flaky);
+    assert_eq!(detail.task.outcome, Some(AttemptOutcome::Flaky));
+    let stats = h.api.stats().await.unwrap();
+    assert_eq!(stats["flaky"][0]["task_key"], "flaky/t", "{stats:#}");
+}
