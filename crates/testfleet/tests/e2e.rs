@@ -845,3 +845,91 @@ fn cli_refuses_a_bad_job_file_with_its_line_and_exit_code_2() {
     assert!(stderr.contains("task[0].steps[0].stage"), "{stderr}");
     assert!(stderr.contains("unknown variant `deploy`"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooded_queue_does_not_starve_a_small_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"), false).await;
+    let api = ApiClient::new(&server.url);
+    let (stop1, a1) = start_agent(&server.url, "fs-1", dir.path(), &[]);
+    let (stop2, a2) = start_agent(&server.url, "fs-2", dir.path(), &[]);
+    wait_agents(&api, 2).await;
+    let mut flood = String::from("name = \"flood\"\nqueue = \"flood\"\n");
+    for i in 0..300 {
+        flood.push_str(&format!("[[task]]\nname = \"f{i}\"\nsteps = [{{ stage = \"test\", run = \"true\" }}]\n"));
+    }
+    let flood = api.submit(&flood).await.unwrap();
+    let mut small = String::from("name = \"small\"\nqueue = \"small\"\n");
+    for i in 0..3 {
+        small.push_str(&format!("[[task]]\nname = \"s{i}\"\nsteps = [{{ stage = \"test\", run = \"true\" }}]\n"));
+    }
+    let small = api.submit(&small).await.unwrap();
+    let small_done = wait_job(&api, small.id, Duration::from_secs(60)).await;
+    assert_eq!(small_done.state, JobState::Passed);
+    let flood_now = api.job(flood.id).await.unwrap();
+    let flood_finished = flood_now.tasks.iter().filter(|t| t.state.is_terminal()).count();
+    assert!(flood_finished < 100, "the small queue waited behind the flood: {flood_finished} flood tasks ran first");
+    assert_eq!(wait_job(&api, flood.id, Duration::from_secs(120)).await.state, JobState::Passed);
+    for (stop, task) in [(stop1, a1), (stop2, a2)] {
+        let _ = stop.send(true);
+        let _ = task.await;
+    }
+    server.stop().await;
+}
+
+#[test]
+fn sigkill_loop_against_the_coordinator_completes_every_task_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let mut server = ServerProcess::start(&data, "127.0.0.1:0", false);
+    let port = server.port();
+    let url = server.url.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut agents = Vec::new();
+    for i in 0..4 {
+        let mut config = testfleet_agent::AgentConfig::new(url.clone(), format!("kill-{i}"), dir.path().join(format!("agent-{i}")));
+        config.secret = Some(SECRET.into());
+        config.max_backoff = Duration::from_millis(200);
+        let (stop, mut rx) = watch::channel(false);
+        let task = rt.spawn(async move {
+            let _ = testfleet_agent::run(config, async move {
+                let _ = rx.wait_for(|v| *v).await;
+            })
+            .await;
+        });
+        agents.push((stop, task));
+    }
+    let api = ApiClient::new(&url);
+    rt.block_on(wait_agents(&api, 4));
+    let mut jobs = Vec::new();
+    for j in 0..10 {
+        let mut text = format!("name = \"kill-{j}\"\n");
+        for i in 0..100 {
+            text.push_str(&format!("[[task]]\nname = \"t{i}\"\nsteps = [{{ stage = \"test\", run = \"true\" }}]\n"));
+        }
+        jobs.push(rt.block_on(api.submit(&text)).unwrap().id);
+    }
+    for round in 0..6 {
+        std::thread::sleep(Duration::from_millis(300 + 150 * (round % 3)));
+        drop(server); // SIGKILL
+        server = ServerProcess::start(&data, &format!("127.0.0.1:{port}"), false);
+    }
+    let mut passed = 0;
+    for id in jobs {
+        let job = rt.block_on(wait_job(&api, id, Duration::from_secs(180)));
+        assert_eq!(job.state, JobState::Passed, "{job:#?}");
+        for t in &job.tasks {
+            let detail = rt.block_on(api.task(t.id)).unwrap();
+            let successes = detail.attempts_list.iter().filter(|a| a.outcome.is_some_and(|o| o.is_success())).count();
+            assert_eq!(successes, 1, "task {} completed {successes} times: {detail:#?}", t.id);
+            assert!(detail.attempts_list.iter().all(|a| a.outcome.is_some()), "an attempt was left open: {detail:#?}");
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, 1000);
+    for (stop, task) in agents {
+        let _ = stop.send(true);
+        let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await });
+    }
+    drop(server);
+}

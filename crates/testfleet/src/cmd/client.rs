@@ -148,9 +148,8 @@ pub async fn run(api: &ApiClient, command: Command) -> Result<u8> {
             }
             Ok(exit::OK)
         }
-        Command::Server(_) | Command::Agent(_) | Command::Parse { .. } | Command::Demo { .. } => {
-            unreachable_command()
-        }
+        // Services and local commands are dispatched in `cmd::run`.
+        _ => unreachable_command(),
     }
 }
 
