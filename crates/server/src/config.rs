@@ -43,6 +43,16 @@ pub struct ServerConfig {
     pub runtime_min_runs: i64,
     /// A derived limit is never shorter than this.
     pub runtime_floor: Duration,
+    /// Failures that are re-triggered automatically (off unless configured).
+    pub known_failures: Vec<KnownFailure>,
+}
+
+/// A known failure: when a failed task's reason or log matches `pattern`,
+/// the task is queued again, at most `retrigger` times.
+#[derive(Debug, Clone)]
+pub struct KnownFailure {
+    pub pattern: regex::Regex,
+    pub retrigger: u32,
 }
 
 impl ServerConfig {
@@ -66,6 +76,7 @@ impl ServerConfig {
             runtime_factor: Some(5.0),
             runtime_min_runs: 5,
             runtime_floor: Duration::from_secs(60),
+            known_failures: Vec::new(),
         }
     }
 

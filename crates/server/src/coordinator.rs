@@ -702,6 +702,20 @@ impl Coordinator {
             }
         };
         tracing::info!(agent = %run.agent, attempt = run.attempt_id, %outcome, "attempt finished");
+        if let FinishEffect::TaskFinished {
+            task_id,
+            state: testfleet_core::TaskState::Failed,
+            ..
+        } = &effect
+            && outcome != AttemptOutcome::Cancelled
+            && let Some(task) = self
+                .known_failure_retrigger(*task_id, run.attempt_id, reason)
+                .await
+        {
+            sched.enqueue(task);
+            self.dispatch(sched).await;
+            return;
+        }
         self.apply_effect(sched, effect).await;
     }
 
@@ -782,6 +796,45 @@ impl Coordinator {
                 task.outcome.map(|o| format!(" ({o})")).unwrap_or_default()
             )],
         })
+    }
+
+    /// Re-queues a failed task whose reason or log matches a known-failure
+    /// rule that still has re-triggers left.
+    async fn known_failure_retrigger(
+        &self,
+        task_id: i64,
+        attempt_id: i64,
+        reason: Option<&str>,
+    ) -> Option<testfleet_store::QueuedTask> {
+        if self.config.known_failures.is_empty() {
+            return None;
+        }
+        let log = self
+            .store
+            .attempt_log_tail(attempt_id, 64 * 1024)
+            .await
+            .unwrap_or_default();
+        let text = format!("{}\n{log}", reason.unwrap_or_default());
+        let rule = self
+            .config
+            .known_failures
+            .iter()
+            .find(|r| r.pattern.is_match(&text))?;
+        match self
+            .store
+            .retrigger(task_id, rule.pattern.as_str(), rule.retrigger, self.now())
+            .await
+        {
+            Ok(Some(task)) => {
+                tracing::info!(task = task_id, rule = %rule.pattern, "known failure: task re-triggered");
+                Some(task)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(task = task_id, "failed to re-trigger: {e}");
+                None
+            }
+        }
     }
 
     /// Runs the periodic work once now (tests with a manual clock call this).

@@ -16,7 +16,7 @@ mod sio;
 use std::future::Future;
 use std::sync::Arc;
 
-pub use config::ServerConfig;
+pub use config::{KnownFailure, ServerConfig};
 pub use coordinator::{Clock, Coordinator, SystemClock};
 use socketioxide::SocketIo;
 use testfleet_store::{Store, StoreError};

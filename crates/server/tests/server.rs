@@ -36,24 +36,42 @@ struct Harness {
 }
 
 async fn start() -> Harness {
+    start_with(|_| {}).await
+}
+
+async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut config = ServerConfig::new(addr, dir.path().to_owned());
     config.agent_secret = Some(SECRET.into());
     config.lease_timeout = Duration::from_secs(10);
+    tweak(&mut config);
     let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
-    let server = Server::build_with_clock(config, clock.clone()).await.unwrap();
+    let server = Server::build_with_clock(config, clock.clone())
+        .await
+        .unwrap();
     let coordinator = server.coordinator.clone();
     tokio::spawn(server.serve(listener, std::future::pending()));
     let url = format!("http://{addr}");
-    Harness { api: ApiClient::new(&url), url, clock, coordinator, _dir: dir }
+    Harness {
+        api: ApiClient::new(&url),
+        url,
+        clock,
+        coordinator,
+        _dir: dir,
+    }
 }
 
 async fn agent(url: &str, name: &str) -> (Client, EventStream) {
     let auth = json!({"clientType": "agent", "hostname": name, "secret": SECRET});
-    let (client, events) = Client::connect(url, ConnectOptions::default().with_auth(auth)).await.unwrap();
-    client.emit("statusUpdate", json!({"status": "idle"})).await.unwrap();
+    let (client, events) = Client::connect(url, ConnectOptions::default().with_auth(auth))
+        .await
+        .unwrap();
+    client
+        .emit("statusUpdate", json!({"status": "idle"}))
+        .await
+        .unwrap();
     client.emit_no_args("fetchWork").await.unwrap();
     (client, events)
 }
@@ -62,7 +80,10 @@ async fn agent(url: &str, name: &str) -> (Client, EventStream) {
 async fn next_event(events: &mut EventStream, name: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let event = tokio::time::timeout_at(deadline, events.recv()).await.expect("timed out").expect("stream ended");
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("timed out")
+            .expect("stream ended");
         if let Incoming::Event { name: n, args, .. } = event
             && n == name
         {
@@ -81,7 +102,8 @@ async fn wait_until<F: Fn() -> Fut, Fut: std::future::Future<Output = bool>>(wha
     panic!("timed out waiting until {what}");
 }
 
-const ONE_TASK: &str = "name = \"lease\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"true\" }]\n";
+const ONE_TASK: &str =
+    "name = \"lease\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"true\" }]\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_agents_attempt_is_requeued_at_lease_expiry_and_its_late_report_is_fenced() {
@@ -96,21 +118,39 @@ async fn a_lost_agents_attempt_is_requeued_at_lease_expiry_and_its_late_report_i
     drop(a_events);
     a.disconnect().await;
     wait_until("the coordinator sees agent-a offline", || async {
-        h.api.agents().await.unwrap().iter().any(|x| x.hostname == "agent-a" && !x.online)
+        h.api
+            .agents()
+            .await
+            .unwrap()
+            .iter()
+            .any(|x| x.hostname == "agent-a" && !x.online)
     })
     .await;
 
     // Within the lease nothing happens…
     h.clock.advance(9_000);
     h.coordinator.tick().await;
-    assert_eq!(h.api.task(task).await.unwrap().task.state, TaskState::Running);
+    assert_eq!(
+        h.api.task(task).await.unwrap().task.state,
+        TaskState::Running
+    );
     // …past it, the attempt ends as infra_error and the task is queued again.
     h.clock.advance(1_500);
     h.coordinator.tick().await;
     let detail = h.api.task(task).await.unwrap();
     assert_eq!(detail.task.state, TaskState::Queued, "{detail:#?}");
-    assert_eq!(detail.attempts_list[0].outcome, Some(AttemptOutcome::InfraError));
-    assert!(detail.attempts_list[0].reason.as_deref().unwrap().contains("lost"), "{detail:#?}");
+    assert_eq!(
+        detail.attempts_list[0].outcome,
+        Some(AttemptOutcome::InfraError)
+    );
+    assert!(
+        detail.attempts_list[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("lost"),
+        "{detail:#?}"
+    );
 
     // Another agent takes the retry.
     let (b, mut b_events) = agent(&h.url, "agent-b").await;
@@ -121,14 +161,25 @@ async fn a_lost_agents_attempt_is_requeued_at_lease_expiry_and_its_late_report_i
     // agent-a comes back and reports its superseded attempt as passed: fenced.
     let (a2, _a2_events) = agent(&h.url, "agent-a").await;
     let report = json!({"attemptId": first_attempt, "outcome": "passed", "results": []});
-    a2.emit_with_ack("tf:report", report, Duration::from_secs(5)).await.unwrap();
+    a2.emit_with_ack("tf:report", report, Duration::from_secs(5))
+        .await
+        .unwrap();
     let detail = h.api.task(task).await.unwrap();
-    assert_eq!(detail.task.state, TaskState::Running, "the late report changed nothing");
-    assert_eq!(detail.attempts_list[0].outcome, Some(AttemptOutcome::InfraError));
+    assert_eq!(
+        detail.task.state,
+        TaskState::Running,
+        "the late report changed nothing"
+    );
+    assert_eq!(
+        detail.attempts_list[0].outcome,
+        Some(AttemptOutcome::InfraError)
+    );
 
     // agent-b finishes: one result, recorded once.
     let report = json!({"attemptId": second_attempt, "outcome": "passed", "results": []});
-    b.emit_with_ack("tf:report", report, Duration::from_secs(5)).await.unwrap();
+    b.emit_with_ack("tf:report", report, Duration::from_secs(5))
+        .await
+        .unwrap();
     let detail = h.api.task(task).await.unwrap();
     assert_eq!(detail.task.state, TaskState::Passed);
     assert_eq!(detail.attempts_list.len(), 2);
@@ -148,7 +199,10 @@ async fn an_attempt_past_its_runtime_limit_is_stopped_as_stalled_with_a_reason()
     let work = next_event(&mut events, "sendWork").await;
     h.clock.advance(59_000);
     h.coordinator.tick().await;
-    assert_eq!(h.api.task(task).await.unwrap().task.state, TaskState::Running);
+    assert_eq!(
+        h.api.task(task).await.unwrap().task.state,
+        TaskState::Running
+    );
     h.clock.advance(2_000);
     h.coordinator.tick().await;
     let cancel = next_event(&mut events, "tf:cancel").await;
@@ -157,12 +211,24 @@ async fn an_attempt_past_its_runtime_limit_is_stopped_as_stalled_with_a_reason()
     assert_eq!(detail.task.state, TaskState::Failed);
     assert_eq!(detail.task.outcome, Some(AttemptOutcome::Stalled));
     let attempt = &detail.attempts_list[0];
-    assert!(attempt.reason.as_deref().unwrap().starts_with("stalled: running for 61s, beyond its limit of 60s"), "{attempt:?}");
+    assert!(
+        attempt
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("stalled: running for 61s, beyond its limit of 60s"),
+        "{attempt:?}"
+    );
     let data = attempt.reason_data.as_ref().unwrap();
     assert_eq!(data["kind"], "runtime_threshold");
     assert_eq!(data["basis"]["source"], "max_runtime");
     let stats = h.api.stats().await.unwrap();
-    let row = stats["thresholds"].as_array().unwrap().iter().find(|r| r["threshold"] == "runtime_threshold").cloned();
+    let row = stats["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["threshold"] == "runtime_threshold")
+        .cloned();
     assert_eq!(row.unwrap()["stopped_attempts"], 1, "{stats:#}");
 }
 
@@ -178,17 +244,67 @@ async fn retries_have_separate_budgets_and_a_pass_after_a_failure_is_flaky() {
     let task = job.tasks[0].id;
     let w1 = next_event(&mut a_events, "sendWork").await;
     let fail = json!({"attemptId": w1["attemptId"], "outcome": "failed", "reason": "1 test case(s) failed", "results": []});
-    a.emit_with_ack("tf:report", fail, Duration::from_secs(5)).await.unwrap();
+    a.emit_with_ack("tf:report", fail, Duration::from_secs(5))
+        .await
+        .unwrap();
     // The retry goes out with boosted priority; with no other agent it may come back here.
     a.emit_no_args("fetchWork").await.unwrap();
     let w2 = next_event(&mut a_events, "sendWork").await;
     assert_ne!(w1["attemptId"], w2["attemptId"]);
     let pass = json!({"attemptId": w2["attemptId"], "outcome": "passed", "results": []});
-    a.emit_with_ack("tf:report", pass, Duration::from_secs(5)).await.unwrap();
+    a.emit_with_ack("tf:report", pass, Duration::from_secs(5))
+        .await
+        .unwrap();
     let detail = h.api.task(task).await.unwrap();
     assert_eq!(detail.task.state, TaskState::Passed);
     assert!(detail.task.flaky);
     assert_eq!(detail.task.outcome, Some(AttemptOutcome::Flaky));
     let stats = h.api.stats().await.unwrap();
     assert_eq!(stats["flaky"][0]["task_key"], "flaky/t", "{stats:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_failure_is_retriggered_up_to_its_limit() {
+    let h = start_with(|c| {
+        c.known_failures.push(testfleet_server::KnownFailure {
+            pattern: regex::Regex::new("Connection reset by peer").unwrap(),
+            retrigger: 1,
+        })
+    })
+    .await;
+    let (a, mut events) = agent(&h.url, "kf").await;
+    let job = h.api.submit(ONE_TASK).await.unwrap();
+    let task = job.tasks[0].id;
+    for round in 0..2 {
+        let work = next_event(&mut events, "sendWork").await;
+        let fail = json!({"attemptId": work["attemptId"], "outcome": "failed",
+                          "reason": "fetch failed: Connection reset by peer", "results": []});
+        a.emit_with_ack("tf:report", fail, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let detail = h.api.task(task).await.unwrap();
+        if round == 0 {
+            assert_eq!(
+                detail.task.state,
+                TaskState::Queued,
+                "re-triggered: {detail:#?}"
+            );
+            assert!(
+                detail
+                    .task
+                    .detail_message
+                    .as_deref()
+                    .unwrap()
+                    .contains("known failure")
+            );
+            a.emit_no_args("fetchWork").await.unwrap();
+        } else {
+            assert_eq!(
+                detail.task.state,
+                TaskState::Failed,
+                "the limit is 1: {detail:#?}"
+            );
+            assert_eq!(detail.attempts_list.len(), 2);
+        }
+    }
 }

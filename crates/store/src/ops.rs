@@ -538,6 +538,82 @@ impl Store {
         Ok(effect)
     }
 
+    /// Puts a failed task back in the queue because its failure matched a
+    /// known-failure rule. Returns `None` when the task is not failed or has
+    /// used `limit` re-triggers already.
+    pub async fn retrigger(
+        &self,
+        task_id: i64,
+        rule: &str,
+        limit: u32,
+        now: UnixMillis,
+    ) -> Result<Option<QueuedTask>> {
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query(
+            "UPDATE tasks SET state = 'queued', current_attempt = NULL, retriggers = retriggers + 1,
+             detail_message = ?, queued_at = ?, updated_at = ?
+             WHERE id = ? AND state = 'failed' AND retriggers < ?",
+        )
+        .bind(format!("re-triggered: known failure `{rule}`"))
+        .bind(now)
+        .bind(now)
+        .bind(task_id)
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            "SELECT t.job_id, j.queue, t.priority, t.pinned_agent, t.spec, t.last_agent, t.task_key, s.mean_ms
+             FROM tasks t JOIN jobs j ON j.id = t.job_id LEFT JOIN task_stats s ON s.task_key = t.task_key WHERE t.id = ?",
+        )
+        .bind(task_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let job_id: i64 = row.get(0);
+        sqlx::query("UPDATE jobs SET state = 'running', finished_at = NULL WHERE id = ?")
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+        let spec: TaskSpec = serde_json::from_str(row.get::<&str, _>(4))?;
+        tx.commit().await?;
+        Ok(Some(QueuedTask {
+            id: task_id,
+            job_id,
+            queue: row.get(1),
+            priority: row.get::<i32, _>(2).saturating_add(RETRY_PRIORITY_BOOST),
+            pinned_agent: row.get(3),
+            requires: spec.requires,
+            last_agent: row.get(5),
+            queued_at: now,
+            task_key: row.get(6),
+            expected_ms: row.get(7),
+        }))
+    }
+
+    /// The last `max` bytes of an attempt's log.
+    pub async fn attempt_log_tail(&self, attempt_id: i64, max: usize) -> Result<String> {
+        let rows = sqlx::query(
+            "SELECT data FROM log_chunks WHERE attempt_id = ? ORDER BY offset DESC LIMIT 64",
+        )
+        .bind(attempt_id)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut parts: Vec<String> = Vec::new();
+        let mut size = 0;
+        for r in rows {
+            let data: String = r.get(0);
+            size += data.len();
+            parts.push(data);
+            if size >= max {
+                break;
+            }
+        }
+        parts.reverse();
+        Ok(parts.concat())
+    }
+
     /// The runtime history of a task key.
     pub async fn task_stats(&self, key: &str) -> Result<Option<TaskStats>> {
         Ok(

@@ -52,6 +52,23 @@ pub struct ServerSection {
     pub runtime_factor: Option<f64>,
     pub runtime_min_runs: Option<i64>,
     pub runtime_floor: Option<String>,
+    /// Failures re-triggered automatically: `[[server.known_failures]]`.
+    #[serde(default)]
+    pub known_failures: Vec<KnownFailureSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnownFailureSection {
+    /// A regular expression over the failure's reason and the end of its log.
+    pub pattern: String,
+    /// At most this many re-triggers per task.
+    #[serde(default = "default_retrigger")]
+    pub retrigger: u32,
+}
+
+fn default_retrigger() -> u32 {
+    1
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,6 +175,17 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> Result<ServerConfi
     }
     if let Some(n) = s.runtime_min_runs {
         config.runtime_min_runs = n.max(1);
+    }
+    for (i, rule) in s.known_failures.iter().enumerate() {
+        let pattern = regex::Regex::new(&rule.pattern).map_err(|e| {
+            anyhow::anyhow!(
+                "config `server.known_failures[{i}].pattern`: invalid regular expression: {e}"
+            )
+        })?;
+        config.known_failures.push(testfleet_server::KnownFailure {
+            pattern,
+            retrigger: rule.retrigger,
+        });
     }
     config.runtime_floor = duration(
         "server.runtime_floor",

@@ -856,20 +856,36 @@ async fn a_flooded_queue_does_not_starve_a_small_one() {
     wait_agents(&api, 2).await;
     let mut flood = String::from("name = \"flood\"\nqueue = \"flood\"\n");
     for i in 0..300 {
-        flood.push_str(&format!("[[task]]\nname = \"f{i}\"\nsteps = [{{ stage = \"test\", run = \"true\" }}]\n"));
+        flood.push_str(&format!(
+            "[[task]]\nname = \"f{i}\"\nsteps = [{{ stage = \"test\", run = \"true\" }}]\n"
+        ));
     }
     let flood = api.submit(&flood).await.unwrap();
     let mut small = String::from("name = \"small\"\nqueue = \"small\"\n");
     for i in 0..3 {
-        small.push_str(&format!("[[task]]\nname = \"s{i}\"\nsteps = [{{ stage = \"test\", run = \"true\" }}]\n"));
+        small.push_str(&format!(
+            "[[task]]\nname = \"s{i}\"\nsteps = [{{ stage = \"test\", run = \"true\" }}]\n"
+        ));
     }
     let small = api.submit(&small).await.unwrap();
     let small_done = wait_job(&api, small.id, Duration::from_secs(60)).await;
     assert_eq!(small_done.state, JobState::Passed);
     let flood_now = api.job(flood.id).await.unwrap();
-    let flood_finished = flood_now.tasks.iter().filter(|t| t.state.is_terminal()).count();
-    assert!(flood_finished < 100, "the small queue waited behind the flood: {flood_finished} flood tasks ran first");
-    assert_eq!(wait_job(&api, flood.id, Duration::from_secs(120)).await.state, JobState::Passed);
+    let flood_finished = flood_now
+        .tasks
+        .iter()
+        .filter(|t| t.state.is_terminal())
+        .count();
+    assert!(
+        flood_finished < 100,
+        "the small queue waited behind the flood: {flood_finished} flood tasks ran first"
+    );
+    assert_eq!(
+        wait_job(&api, flood.id, Duration::from_secs(120))
+            .await
+            .state,
+        JobState::Passed
+    );
     for (stop, task) in [(stop1, a1), (stop2, a2)] {
         let _ = stop.send(true);
         let _ = task.await;
@@ -884,10 +900,18 @@ fn sigkill_loop_against_the_coordinator_completes_every_task_exactly_once() {
     let mut server = ServerProcess::start(&data, "127.0.0.1:0", false);
     let port = server.port();
     let url = server.url.clone();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut agents = Vec::new();
     for i in 0..4 {
-        let mut config = testfleet_agent::AgentConfig::new(url.clone(), format!("kill-{i}"), dir.path().join(format!("agent-{i}")));
+        let mut config = testfleet_agent::AgentConfig::new(
+            url.clone(),
+            format!("kill-{i}"),
+            dir.path().join(format!("agent-{i}")),
+        );
         config.secret = Some(SECRET.into());
         config.max_backoff = Duration::from_millis(200);
         let (stop, mut rx) = watch::channel(false);
@@ -905,7 +929,9 @@ fn sigkill_loop_against_the_coordinator_completes_every_task_exactly_once() {
     for j in 0..10 {
         let mut text = format!("name = \"kill-{j}\"\n");
         for i in 0..100 {
-            text.push_str(&format!("[[task]]\nname = \"t{i}\"\nsteps = [{{ stage = \"test\", run = \"true\" }}]\n"));
+            text.push_str(&format!(
+                "[[task]]\nname = \"t{i}\"\nsteps = [{{ stage = \"test\", run = \"true\" }}]\n"
+            ));
         }
         jobs.push(rt.block_on(api.submit(&text)).unwrap().id);
     }
@@ -920,9 +946,20 @@ fn sigkill_loop_against_the_coordinator_completes_every_task_exactly_once() {
         assert_eq!(job.state, JobState::Passed, "{job:#?}");
         for t in &job.tasks {
             let detail = rt.block_on(api.task(t.id)).unwrap();
-            let successes = detail.attempts_list.iter().filter(|a| a.outcome.is_some_and(|o| o.is_success())).count();
-            assert_eq!(successes, 1, "task {} completed {successes} times: {detail:#?}", t.id);
-            assert!(detail.attempts_list.iter().all(|a| a.outcome.is_some()), "an attempt was left open: {detail:#?}");
+            let successes = detail
+                .attempts_list
+                .iter()
+                .filter(|a| a.outcome.is_some_and(|o| o.is_success()))
+                .count();
+            assert_eq!(
+                successes, 1,
+                "task {} completed {successes} times: {detail:#?}",
+                t.id
+            );
+            assert!(
+                detail.attempts_list.iter().all(|a| a.outcome.is_some()),
+                "an attempt was left open: {detail:#?}"
+            );
             passed += 1;
         }
     }
@@ -932,4 +969,65 @@ fn sigkill_loop_against_the_coordinator_completes_every_task_exactly_once() {
         let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await });
     }
     drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_mid_task_loses_it_to_another_agent_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"), false).await;
+    let api = ApiClient::new(&server.url);
+    let mut doomed = Command::new(env!("CARGO_BIN_EXE_testfleet"))
+        .args([
+            "agent",
+            "--server",
+            &server.url,
+            "--hostname",
+            "doomed",
+            "--secret",
+            SECRET,
+        ])
+        .arg("--work-dir")
+        .arg(dir.path().join("doomed"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_agents(&api, 1).await;
+    let job = api
+        .submit("name = \"survive-agent\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"sleep 1; echo finished\" }]\n")
+        .await
+        .unwrap();
+    let task = job.tasks[0].id;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api.task(task).await.unwrap().task.stage.as_deref() != Some("test") {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    doomed.kill().unwrap(); // SIGKILL mid-task
+    doomed.wait().unwrap();
+    let killed_at = Instant::now();
+    let (stop, other) = start_agent(&server.url, "rescuer", dir.path(), &[]);
+    let done = wait_job(&api, job.id, Duration::from_secs(30)).await;
+    assert_eq!(done.state, JobState::Passed);
+    // The lease (3 s in this test) re-queued it well within 10 s.
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        killed_at.elapsed()
+    );
+    let detail = api.task(task).await.unwrap();
+    let summary: Vec<_> = detail
+        .attempts_list
+        .iter()
+        .map(|a| (a.agent.as_str(), a.outcome))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("doomed", Some(testfleet_core::AttemptOutcome::InfraError)),
+            ("rescuer", Some(testfleet_core::AttemptOutcome::Passed))
+        ]
+    );
+    let _ = stop.send(true);
+    let _ = other.await;
+    server.stop().await;
 }
