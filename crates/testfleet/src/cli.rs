@@ -124,6 +124,8 @@ pub enum Command {
         #[arg(long)]
         serve: bool,
     },
+    /// Load-test a coordinator with simulated agents (in process without --server).
+    Bench(BenchArgs),
 }
 
 impl Command {
@@ -166,4 +168,31 @@ pub struct AgentArgs {
     /// Seconds between fetches while idle.
     #[arg(long)]
     pub poll_interval: Option<humantime::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Simulated agents (each one socket.io connection).
+    #[arg(long, default_value_t = 100)]
+    pub agents: usize,
+    /// Tasks to submit.
+    #[arg(long, default_value_t = 2000)]
+    pub tasks: usize,
+    /// `noop` or `heavy-tailed` (seeded Pareto task durations).
+    #[arg(long, default_value = "noop")]
+    pub workload: testfleet_loadgen::Workload,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Run the heavy-tailed suite twice: in random order and longest first.
+    #[arg(long)]
+    pub policy_compare: bool,
+    /// The agent secret of the target coordinator.
+    #[arg(long, env = "TESTFLEET_AGENT_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Each run stops by itself after this long.
+    #[arg(long, default_value = "120s")]
+    pub timeout: humantime::Duration,
+    /// Tasks per submitted job.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
 }

@@ -30,6 +30,28 @@ pub async fn run(cli: Cli) -> Result<u8> {
             json,
         } => parse::run(&path, format.as_deref(), json),
         Command::Demo { data_dir, serve } => demo::run(data_dir, serve).await,
+        Command::Bench(args) => {
+            let config = testfleet_loadgen::BenchConfig {
+                server: cli.server.clone(),
+                agents: args.agents,
+                tasks: args.tasks,
+                workload: args.workload,
+                seed: args.seed,
+                policy_compare: args.policy_compare,
+                secret: args.secret,
+                timeout: args.timeout.into(),
+                batch: args.batch,
+                progress: true,
+                status_requests: true,
+            };
+            let report = testfleet_loadgen::run(config).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(if report.is_clean() {
+                exit::OK
+            } else {
+                exit::JOB_FAILED
+            })
+        }
         other => {
             let api = ApiClient::new(&settings::client_server(cli.server.as_deref(), &file)?);
             client::run(&api, other).await

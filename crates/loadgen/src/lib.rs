@@ -1,0 +1,662 @@
+//! `testfleet bench`: a load generator for the coordinator.
+//!
+//! It starts a coordinator in process (or targets a given one), connects N
+//! simulated agents over real socket.io, submits M tasks through the REST API
+//! in jobs of [`BenchConfig::batch`] tasks, and measures end-to-end throughput,
+//! submit-to-start latency and the makespan against its lower bound. It also
+//! checks the coordinator's guarantees from the agents' side: no task is lost
+//! and none is delivered or finished twice.
+//!
+//! Every run is bounded by [`BenchConfig::timeout`] and talks only to
+//! 127.0.0.1 or the given server.
+
+mod agent;
+pub mod dist;
+mod recorder;
+mod server;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use testfleet_client::{ApiClient, ClientError};
+use testfleet_core::{AttemptOutcome, TaskState};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+pub use agent::BENCH_MS_VAR;
+pub use dist::{HeavyTailed, Rng};
+pub use recorder::Percentiles;
+
+use agent::SimAgent;
+use recorder::{Recorder, Records, Submitted, round3};
+use server::LocalServer;
+
+/// Why a bench could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("invalid bench settings: {0}")]
+    Invalid(String),
+    #[error("in-process coordinator: {0}")]
+    Server(String),
+    #[error("simulated agent `{agent}` could not connect")]
+    Connect {
+        agent: String,
+        #[source]
+        source: testfleet_sio::ConnectError,
+    },
+    #[error("failed to submit a bench job")]
+    Submit(#[source] ClientError),
+    #[error("the bench ran out of time ({0:?}) while {1}")]
+    Timeout(Duration, &'static str),
+}
+
+/// What the simulated tasks do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// Every task finishes at once: measures the coordinator's overhead.
+    Noop,
+    /// Task durations from [`HeavyTailed::default`].
+    HeavyTailed,
+}
+
+impl std::str::FromStr for Workload {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "noop" => Ok(Workload::Noop),
+            "heavy-tailed" | "heavy_tailed" => Ok(Workload::HeavyTailed),
+            other => Err(format!(
+                "unknown workload `{other}` (expected noop or heavy-tailed)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Workload::Noop => "noop",
+            Workload::HeavyTailed => "heavy-tailed",
+        })
+    }
+}
+
+/// The settings of a bench.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// The coordinator to load; `None` starts one in process.
+    pub server: Option<String>,
+    pub agents: usize,
+    pub tasks: usize,
+    pub workload: Workload,
+    pub seed: u64,
+    /// Run the heavy-tailed suite twice: in draw order and longest first.
+    pub policy_compare: bool,
+    /// The agent secret (a fresh one is made for the in-process coordinator).
+    pub secret: Option<String>,
+    /// Each run stops by itself after this long.
+    pub timeout: Duration,
+    /// Tasks per submitted job.
+    pub batch: usize,
+    /// Print progress to stderr.
+    pub progress: bool,
+    /// Let the in-process coordinator send its periodic `requestStatus`
+    /// (its default). Off pushes the interval beyond any run, which hides the
+    /// race where an `idle` answer crosses a fresh `sendWork` (see `agent`).
+    pub status_requests: bool,
+}
+
+impl BenchConfig {
+    pub fn new(agents: usize, tasks: usize, workload: Workload) -> BenchConfig {
+        BenchConfig {
+            server: None,
+            agents,
+            tasks,
+            workload,
+            seed: 1,
+            policy_compare: false,
+            secret: None,
+            timeout: Duration::from_secs(120),
+            batch: 100,
+            progress: false,
+            status_requests: true,
+        }
+    }
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub agents: usize,
+    pub tasks: usize,
+    pub workload: Workload,
+    pub seed: u64,
+    /// `in-process` or the server's URL.
+    pub server: String,
+    /// Finished tasks / (last finish − first submit).
+    pub tasks_per_second: f64,
+    pub submit_to_start_ms: Percentiles,
+    /// From a task's delivery to its acknowledged report, minus its synthetic run time.
+    pub start_to_finish_overhead_ms: Percentiles,
+    /// Last finish − first submit.
+    pub makespan_s: f64,
+    /// max(longest task, total work / agents).
+    pub lower_bound_s: f64,
+    /// makespan / lower bound; `null` when the work is nil (noop).
+    pub makespan_ratio: Option<f64>,
+    pub longest_task_s: f64,
+    pub total_work_s: f64,
+    /// Time spent submitting all jobs.
+    pub submit_s: f64,
+    pub finished: usize,
+    /// Submitted but not finished before the deadline.
+    pub lost: usize,
+    /// Never submitted (the deadline hit first).
+    pub not_submitted: usize,
+    /// Tasks delivered or finished more than once.
+    pub duplicated: usize,
+    /// Extra deliveries beyond the first, over all tasks.
+    pub duplicate_deliveries: usize,
+    /// Deliveries of tasks this bench did not submit.
+    pub foreign_deliveries: usize,
+    pub report_errors: u64,
+    pub disconnects: u64,
+    pub protocol_violations: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub violation_examples: Vec<String>,
+    /// Tasks the coordinator itself does not show as passed after the run
+    /// (`null` when it could not be asked).
+    pub server_not_passed: Option<usize>,
+    /// Attempts beyond one per task, as the coordinator counts them.
+    pub server_extra_attempts: Option<i64>,
+    /// Why retried tasks' failed attempts ended, as the coordinator says: reason → count.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub server_retry_reasons: BTreeMap<String, usize>,
+    /// A few of those attempts verbatim.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub server_retry_examples: Vec<String>,
+    pub timed_out: bool,
+}
+
+impl RunReport {
+    /// No task lost or duplicated, and nothing else went wrong.
+    pub fn is_clean(&self) -> bool {
+        self.lost == 0
+            && self.not_submitted == 0
+            && self.duplicated == 0
+            && self.report_errors == 0
+            && self.protocol_violations == 0
+            && self.server_not_passed.unwrap_or(0) == 0
+    }
+}
+
+/// `--policy-compare`: the same heavy-tailed suite in two submission orders.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompareReport {
+    pub agents: usize,
+    pub tasks: usize,
+    pub workload: Workload,
+    pub seed: u64,
+    pub distribution: HeavyTailed,
+    pub lower_bound_s: f64,
+    pub fifo: RunReport,
+    pub longest_first_submit_order: RunReport,
+    pub lost: usize,
+    pub duplicated: usize,
+}
+
+/// The result of [`run`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+#[allow(clippy::large_enum_variant)] // made once per bench and printed
+pub enum BenchReport {
+    Single(RunReport),
+    Compare(CompareReport),
+}
+
+impl BenchReport {
+    pub fn is_clean(&self) -> bool {
+        match self {
+            BenchReport::Single(r) => r.is_clean(),
+            BenchReport::Compare(c) => c.fifo.is_clean() && c.longest_first_submit_order.is_clean(),
+        }
+    }
+}
+
+/// Runs the bench described by `config`.
+pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
+    if config.agents == 0 || config.tasks == 0 || config.batch == 0 {
+        return Err(BenchError::Invalid(
+            "--agents, --tasks and the batch size must be at least 1".into(),
+        ));
+    }
+    let secret = config.secret.clone().unwrap_or_else(fresh_secret);
+    let dist = HeavyTailed::default();
+    let durations = match config.workload {
+        Workload::Noop if !config.policy_compare => vec![0; config.tasks],
+        _ => dist.durations(config.seed, config.tasks),
+    };
+    if !config.policy_compare {
+        let order: Vec<usize> = (0..config.tasks).collect();
+        let label = config.workload.to_string();
+        let report = run_once(&config, &secret, &label, &durations, &order).await?;
+        return Ok(BenchReport::Single(report));
+    }
+    // The draws are independent, so draw order is a random order.
+    let fifo_order: Vec<usize> = (0..config.tasks).collect();
+    let mut longest_first = fifo_order.clone();
+    longest_first.sort_by_key(|&i| std::cmp::Reverse(durations[i]));
+    let mut cfg = config.clone();
+    cfg.workload = Workload::HeavyTailed;
+    let fifo = run_once(&cfg, &secret, "fifo", &durations, &fifo_order).await?;
+    let lf = run_once(&cfg, &secret, "longest-first", &durations, &longest_first).await?;
+    Ok(BenchReport::Compare(CompareReport {
+        agents: cfg.agents,
+        tasks: cfg.tasks,
+        workload: Workload::HeavyTailed,
+        seed: cfg.seed,
+        distribution: dist,
+        lower_bound_s: fifo.lower_bound_s,
+        lost: fifo.lost + lf.lost,
+        duplicated: fifo.duplicated + lf.duplicated,
+        fifo,
+        longest_first_submit_order: lf,
+    }))
+}
+
+fn fresh_secret() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut rng = Rng::new(nanos ^ u64::from(std::process::id()));
+    format!("bench-{:016x}{:016x}", rng.next_u64(), rng.next_u64())
+}
+
+/// The job file for tasks `indices` (submitted in that order).
+pub fn job_toml(name: &str, seed: u64, indices: &[usize], durations: &[u64]) -> String {
+    let mut s = format!("name = \"{name}\"\nqueue = \"bench\"\n");
+    for &i in indices {
+        let _ = write!(
+            s,
+            "\n[[task]]\nname = \"{}\"\nrequires = {{ pool = \"bench\" }}\nsteps = [{{ stage = \"test\", run = \"true\" }}]\n",
+            task_name(seed, i)
+        );
+        if let Some(ms) = durations.get(i).filter(|ms| **ms > 0) {
+            let _ = writeln!(s, "env = {{ {BENCH_MS_VAR} = \"{ms}\" }}");
+        }
+    }
+    s
+}
+
+/// A stable, distinct name per task of a seeded suite, so the coordinator can
+/// learn per-task history across runs.
+pub fn task_name(seed: u64, index: usize) -> String {
+    format!("bench-s{seed}-{index:05}")
+}
+
+/// Stops the agents on drop, so an early return leaves nothing running.
+struct Fleet {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Fleet {
+    async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), drain)
+            .await
+            .is_err()
+        {
+            self.tasks.abort_all();
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn run_once(
+    config: &BenchConfig,
+    secret: &str,
+    label: &str,
+    durations: &[u64],
+    order: &[usize],
+) -> Result<RunReport, BenchError> {
+    let deadline = Instant::now() + config.timeout;
+    let local = match &config.server {
+        Some(_) => None,
+        None => Some(LocalServer::start(secret, config.status_requests).await?),
+    };
+    let url = match (&config.server, &local) {
+        (Some(url), _) => url.trim_end_matches('/').to_owned(),
+        (None, Some(l)) => l.url.clone(),
+        (None, None) => return Err(BenchError::Server("no server".into())),
+    };
+    let result = drive(config, secret, label, durations, order, &url, deadline).await;
+    if let Some(local) = local {
+        local.stop().await;
+    }
+    let mut report = result?;
+    if config.server.is_none() {
+        report.server = "in-process".into();
+    }
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    config: &BenchConfig,
+    secret: &str,
+    label: &str,
+    durations: &[u64],
+    order: &[usize],
+    url: &str,
+    deadline: Instant,
+) -> Result<RunReport, BenchError> {
+    let recorder = Arc::new(Recorder::new());
+    let api = ApiClient::new(url);
+
+    // Connect every agent before submitting anything.
+    let mut connecting = JoinSet::new();
+    for i in 0..config.agents {
+        let url = url.to_owned();
+        let secret = secret.to_owned();
+        let recorder = recorder.clone();
+        connecting.spawn(async move {
+            let hostname = format!("bench-sim-{i:04}");
+            SimAgent::connect(&url, hostname.clone(), Some(&secret), recorder)
+                .await
+                .map_err(|source| BenchError::Connect {
+                    agent: hostname,
+                    source,
+                })
+        });
+    }
+    let (stop, stop_rx) = watch::channel(false);
+    let mut fleet = Fleet {
+        stop,
+        tasks: JoinSet::new(),
+    };
+    let connected = tokio::time::timeout_at(deadline, async {
+        while let Some(joined) = connecting.join_next().await {
+            match joined {
+                Ok(Ok(agent)) => {
+                    fleet.tasks.spawn(agent.run(stop_rx.clone()));
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(e) => return Err(BenchError::Server(format!("agent task failed: {e}"))),
+            }
+        }
+        Ok(())
+    })
+    .await;
+    match connected {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            fleet.shutdown().await;
+            return Err(e);
+        }
+        Err(_) => {
+            fleet.shutdown().await;
+            return Err(BenchError::Timeout(config.timeout, "connecting agents"));
+        }
+    }
+    if config.progress {
+        eprintln!(
+            "bench {label}: {} agents connected to {url}; submitting {} tasks",
+            config.agents, config.tasks
+        );
+    }
+
+    // Submit, in jobs of `batch` tasks, while the agents already work.
+    let mut job_ids = Vec::new();
+    let mut submitted = 0usize;
+    let submit_started = recorder.now();
+    let mut timed_out = false;
+    for (n, chunk) in order.chunks(config.batch).enumerate() {
+        if Instant::now() >= deadline {
+            timed_out = true;
+            break;
+        }
+        let name = format!("bench-{label}-s{}-{n:04}", config.seed);
+        let toml = job_toml(&name, config.seed, chunk, durations);
+        let at = recorder.now();
+        let view = match tokio::time::timeout_at(deadline, api.submit(&toml)).await {
+            Ok(Ok(view)) => view,
+            Ok(Err(e)) => {
+                fleet.shutdown().await;
+                return Err(BenchError::Submit(e));
+            }
+            Err(_) => {
+                timed_out = true;
+                break;
+            }
+        };
+        let by_name: HashMap<String, usize> = chunk
+            .iter()
+            .map(|&i| (task_name(config.seed, i), i))
+            .collect();
+        for task in &view.tasks {
+            if let Some(&index) = by_name.get(&task.name) {
+                recorder.submitted(
+                    task.id,
+                    Submitted {
+                        at,
+                        duration_ms: durations.get(index).copied().unwrap_or(0),
+                    },
+                );
+                submitted += 1;
+            }
+        }
+        job_ids.push(view.id);
+    }
+    let submit_s = (recorder.now() - submit_started).as_secs_f64();
+
+    // Wait for every submitted task to finish, or the deadline.
+    let mut last_progress = Instant::now();
+    loop {
+        let done = recorder.finished_count();
+        if done >= submitted {
+            break;
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            break;
+        }
+        if config.progress && last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            eprintln!(
+                "bench {label}: {done}/{} finished ({:.1} s)",
+                config.tasks,
+                recorder.now().as_secs_f64()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A short grace period so that a late duplicate delivery is still seen.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fleet.shutdown().await;
+
+    let server_view = check_server(&api, &job_ids).await;
+    let records = recorder.take();
+    let mut report = summarize(config, &records, submitted, submit_s);
+    report.server = url.to_owned();
+    report.timed_out = timed_out;
+    report.report_errors = recorder
+        .report_errors
+        .load(std::sync::atomic::Ordering::Relaxed);
+    report.disconnects = recorder
+        .disconnects
+        .load(std::sync::atomic::Ordering::Relaxed);
+    report.server_not_passed = server_view.not_passed;
+    report.server_extra_attempts = server_view.extra_attempts;
+    report.server_retry_reasons = server_view.retry_reasons;
+    report.server_retry_examples = server_view.retry_examples;
+    if config.progress {
+        eprintln!(
+            "bench {label}: {}/{} finished in {:.2} s",
+            report.finished, config.tasks, report.makespan_s
+        );
+    }
+    Ok(report)
+}
+
+/// What the coordinator says about the bench's tasks after the run.
+#[derive(Debug, Default)]
+struct ServerView {
+    not_passed: Option<usize>,
+    extra_attempts: Option<i64>,
+    retry_reasons: BTreeMap<String, usize>,
+    retry_examples: Vec<String>,
+}
+
+/// How many retried tasks are looked up, and how many examples kept.
+const LOOKED_UP_RETRIES: usize = 500;
+const KEPT_RETRY_EXAMPLES: usize = 5;
+
+/// Asks the coordinator how the bench's tasks ended, and why the first few
+/// tasks that needed more than one attempt did.
+async fn check_server(api: &ApiClient, job_ids: &[i64]) -> ServerView {
+    let mut not_passed = 0;
+    let mut extra = 0;
+    let mut retried = Vec::new();
+    for &id in job_ids {
+        let job = match tokio::time::timeout(Duration::from_secs(10), api.job(id)).await {
+            Ok(Ok(job)) => job,
+            _ => return ServerView::default(),
+        };
+        for task in &job.tasks {
+            if task.state != TaskState::Passed {
+                not_passed += 1;
+            }
+            extra += (task.attempts - 1).max(0);
+            if task.attempts > 1 && retried.len() < LOOKED_UP_RETRIES {
+                retried.push(task.id);
+            }
+        }
+    }
+    let mut retry_reasons = BTreeMap::new();
+    let mut retry_examples = Vec::new();
+    for id in retried {
+        let Ok(Ok(detail)) = tokio::time::timeout(Duration::from_secs(10), api.task(id)).await
+        else {
+            continue;
+        };
+        let failed = detail
+            .attempts_list
+            .iter()
+            .filter(|a| a.outcome != Some(AttemptOutcome::Passed));
+        for a in failed {
+            let reason = a.reason.clone().unwrap_or_else(|| "no reason".into());
+            if retry_examples.len() < KEPT_RETRY_EXAMPLES {
+                retry_examples.push(format!(
+                    "task {id} attempt {} on {}: {:?}: {reason}",
+                    a.id, a.agent, a.outcome
+                ));
+            }
+            *retry_reasons.entry(reason).or_default() += 1;
+        }
+    }
+    ServerView {
+        not_passed: Some(not_passed),
+        extra_attempts: Some(extra),
+        retry_reasons,
+        retry_examples,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Turns the records into figures.
+fn summarize(config: &BenchConfig, r: &Records, submitted: usize, submit_s: f64) -> RunReport {
+    let mut submit_to_start = Vec::new();
+    let mut overhead = Vec::new();
+    let mut finished = 0;
+    let mut duplicated = 0;
+    let mut duplicate_deliveries = 0;
+    let mut first_submit: Option<Duration> = None;
+    let mut last_finish: Option<Duration> = None;
+    let mut longest_ms = 0u64;
+    let mut total_ms = 0u64;
+    for (task_id, sub) in &r.submitted {
+        longest_ms = longest_ms.max(sub.duration_ms);
+        total_ms += sub.duration_ms;
+        first_submit = Some(first_submit.map_or(sub.at, |f| f.min(sub.at)));
+        let starts = r.starts.get(task_id).map_or(&[][..], Vec::as_slice);
+        let finishes = r.finishes.get(task_id).map_or(&[][..], Vec::as_slice);
+        if starts.len() > 1 || finishes.len() > 1 {
+            duplicated += 1;
+        }
+        duplicate_deliveries += starts.len().saturating_sub(1);
+        if let Some(start) = starts.first() {
+            submit_to_start.push(ms(start.at.saturating_sub(sub.at)));
+        }
+        if let Some(finish) = finishes.first() {
+            finished += 1;
+            last_finish = Some(last_finish.map_or(finish.at, |l| l.max(finish.at)));
+            if let Some(start) = starts.iter().find(|s| s.attempt_id == finish.attempt_id) {
+                overhead.push(ms(finish.at.saturating_sub(start.at)) - sub.duration_ms as f64);
+            }
+        }
+    }
+    let foreign_deliveries = r
+        .starts
+        .iter()
+        .filter(|(id, _)| !r.submitted.contains_key(id))
+        .map(|(_, s)| s.len())
+        .sum();
+    let makespan = match (first_submit, last_finish) {
+        (Some(f), Some(l)) => l.saturating_sub(f).as_secs_f64(),
+        _ => 0.0,
+    };
+    let agents = config.agents.max(1);
+    let lower_bound = (longest_ms as f64 / 1000.0).max(total_ms as f64 / 1000.0 / agents as f64);
+    RunReport {
+        agents: config.agents,
+        tasks: config.tasks,
+        workload: config.workload,
+        seed: config.seed,
+        server: String::new(),
+        tasks_per_second: if makespan > 0.0 {
+            round3(finished as f64 / makespan)
+        } else {
+            0.0
+        },
+        submit_to_start_ms: Percentiles::of(submit_to_start),
+        start_to_finish_overhead_ms: Percentiles::of(overhead),
+        makespan_s: round3(makespan),
+        lower_bound_s: round3(lower_bound),
+        makespan_ratio: (lower_bound > 0.0 && finished == submitted)
+            .then(|| round3(makespan / lower_bound)),
+        longest_task_s: round3(longest_ms as f64 / 1000.0),
+        total_work_s: round3(total_ms as f64 / 1000.0),
+        submit_s: round3(submit_s),
+        finished,
+        lost: submitted - finished,
+        not_submitted: config.tasks.saturating_sub(submitted),
+        duplicated,
+        duplicate_deliveries,
+        foreign_deliveries,
+        report_errors: 0,
+        disconnects: 0,
+        protocol_violations: r.violation_count,
+        violation_examples: r.violations.clone(),
+        server_not_passed: None,
+        server_extra_attempts: None,
+        server_retry_reasons: BTreeMap::new(),
+        server_retry_examples: Vec::new(),
+        timed_out: false,
+    }
+}

@@ -1,0 +1,117 @@
+//! The in-process coordinator used when no `--server` is given: SQLite in a
+//! temporary directory, bound to 127.0.0.1:0, on a runtime and OS thread of
+//! its own (two workers, like `testfleet server`), so the load generator's
+//! own work does not steal the coordinator's CPU time.
+
+use std::time::Duration;
+
+use testfleet_server::{Server, ServerConfig};
+use tokio::sync::{oneshot, watch};
+
+use crate::BenchError;
+
+/// A running in-process coordinator; stopped by [`LocalServer::stop`] or on drop.
+pub(crate) struct LocalServer {
+    pub url: String,
+    stop: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl LocalServer {
+    pub async fn start(secret: &str, status_requests: bool) -> Result<LocalServer, BenchError> {
+        let data_dir = tempfile::Builder::new()
+            .prefix("testfleet-bench-")
+            .tempdir()
+            .map_err(|e| BenchError::Server(format!("failed to create a data directory: {e}")))?;
+        let data_path = data_dir.path().to_owned();
+        let secret = secret.to_owned();
+        let (stop, mut stop_rx) = watch::channel(false);
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<String, String>>();
+        let thread = std::thread::Builder::new()
+            .name("bench-server".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("bench-server-rt")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("failed to start its runtime: {e}")));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(format!("failed to listen: {e}")));
+                            return;
+                        }
+                    };
+                    let addr = match listener.local_addr() {
+                        Ok(a) => a,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(format!("failed to listen: {e}")));
+                            return;
+                        }
+                    };
+                    let mut config = ServerConfig::new(addr, data_path);
+                    config.agent_secret = Some(secret);
+                    if !status_requests {
+                        // Beyond any run, even counted from the epoch.
+                        let never = Duration::from_secs(1000 * 365 * 24 * 3600);
+                        config.request_status_interval = never;
+                        config.request_status_interval_in_test = never;
+                    }
+                    let server = match Server::build(config).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(format!("failed to build: {e}")));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(format!("http://{addr}")));
+                    let shutdown = async move {
+                        let _ = stop_rx.wait_for(|v| *v).await;
+                    };
+                    if let Err(e) = server.serve(listener, shutdown).await {
+                        tracing::error!("bench coordinator stopped: {e}");
+                    }
+                });
+            })
+            .map_err(|e| BenchError::Server(format!("failed to start its thread: {e}")))?;
+        let url = ready_rx
+            .await
+            .map_err(|_| BenchError::Server("its thread ended early".into()))?
+            .map_err(BenchError::Server)?;
+        Ok(LocalServer {
+            url,
+            stop,
+            thread: Some(thread),
+            _data_dir: data_dir,
+        })
+    }
+
+    /// Asks the coordinator to stop and waits (bounded) for its thread.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let joined = tokio::task::spawn_blocking(move || thread.join());
+            if tokio::time::timeout(Duration::from_secs(10), joined)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the bench coordinator did not stop within 10 s");
+            }
+        }
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
