@@ -23,11 +23,30 @@ pub enum ClientError {
     Decode(String),
 }
 
+/// How the client proves who it is (never printed).
+#[derive(Clone)]
+pub enum Credentials {
+    None,
+    Token(String),
+    Basic { user: String, password: String },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credentials::None => "None",
+            Credentials::Token(_) => "Token(…)",
+            Credentials::Basic { .. } => "Basic(…)",
+        })
+    }
+}
+
 /// The coordinator's REST API.
 #[derive(Debug, Clone)]
 pub struct ApiClient {
     base: String,
     http: reqwest::Client,
+    credentials: Credentials,
 }
 
 impl ApiClient {
@@ -41,7 +60,14 @@ impl ApiClient {
         ApiClient {
             base: base.trim_end_matches('/').to_owned(),
             http,
+            credentials: Credentials::None,
         }
+    }
+
+    /// Sends these credentials with every request.
+    pub fn with_credentials(mut self, credentials: Credentials) -> ApiClient {
+        self.credentials = credentials;
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -52,6 +78,7 @@ impl ApiClient {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
+        let req = self.authorize(req);
         let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
@@ -68,6 +95,14 @@ impl ApiClient {
             });
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.credentials {
+            Credentials::None => req,
+            Credentials::Token(t) => req.bearer_auth(t),
+            Credentials::Basic { user, password } => req.basic_auth(user, Some(password)),
+        }
     }
 
     /// The innermost cause says what happened ("Connection refused"); the
@@ -146,7 +181,11 @@ impl ApiClient {
             .http
             .get(format!("{}/api/v1/jobs/{id}/report", self.base))
             .query(&[("format", format)]);
-        let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
+        let resp = self
+            .authorize(req)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
         let status = resp.status();
         let text = resp.text().await.map_err(|e| self.unreachable(&e))?;
         if !status.is_success() {

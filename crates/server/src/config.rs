@@ -45,6 +45,8 @@ pub struct ServerConfig {
     pub runtime_floor: Duration,
     /// Failures that are re-triggered automatically (off unless configured).
     pub known_failures: Vec<KnownFailure>,
+    /// Who may read and write through the REST API.
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// A known failure: when a failed task's reason or log matches `pattern`,
@@ -77,6 +79,7 @@ impl ServerConfig {
             runtime_min_runs: 5,
             runtime_floor: Duration::from_secs(60),
             known_failures: Vec::new(),
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 

@@ -63,6 +63,10 @@ pub struct Coordinator {
     clock: Arc<dyn Clock>,
     sched: Mutex<Scheduler>,
     connections: AtomicU64,
+    /// Slows down repeated failed authentication per address.
+    pub auth_failures: crate::auth::FailureLimiter,
+    /// When agent secrets were last checked for revocations.
+    secrets_checked_at: std::sync::atomic::AtomicI64,
     reaper: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -116,6 +120,8 @@ impl Coordinator {
             clock,
             sched: Mutex::new(sched),
             connections: AtomicU64::new(0),
+            auth_failures: crate::auth::FailureLimiter::default(),
+            secrets_checked_at: std::sync::atomic::AtomicI64::new(SystemClock.now_millis()),
             reaper: std::sync::Mutex::new(None),
         });
         let weak = Arc::downgrade(&coordinator);
@@ -780,6 +786,34 @@ impl Coordinator {
         })
     }
 
+    /// Writes an audit entry; a failure to write is logged, not fatal.
+    pub async fn audit(
+        &self,
+        who: &crate::auth::Identity,
+        action: &str,
+        target: Option<&str>,
+        detail: Option<&Value>,
+    ) {
+        let peer = match who {
+            crate::auth::Identity::Network(ip) => Some(ip.to_string()),
+            _ => None,
+        };
+        if let Err(e) = self
+            .store
+            .audit(
+                &who.actor(),
+                peer.as_deref(),
+                action,
+                target,
+                detail,
+                self.now(),
+            )
+            .await
+        {
+            tracing::error!("failed to write the audit log: {e}");
+        }
+    }
+
     /// Why a task is still pending (or where it is), in words.
     pub async fn why(&self, task_id: i64) -> Result<Vec<String>, StoreError> {
         let detail = self.store.task(task_id).await?;
@@ -837,6 +871,36 @@ impl Coordinator {
         }
     }
 
+    /// Agents whose secret was revoked or rotated since the last check are
+    /// disconnected; their reconnect is checked against the new secret.
+    async fn disconnect_revoked_agents(&self) {
+        let since = self.secrets_checked_at.load(Ordering::Relaxed);
+        // Wall-clock time: the admin command stamps changes with it.
+        let now = SystemClock.now_millis();
+        let changed = match self.store.agent_secrets_changed_since(since).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("failed to check agent secrets: {e}");
+                return;
+            }
+        };
+        self.secrets_checked_at.store(now, Ordering::Relaxed);
+        if changed.is_empty() {
+            return;
+        }
+        let sched = self.sched.lock().await;
+        for host in changed {
+            if let Some(socket) = sched.agents.get(&host).and_then(|s| s.socket.clone()) {
+                tracing::warn!(agent = %host, "agent secret revoked or rotated: disconnecting");
+                let _ = socket.emit(
+                    events::ERROR,
+                    "your secret was revoked or rotated; reconnect with the new one",
+                );
+                let _ = socket.disconnect();
+            }
+        }
+    }
+
     /// Runs the periodic work once now (tests with a manual clock call this).
     pub async fn tick(&self) {
         self.reap().await;
@@ -845,6 +909,7 @@ impl Coordinator {
     /// Periodic work: expire leases of lost agents, stop attempts past their
     /// runtime limit, ask running agents for status.
     async fn reap(&self) {
+        self.disconnect_revoked_agents().await;
         let now = self.now();
         let lease = i64::try_from(self.config.lease_timeout.as_millis()).unwrap_or(i64::MAX);
         let mut sched = self.sched.lock().await;

@@ -4,6 +4,7 @@
 //! Entry points are testable: [`Server::start`] binds nothing itself; callers
 //! pass a listener (port 0 in tests) and a shutdown future.
 
+pub mod auth;
 pub mod config;
 mod coordinator;
 mod dashboard;

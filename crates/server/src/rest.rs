@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,6 +14,7 @@ use testfleet_core::{JobSpec, JobSpecError, JobState};
 use testfleet_store::StoreError;
 use testfleet_wire::api::ErrorBody;
 
+use crate::auth::Identity;
 use crate::coordinator::{Coordinator, SubmitError};
 
 /// An error answer: a status and a JSON [`ErrorBody`].
@@ -44,6 +45,7 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
+            StoreError::Conflict(what) => ApiError::new(StatusCode::CONFLICT, what),
             StoreError::NotFound(what) => {
                 ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
             }
@@ -105,6 +107,10 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/api/v1/agents", get(list_agents))
         .route("/api/v1/openapi.json", get(crate::openapi::document))
         .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn_with_state(
+            coordinator.clone(),
+            crate::auth::guard,
+        ))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -124,6 +130,7 @@ fn parse_id(kind: &str, raw: &str) -> ApiResult<i64> {
 /// `POST /api/v1/jobs`: a TOML job file, or its JSON form.
 async fn submit_job(
     State(c): State<Arc<Coordinator>>,
+    Extension(who): Extension<Identity>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -140,7 +147,15 @@ async fn submit_job(
     } else {
         JobSpec::from_toml(text)?
     };
+    let name = spec.name.clone();
     let view = c.submit(spec).await?;
+    c.audit(
+        &who,
+        "submit",
+        Some(&format!("job {}", view.id)),
+        Some(&serde_json::json!({"name": name, "tasks": view.tasks.len()})),
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/api/v1/jobs/{}", view.id))],
@@ -180,9 +195,14 @@ async fn show_job(
 
 async fn cancel_job(
     State(c): State<Arc<Coordinator>>,
+    Extension(who): Extension<Identity>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    Ok(Json(c.cancel(parse_id("job", &id)?).await?).into_response())
+    let id = parse_id("job", &id)?;
+    let view = c.cancel(id).await?;
+    c.audit(&who, "cancel", Some(&format!("job {id}")), None)
+        .await;
+    Ok(Json(view).into_response())
 }
 
 async fn show_task(

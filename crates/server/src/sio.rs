@@ -71,16 +71,67 @@ async fn check_handshake(
     auth: TryData<Value>,
     coordinator: Arc<Coordinator>,
 ) -> Result<(), Refused> {
-    let client = classify(auth.0.ok(), &coordinator).map_err(|reason| {
-        tracing::warn!(peer = ?socket.req_parts().extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0), "refused socket.io handshake: {reason}");
+    let peer = socket
+        .req_parts()
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let refuse = |reason: String| {
+        tracing::warn!(?peer, "refused socket.io handshake: {reason}");
         Refused(reason)
-    })?;
+    };
+    let (client, secret) = classify(auth.0.ok()).map_err(refuse)?;
+    if let Client::Agent { hostname, .. } = &client {
+        if let Err(reason) = check_agent_secret(&coordinator, hostname, secret).await {
+            if let Some(ip) = peer {
+                // Guessing secrets is slowed down like guessing passwords.
+                tokio::time::sleep(coordinator.auth_failures.failed(ip.ip())).await;
+            }
+            return Err(refuse(reason));
+        }
+    }
     socket.extensions.insert(client);
     Ok(())
 }
 
-/// Decides who connects, or why not.
-fn classify(auth: Option<Value>, coordinator: &Coordinator) -> Result<Client, String> {
+/// A host's own secret (stored hashed, set with `testfleet agents secret`)
+/// wins; then per-host secrets of the config file; then the shared secret.
+async fn check_agent_secret(
+    coordinator: &Coordinator,
+    hostname: &str,
+    secret: Option<String>,
+) -> Result<(), String> {
+    match coordinator.store.agent_secret(hostname).await {
+        Ok(Some(stored)) if stored.revoked => {
+            Err(format!("the secret of host `{hostname}` has been revoked"))
+        }
+        Ok(Some(stored)) => {
+            let Some(secret) = secret else {
+                return Err("missing secret in auth payload".to_owned());
+            };
+            let ok = tokio::task::spawn_blocking(move || {
+                crate::auth::verify_secret(&secret, &stored.secret_hash)
+            })
+            .await
+            .unwrap_or(false);
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("wrong secret for host `{hostname}`"))
+            }
+        }
+        Ok(None) => coordinator
+            .config
+            .check_agent_secret(hostname, secret.as_deref()),
+        Err(e) => {
+            tracing::error!("failed to look up the agent secret: {e}");
+            Err("the coordinator could not check the secret; try again".to_owned())
+        }
+    }
+}
+
+/// Decides who connects (and the secret to check), or why not.
+fn classify(auth: Option<Value>) -> Result<(Client, Option<String>), String> {
     let auth: HandshakeAuth = match auth {
         None | Some(Value::Null) => {
             return Err("missing auth payload: expected {clientType, hostname, secret}".to_owned());
@@ -96,16 +147,14 @@ fn classify(auth: Option<Value>, coordinator: &Coordinator) -> Result<Client, St
             if hostname.len() > 255 || hostname.chars().any(|c| c.is_control() || c == '/') {
                 return Err("invalid hostname in auth payload".to_owned());
             }
-            coordinator
-                .config
-                .check_agent_secret(hostname, auth.secret.as_deref())?;
-            Ok(Client::Agent {
+            let client = Client::Agent {
                 hostname: hostname.to_owned(),
                 labels: auth.labels.unwrap_or_default(),
                 machine: auth.machine,
-            })
+            };
+            Ok((client, auth.secret))
         }
-        Some("browser") => Ok(Client::Browser),
+        Some("browser") => Ok((Client::Browser, None)),
         Some(other) => Err(format!(
             "unsupported clientType `{other}` (expected `agent` or `browser`)"
         )),

@@ -7,6 +7,7 @@
 //! use a small pool of their own.
 
 mod ops;
+mod security;
 mod views;
 
 use std::path::Path;
@@ -18,6 +19,7 @@ use sqlx::sqlite::{
 };
 
 pub use ops::*;
+pub use security::{StoredAgentSecret, StoredToken, StoredUser};
 pub use views::{AttemptContext, StoredAgent, summarize};
 
 /// Why a store operation failed.
@@ -36,6 +38,8 @@ pub enum StoreError {
     },
     #[error("{0} not found")]
     NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("stored value is invalid: {0}")]
     Corrupt(String),
 }

@@ -104,6 +104,18 @@ pub enum Command {
     Agents {
         #[arg(long)]
         json: bool,
+        #[command(subcommand)]
+        action: Option<AgentsCommand>,
+    },
+    /// Manage users (on the coordinator's host: acts on its data directory).
+    Users {
+        #[command(subcommand)]
+        action: UsersCommand,
+    },
+    /// Manage API tokens (on the coordinator's host: acts on its data directory).
+    Tokens {
+        #[command(subcommand)]
+        action: TokensCommand,
     },
     /// Parse a result file (QtTest, TAP, JUnit, Google Benchmark) and print it.
     Parse {
@@ -126,6 +138,88 @@ pub enum Command {
     },
     /// Load-test a coordinator with simulated agents (in process without --server).
     Bench(BenchArgs),
+}
+
+/// Where admin commands find the coordinator's store.
+#[derive(Debug, Args)]
+pub struct DataDirArg {
+    /// The coordinator's data directory (default: `[server] data_dir` of the config file).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// Per-host agent secrets (stored hashed; they take precedence over the shared secret).
+    Secret {
+        #[command(subcommand)]
+        action: SecretCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Set a host's secret, read from TESTFLEET_AGENT_SECRET or standard input.
+    Set {
+        host: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// Give a host a new random secret and print it once.
+    Rotate {
+        host: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// Revoke a host's secret: its agent is disconnected and refused.
+    Revoke {
+        host: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add (or update) a user; the password comes from TESTFLEET_PASSWORD or standard input.
+    Add {
+        name: String,
+        /// May administer (tokens, users, agent secrets through the API).
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    Remove {
+        name: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    List {
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a token and print it once (only its SHA-256 is stored).
+    Create {
+        name: String,
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    List {
+        #[command(flatten)]
+        data: DataDirArg,
+    },
 }
 
 impl Command {

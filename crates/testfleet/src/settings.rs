@@ -30,6 +30,10 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct ClientSection {
     pub server: Option<String>,
+    /// An API token (better: TESTFLEET_TOKEN).
+    pub token: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -55,6 +59,17 @@ pub struct ServerSection {
     /// Failures re-triggered automatically: `[[server.known_failures]]`.
     #[serde(default)]
     pub known_failures: Vec<KnownFailureSection>,
+    /// Who may read and write: `[server.auth]`.
+    pub auth: Option<AuthSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// Anyone may read (default true).
+    pub read_open: Option<bool>,
+    /// Networks allowed to write without credentials (default: loopback).
+    pub allowed_cidrs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +127,30 @@ fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Durati
         Some(t) => humantime::parse_duration(t)
             .with_context(|| format!("config `{field}`: `{t}` is not a duration like \"10s\"")),
     }
+}
+
+/// Credentials for client commands: `TESTFLEET_TOKEN`, or `TESTFLEET_USER`
+/// and `TESTFLEET_PASSWORD`, else the config file. Never from flags, which
+/// `ps` would show.
+pub fn client_credentials(file: &FileConfig) -> testfleet_client::Credentials {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let token = env("TESTFLEET_TOKEN").or_else(|| file.client.token.clone());
+    let user = env("TESTFLEET_USER").or_else(|| file.client.user.clone());
+    let password = env("TESTFLEET_PASSWORD").or_else(|| file.client.password.clone());
+    match (token, user, password) {
+        (Some(t), _, _) => testfleet_client::Credentials::Token(t),
+        (None, Some(user), Some(password)) => {
+            testfleet_client::Credentials::Basic { user, password }
+        }
+        _ => testfleet_client::Credentials::None,
+    }
+}
+
+/// The coordinator's data directory for admin commands.
+pub fn data_dir(flag: Option<&Path>, file: &FileConfig) -> PathBuf {
+    flag.map(Path::to_owned)
+        .or_else(|| file.server.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("testfleet-data"))
 }
 
 /// The coordinator URL for client commands.
@@ -175,6 +214,21 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> Result<ServerConfi
     }
     if let Some(n) = s.runtime_min_runs {
         config.runtime_min_runs = n.max(1);
+    }
+    if let Some(auth) = &s.auth {
+        if let Some(open) = auth.read_open {
+            config.auth.read_open = open;
+        }
+        if let Some(cidrs) = &auth.allowed_cidrs {
+            config.auth.allowed_cidrs = cidrs
+                .iter()
+                .map(|c| {
+                    c.parse::<ipnet::IpNet>()
+                        .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| anyhow::anyhow!("config `server.auth.allowed_cidrs`: `{c}` is not a network like 10.0.0.0/8"))
+                })
+                .collect::<Result<_>>()?;
+        }
     }
     for (i, rule) in s.known_failures.iter().enumerate() {
         let pattern = regex::Regex::new(&rule.pattern).map_err(|e| {

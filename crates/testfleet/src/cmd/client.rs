@@ -126,7 +126,7 @@ pub async fn run(api: &ApiClient, command: Command) -> Result<u8> {
             );
             Ok(exit::OK)
         }
-        Command::Agents { json } => {
+        Command::Agents { json, .. } => {
             let agents = api.agents().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&agents)?);

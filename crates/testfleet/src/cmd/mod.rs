@@ -1,5 +1,6 @@
 //! One module per group of subcommands.
 
+mod admin;
 mod client;
 mod demo;
 mod parse;
@@ -52,8 +53,15 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 exit::JOB_FAILED
             })
         }
+        Command::Users { action } => admin::users(action, &file).await,
+        Command::Tokens { action } => admin::tokens(action, &file).await,
+        Command::Agents {
+            action: Some(action),
+            ..
+        } => admin::agents(action, &file).await,
         other => {
-            let api = ApiClient::new(&settings::client_server(cli.server.as_deref(), &file)?);
+            let api = ApiClient::new(&settings::client_server(cli.server.as_deref(), &file)?)
+                .with_credentials(settings::client_credentials(&file));
             client::run(&api, other).await
         }
     }
