@@ -106,6 +106,17 @@ pub(crate) fn attrs<'a, const N: usize>(
     e: &'a BytesStart<'_>,
     names: [&str; N],
 ) -> [Option<Cow<'a, str>>; N] {
+    if let Some(out) = attrs_simple(e.attributes_raw(), names) {
+        return out;
+    }
+    attrs_general(e, names)
+}
+
+/// [`attrs`] through quick-xml's attribute iterator, for any input.
+fn attrs_general<'a, const N: usize>(
+    e: &'a BytesStart<'_>,
+    names: [&str; N],
+) -> [Option<Cow<'a, str>>; N] {
     let mut out = [const { None }; N];
     let mut done = [false; N];
     let mut left = N;
@@ -123,6 +134,63 @@ pub(crate) fn attrs<'a, const N: usize>(
         }
     }
     out
+}
+
+/// [`attrs`] for the common shape, `name="value"` pairs each after whitespace, with no
+/// value needing unescaping or normalization (`&`, tab, CR, LF): then every value is a
+/// slice of the element, exactly as quick-xml's iterator would return it. Anything
+/// else gives `None` and goes through quick-xml.
+fn attrs_simple<'a, const N: usize>(
+    raw: &'a str,
+    names: [&str; N],
+) -> Option<[Option<Cow<'a, str>>; N]> {
+    let bytes = raw.as_bytes();
+    let mut out = [const { None }; N];
+    let mut left = N;
+    let mut i = 0;
+    while left > 0 {
+        let start = i;
+        while i < bytes.len() && matches!(bytes[i], b' ' | b'\t' | b'\r' | b'\n') {
+            i += 1;
+        }
+        if i == bytes.len() {
+            break;
+        }
+        if i == start {
+            return None;
+        }
+        let key_start = i;
+        while i < bytes.len() && bytes[i] != b'=' {
+            if matches!(bytes[i], b' ' | b'\t' | b'\r' | b'\n') {
+                return None;
+            }
+            i += 1;
+        }
+        let key_end = i;
+        let quote = *bytes.get(i + 1)?;
+        if key_end == key_start || !matches!(quote, b'"' | b'\'') {
+            return None;
+        }
+        let value_start = i + 2;
+        let len = bytes.get(value_start..)?.iter().position(|&b| b == quote)?;
+        let value_end = value_start + len;
+        i = value_end + 1;
+        let key = &raw[key_start..key_end];
+        if let Some(j) = names.iter().position(|n| *n == key)
+            && out[j].is_none()
+        {
+            let value = &raw[value_start..value_end];
+            if value
+                .bytes()
+                .any(|b| matches!(b, b'&' | b'\t' | b'\r' | b'\n'))
+            {
+                return None;
+            }
+            out[j] = Some(Cow::Borrowed(value));
+            left -= 1;
+        }
+    }
+    Some(out)
 }
 
 /// A small, fast, non-cryptographic hasher (FxHash) for the parsers' internal maps,
@@ -214,6 +282,24 @@ mod tests {
         assert!(flags.truncated);
         assert!(t.ends_with(TRUNCATION_MARKER));
         assert!(t.len() <= MAX_TEXT + TRUNCATION_MARKER.len());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn simple_attributes_match_quick_xml(
+            raw in "(( |\t|\n)?([abn]{1,2}|=)?( )?=?( )?[\"']?[a-z &;'\"\t<]{0,4}[\"']?){0,4}( |/)?"
+        ) {
+            let text = format!("<e{raw}>");
+            let mut reader = quick_xml::Reader::from_str(&text);
+            if let Ok(quick_xml::events::Event::Start(e) | quick_xml::events::Event::Empty(e)) =
+                reader.read_event()
+                && let Some(fast) = attrs_simple(e.attributes_raw(), ["a", "b", "n"])
+            {
+                proptest::prop_assert_eq!(fast, attrs_general(&e, ["a", "b", "n"]), "{:?}", text);
+            }
+        }
     }
 
     #[test]
