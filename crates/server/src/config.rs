@@ -45,6 +45,8 @@ pub struct ServerConfig {
     pub runtime_floor: Duration,
     /// Failures that are re-triggered automatically (off unless configured).
     pub known_failures: Vec<KnownFailure>,
+    /// InfluxDB and external ResultsDB delivery (off unless configured).
+    pub exporters: crate::exporters::ExportersConfig,
     /// Who may read and write through the REST API.
     pub auth: crate::auth::AuthConfig,
 }
@@ -79,6 +81,7 @@ impl ServerConfig {
             runtime_min_runs: 5,
             runtime_floor: Duration::from_secs(60),
             known_failures: Vec::new(),
+            exporters: crate::exporters::ExportersConfig::default(),
             auth: crate::auth::AuthConfig::default(),
         }
     }

@@ -8,9 +8,11 @@ pub mod auth;
 pub mod config;
 mod coordinator;
 mod dashboard;
+pub mod exporters;
 mod openapi;
 mod reports;
 mod rest;
+mod resultsdb;
 mod scheduler;
 mod sio;
 
@@ -61,8 +63,12 @@ impl Server {
             .build_layer();
         let coordinator = Coordinator::start(store, config.clone(), io.clone(), clock).await?;
         sio::register(&io, coordinator.clone());
+        // Delivery tasks stop by themselves once the store is closed at shutdown.
+        exporters::start(coordinator.store.clone(), &config.exporters);
         let router = rest::router(coordinator.clone())
             .merge(dashboard::router(coordinator.clone()))
+            .merge(exporters::router(coordinator.clone()))
+            .merge(resultsdb::router(coordinator.clone()))
             .layer(layer);
         Ok(Server {
             router,

@@ -7,6 +7,8 @@
 //! use a small pool of their own.
 
 mod ops;
+mod outbox;
+mod resultsdb;
 mod security;
 mod views;
 
@@ -19,6 +21,10 @@ use sqlx::sqlite::{
 };
 
 pub use ops::*;
+pub use outbox::{ExportEvent, SinkStatus};
+pub use resultsdb::{
+    DataFilter, NewRdbResult, RDB_OUTCOMES, RdbGroup, RdbQuery, RdbResult, RdbTestcase, job_group_uuid,
+};
 pub use security::{StoredAgentSecret, StoredToken, StoredUser};
 pub use views::{AttemptContext, StoredAgent, summarize};
 

@@ -434,6 +434,10 @@ impl Store {
         .bind(attempt_id)
         .execute(&mut *tx)
         .await?;
+        // The exporters' outbox and the ResultsDB view commit with the results.
+        if let Some(results) = results {
+            crate::outbox::record_finished(&mut tx, attempt_id, results, now).await?;
+        }
 
         if current != Some(attempt_id) || task_state != "running" {
             // The task moved on (cancelled, or re-queued after a lost agent):
