@@ -1,0 +1,529 @@
+//! Exporters against real receivers: a Debian `influxd` (InfluxDB 1.x) started
+//! per test on free loopback ports, and the coordinator's own ResultsDB API
+//! (the Python `resultsdb-api` client is driven from crates/testfleet/tests).
+//! Agents are plain socket.io clients that report benchmark results.
+
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use testfleet_client::ApiClient;
+use testfleet_server::exporters::{ExportersConfig, InfluxApi, InfluxConfig};
+use testfleet_server::{Server, ServerConfig};
+use testfleet_sio::{Client, ConnectOptions, EventStream, Incoming};
+
+/// `influxd`, or `None` (with a notice) outside CI; under CI=true it must exist.
+fn influxd() -> Option<PathBuf> {
+    for p in ["/usr/bin/influxd", "/usr/local/bin/influxd"] {
+        if Path::new(p).exists() {
+            return Some(p.into());
+        }
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("influxd is missing; `cargo xtask test` installs Debian's influxdb");
+    }
+    eprintln!("skipping: no influxd (apt-get install influxdb, or run `cargo xtask test`)");
+    None
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An `influxd` with its own data directory and ports; killed on drop.
+struct Influx {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    http_port: u16,
+    child: Option<Child>,
+}
+
+impl Influx {
+    fn start(bin: PathBuf) -> Influx {
+        let dir = tempfile::tempdir().unwrap();
+        let http_port = free_port();
+        let mut influx = Influx {
+            bin,
+            dir,
+            http_port,
+            child: None,
+        };
+        influx.write_config();
+        influx.run();
+        influx
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    fn write_config(&self) {
+        let d = self.dir.path();
+        let config = format!(
+            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
+             [meta]\n  dir = \"{d}/meta\"\n\
+             [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+             [http]\n  bind-address = \"127.0.0.1:{http}\"\n  log-enabled = false\n\
+             [monitor]\n  store-enabled = false\n",
+            rpc = free_port(),
+            http = self.http_port,
+            d = d.display(),
+        );
+        std::fs::write(d.join("influxdb.conf"), config).unwrap();
+    }
+
+    fn run(&mut self) {
+        let child = Command::new(&self.bin)
+            .arg("-config")
+            .arg(self.dir.path().join("influxdb.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.http_port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("influxd did not start");
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    async fn query(&self, q: &str) -> Value {
+        reqwest::Client::new()
+            .post(format!("{}/query", self.url()))
+            .query(&[("q", q), ("db", "bench"), ("epoch", "ns")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn create_db(&self) {
+        self.query("CREATE DATABASE bench").await;
+    }
+
+    /// Every row of `benchmark` as column → value maps.
+    async fn points(&self) -> Vec<serde_json::Map<String, Value>> {
+        let v = self.query("SELECT * FROM benchmark").await;
+        let Some(series) = v["results"][0]["series"][0].as_object() else {
+            return Vec::new();
+        };
+        let columns: Vec<String> = series["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect();
+        series["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                columns
+                    .iter()
+                    .cloned()
+                    .zip(row.as_array().unwrap().iter().cloned())
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+impl Drop for Influx {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Harness {
+    url: String,
+    api: ApiClient,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(exporters: ExportersConfig) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = ServerConfig::new(addr, dir.path().to_owned());
+    config.exporters = exporters;
+    let server = Server::build(config).await.unwrap();
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    let url = format!("http://{addr}");
+    Harness {
+        api: ApiClient::new(&url),
+        url,
+        _dir: dir,
+    }
+}
+
+fn influx_exporters(url: &str) -> ExportersConfig {
+    ExportersConfig {
+        influxdb: Some(InfluxConfig {
+            url: url.to_owned(),
+            api: InfluxApi::V1 {
+                database: "bench".into(),
+                user: None,
+                password: None,
+            },
+            batch_points: 5000,
+        }),
+        poll_interval: Duration::from_millis(50),
+        retry_initial: Duration::from_millis(100),
+        retry_max: Duration::from_millis(400),
+        ..ExportersConfig::default()
+    }
+}
+
+async fn agent(url: &str, name: &str) -> (Client, EventStream) {
+    let auth = json!({
+        "clientType": "agent", "hostname": name,
+        "machine": {"platform": "Debian GNU/Linux 12", "os_version": "12", "kernel": "6.1",
+                    "arch": "x86_64", "cpu_model": "Intel Core i7-7700K", "cores": 8,
+                    "compiler": "12.2.0"},
+    });
+    let (client, events) = Client::connect(url, ConnectOptions::default().with_auth(auth))
+        .await
+        .unwrap();
+    client
+        .emit("statusUpdate", json!({"status": "idle"}))
+        .await
+        .unwrap();
+    client.emit_no_args("fetchWork").await.unwrap();
+    (client, events)
+}
+
+async fn next_event(events: &mut EventStream, name: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("timed out")
+            .expect("stream ended");
+        if let Incoming::Event { name: n, args, .. } = event
+            && n == name
+        {
+            return args.into_iter().next().unwrap_or(Value::Null);
+        }
+    }
+}
+
+/// 2023-02-10T13:11:11Z, the time of integration 1, in ns. Each job's integration
+/// is a second later: points of the same series at the same time would overwrite
+/// each other in InfluxDB (the seed schema has `integration_id` as a field, not a tag).
+const INTEGRATION_NS: i64 = 1_676_034_671_000_000_000;
+
+fn job(n: u32) -> String {
+    format!(
+        "name = \"bench-{n}\"\n[integration]\nid = \"18947089{n}\"\ntimestamp = \"2023-02-10T13:11:1{n}Z\"\n\
+         branch = \"dev\"\nsha = \"69609f0b3575c571fff4564f6f16cbca9c7d81f6\"\n\
+         [[task]]\nname = \"t\"\nsteps = [{{ stage = \"test\", run = \"true\" }}]\n"
+    )
+}
+
+/// QtTest-like results: `metrics` benchmark values in tst_QString plus one crashed program.
+fn results(run: u32, metrics: u32) -> Value {
+    let cases: Vec<Value> = (0..metrics)
+        .map(|i| {
+            json!({
+                "name": "concatenation", "data_tag": format!("row{run}-{i}"), "classname": null,
+                "outcome": "pass", "flags": {}, "duration_ms": null, "message": null, "log": null,
+                "file": null, "line": null, "reruns": [], "diagnostics": null,
+                "metrics": [{"name": "WalltimeMilliseconds", "unit": "msecs", "value": 16.5 + f64::from(i),
+                             "total": null, "iterations": 200, "variance": null}],
+            })
+        })
+        .collect();
+    json!([{
+        "format": "qtest-xml", "complete": true, "warnings": [],
+        "suites": [{"name": "tst_QString", "cases": cases, "properties": [], "duration_ms": null}],
+        "crashed": [{"test_name": "tst_OtherTest", "function": "heavy", "log": "Segmentation fault"}],
+    }])
+}
+
+/// Runs one job on `agent`: takes the work and reports `results`.
+async fn run_job(
+    h: &Harness,
+    client: &Client,
+    events: &mut EventStream,
+    n: u32,
+    metrics: u32,
+) -> i64 {
+    h.api.submit(&job(n)).await.unwrap();
+    let work = next_event(events, "sendWork").await;
+    let attempt = work["attemptId"].as_i64().unwrap();
+    let report = json!({"attemptId": attempt, "outcome": "passed", "results": results(n, metrics)});
+    client
+        .emit_with_ack("tf:report", report, Duration::from_secs(5))
+        .await
+        .unwrap();
+    client.emit_no_args("fetchWork").await.unwrap();
+    attempt
+}
+
+async fn wait_status(h: &Harness, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s: Value = reqwest::get(format!("{}/api/v1/exporters", h.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ok(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "exporter status never matched: {s:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_points(
+    influx: &Influx,
+    n: usize,
+    within: Duration,
+) -> Vec<serde_json::Map<String, Value>> {
+    let deadline = Instant::now() + within;
+    loop {
+        let points = influx.points().await;
+        if points.len() >= n || Instant::now() > deadline {
+            return points;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn influxdb_1x_receives_seed_000_points_with_the_integration_timestamp_within_a_second() {
+    let Some(bin) = influxd() else { return };
+    let influx = Influx::start(bin);
+    // The server first: building it installs the process's TLS crypto provider.
+    let h = start(influx_exporters(&influx.url())).await;
+    influx.create_db().await;
+    let (client, mut events) = agent(&h.url, "bench1").await;
+
+    let reported = Instant::now();
+    run_job(&h, &client, &mut events, 1, 3).await;
+    let points = wait_points(&influx, 4, Duration::from_secs(5)).await;
+    let latency = reported.elapsed();
+    assert_eq!(points.len(), 4, "3 values + 1 crashed test: {points:#?}");
+    assert!(latency < Duration::from_secs(1), "points took {latency:?}");
+    eprintln!("points visible in InfluxDB {latency:?} after the results upload");
+
+    let value_point = points
+        .iter()
+        .find(|p| p["data_row"] == json!("row1-1"))
+        .expect("the row1-1 point");
+    let expected = json!({
+        "time": INTEGRATION_NS,
+        "branch": "dev", "case_name": "concatenation", "cpu_model": "Intel Core i7-7700K",
+        "crashed": false, "data_row": "row1-1", "gcc": "12.2.0", "host": "bench1",
+        "integration_id": "189470891", "iterations": 200, "platform": "Debian GNU/Linux 12",
+        "sha1": "69609f0b3575c571fff4564f6f16cbca9c7d81f6", "test_name": "tst_QString", "value": 17.5,
+    });
+    for (k, v) in expected.as_object().unwrap() {
+        assert_eq!(&value_point[k], v, "column {k} of {value_point:#?}");
+    }
+    let crash = points
+        .iter()
+        .find(|p| p["crashed"] == json!(true))
+        .expect("a crashed point");
+    assert_eq!(crash["test_name"], json!("tst_OtherTest"));
+    assert_eq!(crash["case_name"], json!("heavy"));
+    assert_eq!(crash["time"], json!(INTEGRATION_NS));
+
+    // The cursor moves right after InfluxDB's answer.
+    let status = wait_status(&h, |s| s["exporters"][0]["pending"] == 0).await;
+    let sink = &status["exporters"][0];
+    assert_eq!(sink["name"], "influxdb");
+    assert_eq!(sink["pending"], 0);
+    assert_eq!(sink["delivered"], 4);
+    assert!(sink["last_success_at"].is_string(), "{status:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn influxdb_down_during_a_run_gets_every_point_once_when_it_returns() {
+    let Some(bin) = influxd() else { return };
+    let mut influx = Influx::start(bin);
+    let h = start(influx_exporters(&influx.url())).await;
+    influx.create_db().await;
+    let (client, mut events) = agent(&h.url, "bench2").await;
+
+    run_job(&h, &client, &mut events, 1, 5).await;
+    assert_eq!(
+        wait_points(&influx, 6, Duration::from_secs(5)).await.len(),
+        6
+    );
+
+    // InfluxDB goes away while three more runs finish.
+    influx.stop();
+    for n in 2..=4 {
+        run_job(&h, &client, &mut events, n, 5).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let s: Value = reqwest::get(format!("{}/api/v1/exporters", h.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if s["exporters"][0]["pending"] == 3 && s["exporters"][0]["failures"].as_i64() > Some(0) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no failure recorded: {s:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status["exporters"][0]["last_error"].is_string());
+
+    // It comes back with its data: the outbox drains, each point once.
+    influx.run();
+    let points = wait_points(&influx, 24, Duration::from_secs(10)).await;
+    assert_eq!(points.len(), 24, "4 runs × (5 values + 1 crash)");
+    let mut keys: Vec<String> = points
+        .iter()
+        .map(|p| format!("{}|{}|{}", p["integration_id"], p["data_row"], p["crashed"]))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 24, "no point twice");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s: Value = reqwest::get(format!("{}/api/v1/exporters", h.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["exporters"][0]["pending"], 0);
+    assert_eq!(
+        s["exporters"][0]["delivered"], 24,
+        "delivered counts each point once: {s:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testfleet_results_appear_in_the_resultsdb_api_and_are_reported_once_to_an_external_one() {
+    // The external ResultsDB is a second coordinator's ResultsDB API.
+    let receiver = start(ExportersConfig::default()).await;
+    let h = start(ExportersConfig {
+        resultsdb: Some(testfleet_server::exporters::ResultsDbReporterConfig {
+            url: format!("{}/api/v2.0", receiver.url),
+            public_url: "http://coordinator.example".into(),
+        }),
+        poll_interval: Duration::from_millis(50),
+        ..ExportersConfig::default()
+    })
+    .await;
+    let (client, mut events) = agent(&h.url, "bench3").await;
+    let attempt = run_job(&h, &client, &mut events, 7, 2).await;
+
+    let http = reqwest::Client::new();
+    let local: Value = http
+        .get(format!(
+            "{}/api/v2.0/results?attempt_id={attempt}&_sort=asc:submit_time",
+            h.url
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let data = local["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3, "2 cases + 1 crashed program: {local:#}");
+    let first = &data[0];
+    assert_eq!(
+        first["testcase"]["name"],
+        "tst_QString.concatenation(row7-0)"
+    );
+    assert_eq!(first["outcome"], "PASSED");
+    assert_eq!(first["data"]["item"], json!(["189470897"]));
+    assert_eq!(first["data"]["host"], json!(["bench3"]));
+    assert_eq!(first["data"]["arch"], json!(["x86_64"]));
+    assert!(
+        first["ref_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/log?attempt={attempt}")),
+        "{first:#}"
+    );
+    assert_eq!(data[2]["outcome"], "NEEDS_INSPECTION");
+    let group = first["groups"][0].as_str().unwrap();
+    let g: Value = http
+        .get(format!("{}/api/v2.0/groups/{group}", h.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(g["description"], "bench-7");
+
+    // The reporter posts them to the receiver, once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let remote = loop {
+        let r: Value = http
+            .get(format!("{}/api/v2.0/results?groups={group}", receiver.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if r["data"].as_array().unwrap().len() >= 3 || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(remote["data"].as_array().unwrap().len(), 3, "{remote:#}");
+    assert!(
+        remote["data"][0]["ref_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://coordinator.example/api/v1/tasks/")
+    );
+    let rg: Value = http
+        .get(format!("{}/api/v2.0/groups/{group}", receiver.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rg["description"], "bench-7");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again: Value = http
+        .get(format!("{}/api/v2.0/results?groups={group}", receiver.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        again["data"].as_array().unwrap().len(),
+        3,
+        "nothing posted twice"
+    );
+}
