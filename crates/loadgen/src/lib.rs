@@ -530,6 +530,7 @@ async fn check_server(api: &ApiClient, job_ids: &[i64]) -> ServerView {
     let mut not_passed = 0;
     let mut extra = 0;
     let mut retried = Vec::new();
+    let mut retry_examples = Vec::new();
     for &id in job_ids {
         let job = match tokio::time::timeout(Duration::from_secs(10), api.job(id)).await {
             Ok(Ok(job)) => job,
@@ -538,6 +539,12 @@ async fn check_server(api: &ApiClient, job_ids: &[i64]) -> ServerView {
         for task in &job.tasks {
             if task.state != TaskState::Passed {
                 not_passed += 1;
+                if retry_examples.len() < KEPT_RETRY_EXAMPLES {
+                    retry_examples.push(format!(
+                        "task {} `{}` is {:?} after {} attempt(s)",
+                        task.id, task.name, task.state, task.attempts
+                    ));
+                }
             }
             extra += (task.attempts - 1).max(0);
             if task.attempts > 1 && retried.len() < LOOKED_UP_RETRIES {
@@ -546,7 +553,6 @@ async fn check_server(api: &ApiClient, job_ids: &[i64]) -> ServerView {
         }
     }
     let mut retry_reasons = BTreeMap::new();
-    let mut retry_examples = Vec::new();
     for id in retried {
         let Ok(Ok(detail)) = tokio::time::timeout(Duration::from_secs(10), api.task(id)).await
         else {
