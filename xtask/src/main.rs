@@ -19,6 +19,8 @@ const APT_PACKAGES: &[&str] = &[
     "g++",
     "make",
     "python3-venv",
+    // A real InfluxDB 1.x for the exporter tests (crates/server/tests/exporters.rs).
+    "influxdb",
 ];
 
 fn main() -> ExitCode {
