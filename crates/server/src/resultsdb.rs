@@ -75,13 +75,23 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
 }
 
 type Params = Query<Vec<(String, String)>>;
-type ApiResult = Result<Response, Response>;
+type ApiResult = Result<Response, ApiError>;
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "message": message.into() }))).into_response()
+/// An error answer: ResultsDB's `{message}` body with a status.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "message": self.1 }))).into_response()
+    }
 }
 
-fn store_error(e: testfleet_store::StoreError) -> Response {
+fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError(status, message.into())
+}
+
+fn store_error(e: testfleet_store::StoreError) -> ApiError {
     tracing::error!("resultsdb api: {e}");
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -203,7 +213,7 @@ fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn paging(params: &[(String, String)]) -> Result<(i64, i64), Response> {
+fn paging(params: &[(String, String)]) -> Result<(i64, i64), ApiError> {
     let page = match param(params, "page") {
         Some(p) => p.parse::<i64>().map_err(|_| {
             error(
@@ -261,7 +271,7 @@ fn prev_next(
     (prev, next)
 }
 
-fn results_query(params: &[(String, String)]) -> Result<RdbQuery, Response> {
+fn results_query(params: &[(String, String)]) -> Result<RdbQuery, ApiError> {
     let mut q = RdbQuery::default();
     if let Some(outcomes) = param(params, "outcome") {
         for o in split_list(outcomes) {
@@ -442,7 +452,7 @@ async fn get_result(
 }
 
 /// A JSON body, or ResultsDB's `Malformed Request` answer.
-fn json_body(body: &[u8]) -> Result<serde_json::Map<String, Value>, Response> {
+fn json_body(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(error(
@@ -456,7 +466,7 @@ fn json_body(body: &[u8]) -> Result<serde_json::Map<String, Value>, Response> {
     }
 }
 
-fn opt_str(m: &serde_json::Map<String, Value>, key: &str) -> Result<Option<String>, Response> {
+fn opt_str(m: &serde_json::Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
