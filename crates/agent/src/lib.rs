@@ -35,6 +35,9 @@ pub struct AgentConfig {
     pub max_backoff: Duration,
     /// How long a step may outlive SIGTERM before SIGKILL.
     pub kill_grace: Duration,
+    /// A CA certificate (PEM) to trust for an `https` coordinator, instead
+    /// of the system's roots.
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -52,6 +55,7 @@ impl AgentConfig {
             poll_interval: Duration::from_secs(30),
             max_backoff: Duration::from_secs(5),
             kill_grace: Duration::from_secs(2),
+            ca_cert: None,
         }
     }
 }

@@ -103,6 +103,15 @@ pub async fn run(
     let mut backoff = Duration::from_millis(100);
     let mut ever_connected = false;
     let machine = crate::machine::fingerprint().await;
+    let tls = if state.config.server.starts_with("https://")
+        || state.config.server.starts_with("wss://")
+    {
+        let tls = testfleet_sio::tls::client_config(state.config.ca_cert.as_deref())
+            .map_err(|e| AgentError::BadUrl(format!("TLS: {e}")))?;
+        Some(tls)
+    } else {
+        None
+    };
     loop {
         let auth = HandshakeAuth {
             client_type: Some("agent".into()),
@@ -112,8 +121,11 @@ pub async fn run(
             protocol: Some(PROTOCOL_VERSION),
             machine: Some(machine.clone()),
         };
-        let options =
+        let mut options =
             ConnectOptions::default().with_auth(serde_json::to_value(&auth).unwrap_or(Value::Null));
+        if let Some(tls) = &tls {
+            options = options.with_tls(tls.clone());
+        }
         let connected = tokio::select! {
             r = Client::connect(&state.config.server, options) => r,
             () = &mut shutdown => return Ok(()),
@@ -123,7 +135,7 @@ pub async fn run(
             Err(ConnectError::Rejected { message, .. }) => {
                 return Err(AgentError::Refused(message));
             }
-            Err(e @ (ConnectError::InvalidUrl { .. } | ConnectError::TlsUnsupported { .. })) => {
+            Err(e @ ConnectError::InvalidUrl { .. }) => {
                 return Err(AgentError::BadUrl(e.to_string()));
             }
             Err(e) => {

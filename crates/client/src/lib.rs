@@ -21,6 +21,8 @@ pub enum ClientError {
     },
     #[error("unexpected answer from the coordinator: {0}")]
     Decode(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// How the client proves who it is (never printed).
@@ -50,9 +52,31 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    /// `base` is the coordinator's URL, such as `http://127.0.0.1:8080`.
+    /// `base` is the coordinator's URL, such as `http://127.0.0.1:8080`;
+    /// `https` URLs are checked against the system's trusted roots.
     pub fn new(base: &str) -> ApiClient {
-        let http = reqwest::Client::builder()
+        ApiClient::with_ca(base, None)
+            .unwrap_or_else(|_| ApiClient::plain(base, reqwest::Client::builder()))
+    }
+
+    /// As [`ApiClient::new`], trusting the CA certificate in `ca_file` (PEM)
+    /// for `https` URLs instead of the system's roots.
+    pub fn with_ca(
+        base: &str,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<ApiClient, ClientError> {
+        let mut builder = reqwest::Client::builder();
+        if base.starts_with("https://") {
+            let tls = testfleet_sio::tls::client_config(ca_file)
+                .map_err(|e| ClientError::Tls(e.to_string()))?;
+            builder = builder.tls_backend_preconfigured((*tls).clone());
+        }
+        Ok(ApiClient::plain(base, builder))
+    }
+
+    fn plain(base: &str, builder: reqwest::ClientBuilder) -> ApiClient {
+        testfleet_sio::tls::install_default_provider();
+        let http = builder
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
             .build()

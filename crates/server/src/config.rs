@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub exporters: crate::exporters::ExportersConfig,
     /// Who may read and write through the REST API.
     pub auth: crate::auth::AuthConfig,
+    /// Serve HTTPS (and socket.io over TLS) with these files.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// A known failure: when a failed task's reason or log matches `pattern`,
@@ -83,6 +85,7 @@ impl ServerConfig {
             known_failures: Vec::new(),
             exporters: crate::exporters::ExportersConfig::default(),
             auth: crate::auth::AuthConfig::default(),
+            tls: None,
         }
     }
 

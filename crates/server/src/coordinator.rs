@@ -65,6 +65,8 @@ pub struct Coordinator {
     connections: AtomicU64,
     /// Slows down repeated failed authentication per address.
     pub auth_failures: crate::auth::FailureLimiter,
+    /// Connected browser clients (`agentData` is pushed only when some are).
+    pub browsers: AtomicU64,
     /// When agent secrets were last checked for revocations.
     secrets_checked_at: std::sync::atomic::AtomicI64,
     reaper: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -121,6 +123,7 @@ impl Coordinator {
             sched: Mutex::new(sched),
             connections: AtomicU64::new(0),
             auth_failures: crate::auth::FailureLimiter::default(),
+            browsers: AtomicU64::new(0),
             secrets_checked_at: std::sync::atomic::AtomicI64::new(SystemClock.now_millis()),
             reaper: std::sync::Mutex::new(None),
         });
@@ -362,22 +365,8 @@ impl Coordinator {
             .filter(|_| matches_running)
             .map(|r| r.attempt_id);
         let log_integration = update.integration_id_text();
-        if let Err(e) = self
-            .store
-            .log_work(
-                host,
-                attempt_id,
-                log_integration.as_deref(),
-                stage.as_str(),
-                detail.as_deref(),
-                now,
-            )
-            .await
-        {
-            tracing::error!("failed to write the work log: {e}");
-        }
         match (stage, running) {
-            (Stage::Idle, Some(run)) => {
+            (Stage::Idle, Some(run)) if self.work_lost(&sched, host, &run) => {
                 // The agent is idle while we hold an attempt for it: it lost
                 // that work (it restarted, or never received it).
                 self.finish(
@@ -407,6 +396,9 @@ impl Coordinator {
                     .await;
             }
             (s, Some(run)) if matches_running && s.rank().is_some() => {
+                // Progress changes no scheduling decision: record it without
+                // holding up dispatch for other agents.
+                drop(sched);
                 if let Err(e) = self
                     .store
                     .set_stage(run.attempt_id, s, detail.as_deref(), ts, now)
@@ -414,6 +406,17 @@ impl Coordinator {
                 {
                     tracing::error!(attempt = run.attempt_id, "failed to record stage: {e}");
                 }
+                self.log_work(
+                    host,
+                    attempt_id,
+                    log_integration.as_deref(),
+                    stage,
+                    detail.as_deref(),
+                    now,
+                )
+                .await;
+                self.push_agent_data().await;
+                return;
             }
             (s, None) if s != Stage::Idle && !s.is_final() => {
                 tracing::debug!(agent = host, status = %s, "status update for work this coordinator does not know");
@@ -421,7 +424,41 @@ impl Coordinator {
             _ => {}
         }
         drop(sched);
+        self.log_work(
+            host,
+            attempt_id,
+            log_integration.as_deref(),
+            stage,
+            detail.as_deref(),
+            now,
+        )
+        .await;
         self.push_agent_data().await;
+    }
+
+    async fn log_work(
+        &self,
+        host: &str,
+        attempt_id: Option<i64>,
+        integration_id: Option<&str>,
+        stage: Stage,
+        detail: Option<&str>,
+        now: UnixMillis,
+    ) {
+        if let Err(e) = self
+            .store
+            .log_work(
+                host,
+                attempt_id,
+                integration_id,
+                stage.as_str(),
+                detail,
+                now,
+            )
+            .await
+        {
+            tracing::error!("failed to write the work log: {e}");
+        }
     }
 
     /// Handles `fetchWork`: answers with work now, or leaves the fetch open.
@@ -433,8 +470,12 @@ impl Coordinator {
         if slot.connection != connection {
             return;
         }
-        slot.waiting = true;
         if let Some(run) = slot.running.clone() {
+            if !self.work_lost(&sched, host, &run) {
+                // A fetch sent before our sendWork arrived: the work is on its way.
+                tracing::debug!(agent = host, "fetchWork crossed a sendWork; ignored");
+                return;
+            }
             // Agents fetch only when idle, so the running attempt is gone.
             self.finish(
                 &mut sched,
@@ -446,7 +487,26 @@ impl Coordinator {
             )
             .await;
         }
+        if let Some(slot) = sched.agents.get_mut(host) {
+            slot.waiting = true;
+        }
         self.dispatch(&mut sched).await;
+    }
+
+    /// Whether an agent that says it is idle (or asks for work) has really
+    /// lost the attempt we hold for it. Work sent on an earlier connection is
+    /// lost for sure (the agent restarted or never got it). On the same
+    /// connection, an `idle` or `fetchWork` sent just before our `sendWork`
+    /// arrived can still be in flight, so only an answer well after the
+    /// dispatch counts.
+    fn work_lost(&self, sched: &Scheduler, host: &str, run: &RunningAttempt) -> bool {
+        let Some(slot) = sched.agents.get(host) else {
+            return true;
+        };
+        if slot.dispatched_on != slot.connection {
+            return true;
+        }
+        self.now() - run.started_at >= DISPATCH_GRACE_MS
     }
 
     /// Dev mode `queryWork`: the head of the agent's queue, not removed.
@@ -642,6 +702,9 @@ impl Coordinator {
                         }
                         tracing::info!(agent = %host, task = task_id, attempt = claimed.attempt.attempt_id, "work sent");
                         let scale = slot.timeout_scale();
+                        slot.dispatched_on = slot.connection;
+                        // Asking for its status right away would race the work.
+                        slot.last_status_request = self.now();
                         slot.running = Some(claimed.attempt.clone());
                         sched.started(&claimed.attempt);
                         let limit = self
@@ -998,6 +1061,10 @@ impl Coordinator {
     }
 
     async fn push_agent_data(&self) {
+        if self.browsers.load(Ordering::Relaxed) == 0 {
+            // Nobody is watching: don't build the list on every status update.
+            return;
+        }
         let data = self.agent_data().await;
         if let Err(e) = self
             .io
@@ -1009,6 +1076,10 @@ impl Coordinator {
         }
     }
 }
+
+/// How long after sending work an `idle` or `fetchWork` from the same
+/// connection may still be one that crossed our `sendWork`.
+const DISPATCH_GRACE_MS: i64 = 5_000;
 
 /// Adds the implicit `hostname` label.
 fn with_hostname(mut labels: LabelSet, host: &str) -> LabelSet {

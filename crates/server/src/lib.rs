@@ -15,6 +15,7 @@ mod rest;
 mod resultsdb;
 mod scheduler;
 mod sio;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("failed to serve HTTP")]
     Io(#[from] std::io::Error),
+    #[error("failed to set up TLS")]
+    Tls(#[from] tls::TlsSetupError),
 }
 
 /// A built coordinator: its router and its shared state.
@@ -53,6 +56,8 @@ impl Server {
         config: ServerConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Server, ServerError> {
+        // HTTP clients (exporters) need a rustls provider; testfleet uses ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let store = Store::open(&config.data_dir).await?;
         let config = Arc::new(config);
         let (layer, io) = SocketIo::builder()
@@ -83,13 +88,34 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let coordinator = self.coordinator.clone();
-        axum::serve(
-            listener,
-            self.router
-                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await?;
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        match &coordinator.config.tls {
+            Some(files) => {
+                let config = tls::server_config(files)?;
+                // `tap_io` gives the TLS listener axum's connect-info support.
+                let listener = axum::serve::ListenerExt::tap_io(
+                    tls::TlsListener::new(listener, config)?,
+                    |_| {},
+                );
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await?;
+            }
+            None => {
+                // Small socket.io frames must not wait for Nagle's algorithm.
+                let listener = axum::serve::ListenerExt::tap_io(
+                    listener,
+                    |tcp: &mut tokio::net::TcpStream| {
+                        let _ = tcp.set_nodelay(true);
+                    },
+                );
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await?
+            }
+        }
         coordinator.shutdown().await;
         Ok(())
     }

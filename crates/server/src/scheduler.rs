@@ -63,6 +63,8 @@ pub struct AgentSlot {
     /// An unanswered `fetchWork` is open (the long poll).
     pub waiting: bool,
     pub running: Option<RunningAttempt>,
+    /// The connection the running attempt was sent on (0: before a restart).
+    pub dispatched_on: u64,
     pub runtime_limit: Option<RuntimeLimit>,
     pub status: Option<String>,
     pub detail: Option<String>,
@@ -83,6 +85,7 @@ impl AgentSlot {
             connection: 0,
             waiting: false,
             running: None,
+            dispatched_on: 0,
             runtime_limit: None,
             status: None,
             detail: None,

@@ -81,14 +81,14 @@ async fn check_handshake(
         Refused(reason)
     };
     let (client, secret) = classify(auth.0.ok()).map_err(refuse)?;
-    if let Client::Agent { hostname, .. } = &client {
-        if let Err(reason) = check_agent_secret(&coordinator, hostname, secret).await {
-            if let Some(ip) = peer {
-                // Guessing secrets is slowed down like guessing passwords.
-                tokio::time::sleep(coordinator.auth_failures.failed(ip.ip())).await;
-            }
-            return Err(refuse(reason));
+    if let Client::Agent { hostname, .. } = &client
+        && let Err(reason) = check_agent_secret(&coordinator, hostname, secret).await
+    {
+        if let Some(ip) = peer {
+            // Guessing secrets is slowed down like guessing passwords.
+            tokio::time::sleep(coordinator.auth_failures.failed(ip.ip())).await;
         }
+        return Err(refuse(reason));
     }
     socket.extensions.insert(client);
     Ok(())
@@ -177,6 +177,15 @@ async fn on_connect(socket: SocketRef, client: Client, coordinator: Arc<Coordina
 
 fn on_browser(socket: SocketRef, coordinator: Arc<Coordinator>) {
     socket.join(BROWSERS_ROOM);
+    coordinator
+        .browsers
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let c = coordinator.clone();
+    socket.on_disconnect(move || {
+        c.browsers
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        async {}
+    });
     let c = coordinator.clone();
     socket.on(events::GET_AGENTS, move |socket: SocketRef| {
         let c = c.clone();

@@ -212,21 +212,6 @@ async fn agent(url: &str, name: &str) -> (Client, EventStream) {
     (client, events)
 }
 
-async fn next_event(events: &mut EventStream, name: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .expect("timed out")
-            .expect("stream ended");
-        if let Incoming::Event { name: n, args, .. } = event
-            && n == name
-        {
-            return args.into_iter().next().unwrap_or(Value::Null);
-        }
-    }
-}
-
 /// 2023-02-10T13:11:11Z, the time of integration 1, in ns. Each job's integration
 /// is a second later: points of the same series at the same time would overwrite
 /// each other in InfluxDB (the seed schema has `integration_id` as a field, not a tag).

@@ -265,7 +265,7 @@ async fn an_agent_with_a_revoked_secret_is_disconnected_and_cannot_fetch_work() 
     let err = connect(&h.url, "bench1", "shared")
         .await
         .err()
-        .expect("shared secret refused for bench1");
+        .unwrap_or_else(|| panic!("shared secret refused for bench1"));
     assert!(
         matches!(&err, ConnectError::Rejected { message, .. } if message.contains("wrong secret")),
         "{err}"
@@ -294,7 +294,7 @@ async fn an_agent_with_a_revoked_secret_is_disconnected_and_cannot_fetch_work() 
     let err = connect(&h.url, "bench1", "own-secret")
         .await
         .err()
-        .expect("a revoked secret is refused");
+        .unwrap_or_else(|| panic!("a revoked secret is refused"));
     assert!(
         matches!(&err, ConnectError::Rejected { message, .. } if message.contains("revoked")),
         "{err}"
@@ -336,13 +336,13 @@ async fn malformed_and_oversized_input_gets_clear_errors_and_the_server_keeps_se
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let mut errors = 0;
     while errors < 1 {
-        if let Some(Incoming::Event { name, .. }) = tokio::time::timeout_at(deadline, events.recv())
+        let event = tokio::time::timeout_at(deadline, events.recv())
             .await
-            .unwrap()
+            .unwrap();
+        if let Some(Incoming::Event { name, .. }) = event
+            && name == "error"
         {
-            if name == "error" {
-                errors += 1;
-            }
+            errors += 1;
         }
     }
     // An oversized socket.io packet drops that connection only.

@@ -30,6 +30,8 @@ pub struct ConnectOptions {
     pub handshake_timeout: Duration,
     /// Capacity of the outgoing queue and of the [`EventStream`].
     pub buffer: usize,
+    /// TLS settings for `https`/`wss` URLs; the system's roots when `None`.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ConnectOptions {
@@ -40,11 +42,18 @@ impl Default for ConnectOptions {
             auth: None,
             handshake_timeout: Duration::from_secs(10),
             buffer: 256,
+            tls: None,
         }
     }
 }
 
 impl ConnectOptions {
+    /// Uses this TLS configuration (e.g. [`crate::tls::client_config`] with a private CA).
+    pub fn with_tls(mut self, tls: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Joins `namespace` instead of `/` (a missing leading `/` is added).
     pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
         let ns = namespace.into();

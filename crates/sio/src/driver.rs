@@ -14,7 +14,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::{
+    Connector, MaybeTlsStream, WebSocketStream, connect_async_tls_with_config,
+};
 use tracing::{debug, trace, warn};
 
 use crate::client::{AckHandle, ConnectOptions, DisconnectReason, EventStream, Incoming, Inner};
@@ -67,13 +69,26 @@ pub(crate) async fn connect(
         source: Box::new(e),
     };
 
-    let (mut ws, _response) = timeout(limit, connect_async(endpoint.as_str()))
-        .await
-        .map_err(|_| ConnectError::Timeout {
-            step: "the websocket upgrade",
-            after: limit,
-        })?
-        .map_err(ws_error)?;
+    let connector = if endpoint.scheme() == "wss" {
+        let tls = match opts.tls.clone() {
+            Some(tls) => tls,
+            None => crate::tls::client_config(None)
+                .map_err(|e| ConnectError::Protocol(e.to_string()))?,
+        };
+        Some(Connector::Rustls(tls))
+    } else {
+        None
+    };
+    let (mut ws, _response) = timeout(
+        limit,
+        connect_async_tls_with_config(endpoint.as_str(), None, true, connector),
+    )
+    .await
+    .map_err(|_| ConnectError::Timeout {
+        step: "the websocket upgrade",
+        after: limit,
+    })?
+    .map_err(ws_error)?;
 
     let open = read_open(&mut ws, limit).await?;
     debug!(engine_sid = %open.sid, ping_interval = open.ping_interval,

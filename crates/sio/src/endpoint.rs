@@ -4,12 +4,6 @@ use url::Url;
 
 use crate::error::ConnectError;
 
-/// Whether this build can open `wss://` connections.
-///
-/// To add TLS, enable `tokio-tungstenite/rustls-tls-webpki-roots` behind a `rustls` feature of
-/// this crate and make this `cfg!(feature = "rustls")`; `connect_async` then handles `wss`.
-const TLS_SUPPORTED: bool = false;
-
 /// Builds `ws[s]://host:port<path>?<query>&EIO=4&transport=websocket` from `http(s)`/`ws(s)` URLs.
 ///
 /// The URL path must be empty or `/`: the engine path and the namespace are options, and silently
@@ -25,11 +19,6 @@ pub(crate) fn websocket_url(raw: &str, engine_path: &str) -> Result<Url, Connect
         "https" | "wss" => "wss",
         _ => return Err(invalid("scheme must be http, https, ws or wss")),
     };
-    if scheme == "wss" && !TLS_SUPPORTED {
-        return Err(ConnectError::TlsUnsupported {
-            url: raw.to_owned(),
-        });
-    }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(invalid("missing host"));
     }
@@ -69,10 +58,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_urls() {
-        assert!(matches!(
-            websocket_url("https://h", "/socket.io/"),
-            Err(ConnectError::TlsUnsupported { .. })
-        ));
+        assert_eq!(
+            websocket_url("https://h", "/socket.io/").unwrap().as_str(),
+            "wss://h/socket.io/?EIO=4&transport=websocket"
+        );
         assert!(matches!(
             websocket_url("ftp://h", "/socket.io/"),
             Err(ConnectError::InvalidUrl { .. })

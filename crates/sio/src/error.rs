@@ -12,10 +12,6 @@ pub enum ConnectError {
     #[error("parse server url {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
 
-    /// A `wss://`/`https://` URL was given but this build has no TLS support.
-    #[error("connect to {url}: tls (wss/https) is not supported by this build of testfleet-sio")]
-    TlsUnsupported { url: String },
-
     /// The TCP connection or the websocket upgrade failed.
     #[error("open websocket to {url}: {source}")]
     WebSocket {

@@ -30,6 +30,7 @@ mod driver;
 mod endpoint;
 mod error;
 mod packet;
+pub mod tls;
 
 pub use client::{AckHandle, Client, ConnectOptions, DisconnectReason, EventStream, Incoming};
 pub use error::{AckError, ConnectError, EmitError};

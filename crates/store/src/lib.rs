@@ -23,7 +23,8 @@ use sqlx::sqlite::{
 pub use ops::*;
 pub use outbox::{ExportEvent, SinkStatus};
 pub use resultsdb::{
-    DataFilter, NewRdbResult, RDB_OUTCOMES, RdbGroup, RdbQuery, RdbResult, RdbTestcase, job_group_uuid,
+    DataFilter, NewRdbResult, RDB_OUTCOMES, RdbGroup, RdbQuery, RdbResult, RdbTestcase,
+    job_group_uuid,
 };
 pub use security::{StoredAgentSecret, StoredToken, StoredUser};
 pub use views::{AttemptContext, StoredAgent, summarize};

@@ -243,6 +243,12 @@ pub struct ServerArgs {
     /// Allow the dev-mode events `queryWork` and `mockItem`.
     #[arg(long)]
     pub dev: bool,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -262,6 +268,9 @@ pub struct AgentArgs {
     /// Seconds between fetches while idle.
     #[arg(long)]
     pub poll_interval: Option<humantime::Duration>,
+    /// Trust this CA certificate (PEM) for an https coordinator.
+    #[arg(long, env = "TESTFLEET_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -25,6 +25,7 @@ pub mod exit {
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     init_tracing(cli.verbose, cli.command.is_service());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -32,6 +32,8 @@ pub struct ClientSection {
     pub server: Option<String>,
     /// An API token (better: TESTFLEET_TOKEN).
     pub token: Option<String>,
+    /// A CA certificate (PEM) to trust for an https coordinator.
+    pub ca_cert: Option<PathBuf>,
     pub user: Option<String>,
     pub password: Option<String>,
 }
@@ -61,6 +63,9 @@ pub struct ServerSection {
     pub known_failures: Vec<KnownFailureSection>,
     /// Who may read and write: `[server.auth]`.
     pub auth: Option<AuthSection>,
+    /// Serve HTTPS: certificate chain and key (PEM).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +101,7 @@ pub struct AgentSection {
     pub labels: BTreeMap<String, String>,
     pub work_dir: Option<PathBuf>,
     pub poll_interval: Option<String>,
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Loads the config file: the given one (which must exist) or the default
@@ -144,6 +150,13 @@ pub fn client_credentials(file: &FileConfig) -> testfleet_client::Credentials {
         }
         _ => testfleet_client::Credentials::None,
     }
+}
+
+/// The CA certificate to trust for an https coordinator.
+pub fn client_ca(file: &FileConfig) -> Option<PathBuf> {
+    std::env::var_os("TESTFLEET_CA_CERT")
+        .map(PathBuf::from)
+        .or_else(|| file.client.ca_cert.clone())
 }
 
 /// The coordinator's data directory for admin commands.
@@ -205,7 +218,7 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> Result<ServerConfi
         );
     }
     match s.runtime_factor {
-        Some(f) if f == 0.0 => config.runtime_factor = None,
+        Some(0.0) => config.runtime_factor = None,
         Some(f) if f.is_finite() && f > 0.0 => config.runtime_factor = Some(f),
         Some(f) => {
             bail!("config `server.runtime_factor`: must be a positive number or 0 (off), not {f}")
@@ -214,6 +227,16 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> Result<ServerConfi
     }
     if let Some(n) = s.runtime_min_runs {
         config.runtime_min_runs = n.max(1);
+    }
+    match (
+        args.tls_cert.clone().or_else(|| s.tls_cert.clone()),
+        args.tls_key.clone().or_else(|| s.tls_key.clone()),
+    ) {
+        (Some(cert), Some(key)) => config.tls = Some(testfleet_server::tls::TlsFiles { cert, key }),
+        (None, None) => {}
+        _ => bail!(
+            "TLS needs both a certificate and a key (--tls-cert and --tls-key, or [server] tls_cert and tls_key)"
+        ),
     }
     if let Some(auth) = &s.auth {
         if let Some(open) = auth.read_open {
@@ -286,6 +309,11 @@ pub fn agent_config(
             .labels
             .extend(parse_label_list(list).map_err(|e| anyhow::anyhow!("--labels: {e}"))?);
     }
+    config.ca_cert = args
+        .ca_cert
+        .clone()
+        .or_else(|| a.ca_cert.clone())
+        .or_else(|| file.client.ca_cert.clone());
     config.poll_interval = match &args.poll_interval {
         Some(d) => (*d).into(),
         None => duration(

@@ -1031,3 +1031,168 @@ async fn an_agent_killed_mid_task_loses_it_to_another_agent_once() {
     let _ = other.await;
     server.stop().await;
 }
+
+/// A self-signed certificate for 127.0.0.1, made with the openssl CLI.
+fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=testfleet-test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ])
+        // A server certificate, not a CA: rustls refuses a CA used as an end entity.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed (`cargo xtask test` installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+#[test]
+fn tls_end_to_end_client_agent_and_a_third_party_socketio_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let mut server = Command::new(env!("CARGO_BIN_EXE_testfleet"))
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--agent-secret",
+            SECRET,
+            "--data-dir",
+        ])
+        .arg(dir.path().join("server"))
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
+
+    // Without the CA the client refuses the server's certificate.
+    let out = Command::new(env!("CARGO_BIN_EXE_testfleet"))
+        .args(["--server", &url, "jobs"])
+        .env_remove("TESTFLEET_CA_CERT")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_testfleet"))
+        .args([
+            "agent",
+            "--server",
+            &url,
+            "--hostname",
+            "tls-agent",
+            "--secret",
+            SECRET,
+        ])
+        .arg("--ca-cert")
+        .arg(&cert)
+        .arg("--work-dir")
+        .arg(dir.path().join("agent"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, "name = \"over-tls\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"echo secure\" }]\n").unwrap();
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(env!("CARGO_BIN_EXE_testfleet"))
+        .args(["--server", &url, "submit", "--wait"])
+        .arg(&job)
+        .env("TESTFLEET_CA_CERT", &cert)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("passed"), "{stdout}");
+
+    // A third-party socket.io client over TLS: the browser view, and a refusal.
+    if let Some(python) = peer_python() {
+        let script = r#"
+import sys, socketio
+url, secret = sys.argv[1], sys.argv[2]
+got = {}
+b = socketio.Client()
+@b.on("agentData")
+def on_agents(data):
+    got["agents"] = data
+b.connect(url, auth={"clientType": "browser"}, wait_timeout=10)
+b.emit("getAgents")
+b.sleep(1)
+b.disconnect()
+assert any(a["agent"] == "tls-agent" and a["online"] for a in got["agents"]), got
+bad = socketio.Client()
+errors = []
+bad.on("connect_error", lambda data: errors.append(data))
+try:
+    bad.connect(url, auth={"clientType": "agent", "hostname": "x", "secret": "wrong"}, wait_timeout=10)
+    sys.exit("connected with a wrong secret")
+except socketio.exceptions.ConnectionError:
+    pass
+assert any("secret" in str(e) for e in errors), errors
+print("tls peer: 2 passed, 0 failed")
+"#;
+        let out = Command::new("timeout")
+            .arg("60")
+            .arg(&python)
+            .args(["-c", script, &url, SECRET])
+            .env("SSL_CERT_FILE", &cert)
+            .env("REQUESTS_CA_BUNDLE", &cert)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -60,7 +60,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
             ..
         } => admin::agents(action, &file).await,
         other => {
-            let api = ApiClient::new(&settings::client_server(cli.server.as_deref(), &file)?)
+            let server = settings::client_server(cli.server.as_deref(), &file)?;
+            let api = ApiClient::with_ca(&server, settings::client_ca(&file).as_deref())?
                 .with_credentials(settings::client_credentials(&file));
             client::run(&api, other).await
         }
@@ -78,9 +79,18 @@ async fn serve(config: testfleet_server::ServerConfig) -> Result<u8> {
         );
     }
     let data_dir = config.data_dir.clone();
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    if let Some(files) = &config.tls {
+        // Fail at start-up, not at the first connection, on a bad certificate or key.
+        testfleet_server::tls::server_config(files)?;
+    }
     let server = testfleet_server::Server::build(config).await?;
     println!(
-        "testfleet server listening on http://{addr} (data in {})",
+        "testfleet server listening on {scheme}://{addr} (data in {})",
         data_dir.display()
     );
     server.serve(listener, shutdown_signal()).await?;
