@@ -371,7 +371,11 @@ async fn cancel_stops_a_running_task_and_drops_queued_ones() {
         .iter()
         .all(|t| t.state != TaskState::Running)
     {
-        assert!(Instant::now() < deadline);
+        assert!(
+            Instant::now() < deadline,
+            "{:#?}",
+            api.job(view.id).await.unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let cancelled = api.cancel(view.id).await.unwrap();
