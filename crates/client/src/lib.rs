@@ -247,6 +247,12 @@ impl ApiClient {
         .await
     }
 
+    /// The exporters' delivery status (pending, delivered, last error).
+    pub async fn exporters(&self) -> Result<serde_json::Value, ClientError> {
+        self.send(self.http.get(format!("{}/api/v1/exporters", self.base)))
+            .await
+    }
+
     /// Threshold, runtime and flaky statistics.
     pub async fn stats(&self) -> Result<serde_json::Value, ClientError> {
         self.send(self.http.get(format!("{}/api/v1/stats", self.base)))

@@ -89,6 +89,8 @@ pub enum Command {
     /// The seed-000 run summary of an attempt (JSON): integration, host,
     /// platform, executed tests with their values, crashed tests with logs.
     Summary { attempt: i64 },
+    /// The exporters' delivery status: pending and delivered points, last error.
+    Exporters,
     /// Say why a task is still pending.
     Why {
         task: i64,

@@ -66,6 +66,46 @@ pub struct ServerSection {
     /// Serve HTTPS: certificate chain and key (PEM).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Where results go: `[server.exporters.influxdb]`, `[server.exporters.resultsdb]`.
+    #[serde(default)]
+    pub exporters: ExportersSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportersSection {
+    pub influxdb: Option<InfluxSection>,
+    pub resultsdb: Option<ResultsDbSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxSection {
+    /// Base URL, such as `http://influx:8086`.
+    pub url: String,
+    /// 1 (`/write`, database, user, password) or 2 (`/api/v2/write`, org, bucket, token).
+    #[serde(default = "default_influx_version")]
+    pub version: u8,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub org: Option<String>,
+    pub bucket: Option<String>,
+    pub token: Option<String>,
+    pub batch_points: Option<usize>,
+}
+
+fn default_influx_version() -> u8 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsDbSection {
+    /// The receiver's API base, such as `https://resultsdb/api/v2.0`.
+    pub url: String,
+    /// This coordinator's URL as the receiver's users reach it (for `ref_url`s).
+    pub public_url: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,6 +277,48 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> Result<ServerConfi
         _ => bail!(
             "TLS needs both a certificate and a key (--tls-cert and --tls-key, or [server] tls_cert and tls_key)"
         ),
+    }
+    if let Some(influx) = &s.exporters.influxdb {
+        use testfleet_server::exporters::{InfluxApi, InfluxConfig};
+        let api = match influx.version {
+            1 => InfluxApi::V1 {
+                database: influx
+                    .database
+                    .clone()
+                    .context("config `server.exporters.influxdb`: version 1 needs `database`")?,
+                user: influx.user.clone(),
+                password: influx.password.clone(),
+            },
+            2 => InfluxApi::V2 {
+                org: influx
+                    .org
+                    .clone()
+                    .context("config `server.exporters.influxdb`: version 2 needs `org`")?,
+                bucket: influx
+                    .bucket
+                    .clone()
+                    .context("config `server.exporters.influxdb`: version 2 needs `bucket`")?,
+                token: influx.token.clone(),
+            },
+            v => bail!("config `server.exporters.influxdb.version`: {v} is not 1 or 2"),
+        };
+        if !(influx.url.starts_with("http://") || influx.url.starts_with("https://")) {
+            bail!(
+                "config `server.exporters.influxdb.url`: `{}` must start with http:// or https://",
+                influx.url
+            );
+        }
+        config.exporters.influxdb = Some(InfluxConfig {
+            url: influx.url.clone(),
+            api,
+            batch_points: influx.batch_points.unwrap_or(5000).max(1),
+        });
+    }
+    if let Some(rdb) = &s.exporters.resultsdb {
+        config.exporters.resultsdb = Some(testfleet_server::exporters::ResultsDbReporterConfig {
+            url: rdb.url.clone(),
+            public_url: rdb.public_url.clone(),
+        });
     }
     if let Some(auth) = &s.auth {
         if let Some(open) = auth.read_open {

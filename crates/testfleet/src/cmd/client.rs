@@ -98,6 +98,10 @@ pub async fn run(api: &ApiClient, command: Command) -> Result<u8> {
             print!("{}", api.job_report(job, &format).await?);
             Ok(exit::OK)
         }
+        Command::Exporters => {
+            println!("{}", serde_json::to_string_pretty(&api.exporters().await?)?);
+            Ok(exit::OK)
+        }
         Command::Why { task, json } => {
             let why = api.why(task).await?;
             if json {
