@@ -71,6 +71,12 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
             &format!("{PREFIX}/groups/{{uuid}}/results"),
             get(group_results),
         )
+        // Creating results, testcases and groups is a write: same rules as the
+        // REST API (docs/security.md).
+        .layer(axum::middleware::from_fn_with_state(
+            coordinator.clone(),
+            crate::auth::guard,
+        ))
         .with_state(coordinator)
 }
 

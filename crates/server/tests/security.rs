@@ -109,7 +109,11 @@ async fn every_mutating_endpoint_answers_each_caller_as_intended() {
     .unwrap();
     let job_id = job["id"].as_i64().unwrap();
     let cancel = format!("/api/v1/jobs/{job_id}/cancel");
-    let endpoints: [(&str, &str, u16); 2] = [("/api/v1/jobs", JOB, 201), (&cancel, "", 200)];
+    let endpoints: [(&str, &str, u16); 3] = [
+        ("/api/v1/jobs", JOB, 201),
+        (&cancel, "", 200),
+        ("/api/v2.0/testcases", r#"{"name": "sec.case"}"#, 201),
+    ];
     let callers = [
         (Caller::Anonymous, None),
         (Caller::WrongPassword, Some("wrong user or password")),
@@ -120,7 +124,13 @@ async fn every_mutating_endpoint_answers_each_caller_as_intended() {
     ];
     for (path, body, ok_status) in endpoints {
         for (caller, message) in callers {
+            let content_type = if body.starts_with('{') {
+                "application/json"
+            } else {
+                "application/toml"
+            };
             let resp = request(&h, &http, reqwest::Method::POST, path, caller)
+                .header("content-type", content_type)
                 .body(body.to_owned())
                 .send()
                 .await
