@@ -90,6 +90,12 @@ async fn check_handshake(
         }
         return Err(refuse(reason));
     }
+    if matches!(client, Client::Agent { .. }) {
+        let rx = register_agent_handlers(&socket);
+        socket
+            .extensions
+            .insert(PendingEvents(Arc::new(std::sync::Mutex::new(Some(rx)))));
+    }
     socket.extensions.insert(client);
     Ok(())
 }
@@ -210,13 +216,15 @@ fn on_browser(socket: SocketRef, coordinator: Arc<Coordinator>) {
     });
 }
 
-async fn on_agent(
-    socket: SocketRef,
-    hostname: String,
-    labels: LabelSet,
-    machine: Option<MachineInfo>,
-    coordinator: Arc<Coordinator>,
-) {
+/// The receiving end of an agent connection's event queue, handed from the
+/// handshake (where the handlers are registered) to the connect handler.
+#[derive(Clone)]
+struct PendingEvents(Arc<std::sync::Mutex<Option<mpsc::Receiver<AgentEvent>>>>);
+
+/// Registers the agent's event handlers during the handshake: the client may
+/// send events as soon as it sees the CONNECT answer, before the connect
+/// handler runs, and socketioxide drops events that have no handler yet.
+fn register_agent_handlers(socket: &SocketRef) -> mpsc::Receiver<AgentEvent> {
     let (tx, rx) = mpsc::channel::<AgentEvent>(AGENT_QUEUE);
 
     // Each handler only enqueues, synchronously, so order is kept.
@@ -273,6 +281,25 @@ async fn on_agent(
         },
     );
 
+    rx
+}
+
+async fn on_agent(
+    socket: SocketRef,
+    hostname: String,
+    labels: LabelSet,
+    machine: Option<MachineInfo>,
+    coordinator: Arc<Coordinator>,
+) {
+    let pending = socket
+        .extensions
+        .get::<PendingEvents>()
+        .and_then(|p| p.0.lock().ok()?.take());
+    let Some(rx) = pending else {
+        tracing::error!(agent = %hostname, "agent connected without its event queue");
+        let _ = socket.disconnect();
+        return;
+    };
     let connection = coordinator
         .agent_connected(&hostname, labels, machine, socket.clone())
         .await;
@@ -288,7 +315,6 @@ async fn on_agent(
             c.agent_disconnected(&host, connection, shutdown).await;
         }
     });
-    drop(tx);
     tokio::spawn(run_agent_events(
         coordinator,
         socket,
