@@ -1108,11 +1108,8 @@ fn parse_update_timestamp(v: &Value) -> Option<UnixMillis> {
     }
 }
 
+/// A duration as `10s` or `2m`, for reasons shown to users.
 fn humanize(d: Duration) -> String {
-    humantime_like(d)
-}
-
-fn humantime_like(d: Duration) -> String {
     let secs = d.as_secs();
     if secs >= 60 && secs.is_multiple_of(60) {
         format!("{}m", secs / 60)
