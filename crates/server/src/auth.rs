@@ -1,23 +1,28 @@
-//! Who may write: CIDR allow-list, users (argon2, HTTP Basic) and API tokens
-//! (SHA-256, `Authorization: Bearer`). Reading is open unless configured
-//! otherwise. Failed attempts are slowed down per address.
+//! Who may write: CIDR allow-list, users (argon2, HTTP Basic; HA1 values for
+//! HTTP Digest, RFC 7616) and API tokens (SHA-256, `Authorization: Bearer`).
+//! Reading is open unless configured otherwise. Failed attempts are slowed
+//! down per address.
 //!
 //! Secrets never reach a log: only names, addresses and outcomes do.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
 use ipnet::IpNet;
+use md5::Md5;
 use sha2::{Digest, Sha256};
+use testfleet_store::StoredUser;
 use testfleet_wire::api::ErrorBody;
 
 use crate::coordinator::Coordinator;
@@ -29,6 +34,14 @@ pub struct AuthConfig {
     pub read_open: bool,
     /// Addresses allowed to write without credentials.
     pub allowed_cidrs: Vec<IpNet>,
+    /// The realm of the Basic and Digest challenges. Digest HA1 values are
+    /// bound to it: changing it means resetting passwords for Digest.
+    pub realm: String,
+    /// How long a Digest nonce is good for; after that the client is told
+    /// `stale=true` and retries with a fresh one.
+    pub digest_nonce_lifetime: Duration,
+    /// Signs Digest nonces (random at each start: nonces need no storage).
+    pub digest_key: NonceKey,
 }
 
 impl Default for AuthConfig {
@@ -41,8 +54,411 @@ impl Default for AuthConfig {
                 "127.0.0.0/8".parse().expect("valid CIDR"),
                 "::1/128".parse().expect("valid CIDR"),
             ],
+            realm: DEFAULT_REALM.to_owned(),
+            digest_nonce_lifetime: Duration::from_secs(300),
+            digest_key: NonceKey::random(),
         }
     }
+}
+
+/// The realm unless configured.
+pub const DEFAULT_REALM: &str = "testfleet";
+
+/// Checks a configured realm: it is sent inside a quoted string.
+pub fn validate_realm(realm: &str) -> Result<(), String> {
+    if realm.is_empty()
+        || realm.len() > 100
+        || !realm.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+        || realm.contains(['"', '\\'])
+    {
+        return Err(format!(
+            "`{realm}` is not a usable realm (1 to 100 printable ASCII characters, no quotes or backslashes)"
+        ));
+    }
+    Ok(())
+}
+
+/// The key Digest nonces are signed with. Its `Debug` shows nothing.
+#[derive(Clone)]
+pub struct NonceKey([u8; 32]);
+
+impl std::fmt::Debug for NonceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NonceKey(..)")
+    }
+}
+
+/// What a nonce turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceCheck {
+    Fresh,
+    /// Ours, but older than the lifetime.
+    Stale,
+    /// Not ours, malformed, or from the future.
+    Invalid,
+}
+
+impl NonceKey {
+    /// A new random key.
+    pub fn random() -> NonceKey {
+        let mut key = [0u8; 32];
+        if getrandom::fill(&mut key).is_err() {
+            // No OS randomness: std's hasher keys are the next best source.
+            use std::hash::{BuildHasher, Hasher};
+            for chunk in key.chunks_mut(8) {
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u128(
+                    SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_nanos())
+                        .unwrap_or(0),
+                );
+                chunk.copy_from_slice(&h.finish().to_le_bytes());
+            }
+        }
+        NonceKey(key)
+    }
+
+    fn mac(&self, realm: &str, issued: u64) -> [u8; 16] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(b"testfleet digest nonce\0");
+        mac.update(&issued.to_be_bytes());
+        mac.update(realm.as_bytes());
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full[..16]);
+        out
+    }
+
+    /// A nonce issued at `issued` (Unix seconds): the time and its MAC, hex.
+    pub fn nonce_at(&self, realm: &str, issued: u64) -> String {
+        format!(
+            "{}{}",
+            hex::encode(issued.to_be_bytes()),
+            hex::encode(self.mac(realm, issued))
+        )
+    }
+
+    /// Checks a nonce against the key, the realm and its age at `now`.
+    pub fn check(&self, realm: &str, nonce: &str, now: u64, lifetime: Duration) -> NonceCheck {
+        let Ok(bytes) = hex::decode(nonce) else {
+            return NonceCheck::Invalid;
+        };
+        if bytes.len() != 24 {
+            return NonceCheck::Invalid;
+        }
+        let mut issued = [0u8; 8];
+        issued.copy_from_slice(&bytes[..8]);
+        let issued = u64::from_be_bytes(issued);
+        if !constant_time_eq(&self.mac(realm, issued), &bytes[8..]) {
+            return NonceCheck::Invalid;
+        }
+        if issued > now.saturating_add(60) {
+            return NonceCheck::Invalid;
+        }
+        if now.saturating_sub(issued) > lifetime.as_secs() {
+            return NonceCheck::Stale;
+        }
+        NonceCheck::Fresh
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Compares without an early exit, so timing does not tell how much matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Digest hash algorithms (RFC 7616 §3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestAlgorithm {
+    Md5,
+    Md5Sess,
+    Sha256,
+    Sha256Sess,
+}
+
+impl DigestAlgorithm {
+    /// From the `algorithm` parameter (case-insensitive); absent means MD5.
+    pub fn parse(name: &str) -> Option<DigestAlgorithm> {
+        match name.to_ascii_uppercase().as_str() {
+            "MD5" => Some(DigestAlgorithm::Md5),
+            "MD5-SESS" => Some(DigestAlgorithm::Md5Sess),
+            "SHA-256" => Some(DigestAlgorithm::Sha256),
+            "SHA-256-SESS" => Some(DigestAlgorithm::Sha256Sess),
+            _ => None,
+        }
+    }
+
+    fn is_sha256(self) -> bool {
+        matches!(self, DigestAlgorithm::Sha256 | DigestAlgorithm::Sha256Sess)
+    }
+
+    /// The hash of `data`, lowercase hex.
+    pub fn hash(self, data: &str) -> String {
+        if self.is_sha256() {
+            hex::encode(Sha256::digest(data.as_bytes()))
+        } else {
+            hex::encode(Md5::digest(data.as_bytes()))
+        }
+    }
+}
+
+/// HA1 = H(username:realm:password) in MD5 and SHA-256, hex.
+pub fn digest_ha1(user: &str, realm: &str, password: &str) -> (String, String) {
+    let a1 = format!("{user}:{realm}:{password}");
+    (
+        DigestAlgorithm::Md5.hash(&a1),
+        DigestAlgorithm::Sha256.hash(&a1),
+    )
+}
+
+/// A user record for `password`: its argon2 hash and its Digest HA1 values
+/// for `realm`, computed together so they always match.
+pub fn user_record(
+    name: &str,
+    password: &str,
+    admin: bool,
+    realm: &str,
+) -> Result<StoredUser, String> {
+    let (md5, sha256) = digest_ha1(name, realm, password);
+    Ok(StoredUser {
+        name: name.to_owned(),
+        password_hash: hash_secret(password)?,
+        admin,
+        digest_realm: Some(realm.to_owned()),
+        digest_ha1_md5: Some(md5),
+        digest_ha1_sha256: Some(sha256),
+    })
+}
+
+/// Splits the auth-params of a Digest `Authorization` header
+/// (`key=token` or `key="quoted \"string\""`, comma separated) into
+/// lowercase keys and unquoted values.
+pub fn parse_auth_params(input: &str) -> Result<HashMap<String, String>, &'static str> {
+    const MALFORMED: &str = "malformed Digest credentials";
+    let mut params = HashMap::new();
+    let mut chars = input.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' {
+                break;
+            }
+            if c == ',' || c == '"' {
+                return Err(MALFORMED);
+            }
+            key.push(c);
+            chars.next();
+        }
+        if chars.next() != Some('=') {
+            return Err(MALFORMED);
+        }
+        let key = key.trim().to_ascii_lowercase();
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return Err(MALFORMED);
+        }
+        while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') => break,
+                    Some('\\') => value.push(chars.next().ok_or(MALFORMED)?),
+                    Some(c) => value.push(c),
+                    None => return Err(MALFORMED),
+                }
+            }
+            while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
+                chars.next();
+            }
+            if chars.peek().is_some_and(|c| *c != ',') {
+                return Err(MALFORMED);
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ',' {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+            value = value.trim().to_owned();
+        }
+        if params.len() >= 32 || params.insert(key, value).is_some() {
+            return Err(MALFORMED);
+        }
+    }
+    Ok(params)
+}
+
+/// The `response` a client computes (RFC 7616 §3.4.1, qop=auth), from the
+/// stored HA1.
+#[allow(clippy::too_many_arguments)]
+pub fn digest_response(
+    algorithm: DigestAlgorithm,
+    ha1: &str,
+    nonce: &str,
+    nc: &str,
+    cnonce: &str,
+    qop: &str,
+    method: &str,
+    uri: &str,
+) -> String {
+    let ha1 = match algorithm {
+        DigestAlgorithm::Md5Sess | DigestAlgorithm::Sha256Sess => {
+            algorithm.hash(&format!("{ha1}:{nonce}:{cnonce}"))
+        }
+        _ => ha1.to_owned(),
+    };
+    let ha2 = algorithm.hash(&format!("{method}:{uri}"));
+    algorithm.hash(&format!("{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}"))
+}
+
+/// Whether the `uri` of a Digest answer names the request's target.
+fn digest_uri_matches(given: &str, target: &Uri) -> bool {
+    let Some(path_and_query) = target.path_and_query() else {
+        return false;
+    };
+    if given == path_and_query.as_str() {
+        return true;
+    }
+    // Absolute form (through a proxy): compare its path and query.
+    given
+        .parse::<Uri>()
+        .ok()
+        .filter(|u| u.scheme().is_some())
+        .and_then(|u| {
+            u.path_and_query()
+                .map(|p| p.as_str() == path_and_query.as_str())
+        })
+        .unwrap_or(false)
+}
+
+/// Checks a Digest `Authorization` header (everything after `Digest `).
+async fn identify_digest(
+    c: &Coordinator,
+    method: &Method,
+    target: &Uri,
+    credentials: &str,
+) -> Result<Option<Identity>, AuthError> {
+    let auth = &c.config.auth;
+    let p = parse_auth_params(credentials).map_err(AuthError::invalid)?;
+    let get = |key: &'static str| -> Result<&str, AuthError> {
+        p.get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                AuthError::Invalid(format!("missing `{key}` in Digest credentials").into())
+            })
+    };
+    if p.contains_key("username*") {
+        return Err(AuthError::invalid(
+            "Digest `username*` is not supported; use a plain user name",
+        ));
+    }
+    if p.get("userhash")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        return Err(AuthError::invalid("Digest `userhash` is not supported"));
+    }
+    let name = get("username")?;
+    if get("realm")? != auth.realm {
+        return Err(AuthError::Invalid(
+            format!("wrong Digest realm (expected `{}`)", auth.realm).into(),
+        ));
+    }
+    let algorithm = match p.get("algorithm") {
+        None => DigestAlgorithm::Md5,
+        Some(a) => DigestAlgorithm::parse(a).ok_or(AuthError::invalid(
+            "unsupported Digest algorithm (use SHA-256 or MD5)",
+        ))?,
+    };
+    if !get("qop")?.eq_ignore_ascii_case("auth") {
+        return Err(AuthError::invalid("unsupported Digest qop (use `auth`)"));
+    }
+    let nc = get("nc")?;
+    if nc.len() != 8 || !nc.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(AuthError::invalid("malformed Digest `nc`"));
+    }
+    let cnonce = get("cnonce")?;
+    let uri = get("uri")?;
+    if !digest_uri_matches(uri, target) {
+        return Err(AuthError::invalid(
+            "the Digest `uri` does not match the request",
+        ));
+    }
+    let nonce = get("nonce")?;
+    let freshness =
+        auth.digest_key
+            .check(&auth.realm, nonce, unix_now(), auth.digest_nonce_lifetime);
+    if freshness == NonceCheck::Invalid {
+        return Err(AuthError::invalid(
+            "invalid Digest nonce (not issued by this coordinator)",
+        ));
+    }
+    let given = get("response")?.to_ascii_lowercase();
+    let user = c
+        .store
+        .user(name)
+        .await
+        .map_err(|_| AuthError::invalid("user lookup failed"))?;
+    let Some(user) = user else {
+        return Err(AuthError::invalid("wrong user or password"));
+    };
+    let ha1 = if algorithm.is_sha256() {
+        &user.digest_ha1_sha256
+    } else {
+        &user.digest_ha1_md5
+    };
+    let (Some(ha1), true) = (
+        ha1,
+        user.digest_realm.as_deref() == Some(auth.realm.as_str()),
+    ) else {
+        return Err(AuthError::Invalid(
+            format!(
+                "user `{name}` has no Digest credentials for realm `{}` (its password was set before Digest support or for another realm): reset it with `testfleet users add {name}`, or use Basic",
+                auth.realm
+            )
+            .into(),
+        ));
+    };
+    let expected = digest_response(
+        algorithm,
+        ha1,
+        nonce,
+        nc,
+        cnonce,
+        "auth",
+        method.as_str(),
+        uri,
+    );
+    if !constant_time_eq(expected.as_bytes(), given.as_bytes()) {
+        return Err(AuthError::invalid("wrong user or password"));
+    }
+    if freshness == NonceCheck::Stale {
+        return Err(AuthError::Stale);
+    }
+    Ok(Some(Identity::User {
+        name: user.name,
+        admin: user.admin,
+    }))
 }
 
 /// Who made a request.
@@ -144,8 +560,18 @@ impl FailureLimiter {
 #[derive(Debug)]
 pub enum AuthError {
     Missing,
-    Invalid(&'static str),
+    /// Wrong, unknown or unusable credentials (counts as a failure).
+    Invalid(Cow<'static, str>),
     Forbidden(&'static str),
+    /// A right Digest answer to an expired nonce: asked again with
+    /// `stale=true` (not a failure).
+    Stale,
+}
+
+impl AuthError {
+    fn invalid(message: &'static str) -> AuthError {
+        AuthError::Invalid(Cow::Borrowed(message))
+    }
 }
 
 fn peer(request: &Request) -> Option<IpAddr> {
@@ -155,48 +581,53 @@ fn peer(request: &Request) -> Option<IpAddr> {
         .map(|c| c.0.ip())
 }
 
-/// Works out who sent `headers` from `ip`. `Ok(None)`: no credentials and
-/// not an allowed address.
+/// Works out who sent `method target` with `headers` from `ip`.
+/// `Ok(None)`: no credentials and not an allowed address.
 pub async fn identify(
     c: &Coordinator,
+    method: &Method,
+    target: &Uri,
     headers: &HeaderMap,
     ip: Option<IpAddr>,
 ) -> Result<Option<Identity>, AuthError> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let value = value
             .to_str()
-            .map_err(|_| AuthError::Invalid("malformed Authorization header"))?;
+            .map_err(|_| AuthError::invalid("malformed Authorization header"))?;
         if let Some(token) = value.strip_prefix("Bearer ") {
             let stored = c
                 .store
                 .token_by_hash(&token_hash(token.trim()))
                 .await
-                .map_err(|_| AuthError::Invalid("token lookup failed"))?;
+                .map_err(|_| AuthError::invalid("token lookup failed"))?;
             return match stored {
                 Some(t) if !t.revoked => Ok(Some(Identity::Token {
                     name: t.name,
                     admin: t.admin,
                 })),
-                Some(_) => Err(AuthError::Invalid("the token has been revoked")),
-                None => Err(AuthError::Invalid("unknown token")),
+                Some(_) => Err(AuthError::invalid("the token has been revoked")),
+                None => Err(AuthError::invalid("unknown token")),
             };
+        }
+        if let Some(credentials) = value.strip_prefix("Digest ") {
+            return identify_digest(c, method, target, credentials).await;
         }
         if let Some(basic) = value.strip_prefix("Basic ") {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(basic.trim())
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
-                .ok_or(AuthError::Invalid("malformed Basic credentials"))?;
+                .ok_or(AuthError::invalid("malformed Basic credentials"))?;
             let (name, password) = decoded
                 .split_once(':')
-                .ok_or(AuthError::Invalid("malformed Basic credentials"))?;
+                .ok_or(AuthError::invalid("malformed Basic credentials"))?;
             let user = c
                 .store
                 .user(name)
                 .await
-                .map_err(|_| AuthError::Invalid("user lookup failed"))?;
+                .map_err(|_| AuthError::invalid("user lookup failed"))?;
             let Some(user) = user else {
-                return Err(AuthError::Invalid("wrong user or password"));
+                return Err(AuthError::invalid("wrong user or password"));
             };
             let password = password.to_owned();
             let hash = user.password_hash.clone();
@@ -209,11 +640,11 @@ pub async fn identify(
                     admin: user.admin,
                 }))
             } else {
-                Err(AuthError::Invalid("wrong user or password"))
+                Err(AuthError::invalid("wrong user or password"))
             };
         }
-        return Err(AuthError::Invalid(
-            "unsupported Authorization scheme (use Basic or Bearer)",
+        return Err(AuthError::invalid(
+            "unsupported Authorization scheme (use Basic, Digest or Bearer)",
         ));
     }
     if let Some(ip) = ip
@@ -228,7 +659,26 @@ pub async fn identify(
     Ok(None)
 }
 
-fn refusal(status: StatusCode, message: &str) -> Response {
+/// The `WWW-Authenticate` challenges of a 401: Digest with SHA-256 (first:
+/// preferred), Digest with MD5, then Basic. `stale`: the client's Digest
+/// answer was right but its nonce expired.
+pub fn challenges(auth: &AuthConfig, stale: bool) -> Vec<HeaderValue> {
+    let realm = &auth.realm;
+    let nonce = auth.digest_key.nonce_at(realm, unix_now());
+    let stale = if stale { ", stale=true" } else { "" };
+    ["SHA-256", "MD5"]
+        .iter()
+        .map(|algorithm| {
+            format!(
+                "Digest realm=\"{realm}\", qop=\"auth\", algorithm={algorithm}, nonce=\"{nonce}\"{stale}"
+            )
+        })
+        .chain([format!("Basic realm=\"{realm}\"")])
+        .filter_map(|v| HeaderValue::from_str(&v).ok())
+        .collect()
+}
+
+fn refusal(auth: &AuthConfig, status: StatusCode, message: &str, stale: bool) -> Response {
     let body = ErrorBody {
         error: message.to_owned(),
         field: None,
@@ -237,10 +687,11 @@ fn refusal(status: StatusCode, message: &str) -> Response {
     };
     let mut response = (status, axum::Json(body)).into_response();
     if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Basic realm=\"testfleet\""),
-        );
+        for challenge in challenges(auth, stale) {
+            response
+                .headers_mut()
+                .append(header::WWW_AUTHENTICATE, challenge);
+        }
     }
     response
 }
@@ -257,8 +708,9 @@ pub async fn guard(
         axum::http::Method::GET | axum::http::Method::HEAD
     );
     let ip = peer(&request);
-    let result = identify(&c, request.headers(), ip).await;
+    let result = identify(&c, request.method(), request.uri(), request.headers(), ip).await;
     let limiter = &c.auth_failures;
+    let auth = &c.config.auth;
     match result {
         Ok(Some(identity)) => {
             if let Some(ip) = ip {
@@ -269,13 +721,23 @@ pub async fn guard(
         }
         Ok(None) if is_read && c.config.auth.read_open => next.run(request).await,
         Ok(None) => refusal(
+            auth,
             StatusCode::UNAUTHORIZED,
             "authentication required: use a token (TESTFLEET_TOKEN), a user and password (TESTFLEET_USER, TESTFLEET_PASSWORD), or an allowed address",
+            false,
+        ),
+        Err(AuthError::Stale) => refusal(
+            auth,
+            StatusCode::UNAUTHORIZED,
+            "the Digest nonce has expired; retry with the new one",
+            true,
         ),
         Err(e) => {
-            let message = match e {
-                AuthError::Missing => "authentication required",
-                AuthError::Invalid(m) | AuthError::Forbidden(m) => m,
+            let message: Cow<'static, str> = match e {
+                AuthError::Missing => "authentication required".into(),
+                AuthError::Invalid(m) => m,
+                AuthError::Forbidden(m) => m.into(),
+                AuthError::Stale => "the Digest nonce has expired".into(),
             };
             if let Some(ip) = ip {
                 let delay = limiter.failed(ip);
@@ -285,7 +747,7 @@ pub async fn guard(
                 }
             }
             tracing::info!(peer = ?ip, "refused: {message}");
-            refusal(StatusCode::UNAUTHORIZED, message)
+            refusal(auth, StatusCode::UNAUTHORIZED, &message, false)
         }
     }
 }
@@ -323,5 +785,112 @@ mod tests {
         assert_eq!(l.failed(ip), Duration::from_millis(400));
         l.succeeded(ip);
         assert!(l.failed(ip).is_zero());
+    }
+
+    #[test]
+    fn digest_responses_match_rfc_7616_examples() {
+        // RFC 7616 §3.9.1.
+        let (md5, sha256) = digest_ha1("Mufasa", "http-auth@example.org", "Circle of Life");
+        let nonce = "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v";
+        let cnonce = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ";
+        let uri = "/dir/index.html";
+        assert_eq!(
+            digest_response(
+                DigestAlgorithm::Md5,
+                &md5,
+                nonce,
+                "00000001",
+                cnonce,
+                "auth",
+                "GET",
+                uri
+            ),
+            "8ca523f5e9506fed4657c9700eebdbec"
+        );
+        assert_eq!(
+            digest_response(
+                DigestAlgorithm::Sha256,
+                &sha256,
+                nonce,
+                "00000001",
+                cnonce,
+                "auth",
+                "GET",
+                uri
+            ),
+            "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
+        );
+    }
+
+    #[test]
+    fn digest_params_parse_quoted_and_tokens_and_refuse_junk() {
+        let p = parse_auth_params(
+            r#"username="Mu\"fasa", realm="a, b", nc=00000001 , qop=auth,algorithm=SHA-256"#,
+        )
+        .unwrap();
+        assert_eq!(p["username"], "Mu\"fasa");
+        assert_eq!(p["realm"], "a, b");
+        assert_eq!(p["nc"], "00000001");
+        assert_eq!(p["qop"], "auth");
+        assert_eq!(p["algorithm"], "SHA-256");
+        for junk in [
+            "username",
+            r#"username="open"#,
+            r#"username="a"x, realm=b"#,
+            "a=1, a=2",
+            "=x",
+            "user name=x",
+        ] {
+            assert!(parse_auth_params(junk).is_err(), "{junk}");
+        }
+    }
+
+    #[test]
+    fn nonces_are_signed_and_expire() {
+        let key = NonceKey::random();
+        let life = Duration::from_secs(300);
+        let nonce = key.nonce_at("r", 1_000_000);
+        assert_eq!(key.check("r", &nonce, 1_000_100, life), NonceCheck::Fresh);
+        assert_eq!(key.check("r", &nonce, 1_000_301, life), NonceCheck::Stale);
+        assert_eq!(
+            key.check("other", &nonce, 1_000_100, life),
+            NonceCheck::Invalid
+        );
+        assert_eq!(
+            NonceKey::random().check("r", &nonce, 1_000_100, life),
+            NonceCheck::Invalid
+        );
+        assert_eq!(
+            key.check("r", &nonce, 999_000, life),
+            NonceCheck::Invalid,
+            "from the future"
+        );
+        let mut tampered = nonce.clone().into_bytes();
+        tampered[15] = if tampered[15] == b'0' { b'1' } else { b'0' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert_eq!(
+            key.check("r", &tampered, 1_000_100, life),
+            NonceCheck::Invalid
+        );
+        assert_eq!(key.check("r", "zz", 1_000_100, life), NonceCheck::Invalid);
+        assert_eq!(format!("{key:?}"), "NonceKey(..)");
+    }
+
+    #[test]
+    fn uri_must_name_the_request_target() {
+        let target: Uri = "/api/v1/jobs?x=1".parse().unwrap();
+        assert!(digest_uri_matches("/api/v1/jobs?x=1", &target));
+        assert!(digest_uri_matches("http://h:1/api/v1/jobs?x=1", &target));
+        assert!(!digest_uri_matches("/api/v1/jobs", &target));
+        assert!(!digest_uri_matches("/api/v1/jobs/1/cancel?x=1", &target));
+    }
+
+    #[test]
+    fn realms_are_checked() {
+        assert!(validate_realm("testfleet").is_ok());
+        assert!(validate_realm("ci fleet@example.org").is_ok());
+        assert!(validate_realm("").is_err());
+        assert!(validate_realm("a\"b").is_err());
+        assert!(validate_realm("a\nb").is_err());
     }
 }

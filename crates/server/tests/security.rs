@@ -1,11 +1,16 @@
 //! Security: every mutating endpoint and agent event against every kind of
-//! caller, revoked agent secrets, and malformed or oversized input.
+//! caller (Basic, Digest, tokens, addresses), revoked agent secrets, real
+//! Digest clients (curl, Python requests), and malformed or oversized input.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
+use md5::Md5;
 use serde_json::json;
-use testfleet_server::auth::{hash_secret, new_token};
+use sha2::{Digest, Sha256};
+use testfleet_server::auth::{hash_secret, new_token, user_record};
 use testfleet_server::{Server, ServerConfig};
 use testfleet_sio::{Client, ConnectError, ConnectOptions, Incoming};
 
@@ -32,8 +37,17 @@ async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Harness {
     let server = Server::build(config).await.unwrap();
     let coordinator = server.coordinator.clone();
     let store = &coordinator.store;
+    let realm = coordinator.config.auth.realm.clone();
     store
-        .put_user("alice", &hash_secret("correct horse").unwrap(), false, 0)
+        .save_user(
+            &user_record("alice", "correct horse", false, &realm).unwrap(),
+            0,
+        )
+        .await
+        .unwrap();
+    // A user from before Digest support: an argon2 hash only.
+    store
+        .put_user("legacy", &hash_secret("old password").unwrap(), false, 0)
         .await
         .unwrap();
     let (token, token_hash) = new_token().unwrap();
@@ -54,7 +68,7 @@ async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Harness {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Caller {
     Anonymous,
     WrongPassword,
@@ -62,16 +76,147 @@ enum Caller {
     RevokedToken,
     ValidUser,
     ValidToken,
+    /// Digest, SHA-256, answering the server's challenge.
+    DigestValid,
+    /// Digest, MD5, answering the server's challenge.
+    DigestMd5Valid,
+    DigestWrongPassword,
+    /// A right answer to a nonce the server issued 10 minutes ago.
+    DigestStaleNonce,
+    /// A wrong answer to an old nonce: refused, not `stale`.
+    DigestStaleNonceWrongPassword,
+    /// A right answer for another path, sent to this one.
+    DigestTamperedUri,
+    /// The header's `uri` changed to this path, the response left as is.
+    DigestTamperedResponse,
+    /// A nonce the server never issued.
+    DigestForgedNonce,
+    /// A user whose password was set before Digest support.
+    DigestLegacyUser,
 }
 
-fn request(
+impl Caller {
+    fn is_valid(self) -> bool {
+        matches!(
+            self,
+            Caller::ValidUser | Caller::ValidToken | Caller::DigestValid | Caller::DigestMd5Valid
+        )
+    }
+}
+
+fn hex_md5(s: &str) -> String {
+    hex::encode(Md5::digest(s.as_bytes()))
+}
+
+fn hex_sha256(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// A Digest `Authorization` header computed as RFC 7616 §3.4.1 says, apart
+/// from the server's code.
+#[allow(clippy::too_many_arguments)]
+fn digest_authorization(
+    user: &str,
+    password: &str,
+    realm: &str,
+    sha256: bool,
+    nonce: &str,
+    method: &str,
+    signed_uri: &str,
+    sent_uri: &str,
+) -> String {
+    let h = |s: &str| if sha256 { hex_sha256(s) } else { hex_md5(s) };
+    let ha1 = h(&format!("{user}:{realm}:{password}"));
+    let ha2 = h(&format!("{method}:{signed_uri}"));
+    let cnonce = "0a4f113b";
+    let nc = "00000001";
+    let response = h(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"));
+    let algorithm = if sha256 { "SHA-256" } else { "MD5" };
+    format!(
+        r#"Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{sent_uri}", algorithm={algorithm}, qop=auth, nc={nc}, cnonce="{cnonce}", response="{response}""#
+    )
+}
+
+/// The Digest challenges of a 401: (algorithm, nonce, stale) each.
+fn digest_challenges(resp: &reqwest::Response) -> Vec<(String, String, bool)> {
+    resp.headers()
+        .get_all("www-authenticate")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.strip_prefix("Digest "))
+        .map(|v| {
+            let param = |key: &str| {
+                v.split(", ")
+                    .find_map(|p| p.strip_prefix(&format!("{key}=")))
+                    .map(|p| p.trim_matches('"').to_owned())
+                    .unwrap_or_default()
+            };
+            (param("algorithm"), param("nonce"), param("stale") == "true")
+        })
+        .collect()
+}
+
+/// A nonce from the server's challenge for an unauthenticated request.
+async fn fresh_nonce(h: &Harness, client: &reqwest::Client, path: &str) -> String {
+    let resp = client
+        .post(format!("{}{path}", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let challenges = digest_challenges(&resp);
+    assert_eq!(
+        challenges.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+        ["SHA-256", "MD5"],
+        "Digest challenges, SHA-256 first"
+    );
+    assert!(
+        resp.headers()
+            .get_all("www-authenticate")
+            .iter()
+            .any(|v| v.to_str().unwrap().starts_with("Basic realm=")),
+        "Basic is offered alongside"
+    );
+    challenges[0].1.clone()
+}
+
+async fn request(
     h: &Harness,
     client: &reqwest::Client,
     method: reqwest::Method,
     path: &str,
     caller: Caller,
 ) -> reqwest::RequestBuilder {
-    let req = client.request(method, format!("{}{path}", h.url));
+    let realm = h.coordinator.config.auth.realm.clone();
+    let digest = |user: &str, password: &str, sha256: bool, nonce: &str, signed: &str| {
+        digest_authorization(
+            user,
+            password,
+            &realm,
+            sha256,
+            nonce,
+            method.as_str(),
+            signed,
+            path,
+        )
+    };
+    let nonce = match caller {
+        Caller::DigestStaleNonce | Caller::DigestStaleNonceWrongPassword => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            h.coordinator
+                .config
+                .auth
+                .digest_key
+                .nonce_at(&realm, now - 600)
+        }
+        Caller::DigestForgedNonce => format!("{:016x}{}", 1u64 << 40, "ab".repeat(16)),
+        c if format!("{c:?}").starts_with("Digest") => fresh_nonce(h, client, path).await,
+        _ => String::new(),
+    };
+    let req = client.request(method.clone(), format!("{}{path}", h.url));
     let basic = |u: &str, p: &str| {
         format!(
             "Basic {}",
@@ -85,6 +230,40 @@ fn request(
         Caller::RevokedToken => req.bearer_auth(&h.revoked_token),
         Caller::ValidUser => req.header("authorization", basic("alice", "correct horse")),
         Caller::ValidToken => req.bearer_auth(&h.token),
+        Caller::DigestValid | Caller::DigestStaleNonce | Caller::DigestForgedNonce => req.header(
+            "authorization",
+            digest("alice", "correct horse", true, &nonce, path),
+        ),
+        Caller::DigestMd5Valid => req.header(
+            "authorization",
+            digest("alice", "correct horse", false, &nonce, path),
+        ),
+        Caller::DigestWrongPassword | Caller::DigestStaleNonceWrongPassword => req.header(
+            "authorization",
+            digest("alice", "wrong", true, &nonce, path),
+        ),
+        Caller::DigestTamperedUri => {
+            // Right for another path and claiming it, sent to this one.
+            let header = digest_authorization(
+                "alice",
+                "correct horse",
+                &realm,
+                true,
+                &nonce,
+                method.as_str(),
+                "/api/v1/elsewhere",
+                "/api/v1/elsewhere",
+            );
+            req.header("authorization", header)
+        }
+        Caller::DigestTamperedResponse => req.header(
+            "authorization",
+            digest("alice", "correct horse", true, &nonce, "/api/v1/other"),
+        ),
+        Caller::DigestLegacyUser => req.header(
+            "authorization",
+            digest("legacy", "old password", true, &nonce, path),
+        ),
     }
 }
 
@@ -100,6 +279,7 @@ async fn every_mutating_endpoint_answers_each_caller_as_intended() {
         "/api/v1/jobs",
         Caller::ValidToken,
     )
+    .await
     .body(JOB)
     .send()
     .await
@@ -121,6 +301,24 @@ async fn every_mutating_endpoint_answers_each_caller_as_intended() {
         (Caller::RevokedToken, Some("revoked")),
         (Caller::ValidUser, None),
         (Caller::ValidToken, None),
+        (Caller::DigestValid, None),
+        (Caller::DigestMd5Valid, None),
+        (Caller::DigestWrongPassword, Some("wrong user or password")),
+        (Caller::DigestStaleNonce, Some("nonce has expired")),
+        (
+            Caller::DigestStaleNonceWrongPassword,
+            Some("wrong user or password"),
+        ),
+        (
+            Caller::DigestTamperedUri,
+            Some("`uri` does not match the request"),
+        ),
+        (
+            Caller::DigestTamperedResponse,
+            Some("wrong user or password"),
+        ),
+        (Caller::DigestForgedNonce, Some("invalid Digest nonce")),
+        (Caller::DigestLegacyUser, Some("testfleet users add legacy")),
     ];
     for (path, body, ok_status) in endpoints {
         for (caller, message) in callers {
@@ -130,17 +328,25 @@ async fn every_mutating_endpoint_answers_each_caller_as_intended() {
                 "application/toml"
             };
             let resp = request(&h, &http, reqwest::Method::POST, path, caller)
+                .await
                 .header("content-type", content_type)
                 .body(body.to_owned())
                 .send()
                 .await
                 .unwrap();
             let status = resp.status().as_u16();
-            let expected = if matches!(caller, Caller::ValidUser | Caller::ValidToken) {
-                ok_status
-            } else {
-                401
-            };
+            let expected = if caller.is_valid() { ok_status } else { 401 };
+            if status == 401 {
+                // Every refusal offers Digest (SHA-256, MD5) and Basic;
+                // `stale=true` only for a right answer to an old nonce.
+                let challenges = digest_challenges(&resp);
+                assert_eq!(challenges.len(), 2, "POST {path} as {caller:?}");
+                let stale = caller == Caller::DigestStaleNonce;
+                assert!(
+                    challenges.iter().all(|c| c.2 == stale),
+                    "POST {path} as {caller:?}: stale should be {stale}: {challenges:?}"
+                );
+            }
             let text = resp.text().await.unwrap();
             assert_eq!(status, expected, "POST {path} as {caller:?}: {text}");
             if let Some(m) = message {
@@ -159,6 +365,7 @@ async fn every_mutating_endpoint_answers_each_caller_as_intended() {
         "/api/v1/jobs",
         Caller::Anonymous,
     )
+    .await
     .send()
     .await
     .unwrap();
@@ -194,6 +401,7 @@ async fn an_allowed_network_writes_without_credentials_and_closed_reads_need_the
         "/api/v1/jobs",
         Caller::Anonymous,
     )
+    .await
     .body(JOB)
     .send()
     .await
@@ -210,6 +418,7 @@ async fn an_allowed_network_writes_without_credentials_and_closed_reads_need_the
         "/api/v1/jobs",
         Caller::Anonymous,
     )
+    .await
     .send()
     .await
     .unwrap();
@@ -221,6 +430,7 @@ async fn an_allowed_network_writes_without_credentials_and_closed_reads_need_the
         "/api/v1/jobs",
         Caller::ValidToken,
     )
+    .await
     .send()
     .await
     .unwrap();
@@ -241,6 +451,7 @@ async fn repeated_failed_logins_are_slowed_down() {
             "/api/v1/jobs",
             Caller::WrongPassword,
         )
+        .await
         .body(JOB)
         .send()
         .await
@@ -252,6 +463,183 @@ async fn repeated_failed_logins_are_slowed_down() {
         last >= Duration::from_millis(400),
         "the 8th failure answered in {last:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failed_digest_logins_are_slowed_down() {
+    let h = start(|_| {}).await;
+    let http = reqwest::Client::new();
+    let mut last = Duration::ZERO;
+    for _ in 0..8 {
+        let req = request(
+            &h,
+            &http,
+            reqwest::Method::POST,
+            "/api/v1/jobs",
+            Caller::DigestWrongPassword,
+        )
+        .await;
+        let started = std::time::Instant::now();
+        let resp = req.body(JOB).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 401);
+        last = started.elapsed();
+    }
+    assert!(
+        last >= Duration::from_millis(400),
+        "the 8th failure answered in {last:?}"
+    );
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The Python with the peers' requirements, or `None` (a skip outside CI).
+fn peer_python() -> Option<PathBuf> {
+    let python = std::env::var_os("TESTFLEET_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
+    if python.exists() {
+        return Some(python);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{} is missing; `cargo xtask test` installs the Python peers",
+            python.display()
+        );
+    }
+    eprintln!(
+        "skipping: no Python peers at {} (run `cargo xtask test`)",
+        python.display()
+    );
+    None
+}
+
+/// `curl --digest`: (HTTP status, body, curl's verbose log).
+fn curl_digest(url: &str, user: &str, password: &str, body: &str) -> (u16, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("body");
+    let config = dir.path().join("curlrc");
+    // Credentials through a config file, not argv.
+    std::fs::write(&config, format!("user = \"{user}:{password}\"\n")).unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "-v", "--digest", "-K"])
+        .arg(&config)
+        .args(["-X", "POST", "-H", "content-type: application/toml"])
+        .args(["--data-binary", body, "-o"])
+        .arg(&out_file)
+        .args(["-w", "%{http_code}", url])
+        .output()
+        .expect("curl runs");
+    let status = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (
+        status,
+        std::fs::read_to_string(&out_file).unwrap_or_default(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_authenticates_with_digest_sha256() {
+    let h = start(|_| {}).await;
+    let url = format!("{}/api/v1/jobs", h.url);
+    let (url2, job) = (url.clone(), JOB.to_owned());
+    let (status, body, log) =
+        tokio::task::spawn_blocking(move || curl_digest(&url2, "alice", "correct horse", &job))
+            .await
+            .unwrap();
+    assert_eq!(status, 201, "{body}\n{log}");
+    assert!(
+        log.contains("Authorization: Digest username=\"alice\"")
+            && log.contains("algorithm=SHA-256"),
+        "curl answered the SHA-256 challenge: {log}"
+    );
+    let audit = h.coordinator.store.audit_log(5).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["actor"] == "user:alice" && e["action"] == "submit"),
+        "{audit:#?}"
+    );
+
+    let (url2, job) = (url.clone(), JOB.to_owned());
+    let (status, body, log) =
+        tokio::task::spawn_blocking(move || curl_digest(&url2, "alice", "wrong horse", &job))
+            .await
+            .unwrap();
+    assert_eq!(status, 401, "{body}\n{log}");
+    assert!(body.contains("wrong user or password"), "{body}");
+
+    let (url2, job) = (url.clone(), JOB.to_owned());
+    let (status, body, _) =
+        tokio::task::spawn_blocking(move || curl_digest(&url2, "legacy", "old password", &job))
+            .await
+            .unwrap();
+    assert_eq!(status, 401);
+    assert!(
+        body.contains("no Digest credentials") && body.contains("testfleet users add legacy"),
+        "{body}"
+    );
+}
+
+const PY_DIGEST: &str = r#"
+import sys, requests
+from requests.auth import HTTPDigestAuth
+url, user, password, body = sys.argv[1:5]
+r = requests.post(url, data=body.encode(), auth=HTTPDigestAuth(user, password),
+                  headers={"content-type": "application/toml"}, timeout=10)
+sent = r.request.headers.get("Authorization", "")
+print(r.status_code)
+print(sent.split("algorithm=")[1].split(",")[0].strip('"') if "algorithm=" in sent else "-")
+print(r.text)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_requests_authenticates_with_digest() {
+    let Some(python) = peer_python() else { return };
+    let h = start(|_| {}).await;
+    let url = format!("{}/api/v1/jobs", h.url);
+    let run = |user: &'static str, password: &'static str| {
+        let (python, url) = (python.clone(), url.clone());
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(python)
+                .args(["-c", PY_DIGEST, &url, user, password, JOB])
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                out.status.success(),
+                "{stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            stdout
+        })
+    };
+    let out = run("alice", "correct horse").await.unwrap();
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("201"), "{out}");
+    let algorithm = lines.next().unwrap_or_default();
+    println!("requests answered the {algorithm} challenge");
+    assert!(
+        ["MD5", "SHA-256"].contains(&algorithm),
+        "requests answered a Digest challenge: {out}"
+    );
+    let audit = h.coordinator.store.audit_log(5).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["actor"] == "user:alice" && e["action"] == "submit"),
+        "{audit:#?}"
+    );
+    let out = run("alice", "not it").await.unwrap();
+    assert!(out.starts_with("401\n"), "{out}");
+    assert!(out.contains("wrong user or password"), "{out}");
 }
 
 async fn connect(
@@ -328,6 +716,7 @@ async fn malformed_and_oversized_input_gets_clear_errors_and_the_server_keeps_se
         "/api/v1/jobs",
         Caller::ValidToken,
     )
+    .await
     .body(big)
     .send()
     .await
@@ -371,6 +760,7 @@ async fn malformed_and_oversized_input_gets_clear_errors_and_the_server_keeps_se
         "/api/v1/jobs",
         Caller::ValidToken,
     )
+    .await
     .body(JOB)
     .send()
     .await

@@ -8,11 +8,31 @@ use testfleet_core::time_fmt::{UnixMillis, format_millis};
 use crate::{Result, Store, StoreError};
 
 /// A stored user.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct StoredUser {
     pub name: String,
+    /// argon2id PHC string.
     pub password_hash: String,
     pub admin: bool,
+    /// HTTP Digest: the realm the HA1 values below were computed for.
+    /// `None` for users whose password was set before Digest support.
+    pub digest_realm: Option<String>,
+    /// HA1 = MD5(username:realm:password), hex.
+    pub digest_ha1_md5: Option<String>,
+    /// HA1 = SHA-256(username:realm:password), hex.
+    pub digest_ha1_sha256: Option<String>,
+}
+
+/// Names and flags only: the hashes (HA1 is password-equivalent for
+/// Digest) never reach a log through `{:?}`.
+impl std::fmt::Debug for StoredUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredUser")
+            .field("name", &self.name)
+            .field("admin", &self.admin)
+            .field("digest_realm", &self.digest_realm)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A stored API token (its hash only).
@@ -31,7 +51,8 @@ pub struct StoredAgentSecret {
 }
 
 impl Store {
-    /// Adds or replaces a user.
+    /// Adds or replaces a user, without Digest credentials (any stored
+    /// ones are dropped: they belonged to the previous password).
     pub async fn put_user(
         &self,
         name: &str,
@@ -39,14 +60,37 @@ impl Store {
         admin: bool,
         now: UnixMillis,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO users (name, password_hash, admin, created_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, admin = excluded.admin",
+        self.save_user(
+            &StoredUser {
+                name: name.to_owned(),
+                password_hash: password_hash.to_owned(),
+                admin,
+                digest_realm: None,
+                digest_ha1_md5: None,
+                digest_ha1_sha256: None,
+            },
+            now,
         )
-        .bind(name)
-        .bind(password_hash)
-        .bind(admin)
+        .await
+    }
+
+    /// Adds or replaces a user: its argon2 hash and its Digest HA1 values
+    /// (from the same password) are written together.
+    pub async fn save_user(&self, user: &StoredUser, now: UnixMillis) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO users (name, password_hash, admin, created_at, digest_realm, digest_ha1_md5, digest_ha1_sha256)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, admin = excluded.admin,
+             digest_realm = excluded.digest_realm, digest_ha1_md5 = excluded.digest_ha1_md5,
+             digest_ha1_sha256 = excluded.digest_ha1_sha256",
+        )
+        .bind(&user.name)
+        .bind(&user.password_hash)
+        .bind(user.admin)
         .bind(now)
+        .bind(&user.digest_realm)
+        .bind(&user.digest_ha1_md5)
+        .bind(&user.digest_ha1_sha256)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -64,26 +108,33 @@ impl Store {
     }
 
     pub async fn user(&self, name: &str) -> Result<Option<StoredUser>> {
-        Ok(
-            sqlx::query("SELECT name, password_hash, admin FROM users WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&self.reader)
-                .await?
-                .map(|r| StoredUser {
-                    name: r.get(0),
-                    password_hash: r.get(1),
-                    admin: r.get(2),
-                }),
+        Ok(sqlx::query(
+            "SELECT name, password_hash, admin, digest_realm, digest_ha1_md5, digest_ha1_sha256
+             FROM users WHERE name = ?",
         )
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await?
+        .map(|r| StoredUser {
+            name: r.get(0),
+            password_hash: r.get(1),
+            admin: r.get(2),
+            digest_realm: r.get(3),
+            digest_ha1_md5: r.get(4),
+            digest_ha1_sha256: r.get(5),
+        }))
     }
 
     pub async fn users(&self) -> Result<Vec<Value>> {
-        let rows = sqlx::query("SELECT name, admin, created_at FROM users ORDER BY name")
-            .fetch_all(&self.reader)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT name, admin, created_at, digest_ha1_sha256 IS NOT NULL FROM users ORDER BY name",
+        )
+        .fetch_all(&self.reader)
+        .await?;
         Ok(rows
             .iter()
-            .map(|r| json!({"name": r.get::<String, _>(0), "admin": r.get::<bool, _>(1), "created_at": format_millis(r.get(2))}))
+            .map(|r| json!({"name": r.get::<String, _>(0), "admin": r.get::<bool, _>(1), "created_at": format_millis(r.get(2)),
+                            "digest": r.get::<bool, _>(3)}))
             .collect())
     }
 

@@ -115,6 +115,21 @@ pub struct AuthSection {
     pub read_open: Option<bool>,
     /// Networks allowed to write without credentials (default: loopback).
     pub allowed_cidrs: Option<Vec<String>>,
+    /// The realm of Basic and Digest challenges (default `testfleet`);
+    /// `testfleet users add` computes Digest credentials for it.
+    pub realm: Option<String>,
+}
+
+/// The authentication realm: `[server.auth] realm`, else `testfleet`.
+pub fn auth_realm(file: &FileConfig) -> Result<String> {
+    match file.server.auth.as_ref().and_then(|a| a.realm.clone()) {
+        Some(realm) => {
+            testfleet_server::auth::validate_realm(&realm)
+                .map_err(|e| anyhow::anyhow!("config `server.auth.realm`: {e}"))?;
+            Ok(realm)
+        }
+        None => Ok(testfleet_server::auth::DEFAULT_REALM.to_owned()),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -335,6 +350,7 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> Result<ServerConfi
                 .collect::<Result<_>>()?;
         }
     }
+    config.auth.realm = auth_realm(file)?;
     for (i, rule) in s.known_failures.iter().enumerate() {
         let pattern = regex::Regex::new(&rule.pattern).map_err(|e| {
             anyhow::anyhow!(

@@ -5,7 +5,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, Result, bail};
-use testfleet_server::auth::{hash_secret, new_secret, new_token};
+use testfleet_server::auth::{hash_secret, new_secret, new_token, user_record};
 use testfleet_store::Store;
 
 use crate::cli::{AgentsCommand, SecretCommand, TokensCommand, UsersCommand};
@@ -72,10 +72,12 @@ pub async fn users(action: UsersCommand, file: &FileConfig) -> Result<u8> {
             if name.is_empty() || name.contains(':') {
                 bail!("a user name must be non-empty and contain no `:`");
             }
+            let realm = settings::auth_realm(file)?;
             let password = read_secret("TESTFLEET_PASSWORD", "password")?;
-            store
-                .put_user(&name, &hash(&password)?, admin, now())
-                .await?;
+            // The argon2 hash for Basic and the HA1 values for Digest.
+            let user =
+                user_record(&name, &password, admin, &realm).map_err(|e| anyhow::anyhow!(e))?;
+            store.save_user(&user, now()).await?;
             store
                 .audit("admin:cli", None, "user add", Some(&name), None, now())
                 .await?;
