@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use socketioxide::SocketIo;
-use socketioxide::extract::{AckSender, Data, Extension, SocketRef, TryData};
+use socketioxide::extract::{AckSender, Extension, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
 use testfleet_core::labels::LabelSet;
@@ -268,8 +268,8 @@ fn register_agent_handlers(socket: &SocketRef) -> mpsc::Receiver<AgentEvent> {
     let t = tx.clone();
     socket.on(
         events::ATTEMPT_REPORT,
-        move |socket: SocketRef, Data(data): Data<Value>, ack: AckSender| {
-            push(&t, &socket, AgentEvent::Report(decode(Some(data)), ack));
+        move |socket: SocketRef, data: TryData<Value>, ack: AckSender| {
+            push(&t, &socket, AgentEvent::Report(decode(data.0.ok()), ack));
             async {}
         },
     );
@@ -365,6 +365,10 @@ async fn run_agent_events(
                 let _ = ack.send(&answer);
             }
             AgentEvent::Report(Err(e), ack) => {
+                // Answered both ways: the ack if one was asked for, and the
+                // `error` event every malformed event gets.
+                tracing::warn!(agent = %hostname, "malformed event: {e}");
+                let _ = socket.emit(events::ERROR, &e);
                 let _ = ack.send(&serde_json::json!({"ok": false, "error": e}));
             }
             AgentEvent::Status(Err(e)) | AgentEvent::Log(Err(e)) => {

@@ -1,0 +1,893 @@
+//! A socket.io frame fuzzer against a live coordinator: thousands of frames
+//! from a seeded RNG over raw websockets (garbage bytes, truncated and
+//! mistyped engine.io/socket.io packets, bad JSON, deep nesting, huge and
+//! binary frames, wrong handshakes, malformed agent events, unknown events,
+//! floods), while a well-behaved agent on our socket.io client keeps getting
+//! and finishing work. The coordinator must not panic, must keep answering
+//! REST, and must answer malformed events of an authenticated agent with an
+//! `error` event.
+//!
+//! `TESTFLEET_FUZZ_SEED=<n>` replays a run; the seed is printed.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use testfleet_server::{Server, ServerConfig};
+use testfleet_sio::{Client, ConnectOptions, EventStream, Incoming};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+const SECRET: &str = "fuzz-secret";
+/// The server's socket.io packet limit in this test.
+const MAX_PAYLOAD: u64 = 256 * 1024;
+/// How long the fuzzing runs (the test's runtime stays under ~30 s).
+const FUZZ_TIME: Duration = Duration::from_secs(15);
+/// Work for fuzzing agents that take an attempt and then misbehave about it.
+const DEEP_JOB: &str = "name = \"deep\"\n[[task]]\nname = \"t\"\nrequires = { pool = \"deep\" }\nsteps = [{ stage = \"test\", run = \"true\" }]\n";
+const GOOD_JOB: &str = "name = \"good\"\n[[task]]\nname = \"t\"\nrequires = { pool = \"good\" }\nsteps = [{ stage = \"test\", run = \"true\" }]\n";
+
+/// SplitMix64: small, seeded, good enough to pick test inputs.
+#[derive(Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn chance(&mut self, one_in: u64) -> bool {
+        self.below(one_in) == 0
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+
+    /// A length, usually small, sometimes large.
+    fn len(&mut self) -> usize {
+        match self.below(10) {
+            0 => self.below(64 * 1024) as usize,
+            1..=3 => self.below(1024) as usize,
+            _ => self.below(32) as usize,
+        }
+    }
+
+    fn string(&mut self) -> String {
+        let len = self.len();
+        match self.below(4) {
+            0 => String::from_utf8_lossy(&self.bytes(len)).into_owned(),
+            1 => (0..len)
+                .map(|_| char::from_u32(self.below(0x11_0000) as u32).unwrap_or('\u{fffd}'))
+                .collect(),
+            2 => (0..len).map(|_| (self.below(32) as u8) as char).collect(),
+            _ => (0..len)
+                .map(|_| (b' ' + self.below(95) as u8) as char)
+                .collect(),
+        }
+    }
+
+    /// Any JSON value, of the wrong shape more often than not.
+    fn value(&mut self, depth: u32) -> Value {
+        const KEYS: &[&str] = &[
+            "status",
+            "attemptId",
+            "integrationId",
+            "taskId",
+            "detailMessage",
+            "updateTimestamp",
+            "outcome",
+            "reason",
+            "results",
+            "duration_ms",
+            "offset",
+            "data",
+            "stage",
+            "clientType",
+            "hostname",
+            "secret",
+            "labels",
+            "_placeholder",
+            "num",
+        ];
+        let leaf = depth > 4;
+        match self.below(if leaf { 6 } else { 9 }) {
+            0 => Value::Null,
+            1 => json!(self.chance(2)),
+            2 => {
+                let any = (self.next() >> 1) as i64;
+                json!(*self.pick(&[0i64, -1, 1, i64::MAX, i64::MIN, any]))
+            }
+            3 => json!(*self.pick(&[0.5f64, -1e308, 1e308, f64::MIN_POSITIVE])),
+            4 => json!(self.string()),
+            5 => json!(*self.pick(&[
+                "idle",
+                "new",
+                "test",
+                "done",
+                "passed",
+                "failed",
+                "",
+                "infra_error"
+            ])),
+            6 => Value::Array((0..self.below(5)).map(|_| self.value(depth + 1)).collect()),
+            _ => {
+                let mut map = serde_json::Map::new();
+                for _ in 0..self.below(6) {
+                    let key = if self.chance(4) {
+                        self.string()
+                    } else {
+                        (*self.pick(KEYS)).to_owned()
+                    };
+                    map.insert(key, self.value(depth + 1));
+                }
+                Value::Object(map)
+            }
+        }
+    }
+}
+
+const EVENTS: &[&str] = &[
+    "statusUpdate",
+    "fetchWork",
+    "tf:report",
+    "tf:log",
+    "queryWork",
+    "mockItem",
+    "getAgents",
+    "getWorkLog",
+    "requestStatus",
+    "sendWork",
+    "error",
+    "noSuchEvent",
+];
+
+/// A malformed (or merely odd) event of an agent: `42[name, args…]`, with
+/// an ack id now and then.
+fn agent_event(rng: &mut Rng) -> String {
+    let name = match rng.below(12) {
+        0 => json!(rng.string()),
+        1 => json!("x".repeat(rng.below(20_000) as usize)),
+        2 => rng.value(3),
+        _ => json!(rng.pick(EVENTS)),
+    };
+    let mut array = vec![name];
+    for _ in 0..rng.below(4) {
+        array.push(rng.value(0));
+    }
+    let ack = if rng.chance(3) {
+        rng.below(1_000_000).to_string()
+    } else {
+        String::new()
+    };
+    format!("42{ack}{}", Value::Array(array))
+}
+
+/// An event about the sender's own attempt, with wild values: log offsets
+/// far away, odd outcomes and results, unknown statuses.
+fn own_attempt_event(rng: &mut Rng, attempt: i64) -> String {
+    let name = *rng.pick(&["statusUpdate", "tf:log", "tf:report"]);
+    let mut v = rng.value(1);
+    if !v.is_object() {
+        v = json!({});
+    }
+    v["attemptId"] = json!(attempt);
+    if rng.chance(2) {
+        let offset = *rng.pick(&[0i64, -1, 7, 1 << 40, i64::MAX, i64::MIN]);
+        v["offset"] = json!(offset);
+        v["data"] = json!(rng.string());
+    }
+    if rng.chance(2) {
+        let outcome = *rng.pick(&["passed", "failed", "infra_error", "bogus", ""]);
+        v["outcome"] = json!(outcome);
+        v["results"] = rng.value(2);
+        v["duration_ms"] = rng.value(4);
+    }
+    if rng.chance(2) {
+        let status = *rng.pick(&["new", "test", "done", "idle", "weird", ""]);
+        v["status"] = json!(status);
+        v["updateTimestamp"] = rng.value(4);
+        v["integrationId"] = rng.value(4);
+    }
+    let ack = if rng.chance(2) { "9" } else { "" };
+    format!("42{ack}{}", json!([name, v]))
+}
+
+fn nested(rng: &mut Rng) -> String {
+    let depth = *rng.pick(&[100usize, 129, 1_000, 20_000, 100_000]);
+    let (open, close) = if rng.chance(2) {
+        ("[", "]")
+    } else {
+        ("{\"a\":", "}")
+    };
+    let inner = format!("{}1{}", open.repeat(depth), close.repeat(depth));
+    format!("42[\"{}\",{inner}]", rng.pick(EVENTS))
+}
+
+fn valid_packet(rng: &mut Rng) -> String {
+    let packets = [
+        format!(r#"40{{"clientType":"agent","hostname":"fuzz-x","secret":"{SECRET}"}}"#),
+        r#"40{"clientType":"browser"}"#.to_owned(),
+        r#"42["statusUpdate",{"status":"idle","updateTimestamp":"2024-01-01T00:00:00.000Z"}]"#
+            .to_owned(),
+        r#"42["fetchWork"]"#.to_owned(),
+        r#"421["tf:report",{"attemptId":1,"outcome":"passed","results":[]}]"#.to_owned(),
+        r#"42["tf:log",{"attemptId":1,"offset":0,"data":"hello"}]"#.to_owned(),
+        r#"451-["tf:log",{"_placeholder":true,"num":0}]"#.to_owned(),
+        "41".to_owned(),
+        "431[{\"ok\":true}]".to_owned(),
+    ];
+    rng.pick(&packets).clone()
+}
+
+/// One frame of any kind, mostly broken.
+fn frame(rng: &mut Rng) -> Message {
+    match rng.below(16) {
+        0 => {
+            let len = rng.len();
+            Message::Binary(rng.bytes(len).into())
+        }
+        1 => Message::Text(rng.string().into()),
+        2 => {
+            let p = valid_packet(rng);
+            let cut = rng.below(p.len() as u64) as usize;
+            let cut = (0..=cut)
+                .rev()
+                .find(|i| p.is_char_boundary(*i))
+                .unwrap_or(0);
+            Message::Text(p[..cut].to_owned().into())
+        }
+        // Wrong engine.io or socket.io packet types.
+        3 => Message::Text(format!("{}{}", rng.below(10), rng.value(1)).into()),
+        4 => Message::Text(format!("4{}{}", rng.below(10), rng.value(1)).into()),
+        // Bad JSON.
+        5 => Message::Text(
+            rng.pick(&[
+                "42[\"statusUpdate\",{\"status\":",
+                "42[\"tf:report\",{]",
+                "42[,]",
+                "42{\"a\":1}",
+                "42\"statusUpdate\"",
+                "42[\"tf:log\",{\"data\":\"\\ud800\"}]",
+                "42[\"tf:log\",NaN]",
+                "40{\"clientType\":\"agent\",",
+                "40[1,2]",
+                "42[]",
+                "42[null]",
+                "42-1[\"fetchWork\"]",
+                "4299999999999999999999999[\"fetchWork\"]",
+                "40/nope,{}",
+                "42/other,[\"fetchWork\"]",
+            ])
+            .to_string()
+            .into(),
+        ),
+        6 => Message::Text(nested(rng).into()),
+        // Long strings, under the limit.
+        7 => Message::Text(
+            format!(
+                "42[\"{}\",{}]",
+                rng.pick(EVENTS),
+                json!({"detailMessage": "y".repeat(200 * 1024), "status": "test"})
+            )
+            .into(),
+        ),
+        // Engine.io control packets from the client side.
+        8 => Message::Text(
+            rng.pick(&[
+                "1", "2", "3", "5", "6", "2probe", "3probe", "", "4", "0", "0{}",
+            ])
+            .to_string()
+            .into(),
+        ),
+        // Binary events: placeholders without, with extra or with odd attachments.
+        9 => Message::Text(
+            format!(
+                "45{}-[\"{}\",{{\"_placeholder\":true,\"num\":{}}}]",
+                rng.pick(&["1", "0", "2", "999999", "18446744073709551616"]),
+                rng.pick(EVENTS),
+                rng.pick(&["0", "1", "-1", "\"x\"", "1e9"])
+            )
+            .into(),
+        ),
+        10 => {
+            let len = rng.below(4096) as usize;
+            Message::Binary(rng.bytes(len).into())
+        }
+        // Acks the server never asked for.
+        11 => Message::Text(
+            format!(
+                "43{}{}",
+                rng.pick(&["", "0", "1", "77", "-3", "x"]),
+                rng.value(1)
+            )
+            .into(),
+        ),
+        12 => {
+            let len = rng.below(125) as usize;
+            Message::Ping(rng.bytes(len).into())
+        }
+        _ => Message::Text(agent_event(rng).into()),
+    }
+}
+
+/// What one raw connection saw.
+#[derive(Default, Debug)]
+struct Seen {
+    opened: bool,
+    connected: bool,
+    connect_error: Option<String>,
+    errors: Vec<String>,
+    acks: Vec<String>,
+    /// The attempt of a `sendWork` received.
+    work: Option<i64>,
+    closed: bool,
+}
+
+/// A raw engine.io websocket: a writer fed through a channel (the reader
+/// answers pings through it too) and a reader recording what arrives.
+struct Raw {
+    out: mpsc::UnboundedSender<Message>,
+    seen: Arc<Mutex<Seen>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Raw {
+    async fn open(ws_url: &str) -> Option<Raw> {
+        let (ws, _) = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_tungstenite::connect_async(ws_url),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        let (mut sink, mut stream) = ws.split();
+        let (out, mut rx) = mpsc::unbounded_channel::<Message>();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let writer = tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                let sent = tokio::time::timeout(Duration::from_secs(5), sink.send(m)).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    break;
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+        });
+        let (pong, s) = (out.clone(), seen.clone());
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(m)) = stream.next().await {
+                let Message::Text(t) = m else { continue };
+                let t = t.as_str();
+                let mut seen = s.lock().unwrap();
+                if t == "2" {
+                    let _ = pong.send(Message::Text("3".into()));
+                } else if t.starts_with('0') {
+                    seen.opened = true;
+                } else if t.starts_with("40") {
+                    seen.connected = true;
+                } else if t.starts_with("44") {
+                    seen.connect_error = Some(t.to_owned());
+                } else if t.starts_with("42[\"error\"") {
+                    seen.errors.push(t.to_owned());
+                } else if t.starts_with("43") {
+                    seen.acks.push(t.to_owned());
+                } else if t.starts_with("42[\"sendWork\"") {
+                    seen.work = serde_json::from_str::<Value>(&t[2..])
+                        .ok()
+                        .and_then(|v| v[1]["attemptId"].as_i64());
+                }
+            }
+            s.lock().unwrap().closed = true;
+        });
+        let raw = Raw {
+            out,
+            seen,
+            tasks: vec![writer, reader],
+        };
+        raw.wait(Duration::from_secs(5), |s| s.opened || s.closed)
+            .await;
+        Some(raw)
+    }
+
+    fn send(&self, m: Message) {
+        let _ = self.out.send(m);
+    }
+
+    /// Waits until `done` holds (true) or `limit` passes (false).
+    async fn wait(&self, limit: Duration, done: impl Fn(&Seen) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if done(&self.seen.lock().unwrap()) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn close(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn connect_packet(auth: &Value) -> Message {
+    Message::Text(format!("40{auth}").into())
+}
+
+/// The well-behaved agent: the protocol as `testfleet agent` speaks it,
+/// one task after another. Counts finished tasks.
+async fn good_agent(url: String, finished: Arc<AtomicU64>, mut stop: watch::Receiver<bool>) {
+    let auth = json!({
+        "clientType": "agent",
+        "hostname": "good",
+        "secret": SECRET,
+        "labels": {"pool": "good"},
+        "protocol": 1,
+    });
+    let (client, mut events) = Client::connect(&url, ConnectOptions::default().with_auth(auth))
+        .await
+        .expect("the good agent connects");
+    let mut ts = 0i64;
+    let mut stamp = move || {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        ts = now.max(ts + 1);
+        testfleet_core::time_fmt::format_millis(ts)
+    };
+    client
+        .emit(
+            "statusUpdate",
+            json!({"status": "idle", "updateTimestamp": stamp()}),
+        )
+        .await
+        .unwrap();
+    client.emit_no_args("fetchWork").await.unwrap();
+    loop {
+        let event = tokio::select! {
+            _ = stop.wait_for(|v| *v) => return,
+            e = events.recv() => e,
+        };
+        let (name, args) = match event {
+            Some(Incoming::Event { name, args, ack }) => {
+                if let Some(ack) = ack {
+                    let _ = ack.send(Vec::new()).await;
+                }
+                (name, args)
+            }
+            other => panic!("the good agent lost its connection: {other:?}"),
+        };
+        match name.as_str() {
+            "sendWork" => {
+                let mut item = args.into_iter().next().unwrap_or(Value::Null);
+                let attempt = item["attemptId"].as_i64().expect("a work item");
+                if let Some(obj) = item.as_object_mut() {
+                    for key in ["steps", "env", "results", "artifacts", "source"] {
+                        obj.remove(key);
+                    }
+                }
+                for status in ["new", "test"] {
+                    let mut update = item.clone();
+                    update["status"] = json!(status);
+                    update["updateTimestamp"] = json!(stamp());
+                    client.emit("statusUpdate", update).await.unwrap();
+                }
+                let report = json!({"attemptId": attempt, "outcome": "passed", "reason": null,
+                                    "results": [], "duration_ms": 1});
+                let answer = client
+                    .emit_with_ack("tf:report", report, Duration::from_secs(10))
+                    .await
+                    .expect("the good agent's report is acknowledged");
+                assert_eq!(answer[0]["ok"], true, "report refused: {answer:?}");
+                let mut update = item.clone();
+                update["status"] = json!("done");
+                update["updateTimestamp"] = json!(stamp());
+                client.emit("statusUpdate", update).await.unwrap();
+                finished.fetch_add(1, Ordering::SeqCst);
+                client.emit_no_args("fetchWork").await.unwrap();
+            }
+            "requestStatus" => {
+                client
+                    .emit(
+                        "statusUpdate",
+                        json!({"status": "idle", "updateTimestamp": stamp()}),
+                    )
+                    .await
+                    .unwrap();
+            }
+            "error" => panic!("the good agent was sent an error: {args:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Reads events until `name` arrives; its arguments.
+async fn expect_event(events: &mut EventStream, name: &str) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(Incoming::Event { name: n, args, .. })) if n == name => return args,
+            Ok(Some(_)) => continue,
+            other => panic!("no `{name}` event: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzzed_socketio_frames_neither_crash_nor_starve_the_coordinator() {
+    let seed = std::env::var("TESTFLEET_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x7e57_f1ee_75ee_d000u64);
+    println!("fuzz seed: {seed} (replay with TESTFLEET_FUZZ_SEED={seed})");
+
+    // Any panic anywhere in the process (a server task included) fails the test.
+    let panics = Arc::new(AtomicUsize::new(0));
+    let hook_panics = panics.clone();
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        hook_panics.fetch_add(1, Ordering::SeqCst);
+        default_hook(info);
+    }));
+
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = ServerConfig::new(addr, dir.path().to_owned());
+    config.agent_secret = Some(SECRET.into());
+    config.max_socket_payload = MAX_PAYLOAD;
+    let server = Server::build(config).await.unwrap();
+    let server_task = tokio::spawn(server.serve(listener, std::future::pending()));
+    let url = format!("http://{addr}");
+    let ws_url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let http = reqwest::Client::new();
+
+    // The well-behaved agent, and jobs for it all along.
+    let finished = Arc::new(AtomicU64::new(0));
+    let (stop, stop_rx) = watch::channel(false);
+    let good = tokio::spawn(good_agent(url.clone(), finished.clone(), stop_rx));
+    let submitted = Arc::new(AtomicU64::new(0));
+    let submitter = {
+        let (http, url, submitted, finished) = (
+            http.clone(),
+            url.clone(),
+            submitted.clone(),
+            finished.clone(),
+        );
+        let mut stop = stop.subscribe();
+        tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            loop {
+                let started = Instant::now();
+                let resp = http
+                    .post(format!("{url}/api/v1/jobs"))
+                    .header("content-type", "application/toml")
+                    .body(GOOD_JOB)
+                    .send()
+                    .await
+                    .expect("REST answers");
+                assert_eq!(resp.status().as_u16(), 201, "submit refused");
+                let n = submitted.fetch_add(1, Ordering::SeqCst) + 1;
+                while finished.load(Ordering::SeqCst) < n {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(10),
+                        "the good agent's task {n} did not finish within 10 s"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                slowest = slowest.max(started.elapsed());
+                tokio::select! {
+                    _ = stop.wait_for(|v| *v) => return slowest,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        })
+    };
+
+    // Samples first: what the answers must be.
+    // An authenticated agent's malformed events get `error` events.
+    let raw = Raw::open(&ws_url).await.expect("websocket opens");
+    raw.send(connect_packet(
+        &json!({"clientType": "agent", "hostname": "fuzz-sample", "secret": SECRET}),
+    ));
+    assert!(
+        raw.wait(Duration::from_secs(5), |s| s.connected).await,
+        "agent CONNECT answered"
+    );
+    for m in [
+        r#"42["statusUpdate",{"status":42}]"#,
+        r#"42["tf:log",{"nonsense":true}]"#,
+        r#"42["tf:log"]"#,
+        r#"42["noSuchEvent",1]"#,
+        r#"42["tf:report",{"attemptId":"x"}]"#,
+        r#"42["tf:report"]"#,
+        r#"42["statusUpdate",[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"#,
+        r#"42["queryWork"]"#,
+    ] {
+        raw.send(Message::Text(m.into()));
+    }
+    raw.send(Message::Text(r#"427["tf:report",{"attemptId":[]}]"#.into()));
+    assert!(
+        raw.wait(Duration::from_secs(5), |s| s.errors.len() >= 8
+            && !s.acks.is_empty())
+            .await,
+        "each malformed event is answered: {:?}",
+        raw.seen.lock().unwrap()
+    );
+    {
+        let seen = raw.seen.lock().unwrap();
+        assert!(seen.acks[0].starts_with("437[") && seen.acks[0].contains("\"ok\":false"));
+        assert!(
+            seen.errors
+                .iter()
+                .any(|e| e.contains("unknown event `noSuchEvent`"))
+        );
+        assert!(seen.errors.iter().any(|e| e.contains("malformed")));
+    }
+    raw.close();
+    // Wrong handshakes get `connect_error` (44) with a reason.
+    for auth in [
+        json!({"clientType": "agent", "hostname": "fuzz-bad", "secret": "nope"}),
+        json!({"clientType": "agent", "secret": SECRET}),
+        json!({"clientType": 7}),
+        json!([1, 2]),
+    ] {
+        let raw = Raw::open(&ws_url).await.expect("websocket opens");
+        raw.send(connect_packet(&auth));
+        assert!(
+            raw.wait(Duration::from_secs(5), |s| s.connect_error.is_some())
+                .await,
+            "{auth} refused: {:?}",
+            raw.seen.lock().unwrap()
+        );
+        raw.close();
+    }
+    // A browser gets its read-only events.
+    let (browser, mut browser_events) = Client::connect(
+        &url,
+        ConnectOptions::default().with_auth(json!({"clientType": "browser"})),
+    )
+    .await
+    .unwrap();
+    // Fuzzing agents come and go, each pushing `agentData`: read them all
+    // as they come (a client that stops reading stops answering pings).
+    let agent_data = Arc::new(AtomicU64::new(0));
+    let browser_reader = {
+        let agent_data = agent_data.clone();
+        tokio::spawn(async move {
+            while let Some(event) = browser_events.recv().await {
+                match event {
+                    Incoming::Event { name, .. } if name == "agentData" => {
+                        agent_data.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Incoming::Disconnected { reason } => {
+                        eprintln!("the browser's connection ended: {reason}");
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        })
+    };
+
+    // Then fuzz, a few connections at a time, until the time is up.
+    let frames = Arc::new(AtomicU64::new(0));
+    let sessions = Arc::new(AtomicU64::new(0));
+    // Authenticated fuzzing agents, and `error` events they received.
+    let agents = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    // Fuzzing agents that held a real attempt while misbehaving.
+    let held = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..4u64 {
+        let mut rng = Rng(seed ^ (w.wrapping_mul(0x5851_F42D_4C95_7F2D)));
+        let (ws_url, frames, sessions) = (ws_url.clone(), frames.clone(), sessions.clone());
+        let (agents, errors, held) = (agents.clone(), errors.clone(), held.clone());
+        let (http, url) = (http.clone(), url.clone());
+        workers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while started.elapsed() < FUZZ_TIME {
+                n += 1;
+                let Some(raw) = Raw::open(&ws_url).await else {
+                    continue;
+                };
+                sessions.fetch_add(1, Ordering::Relaxed);
+                let kind = rng.below(11);
+                let mut attempt = None;
+                let host = format!("fuzz-{w}-{n}");
+                match kind {
+                    // An authenticated agent sending malformed events.
+                    0..=4 => {
+                        // Odd labels or machine data now and then (refused
+                        // as a malformed handshake).
+                        let (labels, machine) = if rng.chance(4) {
+                            (rng.value(2), rng.value(2))
+                        } else {
+                            (json!({"pool": "fuzz"}), Value::Null)
+                        };
+                        raw.send(connect_packet(
+                            &json!({"clientType": "agent", "hostname": host, "secret": SECRET,
+                                    "labels": labels, "machine": machine}),
+                        ));
+                        if raw
+                            .wait(Duration::from_secs(2), |s| s.connected || s.closed)
+                            .await
+                            && raw.seen.lock().unwrap().connected
+                        {
+                            agents.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    // An agent that takes a real attempt first.
+                    10 => {
+                        let resp = http
+                            .post(format!("{url}/api/v1/jobs"))
+                            .header("content-type", "application/toml")
+                            .body(DEEP_JOB)
+                            .send()
+                            .await
+                            .expect("REST answers");
+                        assert_eq!(resp.status().as_u16(), 201);
+                        raw.send(connect_packet(&json!({"clientType": "agent", "hostname": host,
+                                    "secret": SECRET, "labels": {"pool": "deep"}})));
+                        raw.wait(Duration::from_secs(2), |s| s.connected || s.closed)
+                            .await;
+                        raw.send(Message::Text(r#"42["fetchWork"]"#.into()));
+                        raw.wait(Duration::from_secs(3), |s| s.work.is_some() || s.closed)
+                            .await;
+                        attempt = raw.seen.lock().unwrap().work;
+                        if attempt.is_some() {
+                            held.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    // A browser.
+                    5 => raw.send(connect_packet(&json!({"clientType": "browser"}))),
+                    // A handshake with a wrong or malformed auth payload.
+                    6 => {
+                        let auth = match rng.below(4) {
+                            0 => json!({"clientType": "agent", "hostname": host, "secret": rng.string()}),
+                            1 => json!({"clientType": "agent", "hostname": rng.string(), "secret": SECRET}),
+                            _ => rng.value(0),
+                        };
+                        raw.send(connect_packet(&auth));
+                    }
+                    // No handshake at all.
+                    _ => {}
+                }
+                let count = match rng.below(20) {
+                    // A flood.
+                    0 => 3_000,
+                    _ => 20 + rng.below(150),
+                };
+                for _ in 0..count {
+                    let m = if count > 1_000 {
+                        Message::Text(
+                            rng.pick(&[
+                                r#"42["fetchWork"]"#,
+                                r#"42["statusUpdate",{"status":"idle"}]"#,
+                                r#"42["noSuchEvent"]"#,
+                                r#"42["statusUpdate",{"status":1}]"#,
+                            ])
+                            .to_string()
+                            .into(),
+                        )
+                    } else if let Some(id) = attempt.filter(|_| rng.chance(2)) {
+                        Message::Text(own_attempt_event(&mut rng, id).into())
+                    } else if (kind <= 4 || kind == 10) && rng.chance(2) {
+                        Message::Text(agent_event(&mut rng).into())
+                    } else {
+                        frame(&mut rng)
+                    };
+                    raw.send(m);
+                    frames.fetch_add(1, Ordering::Relaxed);
+                }
+                // Now and then, a packet over the limit: that connection closes.
+                if rng.chance(15) {
+                    raw.send(Message::Text(
+                        format!("42[\"tf:log\",\"{}\"]", "z".repeat(MAX_PAYLOAD as usize + 1))
+                            .into(),
+                    ));
+                    frames.fetch_add(1, Ordering::Relaxed);
+                }
+                raw.wait(Duration::from_millis(200), |s| s.closed).await;
+                let answered = raw.seen.lock().unwrap().errors.len() as u64;
+                errors.fetch_add(answered, Ordering::Relaxed);
+                raw.close();
+            }
+        }));
+    }
+    // While that runs, the browser and REST are served.
+    while started.elapsed() < FUZZ_TIME {
+        let before = agent_data.load(Ordering::SeqCst);
+        browser.emit_no_args("getAgents").await.unwrap();
+        let asked = Instant::now();
+        while agent_data.load(Ordering::SeqCst) == before {
+            assert!(
+                asked.elapsed() < Duration::from_secs(5),
+                "getAgents unanswered"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let resp = http
+            .get(format!("{url}/api/v1/jobs?limit=1"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("REST answers during the fuzzing");
+        assert_eq!(resp.status().as_u16(), 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for w in workers {
+        w.await.expect("a fuzzing worker failed");
+    }
+    let _ = stop.send(true);
+    let slowest = submitter.await.expect("the submitter failed");
+    good.await.expect("the good agent failed");
+
+    let frames = frames.load(Ordering::Relaxed);
+    let sessions = sessions.load(Ordering::Relaxed);
+    let finished = finished.load(Ordering::SeqCst);
+    let agents = agents.load(Ordering::Relaxed);
+    let errors = errors.load(Ordering::Relaxed);
+    let held = held.load(Ordering::Relaxed);
+    println!(
+        "{frames} frames over {sessions} connections ({agents} authenticated agents, {held} holding an attempt, \
+         {errors} error events back); the good agent finished {finished} tasks (slowest {slowest:?})"
+    );
+    assert!(held >= 3, "only {held} fuzzing agents held an attempt");
+    assert!(frames >= 5_000, "only {frames} frames sent");
+    assert!(agents >= 10, "only {agents} fuzzing agents were accepted");
+    assert!(
+        errors >= 100,
+        "only {errors} error events answered malformed events"
+    );
+    assert!(
+        finished >= 5,
+        "the good agent finished only {finished} tasks"
+    );
+    assert!(!server_task.is_finished(), "the server stopped");
+    assert!(
+        !browser_reader.is_finished(),
+        "the browser's connection ended"
+    );
+    assert_eq!(panics.load(Ordering::SeqCst), 0, "something panicked");
+    // Still answering, REST and socket.io.
+    let resp = http
+        .get(format!("{url}/api/v1/jobs"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let jobs: Vec<Value> = resp.json().await.unwrap();
+    assert!(jobs.iter().any(|j| j["state"] == "passed"), "{jobs:?}");
+    let auth = json!({"clientType": "agent", "hostname": "after", "secret": SECRET});
+    let (after, mut after_events) =
+        Client::connect(&url, ConnectOptions::default().with_auth(auth))
+            .await
+            .expect("a new agent connects after the fuzzing");
+    after
+        .emit("statusUpdate", json!({"status": 5}))
+        .await
+        .unwrap();
+    expect_event(&mut after_events, "error").await;
+}
