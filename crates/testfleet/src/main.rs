@@ -49,6 +49,8 @@ fn main() -> ExitCode {
 
 fn init_tracing(verbose: u8, service: bool) {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let default = match (verbose, service) {
         (0, false) => "warn",
         (0, true) => "info,sqlx=warn,socketioxide=warn,engineioxide=warn",
@@ -57,8 +59,15 @@ fn init_tracing(verbose: u8, service: bool) {
     };
     let filter =
         EnvFilter::try_from_env("TESTFLEET_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // tungstenite prints every websocket message at trace (through `log`),
+    // socket.io handshakes with their agent secrets included: never that.
+    let no_frame_dumps = tracing_subscriber::filter::filter_fn(|meta| {
+        !(*meta.level() == tracing::Level::TRACE && meta.target().starts_with("tungstenite"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .finish()
+        .with(no_frame_dumps)
         .try_init();
 }
