@@ -490,6 +490,32 @@ async fn repeated_failed_digest_logins_are_slowed_down() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn right_answers_to_stale_nonces_are_not_slowed_down() {
+    let h = start(|_| {}).await;
+    let http = reqwest::Client::new();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..8 {
+        let req = request(
+            &h,
+            &http,
+            reqwest::Method::POST,
+            "/api/v1/jobs",
+            Caller::DigestStaleNonce,
+        )
+        .await;
+        let started = std::time::Instant::now();
+        let resp = req.body(JOB).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 401);
+        assert!(digest_challenges(&resp).iter().all(|c| c.2), "stale=true");
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(200),
+        "a stale nonce counted as a failed login ({slowest:?})"
+    );
+}
+
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
@@ -640,6 +666,43 @@ async fn python_requests_authenticates_with_digest() {
     let out = run("alice", "not it").await.unwrap();
     assert!(out.starts_with("401\n"), "{out}");
     assert!(out.contains("wrong user or password"), "{out}");
+}
+
+const PY_DIGEST_STALE: &str = r#"
+import sys, time, requests
+from requests.auth import HTTPDigestAuth
+url, user, password, body = sys.argv[1:5]
+s = requests.Session()
+s.auth = HTTPDigestAuth(user, password)
+h = {"content-type": "application/toml"}
+r1 = s.post(url, data=body.encode(), headers=h, timeout=10)
+time.sleep(2.5)
+# Sent with the first nonce, now expired: 401 stale=true, then a retry.
+r2 = s.post(url, data=body.encode(), headers=h, timeout=10)
+stale = any("stale=true" in x.headers.get("www-authenticate", "") for x in r2.history)
+print(r1.status_code, r2.status_code, "stale" if stale else "fresh", len(r2.history))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_requests_retries_after_a_stale_nonce() {
+    let Some(python) = peer_python() else { return };
+    let h = start(|c| c.auth.digest_nonce_lifetime = Duration::from_secs(1)).await;
+    let url = format!("{}/api/v1/jobs", h.url);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args(["-c", PY_DIGEST_STALE, &url, "alice", "correct horse", JOB])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "201 201 stale 1", "{stdout}");
 }
 
 async fn connect(
