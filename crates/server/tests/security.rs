@@ -93,13 +93,19 @@ enum Caller {
     DigestForgedNonce,
     /// A user whose password was set before Digest support.
     DigestLegacyUser,
+    /// The same user with Basic: still fine.
+    LegacyBasic,
 }
 
 impl Caller {
     fn is_valid(self) -> bool {
         matches!(
             self,
-            Caller::ValidUser | Caller::ValidToken | Caller::DigestValid | Caller::DigestMd5Valid
+            Caller::ValidUser
+                | Caller::ValidToken
+                | Caller::DigestValid
+                | Caller::DigestMd5Valid
+                | Caller::LegacyBasic
         )
     }
 }
@@ -230,6 +236,7 @@ async fn request(
         Caller::RevokedToken => req.bearer_auth(&h.revoked_token),
         Caller::ValidUser => req.header("authorization", basic("alice", "correct horse")),
         Caller::ValidToken => req.bearer_auth(&h.token),
+        Caller::LegacyBasic => req.header("authorization", basic("legacy", "old password")),
         Caller::DigestValid | Caller::DigestStaleNonce | Caller::DigestForgedNonce => req.header(
             "authorization",
             digest("alice", "correct horse", true, &nonce, path),
@@ -319,6 +326,7 @@ async fn every_mutating_endpoint_answers_each_caller_as_intended() {
         ),
         (Caller::DigestForgedNonce, Some("invalid Digest nonce")),
         (Caller::DigestLegacyUser, Some("testfleet users add legacy")),
+        (Caller::LegacyBasic, None),
     ];
     for (path, body, ok_status) in endpoints {
         for (caller, message) in callers {
