@@ -80,6 +80,8 @@ enum Caller {
     DigestValid,
     /// Digest, MD5, answering the server's challenge.
     DigestMd5Valid,
+    /// Digest, SHA-256-sess (HA1 bound to the nonce and cnonce).
+    DigestSha256SessValid,
     DigestWrongPassword,
     /// A right answer to a nonce the server issued 10 minutes ago.
     DigestStaleNonce,
@@ -105,6 +107,7 @@ impl Caller {
                 | Caller::ValidToken
                 | Caller::DigestValid
                 | Caller::DigestMd5Valid
+                | Caller::DigestSha256SessValid
                 | Caller::LegacyBasic
         )
     }
@@ -237,6 +240,19 @@ async fn request(
         Caller::ValidUser => req.header("authorization", basic("alice", "correct horse")),
         Caller::ValidToken => req.bearer_auth(&h.token),
         Caller::LegacyBasic => req.header("authorization", basic("legacy", "old password")),
+        Caller::DigestSha256SessValid => {
+            let (cnonce, nc) = ("77aa55cc", "00000001");
+            let ha1 = hex_sha256(&format!("alice:{realm}:correct horse"));
+            let ha1 = hex_sha256(&format!("{ha1}:{nonce}:{cnonce}"));
+            let ha2 = hex_sha256(&format!("{}:{path}", method.as_str()));
+            let response = hex_sha256(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"));
+            req.header(
+                "authorization",
+                format!(
+                    r#"Digest username="alice", realm="{realm}", nonce="{nonce}", uri="{path}", algorithm=SHA-256-sess, qop=auth, nc={nc}, cnonce="{cnonce}", response="{response}""#
+                ),
+            )
+        }
         Caller::DigestValid | Caller::DigestStaleNonce | Caller::DigestForgedNonce => req.header(
             "authorization",
             digest("alice", "correct horse", true, &nonce, path),
@@ -310,6 +326,7 @@ async fn every_mutating_endpoint_answers_each_caller_as_intended() {
         (Caller::ValidToken, None),
         (Caller::DigestValid, None),
         (Caller::DigestMd5Valid, None),
+        (Caller::DigestSha256SessValid, None),
         (Caller::DigestWrongPassword, Some("wrong user or password")),
         (Caller::DigestStaleNonce, Some("nonce has expired")),
         (
