@@ -5,6 +5,7 @@
 //! [`runner::RunnerEvent`]s; [`session`] owns the connection and turns those
 //! events into protocol messages, buffering them while disconnected.
 
+pub mod artifacts;
 pub mod git;
 pub mod machine;
 pub mod process;
@@ -38,6 +39,10 @@ pub struct AgentConfig {
     /// A CA certificate (PEM) to trust for an `https` coordinator, instead
     /// of the system's roots.
     pub ca_cert: Option<PathBuf>,
+    /// The blob cache for inputs (default: `<work_dir>/blob-cache`).
+    pub cache_dir: Option<PathBuf>,
+    /// The most the blob cache keeps; least recently used blobs go first.
+    pub cache_limit: u64,
 }
 
 impl AgentConfig {
@@ -56,6 +61,8 @@ impl AgentConfig {
             max_backoff: Duration::from_secs(5),
             kill_grace: Duration::from_secs(2),
             ca_cert: None,
+            cache_dir: None,
+            cache_limit: 10 << 30,
         }
     }
 }

@@ -43,8 +43,22 @@ pub async fn run_step(
     cwd: &Path,
     env: &BTreeMap<String, String>,
     limits: StepLimits,
+    cancel: watch::Receiver<bool>,
+    output: mpsc::Sender<Vec<u8>>,
+) -> StepEnd {
+    run_step_tee(command, cwd, env, limits, cancel, output, None).await
+}
+
+/// As [`run_step`], also appending stdout and stderr, each whole and
+/// apart, to the files of `tee` (kept for a failed attempt).
+pub async fn run_step_tee(
+    command: &str,
+    cwd: &Path,
+    env: &BTreeMap<String, String>,
+    limits: StepLimits,
     mut cancel: watch::Receiver<bool>,
     output: mpsc::Sender<Vec<u8>>,
+    tee: Option<&(std::path::PathBuf, std::path::PathBuf)>,
 ) -> StepEnd {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
@@ -74,6 +88,7 @@ pub async fn run_step(
             output.clone(),
             started,
             last_output.clone(),
+            tee.map(|t| t.0.clone()),
         )));
     }
     if let Some(err) = child.stderr.take() {
@@ -82,6 +97,7 @@ pub async fn run_step(
             output.clone(),
             started,
             last_output.clone(),
+            tee.map(|t| t.1.clone()),
         )));
     }
     drop(output);
@@ -144,7 +160,18 @@ async fn pump(
     output: mpsc::Sender<Vec<u8>>,
     started: tokio::time::Instant,
     last_output: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    tee: Option<std::path::PathBuf>,
 ) {
+    use tokio::io::AsyncWriteExt;
+    let mut tee = match tee {
+        Some(path) => tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .await
+            .ok(),
+        None => None,
+    };
     let mut buf = vec![0u8; 8192];
     loop {
         match reader.read(&mut buf).await {
@@ -152,6 +179,9 @@ async fn pump(
             Ok(n) => {
                 let at = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 last_output.store(at, std::sync::atomic::Ordering::Relaxed);
+                if let Some(f) = &mut tee {
+                    let _ = f.write_all(&buf[..n]).await;
+                }
                 if output.send(buf[..n].to_vec()).await.is_err() {
                     break;
                 }

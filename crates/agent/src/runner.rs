@@ -12,7 +12,10 @@ use testfleet_wire::results::Results;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
-use crate::process::{StepEnd, StepLimits, load_average, run_step};
+use crate::artifacts::{
+    ArtifactSink, InputSource, materialize_inputs, select_artifacts, upload_artifacts,
+};
+use crate::process::{StepEnd, StepLimits, load_average, run_step_tee};
 
 /// What a run reports while it goes.
 #[derive(Debug, Clone)]
@@ -36,6 +39,32 @@ pub struct RunnerConfig {
     pub kill_grace: Duration,
     /// Keep the run directory after the run (`testfleet run --keep-temp`).
     pub keep_run_dir: bool,
+    /// Where input trees come from (`None`: a work item with inputs fails).
+    pub inputs: Option<InputSource>,
+    /// Where artifacts go (`None`: none are kept).
+    pub artifacts: Option<std::sync::Arc<dyn ArtifactSink>>,
+}
+
+impl RunnerConfig {
+    /// Runs in `work_dir`, with no inputs source and no artifact sink.
+    pub fn new(work_dir: PathBuf, kill_grace: Duration) -> RunnerConfig {
+        RunnerConfig {
+            work_dir,
+            kill_grace,
+            keep_run_dir: false,
+            inputs: None,
+            artifacts: None,
+        }
+    }
+
+    /// The directory a run of `item` uses (kept after a failure).
+    pub fn run_dir(&self, item: &WorkItem) -> PathBuf {
+        let run_name = match item.attempt_id {
+            Some(id) => format!("attempt-{id}"),
+            None => format!("integration-{}", sanitize(&item.integration_id)),
+        };
+        self.work_dir.join("runs").join(run_name)
+    }
 }
 
 /// Runs `item` and returns its report (also sent as the last event).
@@ -47,15 +76,43 @@ pub async fn run_work(
 ) -> AttemptReport {
     let started = Instant::now();
     let attempt_id = item.attempt_id.unwrap_or(0);
-    let run_name = match item.attempt_id {
-        Some(id) => format!("attempt-{id}"),
-        None => format!("integration-{}", sanitize(&item.integration_id)),
-    };
-    let run_dir = config.work_dir.join("runs").join(run_name);
+    let run_dir = config.run_dir(&item);
     let mut log = LogWriter::new(events.clone(), &run_dir).await;
+    // stdout and stderr, whole and apart, kept when the attempt fails.
+    let tee = (
+        run_dir.with_extension("stdout"),
+        run_dir.with_extension("stderr"),
+    );
+    let _ = tokio::fs::write(&tee.0, b"").await;
+    let _ = tokio::fs::write(&tee.1, b"").await;
     let (outcome, reason, reason_data, results) =
-        run_in(&item, &config, &run_dir, &events, &mut log, cancel).await;
+        run_in(&item, &config, &run_dir, &events, &mut log, cancel, &tee).await;
+    if let Some(sink) = &config.artifacts {
+        let failed = !outcome.is_success();
+        let src = run_dir.join("src");
+        let logs = [("stdout", tee.0.clone()), ("stderr", tee.1.clone())];
+        let (kept, notes) = select_artifacts(&item, &src, failed, &logs);
+        for note in notes {
+            log.line(&note).await;
+        }
+        if !kept.is_empty() {
+            let _ = events
+                .send(RunnerEvent::Stage {
+                    stage: Stage::Results,
+                    detail: format!("keeping {} artifact(s)", kept.len()),
+                })
+                .await;
+            let max = item.artifacts.max_size.map(|m| m.0);
+            for line in upload_artifacts(sink.as_ref(), attempt_id, &kept, max).await {
+                log.line(&line).await;
+            }
+        }
+    }
     log.flush().await;
+    if outcome.is_success() {
+        let _ = tokio::fs::remove_file(&tee.0).await;
+        let _ = tokio::fs::remove_file(&tee.1).await;
+    }
     if !config.keep_run_dir && outcome.is_success() {
         let _ = tokio::fs::remove_dir_all(&run_dir).await;
     }
@@ -85,6 +142,7 @@ async fn run_in(
     events: &mpsc::Sender<RunnerEvent>,
     log: &mut LogWriter,
     cancel: watch::Receiver<bool>,
+    tee: &(PathBuf, PathBuf),
 ) -> RunResult {
     let stage = |stage: Stage, detail: String| RunnerEvent::Stage { stage, detail };
     if item.steps.is_empty() {
@@ -144,6 +202,37 @@ async fn run_in(
         }
     }
 
+    if let Some(digest) = &item.inputs {
+        let _ = events
+            .send(stage(Stage::Git, format!("materializing inputs {digest}")))
+            .await;
+        let Some(inputs) = &config.inputs else {
+            let msg = "the work item has inputs but this runner has no blob source".to_owned();
+            log.line(&msg).await;
+            return infra(msg, "inputs");
+        };
+        let started = Instant::now();
+        match materialize_inputs(digest, inputs, &src).await {
+            Ok(st) => {
+                log.line(&format!(
+                    "inputs {digest}: {} files, {} bytes ({} fetched, {} bytes; {} corrupted in cache and fetched again) in {} ms",
+                    st.files,
+                    st.bytes,
+                    st.fetched,
+                    st.fetched_bytes,
+                    st.refetched,
+                    started.elapsed().as_millis()
+                ))
+                .await
+            }
+            Err(e) => {
+                let msg = format!("failed to materialize inputs {digest}: {e}");
+                log.line(&msg).await;
+                return infra(msg, "inputs");
+            }
+        }
+    }
+
     let mut env = item.env.clone();
     env.insert(
         "TESTFLEET_INTEGRATION_ID".into(),
@@ -171,7 +260,15 @@ async fn run_in(
             silence: item.silence_timeout.map(|d| d.0),
             kill_grace: config.kill_grace,
         };
-        let run = run_step(&step.run, &src, &step_env, limits, cancel.clone(), out_tx);
+        let run = run_step_tee(
+            &step.run,
+            &src,
+            &step_env,
+            limits,
+            cancel.clone(),
+            out_tx,
+            Some(tee),
+        );
         tokio::pin!(run);
         let end = loop {
             tokio::select! {

@@ -44,6 +44,9 @@ enum Outgoing {
 
 struct State {
     config: AgentConfig,
+    /// Inputs (blob cache + the coordinator) and artifacts (the coordinator).
+    inputs: Option<crate::artifacts::InputSource>,
+    sink: Option<std::sync::Arc<dyn crate::artifacts::ArtifactSink>>,
     current: Option<Current>,
     outbox: VecDeque<Outgoing>,
     last_ts: i64,
@@ -94,8 +97,11 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     tokio::pin!(shutdown);
     let (runner_tx, mut runner_rx) = mpsc::channel::<RunnerEvent>(1024);
+    let (inputs, sink) = blob_side(&config);
     let mut state = State {
         config,
+        inputs,
+        sink,
         current: None,
         outbox: VecDeque::new(),
         last_ts: 0,
@@ -275,11 +281,10 @@ async fn on_event(
                 .emit(events::STATUS_UPDATE, status)
                 .await
                 .map_err(|e| e.to_string())?;
-            let runner_config = RunnerConfig {
-                work_dir: state.config.work_dir.clone(),
-                kill_grace: state.config.kill_grace,
-                keep_run_dir: false,
-            };
+            let mut runner_config =
+                RunnerConfig::new(state.config.work_dir.clone(), state.config.kill_grace);
+            runner_config.inputs = state.inputs.clone();
+            runner_config.artifacts = state.sink.clone();
             tokio::spawn(run_work(item, runner_config, runner_tx.clone(), cancel_rx));
         }
         events::REQUEST_STATUS => {
@@ -429,4 +434,46 @@ async fn finish_current(
         .emit_no_args(events::FETCH_WORK)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The agent's HTTP side: its blob cache and the coordinator's agent routes
+/// (inputs in, artifacts out). Without them, work items with inputs fail as
+/// infrastructure errors and no artifact is kept; the agent still runs.
+fn blob_side(
+    config: &AgentConfig,
+) -> (
+    Option<crate::artifacts::InputSource>,
+    Option<std::sync::Arc<dyn crate::artifacts::ArtifactSink>>,
+) {
+    let base = config
+        .server
+        .replacen("wss://", "https://", 1)
+        .replacen("ws://", "http://", 1);
+    let api = match testfleet_client::ApiClient::with_ca(&base, config.ca_cert.as_deref()) {
+        Ok(api) => api,
+        Err(e) => {
+            tracing::warn!("no HTTP client for inputs and artifacts: {e}");
+            return (None, None);
+        }
+    };
+    let http = std::sync::Arc::new(testfleet_client::AgentHttp::new(
+        api,
+        &config.hostname,
+        config.secret.as_deref(),
+    ));
+    let cache_dir = config
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| config.work_dir.join("blob-cache"));
+    let inputs = match testfleet_cas::BlobCache::open(&cache_dir, config.cache_limit) {
+        Ok(cache) => Some(crate::artifacts::InputSource {
+            cache: std::sync::Arc::new(cache),
+            fetcher: http.clone(),
+        }),
+        Err(e) => {
+            tracing::warn!("no blob cache at {}: {e}", cache_dir.display());
+            None
+        }
+    };
+    (inputs, Some(http))
 }

@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use futures_util::future::BoxFuture;
-use futures_util::stream::{StreamExt, TryStreamExt};
 use sha2::{Digest as _, Sha256};
 
 use crate::manifest::{EntryKind, Manifest};
@@ -217,10 +216,11 @@ impl BlobCache {
     }
 }
 
-/// Writes `manifest`'s tree under `dest` (which must not exist yet, or be
-/// empty), fetching missing blobs through the cache. Every blob is hashed as
-/// it is copied; a corrupted cached blob is fetched again. Nothing is
-/// written outside `dest`.
+/// Writes `manifest`'s tree under `dest`, fetching missing blobs through the
+/// cache. Every blob is hashed as it is copied; a corrupted cached blob is
+/// fetched again. Nothing is written outside `dest`: parents are real
+/// directories (never symlinks) and files are created new (an existing file
+/// or symlink at a path is an error, not overwritten).
 pub async fn materialize(
     manifest: &Manifest,
     cache: &BlobCache,
@@ -229,16 +229,6 @@ pub async fn materialize(
 ) -> Result<MaterializeStats, CasError> {
     manifest.validate()?;
     std::fs::create_dir_all(dest).map_err(|e| CasError::io(dest, e))?;
-    if std::fs::read_dir(dest)
-        .map_err(|e| CasError::io(dest, e))?
-        .next()
-        .is_some()
-    {
-        return Err(CasError::io(
-            dest,
-            std::io::Error::other("the directory to materialize into is not empty"),
-        ));
-    }
     let mut stats = MaterializeStats {
         files: manifest
             .entries
@@ -267,11 +257,16 @@ pub async fn materialize(
             .collect();
         wanted.sort();
         wanted.dedup();
-        futures_util::stream::iter(wanted.iter())
-            .map(|d| cache.fetch(fetcher, d, sizes[d]))
-            .buffer_unordered(8)
-            .try_collect::<Vec<()>>()
-            .await?;
+        // Eight at a time. (A plain loop over chunks: stream combinators
+        // holding closures across awaits make the future not `Send` for
+        // every lifetime, which `tokio::spawn` of a caller needs.)
+        for chunk in wanted.chunks(8) {
+            let mut fetches = Vec::with_capacity(chunk.len());
+            for d in chunk {
+                fetches.push(cache.fetch(fetcher, d, sizes[d]));
+            }
+            futures_util::future::try_join_all(fetches).await?;
+        }
         stats.fetched += wanted.len();
         stats.fetched_bytes += wanted.iter().map(|d| sizes[d]).sum::<u64>();
 

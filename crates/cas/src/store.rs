@@ -212,7 +212,24 @@ impl BlobStore {
         S: futures_util::Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        let limit = self.max_blob_bytes;
+        self.put_stream_limited(expected, declared, stream, self.max_blob_bytes)
+            .await
+    }
+
+    /// As [`BlobStore::put_stream`] with a lower limit for this blob (what
+    /// is left of a task's artifact budget).
+    pub async fn put_stream_limited<S, E>(
+        &self,
+        expected: &Digest,
+        declared: Option<u64>,
+        stream: S,
+        limit: u64,
+    ) -> Result<u64, CasError>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let limit = limit.min(self.max_blob_bytes);
         if let Some(size) = declared
             && size > limit
         {

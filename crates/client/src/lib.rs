@@ -1,10 +1,14 @@
 //! A typed client for the coordinator's REST API, used by the CLI, the demo
 //! and the tests.
 
+mod blobs;
+
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use testfleet_wire::api::{AgentView, ErrorBody, JobView, LogSlice, TaskDetail};
+
+pub use blobs::{AgentHttp, UploadError, UploadReport};
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]

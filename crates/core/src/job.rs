@@ -31,6 +31,10 @@ pub struct JobSpec {
     /// Environment variables set for every step of every task.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// An input tree for every task: a directory relative to the job file,
+    /// which the client uploads and replaces by `sha256:<manifest digest>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<String>,
     #[serde(rename = "task", deserialize_with = "non_empty")]
     pub tasks: Vec<TaskSpec>,
 }
@@ -115,6 +119,9 @@ pub struct TaskSpec {
     /// Stop the attempt (`stalled`) when a step prints nothing for this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silence_timeout: Option<DurationSpec>,
+    /// This task's input tree (overrides the job's `inputs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<String>,
 }
 
 /// One command of a task.
@@ -151,6 +158,66 @@ pub struct ArtifactSpec {
     pub always: Vec<String>,
     #[serde(default)]
     pub on_failure: Vec<String>,
+    /// The most a task may keep, all artifacts of an attempt together
+    /// (`"100MB"`, `"2GiB"` or a number of bytes); the coordinator's limit
+    /// when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<ByteSize>,
+}
+
+/// A size written as humans do: `512KB`, `100MB`, `2GiB`, or bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(text: &str) -> Result<ByteSize, String> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{text}` is not a size; write it like \"100MB\" or \"2GiB\""))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1000 * 1000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1000 * 1000 * 1000,
+            "gib" => 1 << 30,
+            other => {
+                return Err(format!(
+                    "unknown size unit `{other}` in `{text}`; use B, KB, MB, GB, KiB, MiB or GiB"
+                ));
+            }
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{text}` is too large"))
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected a size such as \"100MB\""))?
+        {
+            Raw::Number(n) => Ok(ByteSize(n)),
+            Raw::Text(t) => ByteSize::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// Separate budgets for test failures and infrastructure failures.
@@ -368,8 +435,18 @@ impl JobSpec {
         if self.name.trim().is_empty() {
             return Err(err("name".into(), "must not be empty".into()));
         }
+        if let Some(inputs) = &self.inputs
+            && inputs.trim().is_empty()
+        {
+            return Err(err("inputs".into(), "must not be empty".into()));
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, task) in self.tasks.iter().enumerate() {
+            if let Some(inputs) = &task.inputs
+                && inputs.trim().is_empty()
+            {
+                return Err(err(format!("task[{i}].inputs"), "must not be empty".into()));
+            }
             if task.name.trim().is_empty() {
                 return Err(err(format!("task[{i}].name"), "must not be empty".into()));
             }
@@ -392,6 +469,11 @@ impl JobSpec {
             }
         }
         Ok(())
+    }
+
+    /// The input tree a task runs with: its own, else the job's.
+    pub fn task_inputs<'a>(&'a self, task: &'a TaskSpec) -> Option<&'a str> {
+        task.inputs.as_deref().or(self.inputs.as_deref())
     }
 
     /// The priority a task runs at: its own, else the job's.

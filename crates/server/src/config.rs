@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub auth: crate::auth::AuthConfig,
     /// Serve HTTPS (and socket.io over TLS) with these files.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Blobs: where they live, size limits, artifact retention.
+    pub blobs: crate::blobs::BlobsConfig,
 }
 
 /// A known failure: when a failed task's reason or log matches `pattern`,
@@ -86,6 +88,7 @@ impl ServerConfig {
             exporters: crate::exporters::ExportersConfig::default(),
             auth: crate::auth::AuthConfig::default(),
             tls: None,
+            blobs: crate::blobs::BlobsConfig::default(),
         }
     }
 

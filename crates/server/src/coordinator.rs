@@ -543,6 +543,7 @@ impl Coordinator {
                 data: Vec::new(),
             }),
             env: BTreeMap::new(),
+            inputs: None,
             tasks: vec![TaskSpec {
                 name: "mock".into(),
                 requires: testfleet_core::Requirements(BTreeMap::from([(
@@ -563,6 +564,7 @@ impl Coordinator {
                 env: BTreeMap::new(),
                 max_runtime: None,
                 silence_timeout: None,
+                inputs: None,
             }],
         };
         self.submit(spec).await?;

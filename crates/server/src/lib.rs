@@ -5,6 +5,7 @@
 //! pass a listener (port 0 in tests) and a shutdown future.
 
 pub mod auth;
+pub mod blobs;
 pub mod config;
 mod coordinator;
 mod dashboard;
@@ -35,6 +36,8 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error("failed to set up TLS")]
     Tls(#[from] tls::TlsSetupError),
+    #[error("failed to open the blob store")]
+    Blobs(#[from] testfleet_cas::CasError),
 }
 
 /// A built coordinator: its router and its shared state.
@@ -70,7 +73,14 @@ impl Server {
         sio::register(&io, coordinator.clone());
         // Delivery tasks stop by themselves once the store is closed at shutdown.
         exporters::start(coordinator.store.clone(), &config.exporters);
+        let blob_store = Arc::new(blobs::Blobs::open(&config.blobs, &config.data_dir)?);
+        let clock_of = coordinator.clone();
+        blobs::start_retention(coordinator.store.clone(), blob_store.clone(), move || {
+            clock_of.now()
+        });
         let router = rest::router(coordinator.clone())
+            .merge(blobs::router(coordinator.clone(), blob_store.clone()))
+            .layer(axum::Extension(blob_store))
             .merge(dashboard::router(coordinator.clone()))
             .merge(exporters::router(coordinator.clone()))
             .merge(resultsdb::router(coordinator.clone()))

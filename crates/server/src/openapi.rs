@@ -22,6 +22,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/stats", "get"),
     ("/api/v1/agents", "get"),
     ("/api/v1/openapi.json", "get"),
+    ("/api/v1/blobs/missing", "post"),
+    ("/api/v1/blobs/{digest}", "put"),
+    ("/api/v1/blobs/{digest}", "get"),
+    ("/api/v1/jobs/{id}/artifacts", "get"),
+    ("/api/v1/artifacts/{id}", "get"),
+    ("/api/v1/tasks/{id}/work", "get"),
+    ("/api/v1/agent/blobs/{digest}", "get"),
+    ("/api/v1/agent/attempts/{id}/artifacts", "put"),
 ];
 
 pub async fn document() -> Json<Value> {
@@ -37,6 +45,28 @@ fn error_response(desc: &str) -> Value {
 }
 
 pub fn spec() -> Value {
+    let mut doc = base_spec();
+    // Blobs, inputs and artifacts are described beside their handlers.
+    if let (Some(paths), Value::Object(more)) =
+        (doc["paths"].as_object_mut(), crate::blobs::openapi_paths())
+    {
+        paths.extend(more);
+    }
+    if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+        schemas.insert(
+            "Artifact".into(),
+            json!({"type": "object", "required": ["id", "path", "kind", "digest", "size"], "properties": {
+                "id": {"type": "integer"}, "job_id": {"type": "integer"}, "task_id": {"type": "integer"},
+                "task_name": {"type": "string"}, "attempt_id": {"type": "integer"}, "attempt": {"type": "integer"},
+                "outcome": {"type": ["string", "null"]}, "path": {"type": "string"},
+                "kind": {"type": "string", "enum": ["always", "on_failure", "stdout", "stderr"]},
+                "digest": {"type": "string"}, "size": {"type": "integer"}, "created_at": {"type": "string"}}}),
+        );
+    }
+    doc
+}
+
+fn base_spec() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -162,6 +192,6 @@ mod tests {
                 "{method} {path} is missing from the OpenAPI document"
             );
         }
-        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(12));
+        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(12 + 7));
     }
 }

@@ -131,6 +131,7 @@ fn parse_id(kind: &str, raw: &str) -> ApiResult<i64> {
 async fn submit_job(
     State(c): State<Arc<Coordinator>>,
     Extension(who): Extension<Identity>,
+    blobs: Option<Extension<Arc<crate::blobs::Blobs>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -147,6 +148,9 @@ async fn submit_job(
     } else {
         JobSpec::from_toml(text)?
     };
+    crate::blobs::check_job_inputs(blobs.as_deref().map(|b| &**b), &spec)
+        .await
+        .map_err(|(status, msg)| ApiError::new(status, msg))?;
     let name = spec.name.clone();
     let view = c.submit(spec).await?;
     c.audit(

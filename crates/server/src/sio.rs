@@ -102,7 +102,7 @@ async fn check_handshake(
 
 /// A host's own secret (stored hashed, set with `testfleet agents secret`)
 /// wins; then per-host secrets of the config file; then the shared secret.
-async fn check_agent_secret(
+pub(crate) async fn check_agent_secret(
     coordinator: &Coordinator,
     hostname: &str,
     secret: Option<String>,

@@ -6,6 +6,7 @@
 //! anyway, and this keeps `BEGIN IMMEDIATE` waits out of the read path); reads
 //! use a small pool of their own.
 
+mod artifacts;
 mod ops;
 mod outbox;
 mod resultsdb;
@@ -20,6 +21,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use artifacts::{ArtifactSlot, NewArtifact, StoredArtifact};
 pub use ops::*;
 pub use outbox::{ExportEvent, SinkStatus};
 pub use resultsdb::{

@@ -890,5 +890,8 @@ fn work_item(
         results: task.results.clone(),
         artifacts: task.artifacts.clone(),
         silence_timeout: task.silence_timeout,
+        inputs: job
+            .task_inputs(task)
+            .map(|i| i.strip_prefix("sha256:").unwrap_or(i).to_owned()),
     }
 }

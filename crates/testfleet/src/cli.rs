@@ -40,6 +40,39 @@ pub enum Command {
         wait: bool,
         #[arg(long)]
         json: bool,
+        /// An input tree for every task (overrides `inputs` of the job file):
+        /// uploaded (only the blobs the coordinator lacks) before submitting.
+        #[arg(long, value_name = "DIR")]
+        inputs: Option<PathBuf>,
+    },
+    /// A job's artifacts: list or download them.
+    Artifacts {
+        #[command(subcommand)]
+        action: ArtifactsCommand,
+    },
+    /// Run a job file here, with no coordinator, as an agent would; prints
+    /// `OK` or `NOT_OK` with the reason (exit code 0 or 1).
+    Run {
+        /// The job file (TOML, or its JSON form).
+        job: PathBuf,
+        /// Only this task (default: every task, in order).
+        #[arg(long)]
+        task: Option<String>,
+        /// Keep the run directories (default: a temporary directory, kept
+        /// only when a task fails).
+        #[arg(long)]
+        keep_temp: bool,
+        /// Run under this directory instead of a temporary one.
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
+    /// Fetch a submitted task's work item and inputs, and run it here exactly
+    /// as an agent did.
+    Repro {
+        task: i64,
+        /// Leave the run directory for inspection and print where it is.
+        #[arg(long)]
+        keep_temp: bool,
     },
     /// Follow a job's progress until it ends; exit code 0 when it passed.
     Watch {
@@ -148,6 +181,32 @@ pub struct DataDirArg {
     /// The coordinator's data directory (default: `[server] data_dir` of the config file).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArtifactsCommand {
+    /// List a job's artifacts (per task and attempt).
+    List {
+        job: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a job's artifacts into DIR/<task>/attempt-<n>/<path>.
+    Download {
+        job: i64,
+        /// Only attempts that did not pass.
+        #[arg(long)]
+        failed: bool,
+        /// Only this task (its name or id).
+        #[arg(long)]
+        task: Option<String>,
+        /// Only this attempt number (1 = the first run of a task).
+        #[arg(long)]
+        attempt: Option<i64>,
+        /// Where to write (default: artifacts-JOB).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -273,6 +332,12 @@ pub struct AgentArgs {
     /// Trust this CA certificate (PEM) for an https coordinator.
     #[arg(long, env = "TESTFLEET_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
+    /// The blob cache for inputs (default: WORK_DIR/blob-cache).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// The most the blob cache keeps, such as `20GB` (default 10GiB).
+    #[arg(long)]
+    pub cache_size: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 //! `main` parses arguments, resolves configuration and calls into the
 //! library crates; errors map to the exit codes documented in the README.
 
+mod blob_settings;
 mod cli;
 mod cmd;
 mod settings;

@@ -69,6 +69,9 @@ pub struct ServerSection {
     /// Where results go: `[server.exporters.influxdb]`, `[server.exporters.resultsdb]`.
     #[serde(default)]
     pub exporters: ExportersSection,
+    /// Blobs, inputs and artifacts: `[server.blobs]`, `[server.blobs.s3]`.
+    #[serde(default)]
+    pub blobs: crate::blob_settings::BlobsSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,6 +160,9 @@ pub struct AgentSection {
     pub work_dir: Option<PathBuf>,
     pub poll_interval: Option<String>,
     pub ca_cert: Option<PathBuf>,
+    /// The blob cache for inputs, and its size limit (`20GB`).
+    pub cache_dir: Option<PathBuf>,
+    pub cache_size: Option<String>,
 }
 
 /// Loads the config file: the given one (which must exist) or the default
@@ -372,6 +378,7 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> Result<ServerConfi
         s.request_status_interval_in_test.as_deref(),
         config.request_status_interval_in_test,
     )?;
+    crate::blob_settings::apply_server(&s.blobs, &mut config)?;
     Ok(config)
 }
 
@@ -400,6 +407,13 @@ pub fn agent_config(
         .or_else(|| a.work_dir.clone())
         .unwrap_or_else(|| PathBuf::from("testfleet-agent"));
     let mut config = AgentConfig::new(server, hostname, work_dir);
+    crate::blob_settings::apply_agent(
+        args.cache_dir.as_deref(),
+        args.cache_size.as_deref(),
+        a.cache_dir.as_deref(),
+        a.cache_size.as_deref(),
+        &mut config,
+    )?;
     config.secret = args.secret.clone().or_else(|| a.secret.clone());
     config.labels = a.labels.clone();
     if let Some(list) = &args.labels {

@@ -174,3 +174,42 @@ pub struct CrashedEntry {
     pub test_name: String,
     pub log: String,
 }
+
+/// `POST /api/v1/blobs/missing`: which of these blobs does the coordinator lack?
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MissingBlobs {
+    /// SHA-256 digests, 64 lowercase hex digits each.
+    pub digests: Vec<String>,
+}
+
+/// The answer to [`MissingBlobs`]: the digests to upload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MissingBlobsAnswer {
+    pub missing: Vec<String>,
+    /// The largest blob the coordinator accepts.
+    #[serde(default)]
+    pub max_blob_bytes: Option<u64>,
+}
+
+/// One kept file of an attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactView {
+    pub id: i64,
+    pub job_id: i64,
+    pub task_id: i64,
+    pub task_name: String,
+    pub attempt_id: i64,
+    /// The attempt's number within its task (1 = first run).
+    pub attempt: i64,
+    /// The attempt's outcome, once known.
+    pub outcome: Option<AttemptOutcome>,
+    /// Relative to the task's checkout; `stdout.log` / `stderr.log` for the
+    /// output of a failed attempt.
+    pub path: String,
+    /// `always`, `on_failure`, `stdout` or `stderr`.
+    pub kind: String,
+    pub digest: String,
+    pub size: u64,
+    /// RFC 3339.
+    pub created_at: String,
+}

@@ -120,10 +120,15 @@ pub struct WorkItem {
         skip_serializing_if = "Option::is_none"
     )]
     pub silence_timeout: Option<testfleet_core::job::DurationSpec>,
+    /// The input tree: the digest (64 hex digits) of its manifest, a blob the
+    /// agent fetches from `/api/v1/agent/blobs/{digest}` and materializes
+    /// into the checkout directory before the first step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<String>,
 }
 
 fn is_default_artifacts(a: &ArtifactSpec) -> bool {
-    a.always.is_empty() && a.on_failure.is_empty()
+    a.always.is_empty() && a.on_failure.is_empty() && a.max_size.is_none()
 }
 
 /// A `statusUpdate` as received. Every field is optional because agents

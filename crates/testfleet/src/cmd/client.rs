@@ -15,9 +15,15 @@ use crate::exit;
 
 pub async fn run(api: &ApiClient, command: Command) -> Result<u8> {
     match command {
-        Command::Submit { job, wait, json } => {
+        Command::Submit {
+            job,
+            wait,
+            json,
+            inputs,
+        } => {
             let text = std::fs::read_to_string(&job)
                 .with_context(|| format!("failed to read {}", job.display()))?;
+            let text = super::artifacts::prepare_inputs(api, &job, text, inputs.as_deref()).await?;
             let view = match api.submit(&text).await {
                 Ok(v) => v,
                 Err(testfleet_client::ClientError::Api {

@@ -1,8 +1,10 @@
 //! One module per group of subcommands.
 
 mod admin;
+mod artifacts;
 mod client;
 mod demo;
+mod local;
 mod parse;
 
 use anyhow::Result;
@@ -31,6 +33,12 @@ pub async fn run(cli: Cli) -> Result<u8> {
             json,
         } => parse::run(&path, format.as_deref(), json),
         Command::Demo { data_dir, serve } => demo::run(data_dir, serve).await,
+        Command::Run {
+            job,
+            task,
+            keep_temp,
+            work_dir,
+        } => local::run_job(&job, task.as_deref(), keep_temp, work_dir).await,
         Command::Bench(args) => {
             let config = testfleet_loadgen::BenchConfig {
                 server: cli.server.clone(),
@@ -63,7 +71,11 @@ pub async fn run(cli: Cli) -> Result<u8> {
             let server = settings::client_server(cli.server.as_deref(), &file)?;
             let api = ApiClient::with_ca(&server, settings::client_ca(&file).as_deref())?
                 .with_credentials(settings::client_credentials(&file));
-            client::run(&api, other).await
+            match other {
+                Command::Artifacts { action } => artifacts::run(&api, action).await,
+                Command::Repro { task, keep_temp } => local::repro(&api, task, keep_temp).await,
+                other => client::run(&api, other).await,
+            }
         }
     }
 }

@@ -1,0 +1,633 @@
+//! Blobs, input trees and artifacts over HTTP (docs/artifacts.md).
+//!
+//! Clients upload the blobs of an input tree that the coordinator lacks
+//! (`POST /api/v1/blobs/missing`, `PUT /api/v1/blobs/{digest}`, guarded like
+//! every write). Agents fetch inputs and upload artifacts under
+//! `/api/v1/agent/…`, authenticated by their hostname and secret like their
+//! socket.io handshake; only the attempt that holds its task may add
+//! artifacts. Every body is streamed: a blob is checked against its digest
+//! as it arrives and refused past its size limit before it fills a disk.
+//! A background task enforces retention (age and total size of artifacts).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use futures_util::{StreamExt, TryStreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use testfleet_cas::{BlobBackend, BlobStore, CasError, Digest, Manifest};
+use testfleet_core::JobSpec;
+use testfleet_store::{NewArtifact, Store, StoreError, StoredArtifact};
+use testfleet_wire::api::{ErrorBody, MissingBlobs, MissingBlobsAnswer};
+
+use crate::coordinator::Coordinator;
+
+/// Header naming the agent that calls `/api/v1/agent/…`.
+pub const AGENT_HOST_HEADER: &str = "x-testfleet-host";
+/// Header carrying that agent's secret.
+pub const AGENT_SECRET_HEADER: &str = "x-testfleet-secret";
+
+/// Where blobs are kept and how much is kept.
+#[derive(Debug, Clone)]
+pub struct BlobsConfig {
+    /// `None`: a local directory, `<data_dir>/blobs`.
+    pub backend: Option<BlobBackend>,
+    /// The largest single blob accepted.
+    pub max_blob_bytes: u64,
+    /// What one attempt may keep, all its artifacts together, when its task
+    /// does not say (`artifacts.max_size`); a task cannot ask for more than
+    /// `max_blob_bytes` per file.
+    pub max_artifact_bytes: u64,
+    /// Artifacts older than this are deleted.
+    pub retention_max_age: Duration,
+    /// The oldest artifacts are deleted while all of them weigh more.
+    pub retention_max_bytes: u64,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+}
+
+impl Default for BlobsConfig {
+    fn default() -> Self {
+        BlobsConfig {
+            backend: None,
+            max_blob_bytes: 8 << 30,
+            max_artifact_bytes: 4 << 30,
+            retention_max_age: Duration::from_secs(30 * 24 * 3600),
+            retention_max_bytes: 100 << 30,
+            retention_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The blob store and its limits, shared by the handlers.
+#[derive(Debug)]
+pub struct Blobs {
+    pub store: BlobStore,
+    pub config: BlobsConfig,
+}
+
+impl Blobs {
+    pub fn open(config: &BlobsConfig, data_dir: &std::path::Path) -> Result<Blobs, CasError> {
+        let backend = config.backend.clone().unwrap_or(BlobBackend::Local {
+            root: data_dir.join("blobs"),
+        });
+        let store = BlobStore::open(&backend, config.max_blob_bytes)?;
+        tracing::info!("blobs kept in {}", store.describe());
+        Ok(Blobs {
+            store,
+            config: config.clone(),
+        })
+    }
+}
+
+#[derive(Clone)]
+struct St {
+    c: Arc<Coordinator>,
+    b: Arc<Blobs>,
+}
+
+/// An error answer of this module.
+#[derive(Debug)]
+pub struct BlobError(StatusCode, String);
+
+impl IntoResponse for BlobError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.1,
+            field: None,
+            line: None,
+            column: None,
+        };
+        (self.0, Json(body)).into_response()
+    }
+}
+
+impl From<CasError> for BlobError {
+    fn from(e: CasError) -> BlobError {
+        let status = match &e {
+            CasError::InvalidDigest(_) | CasError::UnsafePath { .. } | CasError::Manifest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            CasError::NotFound(_) => StatusCode::NOT_FOUND,
+            CasError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            CasError::Mismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            CasError::Transfer(_) => StatusCode::BAD_REQUEST,
+            CasError::Store(_) | CasError::Io { .. } | CasError::Config(_) => {
+                tracing::error!("blob store: {e}");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        BlobError(status, e.to_string())
+    }
+}
+
+impl From<StoreError> for BlobError {
+    fn from(e: StoreError) -> BlobError {
+        match e {
+            StoreError::NotFound(what) => {
+                BlobError(StatusCode::NOT_FOUND, format!("{what} not found"))
+            }
+            StoreError::Conflict(what) => BlobError(StatusCode::CONFLICT, what),
+            other => {
+                tracing::error!("store error: {other:?}");
+                BlobError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("internal error: {other}"),
+                )
+            }
+        }
+    }
+}
+
+type Res<T> = Result<T, BlobError>;
+
+/// The routes of this module: client routes behind the auth guard, agent
+/// routes behind the agent's secret.
+pub fn router(c: Arc<Coordinator>, b: Arc<Blobs>) -> Router {
+    let guarded = Router::new()
+        .route("/api/v1/blobs/missing", post(missing))
+        .route("/api/v1/blobs/{digest}", put(put_blob).get(get_blob))
+        .route("/api/v1/jobs/{id}/artifacts", get(list_artifacts))
+        .route("/api/v1/artifacts/{id}", get(download_artifact))
+        .route("/api/v1/tasks/{id}/work", get(task_work))
+        .layer(axum::middleware::from_fn_with_state(
+            c.clone(),
+            crate::auth::guard,
+        ));
+    let agent = Router::new()
+        .route("/api/v1/agent/blobs/{digest}", get(agent_get_blob))
+        .route(
+            "/api/v1/agent/attempts/{id}/artifacts",
+            put(agent_put_artifact),
+        );
+    guarded
+        .merge(agent)
+        // JSON bodies (digest lists); blob bodies are streams with limits of their own.
+        .layer(DefaultBodyLimit::max(32 << 20))
+        .with_state(St { c, b })
+}
+
+fn digest_param(raw: &str) -> Res<Digest> {
+    raw.parse::<Digest>().map_err(BlobError::from)
+}
+
+fn id_param(kind: &str, raw: &str) -> Res<i64> {
+    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        BlobError(
+            StatusCode::BAD_REQUEST,
+            format!("`{raw}` is not a {kind} id (a positive integer)"),
+        )
+    })
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// `POST /api/v1/blobs/missing`.
+async fn missing(
+    State(s): State<St>,
+    Json(req): Json<MissingBlobs>,
+) -> Res<Json<MissingBlobsAnswer>> {
+    let digests = req
+        .digests
+        .iter()
+        .map(|d| Digest::parse_prefixed(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let missing = s.b.store.missing(&digests).await?;
+    Ok(Json(MissingBlobsAnswer {
+        missing: missing.iter().map(Digest::to_hex).collect(),
+        max_blob_bytes: Some(s.b.store.max_blob_bytes()),
+    }))
+}
+
+/// `PUT /api/v1/blobs/{digest}`: the body is the blob, streamed.
+async fn put_blob(
+    State(s): State<St>,
+    Path(digest): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Res<Response> {
+    let d = digest_param(&digest)?;
+    let size =
+        s.b.store
+            .put_stream(&d, content_length(&headers), body.into_data_stream())
+            .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"digest": d.to_hex(), "size": size})),
+    )
+        .into_response())
+}
+
+async fn stream_blob(b: &Blobs, d: &Digest, name: Option<&str>) -> Res<Response> {
+    let (size, stream) = b.store.get(d).await?;
+    let body = Body::from_stream(stream.map_err(|e| std::io::Error::other(e.to_string())));
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&d.to_hex()) {
+        h.insert("x-testfleet-digest", v);
+    }
+    if let Some(name) = name {
+        let file = name.rsplit('/').next().unwrap_or(name).replace('"', "");
+        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+            h.insert(header::CONTENT_DISPOSITION, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// `GET /api/v1/blobs/{digest}`.
+async fn get_blob(State(s): State<St>, Path(digest): Path<String>) -> Res<Response> {
+    stream_blob(&s.b, &digest_param(&digest)?, None).await
+}
+
+/// `GET /api/v1/jobs/{id}/artifacts`.
+async fn list_artifacts(State(s): State<St>, Path(id): Path<String>) -> Res<Response> {
+    let list = s.c.store.job_artifacts(id_param("job", &id)?).await?;
+    Ok(Json(list).into_response())
+}
+
+/// `GET /api/v1/artifacts/{id}`: the artifact's content, streamed.
+async fn download_artifact(State(s): State<St>, Path(id): Path<String>) -> Res<Response> {
+    let a = s.c.store.artifact(id_param("artifact", &id)?).await?;
+    let d = Digest::parse_prefixed(&a.digest)?;
+    match stream_blob(&s.b, &d, Some(&a.path)).await {
+        Err(BlobError(StatusCode::NOT_FOUND, _)) => Err(BlobError(
+            StatusCode::GONE,
+            format!(
+                "the content of artifact {id} (`{}`) is no longer stored (retention)",
+                a.path
+            ),
+        )),
+        other => other,
+    }
+}
+
+/// `GET /api/v1/tasks/{id}/work`: the work item the task's last attempt ran
+/// (or would run), for `testfleet repro`.
+async fn task_work(State(s): State<St>, Path(id): Path<String>) -> Res<Response> {
+    let task = id_param("task", &id)?;
+    let attempt = s.c.store.last_attempt(task).await?;
+    let item = s.c.store.work_item_for_task(task, attempt).await?;
+    Ok(Json(item).into_response())
+}
+
+/// Checks the agent headers like the socket.io handshake does.
+async fn agent_identity(s: &St, headers: &HeaderMap, peer: Option<SocketAddr>) -> Res<String> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let Some(host) = text(AGENT_HOST_HEADER).filter(|h| !h.trim().is_empty()) else {
+        return Err(BlobError(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "agent routes need the `{AGENT_HOST_HEADER}` and `{AGENT_SECRET_HEADER}` headers"
+            ),
+        ));
+    };
+    if let Err(reason) =
+        crate::sio::check_agent_secret(&s.c, &host, text(AGENT_SECRET_HEADER)).await
+    {
+        if let Some(peer) = peer {
+            tokio::time::sleep(s.c.auth_failures.failed(peer.ip())).await;
+        }
+        return Err(BlobError(StatusCode::UNAUTHORIZED, reason));
+    }
+    Ok(host)
+}
+
+type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+/// `GET /api/v1/agent/blobs/{digest}`: inputs, for agents.
+async fn agent_get_blob(
+    State(s): State<St>,
+    Path(digest): Path<String>,
+    peer: Peer,
+    headers: HeaderMap,
+) -> Res<Response> {
+    agent_identity(&s, &headers, peer.map(|p| p.0.0)).await?;
+    stream_blob(&s.b, &digest_param(&digest)?, None).await
+}
+
+#[derive(Debug, Deserialize)]
+struct ArtifactQuery {
+    path: String,
+    kind: String,
+    digest: String,
+}
+
+/// `PUT /api/v1/agent/attempts/{id}/artifacts?path=&kind=&digest=`.
+async fn agent_put_artifact(
+    State(s): State<St>,
+    Path(id): Path<String>,
+    Query(q): Query<ArtifactQuery>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Body,
+) -> Res<Response> {
+    let host = agent_identity(&s, &headers, peer.map(|p| p.0.0)).await?;
+    let attempt = id_param("attempt", &id)?;
+    testfleet_cas::manifest::check_relative(&q.path)?;
+    if !["always", "on_failure", "stdout", "stderr"].contains(&q.kind.as_str()) {
+        return Err(BlobError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unknown artifact kind `{}` (always, on_failure, stdout or stderr)",
+                q.kind
+            ),
+        ));
+    }
+    let d = Digest::parse_prefixed(&q.digest)?;
+    let slot = s.c.store.artifact_slot(attempt, &host).await?;
+    let limit = slot
+        .task
+        .artifacts
+        .max_size
+        .map_or(s.b.config.max_artifact_bytes, |m| m.0);
+    let left = limit.saturating_sub(slot.used_bytes);
+    let declared = content_length(&headers);
+    if let Some(size) = declared
+        && size > left
+    {
+        return Err(BlobError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "artifact `{}` ({size} bytes) is over what is left of the task's artifact limit ({left} of {limit} bytes)",
+                q.path
+            ),
+        ));
+    }
+    let size = s
+        .b
+        .store
+        .put_stream_limited(&d, declared, body.into_data_stream(), left)
+        .await
+        .map_err(|e| match e {
+            CasError::TooLarge { .. } => BlobError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "artifact `{}` is over what is left of the task's artifact limit ({left} of {limit} bytes)",
+                    q.path
+                ),
+            ),
+            other => other.into(),
+        })?;
+    let new = NewArtifact {
+        path: q.path.clone(),
+        kind: q.kind.clone(),
+        digest: d.to_hex(),
+        size,
+    };
+    match s
+        .c
+        .store
+        .add_artifact(attempt, &host, &new, limit, s.c.now())
+        .await?
+    {
+        StoredArtifact::Added { id } => Ok((
+            StatusCode::CREATED,
+            Json(json!({"id": id, "digest": new.digest, "size": size})),
+        )
+            .into_response()),
+        StoredArtifact::OverLimit { used, limit } => Err(BlobError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "artifact `{}` ({size} bytes) would take the attempt over its artifact limit ({used} of {limit} bytes used)",
+                q.path
+            ),
+        )),
+    }
+}
+
+/// Refuses a job whose `inputs` were not uploaded: each must be the digest
+/// of a stored manifest (the client replaces a directory by its digest).
+pub(crate) async fn check_job_inputs(
+    blobs: Option<&Blobs>,
+    spec: &JobSpec,
+) -> Result<(), (StatusCode, String)> {
+    let mut wanted: Vec<(String, &str)> = Vec::new();
+    if let Some(i) = &spec.inputs {
+        wanted.push(("inputs".into(), i));
+    }
+    for (n, t) in spec.tasks.iter().enumerate() {
+        if let Some(i) = &t.inputs {
+            wanted.push((format!("task[{n}].inputs"), i));
+        }
+    }
+    for (field, value) in wanted {
+        let d = Digest::parse_prefixed(value).map_err(|_| {
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "field `{field}`: `{value}` is not an uploaded input tree; submit the job with `testfleet submit`, which uploads the directory and sends its digest (`sha256:<64 hex digits>`)"
+                ),
+            )
+        })?;
+        let Some(blobs) = blobs else {
+            return Err((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "this coordinator has no blob store".into(),
+            ));
+        };
+        match blobs
+            .store
+            .get_bytes(&d, testfleet_cas::manifest::MAX_MANIFEST_BYTES)
+            .await
+        {
+            Ok(bytes) => {
+                Manifest::from_bytes(&bytes, Some(&d)).map_err(|e| {
+                    (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        format!("field `{field}`: blob {d} is not a valid input manifest: {e}"),
+                    )
+                })?;
+            }
+            Err(CasError::NotFound(_)) => {
+                return Err((
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!(
+                        "field `{field}`: the input manifest {d} is not stored; upload the tree first (`testfleet submit` does)"
+                    ),
+                ));
+            }
+            Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        }
+    }
+    Ok(())
+}
+
+/// Runs retention every `retention_interval` until the store closes.
+pub fn start_retention(store: Store, blobs: Arc<Blobs>, now: impl Fn() -> i64 + Send + 'static) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(blobs.config.retention_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match enforce_retention(&store, &blobs, now()).await {
+                Ok(r) if r.artifacts + r.blobs > 0 => tracing::info!(
+                    artifacts = r.artifacts,
+                    blobs = r.blobs,
+                    bytes = r.bytes,
+                    "retention: deleted"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("retention failed: {e}"),
+            }
+        }
+    });
+}
+
+/// What one retention pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub artifacts: usize,
+    pub blobs: usize,
+    pub bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("blobs: {0}")]
+    Blobs(#[from] CasError),
+}
+
+/// One retention pass: artifacts past the age or over the total size go,
+/// then blobs no artifact and no recent job's inputs name, once older than
+/// the age limit (or just released by an artifact).
+pub async fn enforce_retention(
+    store: &Store,
+    blobs: &Blobs,
+    now_ms: i64,
+) -> Result<RetentionReport, RetentionError> {
+    let age_ms = i64::try_from(blobs.config.retention_max_age.as_millis()).unwrap_or(i64::MAX);
+    let cutoff = now_ms.saturating_sub(age_ms);
+    let (artifacts, released) = store
+        .expire_artifacts(cutoff, blobs.config.retention_max_bytes)
+        .await?;
+    let mut report = RetentionReport {
+        artifacts,
+        ..Default::default()
+    };
+    // Inputs of jobs submitted within the age limit stay, with their blobs.
+    let mut protected = std::collections::HashSet::new();
+    for value in store.job_inputs_since(cutoff).await? {
+        let Ok(d) = Digest::parse_prefixed(&value) else {
+            continue;
+        };
+        protected.insert(d);
+        if let Ok(bytes) = blobs
+            .store
+            .get_bytes(&d, testfleet_cas::manifest::MAX_MANIFEST_BYTES)
+            .await
+            && let Ok(m) = Manifest::from_bytes(&bytes, Some(&d))
+        {
+            protected.extend(m.blobs());
+        }
+    }
+    let released: std::collections::HashSet<String> = released.into_iter().collect();
+    let mut listing = blobs.store.list();
+    while let Some(meta) = listing.next().await {
+        let meta = meta?;
+        if protected.contains(&meta.digest) {
+            continue;
+        }
+        let hex = meta.digest.to_hex();
+        let expired = meta.last_modified_ms < cutoff || released.contains(&hex);
+        if expired && !store.artifact_uses(&hex).await? {
+            blobs.store.delete(&meta.digest).await?;
+            report.blobs += 1;
+            report.bytes += meta.size;
+        }
+    }
+    Ok(report)
+}
+
+/// The routes of this module with a description each, for the OpenAPI document.
+pub(crate) fn openapi_paths() -> serde_json::Value {
+    let digest = json!({"name": "digest", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "description": "SHA-256, 64 lowercase hex digits"});
+    let id = |what: &str| json!({"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1}, "description": format!("{what} id")});
+    let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let bytes =
+        json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}});
+    let agent_headers = json!([
+        {"name": AGENT_HOST_HEADER, "in": "header", "required": true, "schema": {"type": "string"}},
+        {"name": AGENT_SECRET_HEADER, "in": "header", "required": false, "schema": {"type": "string"}}
+    ]);
+    json!({
+        "/api/v1/blobs/missing": {"post": {
+            "summary": "Which blobs are missing",
+            "description": "The client sends the digests of an input tree (its files and its manifest) and uploads only the ones returned. Writes need authentication.",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": {"digests": {"type": "array", "items": {"type": "string"}}}}}}},
+            "responses": {"200": {"description": "Missing digests and the largest blob accepted", "content": {"application/json": {"schema": {"type": "object", "properties": {"missing": {"type": "array", "items": {"type": "string"}}, "max_blob_bytes": {"type": "integer"}}}}}}, "400": err("Malformed digest")}
+        }},
+        "/api/v1/blobs/{digest}": {
+            "put": {
+                "summary": "Upload a blob",
+                "description": "Streamed; the content must hash to the digest. Refused with 413 past the size limit (before reading when Content-Length says so). Writes need authentication.",
+                "parameters": [digest],
+                "requestBody": {"required": true, "content": bytes},
+                "responses": {"201": {"description": "Stored (or already stored)"}, "413": err("Over the size limit"), "422": err("Content does not match the digest")}
+            },
+            "get": {
+                "summary": "Download a blob",
+                "parameters": [digest],
+                "responses": {"200": {"description": "The blob, streamed", "content": bytes}, "404": err("No such blob")}
+            }
+        },
+        "/api/v1/jobs/{id}/artifacts": {"get": {
+            "summary": "A job's artifacts",
+            "description": "Files kept per attempt: artifact globs (`always`, `on_failure`) and the whole stdout and stderr of failed attempts.",
+            "parameters": [id("job")],
+            "responses": {"200": {"description": "Artifacts", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Artifact"}}}}}, "404": err("No such job")}
+        }},
+        "/api/v1/artifacts/{id}": {"get": {
+            "summary": "Download an artifact",
+            "parameters": [id("artifact")],
+            "responses": {"200": {"description": "The content, streamed", "content": bytes}, "404": err("No such artifact"), "410": err("Deleted by retention")}
+        }},
+        "/api/v1/tasks/{id}/work": {"get": {
+            "summary": "A task's work item",
+            "description": "What the task's last attempt ran, as sent to the agent (for `testfleet repro`).",
+            "parameters": [id("task")],
+            "responses": {"200": {"description": "The work item (docs/protocol.md)"}, "404": err("No such task")}
+        }},
+        "/api/v1/agent/blobs/{digest}": {"get": {
+            "summary": "Download a blob (agents)",
+            "description": "Inputs for agents, authenticated by hostname and agent secret.",
+            "parameters": [digest, agent_headers[0], agent_headers[1]],
+            "responses": {"200": {"description": "The blob, streamed", "content": bytes}, "401": err("Unknown agent or wrong secret"), "404": err("No such blob")}
+        }},
+        "/api/v1/agent/attempts/{id}/artifacts": {"put": {
+            "summary": "Upload an artifact (agents)",
+            "description": "Streamed; only the attempt that holds its task, on the agent running it, may add artifacts (409 otherwise). Refused with 413 past the task's artifact limit.",
+            "parameters": [id("attempt"), agent_headers[0], agent_headers[1],
+                {"name": "path", "in": "query", "required": true, "schema": {"type": "string"}, "description": "Relative path; no `..`, not absolute"},
+                {"name": "kind", "in": "query", "required": true, "schema": {"type": "string", "enum": ["always", "on_failure", "stdout", "stderr"]}},
+                {"name": "digest", "in": "query", "required": true, "schema": {"type": "string"}}],
+            "requestBody": {"required": true, "content": bytes},
+            "responses": {"201": {"description": "Recorded"}, "400": err("Unsafe path or bad digest"), "401": err("Unknown agent or wrong secret"), "409": err("The attempt does not hold its task"), "413": err("Over the artifact limit"), "422": err("Content does not match the digest")}
+        }}
+    })
+}

@@ -1,0 +1,305 @@
+//! Artifacts: files kept per attempt, each naming a blob of the
+//! coordinator's blob store. Only the attempt that currently holds its task,
+//! on the agent running it, may add artifacts (fencing), and an attempt's
+//! artifacts together stay under a size limit.
+
+use sqlx::Row;
+use testfleet_core::job::TaskSpec;
+use testfleet_core::time_fmt::{UnixMillis, format_millis};
+use testfleet_wire::api::ArtifactView;
+
+use crate::{Result, Store, StoreError};
+
+/// The running attempt an agent adds artifacts to.
+#[derive(Debug, Clone)]
+pub struct ArtifactSlot {
+    pub attempt_id: i64,
+    pub task_id: i64,
+    pub job_id: i64,
+    pub task: TaskSpec,
+    /// Bytes the attempt already keeps.
+    pub used_bytes: u64,
+}
+
+/// An artifact to record.
+#[derive(Debug, Clone)]
+pub struct NewArtifact {
+    pub path: String,
+    pub kind: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+/// How adding an artifact went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredArtifact {
+    Added {
+        id: i64,
+    },
+    /// The attempt's artifacts would exceed `limit` bytes.
+    OverLimit {
+        used: u64,
+        limit: u64,
+    },
+}
+
+const FENCE: &str =
+    "SELECT a.task_id, t.job_id, t.spec FROM attempts a JOIN tasks t ON t.id = a.task_id
+     WHERE a.id = ? AND a.agent = ? AND a.outcome IS NULL AND t.current_attempt = a.id";
+
+macro_rules! view_sql {
+    ($tail:literal) => {
+        concat!(
+            "SELECT r.id, r.job_id, r.task_id, t.name, r.attempt_id, a.number, a.outcome,
+                    r.path, r.kind, r.digest, r.size, r.created_at
+             FROM artifacts r JOIN attempts a ON a.id = r.attempt_id JOIN tasks t ON t.id = r.task_id ",
+            $tail
+        )
+    };
+}
+
+fn view(row: &sqlx::sqlite::SqliteRow) -> Result<ArtifactView> {
+    let outcome: Option<String> = row.get(6);
+    Ok(ArtifactView {
+        id: row.get(0),
+        job_id: row.get(1),
+        task_id: row.get(2),
+        task_name: row.get(3),
+        attempt_id: row.get(4),
+        attempt: row.get(5),
+        outcome: outcome
+            .map(|o| {
+                o.parse()
+                    .map_err(|_| StoreError::Corrupt(format!("outcome `{o}`")))
+            })
+            .transpose()?,
+        path: row.get(7),
+        kind: row.get(8),
+        digest: row.get(9),
+        size: u64::try_from(row.get::<i64, _>(10)).unwrap_or(0),
+        created_at: format_millis(row.get(11)),
+    })
+}
+
+impl Store {
+    /// The attempt `attempt_id` if it is running on `host` and still holds
+    /// its task; otherwise a conflict that says why artifacts are refused.
+    pub async fn artifact_slot(&self, attempt_id: i64, host: &str) -> Result<ArtifactSlot> {
+        let row = sqlx::query(FENCE)
+            .bind(attempt_id)
+            .bind(host)
+            .fetch_optional(&self.reader)
+            .await?;
+        let Some(row) = row else {
+            let exists = sqlx::query("SELECT agent, outcome FROM attempts WHERE id = ?")
+                .bind(attempt_id)
+                .fetch_optional(&self.reader)
+                .await?;
+            return Err(match exists {
+                None => StoreError::NotFound(format!("attempt {attempt_id}")),
+                Some(r) => StoreError::Conflict(format!(
+                    "attempt {attempt_id} is not running on `{host}` (agent `{}`, outcome {}); only the attempt that holds its task may add artifacts",
+                    r.get::<String, _>(0),
+                    r.get::<Option<String>, _>(1)
+                        .unwrap_or_else(|| "pending".into())
+                )),
+            });
+        };
+        let task: TaskSpec = serde_json::from_str(row.get::<&str, _>(2))?;
+        let used: i64 =
+            sqlx::query_scalar("SELECT COALESCE(SUM(size), 0) FROM artifacts WHERE attempt_id = ?")
+                .bind(attempt_id)
+                .fetch_one(&self.reader)
+                .await?;
+        Ok(ArtifactSlot {
+            attempt_id,
+            task_id: row.get(0),
+            job_id: row.get(1),
+            task,
+            used_bytes: u64::try_from(used).unwrap_or(0),
+        })
+    }
+
+    /// Records an artifact of a running attempt, checking the fence and the
+    /// attempt's size limit again inside the transaction. A second artifact
+    /// with the same path replaces the first.
+    pub async fn add_artifact(
+        &self,
+        attempt_id: i64,
+        host: &str,
+        new: &NewArtifact,
+        limit: u64,
+        now: UnixMillis,
+    ) -> Result<StoredArtifact> {
+        let mut tx = self.writer.begin().await?;
+        let row = sqlx::query(FENCE)
+            .bind(attempt_id)
+            .bind(host)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| {
+                StoreError::Conflict(format!(
+                    "attempt {attempt_id} no longer holds its task on `{host}`; artifact `{}` refused",
+                    new.path
+                ))
+            })?;
+        let (task_id, job_id): (i64, i64) = (row.get(0), row.get(1));
+        let used: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(size), 0) FROM artifacts WHERE attempt_id = ? AND path <> ?",
+        )
+        .bind(attempt_id)
+        .bind(&new.path)
+        .fetch_one(&mut *tx)
+        .await?;
+        let used = u64::try_from(used).unwrap_or(0);
+        if used.saturating_add(new.size) > limit {
+            return Ok(StoredArtifact::OverLimit { used, limit });
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO artifacts (attempt_id, task_id, job_id, path, kind, digest, size, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (attempt_id, path) DO UPDATE SET kind = excluded.kind,
+                 digest = excluded.digest, size = excluded.size, created_at = excluded.created_at
+             RETURNING id",
+        )
+        .bind(attempt_id)
+        .bind(task_id)
+        .bind(job_id)
+        .bind(&new.path)
+        .bind(&new.kind)
+        .bind(&new.digest)
+        .bind(i64::try_from(new.size).unwrap_or(i64::MAX))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(StoredArtifact::Added { id })
+    }
+
+    /// A job's artifacts, by task, attempt and path.
+    pub async fn job_artifacts(&self, job_id: i64) -> Result<Vec<ArtifactView>> {
+        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE id = ?")
+            .bind(job_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!("job {job_id}")));
+        }
+        let rows = sqlx::query(view_sql!(
+            "WHERE r.job_id = ? ORDER BY r.task_id, a.number, r.path"
+        ))
+        .bind(job_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(view).collect()
+    }
+
+    pub async fn artifact(&self, id: i64) -> Result<ArtifactView> {
+        let row = sqlx::query(view_sql!("WHERE r.id = ?"))
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("artifact {id}")))?;
+        view(&row)
+    }
+
+    /// The latest attempt of a task, if it ever ran.
+    pub async fn last_attempt(&self, task_id: i64) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT MAX(id) FROM attempts WHERE task_id = ?")
+                .bind(task_id)
+                .fetch_one(&self.reader)
+                .await?,
+        )
+    }
+
+    /// Retention: drops artifacts older than `older_than`, then the oldest
+    /// until all together weigh at most `max_total` bytes. Returns the
+    /// digests no artifact names any more.
+    pub async fn expire_artifacts(
+        &self,
+        older_than: UnixMillis,
+        max_total: u64,
+    ) -> Result<(usize, Vec<String>)> {
+        let mut tx = self.writer.begin().await?;
+        let mut dropped: Vec<(i64, String)> =
+            sqlx::query("SELECT id, digest FROM artifacts WHERE created_at < ?")
+                .bind(older_than)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(size), 0) FROM artifacts WHERE created_at >= ?",
+        )
+        .bind(older_than)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut total = u64::try_from(total).unwrap_or(0);
+        if total > max_total {
+            let rows = sqlx::query(
+                "SELECT id, digest, size FROM artifacts WHERE created_at >= ? ORDER BY created_at, id",
+            )
+            .bind(older_than)
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in rows {
+                if total <= max_total {
+                    break;
+                }
+                total -= u64::try_from(r.get::<i64, _>(2)).unwrap_or(0);
+                dropped.push((r.get(0), r.get(1)));
+            }
+        }
+        for (id, _) in &dropped {
+            sqlx::query("DELETE FROM artifacts WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut released = Vec::new();
+        for (_, digest) in &dropped {
+            let still: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM artifacts WHERE digest = ?")
+                .bind(digest)
+                .fetch_one(&mut *tx)
+                .await?;
+            if still == 0 && !released.contains(digest) {
+                released.push(digest.clone());
+            }
+        }
+        tx.commit().await?;
+        Ok((dropped.len(), released))
+    }
+
+    /// Whether any artifact names this blob.
+    pub async fn artifact_uses(&self, digest: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM artifacts WHERE digest = ?")
+            .bind(digest)
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// The `inputs` of jobs created since `since` or not finished (manifest
+    /// digests as submitted, `sha256:<hex>`), for blob retention.
+    pub async fn job_inputs_since(&self, since: UnixMillis) -> Result<Vec<String>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT spec FROM jobs WHERE created_at >= ? OR finished_at IS NULL",
+        )
+        .bind(since)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut out = Vec::new();
+        for spec in rows {
+            let Ok(job) = serde_json::from_str::<testfleet_core::JobSpec>(&spec) else {
+                continue;
+            };
+            out.extend(job.inputs.clone());
+            out.extend(job.tasks.iter().filter_map(|t| t.inputs.clone()));
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
