@@ -631,3 +631,99 @@ pub(crate) fn openapi_paths() -> serde_json::Value {
         }}
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use testfleet_cas::{Entry, EntryKind};
+
+    #[tokio::test]
+    async fn retention_keeps_inputs_of_live_jobs_and_deletes_old_orphans() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let blobs = Blobs::open(&BlobsConfig::default(), dir.path()).unwrap();
+        let put = |data: &'static [u8]| {
+            let b = &blobs;
+            async move {
+                let d = Digest::of(data);
+                b.store
+                    .put_bytes(&d, Bytes::from_static(data))
+                    .await
+                    .unwrap();
+                d
+            }
+        };
+        let input = put(b"an input file").await;
+        let orphan = put(b"nobody needs me").await;
+        let manifest = Manifest {
+            version: 1,
+            entries: vec![Entry {
+                path: "f.txt".into(),
+                kind: EntryKind::File,
+                executable: false,
+                size: 13,
+                digest: Some(input),
+                target: None,
+            }],
+        };
+        let md = manifest.digest();
+        blobs
+            .store
+            .put_bytes(&md, Bytes::from(manifest.to_bytes()))
+            .await
+            .unwrap();
+        let spec = JobSpec::from_toml(&format!(
+            "name = \"j\"\ninputs = \"sha256:{md}\"\n[[task]]\nname = \"t\"\nsteps = [{{ stage = \"test\", run = \"true\" }}]\n"
+        ))
+        .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        store.submit_job(&spec, Vec::new(), now).await.unwrap();
+
+        // Today nothing is old enough to go.
+        let r = enforce_retention(&store, &blobs, now).await.unwrap();
+        assert_eq!(r, RetentionReport::default());
+        // Forty days on: the orphan goes; the live job's manifest and input stay.
+        let later = now + 40 * 24 * 3600 * 1000;
+        let r = enforce_retention(&store, &blobs, later).await.unwrap();
+        assert_eq!(r.blobs, 1, "{r:?}");
+        assert!(!blobs.store.contains(&orphan).await.unwrap());
+        assert!(blobs.store.contains(&input).await.unwrap());
+        assert!(blobs.store.contains(&md).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn jobs_must_name_uploaded_manifests() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(&BlobsConfig::default(), dir.path()).unwrap();
+        let job = |inputs: &str| {
+            JobSpec::from_toml(&format!(
+                "name = \"j\"\ninputs = \"{inputs}\"\n[[task]]\nname = \"t\"\nsteps = [{{ stage = \"test\", run = \"true\" }}]\n"
+            ))
+            .unwrap()
+        };
+        let (status, msg) = check_job_inputs(Some(&blobs), &job("testdata"))
+            .await
+            .unwrap_err();
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(msg.contains("not an uploaded input tree"), "{msg}");
+        let missing = Digest::of(b"never uploaded");
+        let (_, msg) = check_job_inputs(Some(&blobs), &job(&format!("sha256:{missing}")))
+            .await
+            .unwrap_err();
+        assert!(msg.contains("is not stored"), "{msg}");
+        let not_manifest = Digest::of(b"plain file");
+        blobs
+            .store
+            .put_bytes(&not_manifest, Bytes::from_static(b"plain file"))
+            .await
+            .unwrap();
+        let (_, msg) = check_job_inputs(Some(&blobs), &job(&format!("sha256:{not_manifest}")))
+            .await
+            .unwrap_err();
+        assert!(msg.contains("not a valid input manifest"), "{msg}");
+    }
+}
