@@ -434,7 +434,13 @@ fn connect_packet(auth: &Value) -> Message {
 
 /// The well-behaved agent: the protocol as `testfleet agent` speaks it,
 /// one task after another. Counts finished tasks.
-async fn good_agent(url: String, finished: Arc<AtomicU64>, mut stop: watch::Receiver<bool>) {
+async fn good_agent(
+    url: String,
+    finished: Arc<AtomicU64>,
+    phase: Arc<Mutex<String>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let set_phase = |p: String| *phase.lock().unwrap() = p;
     let auth = json!({
         "clientType": "agent",
         "hostname": "good",
@@ -462,6 +468,7 @@ async fn good_agent(url: String, finished: Arc<AtomicU64>, mut stop: watch::Rece
         .await
         .unwrap();
     client.emit_no_args("fetchWork").await.unwrap();
+    set_phase("fetched, waiting for sendWork".into());
     loop {
         let event = tokio::select! {
             _ = stop.wait_for(|v| *v) => return,
@@ -480,6 +487,7 @@ async fn good_agent(url: String, finished: Arc<AtomicU64>, mut stop: watch::Rece
             "sendWork" => {
                 let mut item = args.into_iter().next().unwrap_or(Value::Null);
                 let attempt = item["attemptId"].as_i64().expect("a work item");
+                set_phase(format!("reporting attempt {attempt}"));
                 if let Some(obj) = item.as_object_mut() {
                     for key in ["steps", "env", "results", "artifacts", "source"] {
                         obj.remove(key);
@@ -504,6 +512,9 @@ async fn good_agent(url: String, finished: Arc<AtomicU64>, mut stop: watch::Rece
                 client.emit("statusUpdate", update).await.unwrap();
                 finished.fetch_add(1, Ordering::SeqCst);
                 client.emit_no_args("fetchWork").await.unwrap();
+                set_phase(format!(
+                    "attempt {attempt} done, fetched, waiting for sendWork"
+                ));
             }
             "requestStatus" => {
                 client
@@ -563,8 +574,16 @@ async fn fuzzed_socketio_frames_neither_crash_nor_starve_the_coordinator() {
 
     // The well-behaved agent, and jobs for it all along.
     let finished = Arc::new(AtomicU64::new(0));
-    let (stop, stop_rx) = watch::channel(false);
-    let good = tokio::spawn(good_agent(url.clone(), finished.clone(), stop_rx));
+    // The submitter stops first; the good agent once its last task is done.
+    let (stop_good, stop_rx) = watch::channel(false);
+    let (stop, _) = watch::channel(false);
+    let phase = Arc::new(Mutex::new(String::from("connecting")));
+    let good = tokio::spawn(good_agent(
+        url.clone(),
+        finished.clone(),
+        phase.clone(),
+        stop_rx,
+    ));
     let submitted = Arc::new(AtomicU64::new(0));
     let submitter = {
         let (http, url, submitted, finished) = (
@@ -573,6 +592,7 @@ async fn fuzzed_socketio_frames_neither_crash_nor_starve_the_coordinator() {
             submitted.clone(),
             finished.clone(),
         );
+        let phase = phase.clone();
         let mut stop = stop.subscribe();
         tokio::spawn(async move {
             let mut slowest = Duration::ZERO;
@@ -588,10 +608,20 @@ async fn fuzzed_socketio_frames_neither_crash_nor_starve_the_coordinator() {
                 assert_eq!(resp.status().as_u16(), 201, "submit refused");
                 let n = submitted.fetch_add(1, Ordering::SeqCst) + 1;
                 while finished.load(Ordering::SeqCst) < n {
-                    assert!(
-                        started.elapsed() < Duration::from_secs(10),
-                        "the good agent's task {n} did not finish within 10 s"
-                    );
+                    if started.elapsed() > Duration::from_secs(10) {
+                        let job: Value = http
+                            .get(format!("{url}/api/v1/jobs?limit=1"))
+                            .send()
+                            .await
+                            .expect("REST answers")
+                            .json()
+                            .await
+                            .unwrap_or_default();
+                        let phase = phase.lock().unwrap().clone();
+                        panic!(
+                            "the good agent's task {n} did not finish within 10 s; the agent: {phase}; the job: {job}"
+                        );
+                    }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 slowest = slowest.max(started.elapsed());
@@ -841,6 +871,7 @@ async fn fuzzed_socketio_frames_neither_crash_nor_starve_the_coordinator() {
     }
     let _ = stop.send(true);
     let slowest = submitter.await.expect("the submitter failed");
+    let _ = stop_good.send(true);
     good.await.expect("the good agent failed");
 
     let frames = frames.load(Ordering::Relaxed);
