@@ -720,18 +720,24 @@ pub async fn guard(
             next.run(request).await
         }
         Ok(None) if is_read && c.config.auth.read_open => next.run(request).await,
-        Ok(None) => refusal(
-            auth,
-            StatusCode::UNAUTHORIZED,
-            "authentication required: use a token (TESTFLEET_TOKEN), a user and password (TESTFLEET_USER, TESTFLEET_PASSWORD), or an allowed address",
-            false,
-        ),
-        Err(AuthError::Stale) => refusal(
-            auth,
-            StatusCode::UNAUTHORIZED,
-            "the Digest nonce has expired; retry with the new one",
-            true,
-        ),
+        Ok(None) => {
+            let response = refusal(
+                auth,
+                StatusCode::UNAUTHORIZED,
+                "authentication required: use a token (TESTFLEET_TOKEN), a user and password (TESTFLEET_USER, TESTFLEET_PASSWORD), or an allowed address",
+                false,
+            );
+            drain_body(request, response).await
+        }
+        Err(AuthError::Stale) => {
+            let response = refusal(
+                auth,
+                StatusCode::UNAUTHORIZED,
+                "the Digest nonce has expired; retry with the new one",
+                true,
+            );
+            drain_body(request, response).await
+        }
         Err(e) => {
             let message: Cow<'static, str> = match e {
                 AuthError::Missing => "authentication required".into(),
@@ -747,9 +753,39 @@ pub async fn guard(
                 }
             }
             tracing::info!(peer = ?ip, "refused: {message}");
-            refusal(auth, StatusCode::UNAUTHORIZED, &message, false)
+            let response = refusal(auth, StatusCode::UNAUTHORIZED, &message, false);
+            drain_body(request, response).await
         }
     }
+}
+
+/// Reads the rest of a refused request's body (up to a small limit), so the
+/// client can answer the challenge on the same connection, as Digest and
+/// Basic clients do. A body not read by then (too big, too slow, or held
+/// back behind `Expect: 100-continue`) makes the answer close the
+/// connection, so the client does not reuse a connection the server drops.
+async fn drain_body(request: Request, mut response: Response) -> Response {
+    const DRAIN_LIMIT: usize = 256 * 1024;
+    const DRAIN_TIME: Duration = Duration::from_secs(5);
+    let expects_continue = request
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let drained = !expects_continue
+        && matches!(
+            tokio::time::timeout(
+                DRAIN_TIME,
+                axum::body::to_bytes(request.into_body(), DRAIN_LIMIT)
+            )
+            .await,
+            Ok(Ok(_))
+        );
+    if !drained {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 #[cfg(test)]
