@@ -303,3 +303,111 @@ impl Store {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NewTask;
+    use testfleet_core::JobSpec;
+
+    async fn running_attempt(store: &Store, agent: &str, max_size: Option<&str>) -> i64 {
+        let limit = max_size.map_or(String::new(), |m| format!(", max_size = \"{m}\""));
+        let spec = JobSpec::from_toml(&format!(
+            "name = \"j\"\n[[task]]\nname = \"t\"\nsteps = [{{ stage = \"test\", run = \"true\" }}]\nartifacts = {{ always = [\"*\"]{limit} }}\n"
+        ))
+        .unwrap();
+        let task = NewTask {
+            name: "t".into(),
+            spec: spec.tasks[0].clone(),
+            priority: 0,
+            pinned_agent: None,
+        };
+        let (_, queued) = store.submit_job(&spec, vec![task], 1_000).await.unwrap();
+        let claimed = store
+            .claim(queued[0].id, agent, 2_000)
+            .await
+            .unwrap()
+            .unwrap();
+        claimed.attempt.attempt_id
+    }
+
+    fn art(path: &str, size: u64) -> NewArtifact {
+        NewArtifact {
+            path: path.into(),
+            kind: "always".into(),
+            digest: "ab".repeat(32),
+            size,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_running_attempt_on_its_agent_adds_artifacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let a = running_attempt(&store, "h1", Some("1KB")).await;
+        let slot = store.artifact_slot(a, "h1").await.unwrap();
+        assert_eq!(slot.task.artifacts.max_size.map(|m| m.0), Some(1000));
+        let err = store.artifact_slot(a, "h2").await.unwrap_err().to_string();
+        assert!(err.contains("not running on `h2`"), "{err}");
+        assert!(matches!(
+            store.artifact_slot(999, "h1").await,
+            Err(StoreError::NotFound(_))
+        ));
+        let added = store
+            .add_artifact(a, "h1", &art("x", 600), 1000, 3_000)
+            .await
+            .unwrap();
+        assert!(matches!(added, StoredArtifact::Added { .. }));
+        // Over the limit together; the same path replaces rather than adds.
+        let over = store
+            .add_artifact(a, "h1", &art("y", 600), 1000, 3_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            over,
+            StoredArtifact::OverLimit {
+                used: 600,
+                limit: 1000
+            }
+        );
+        let again = store
+            .add_artifact(a, "h1", &art("x", 900), 1000, 3_000)
+            .await
+            .unwrap();
+        assert!(matches!(again, StoredArtifact::Added { .. }));
+        let job = store.artifact(1).await.unwrap().job_id;
+        let list = store.job_artifacts(job).await.unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].size, 900);
+        assert!(matches!(
+            store.add_artifact(a, "h2", &art("z", 1), 1000, 3_000).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn retention_drops_old_then_oldest_over_the_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let a = running_attempt(&store, "h1", None).await;
+        for (i, at) in [(0u64, 10), (1, 20), (2, 30), (3, 40)] {
+            let mut n = art(&format!("f{i}"), 100);
+            n.digest = format!("{i:064}");
+            store.add_artifact(a, "h1", &n, 1 << 20, at).await.unwrap();
+        }
+        // f0 is past the age; then the oldest go until 200 bytes remain.
+        let (dropped, released) = store.expire_artifacts(15, 200).await.unwrap();
+        assert_eq!(dropped, 2);
+        assert_eq!(released, vec![format!("{:064}", 0), format!("{:064}", 1)]);
+        let left: Vec<String> = store
+            .job_artifacts(1)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|v| v.path)
+            .collect();
+        assert_eq!(left, vec!["f2", "f3"]);
+        assert!(store.artifact_uses(&format!("{:064}", 2)).await.unwrap());
+        assert!(!store.artifact_uses(&format!("{:064}", 0)).await.unwrap());
+    }
+}
