@@ -408,8 +408,15 @@ fn place_files(
     Ok(corrupt.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
-/// Copies `src` to a new file `target`, returning whether the content
-/// matched `digest`. A missing `src` counts as corrupted.
+/// Places the cached blob `src` at `target` (a new path), returning whether
+/// its content matched `digest`; a missing `src` counts as corrupted.
+///
+/// The blob is hashed first, then hard-linked: cached blobs are read-only
+/// (0444, or 0555 for an executable entry), so a task cannot change its
+/// inputs in place by accident, and a task that forces it (chmod, then
+/// write) only damages a blob that the next use hashes and fetches again.
+/// When the blob's mode is the other one, or linking fails (another
+/// filesystem), the blob is copied instead, while it is hashed.
 fn copy_verified(
     src: &Path,
     target: &Path,
@@ -422,6 +429,54 @@ fn copy_verified(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(CasError::io(src, e)),
     };
+    let meta = input.metadata().map_err(|e| CasError::io(src, e))?;
+    let mode = meta.permissions().mode() & 0o777;
+    let wanted = if exec { 0o555 } else { 0o444 };
+    if mode == wanted || (mode != 0o444 && mode != 0o555) {
+        let mut hasher = Sha256::new();
+        loop {
+            let n = input.read(buf).map_err(|e| CasError::io(src, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        if Digest::from_hasher(hasher) != *digest {
+            return Ok(false);
+        }
+        if mode != wanted {
+            // First use of a freshly fetched blob decides its mode.
+            input
+                .set_permissions(std::fs::Permissions::from_mode(wanted))
+                .map_err(|e| CasError::io(src, e))?;
+        }
+        // Record the use for LRU eviction after a restart.
+        let _ = input.set_modified(SystemTime::now());
+        match std::fs::hard_link(src, target) {
+            Ok(()) => return Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(CasError::io(target, e));
+            }
+            Err(_) => {
+                use std::io::Seek;
+                input
+                    .seek(std::io::SeekFrom::Start(0))
+                    .map_err(|e| CasError::io(src, e))?;
+            }
+        }
+    }
+    copy_hashing(input, src, target, exec, digest, buf)
+}
+
+/// Copies while hashing into a new, writable file.
+fn copy_hashing(
+    mut input: std::fs::File,
+    src: &Path,
+    target: &Path,
+    exec: bool,
+    digest: &Digest,
+    buf: &mut [u8],
+) -> Result<bool, CasError> {
     // `create_new` (O_EXCL) never follows a symlink planted at `target`.
     let mut output = std::fs::OpenOptions::new()
         .write(true)
@@ -446,7 +501,6 @@ fn copy_verified(
     output
         .set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(|e| CasError::io(target, e))?;
-    // Record the use for LRU eviction after a restart.
     let _ = input.set_modified(SystemTime::now());
     Ok(true)
 }

@@ -316,7 +316,12 @@ async fn tree_upload_twice_sends_nothing_then_materializes(store: &BlobStore, wo
         .unwrap()
         .permissions()
         .mode();
-    assert_eq!(mode & 0o777, 0o755);
+    assert_eq!(mode & 0o111, 0o111, "executable");
+    let mode = std::fs::metadata(dest.join("data/a.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o111, 0, "not executable");
     assert_eq!(
         std::fs::read_link(dest.join("data/run-link")).unwrap(),
         PathBuf::from("../bin/run.sh")
@@ -329,6 +334,7 @@ async fn tree_upload_twice_sends_nothing_then_materializes(store: &BlobStore, wo
 }
 
 async fn corrupted_cache_blob_is_fetched_again(store: &BlobStore, work: &Path) {
+    use std::os::unix::fs::PermissionsExt;
     let root = work.join("tree");
     let (manifest, _, _) = hash_tree(&root, None).unwrap();
     let blob_cache = BlobCache::open(&work.join("agent-cache"), 1 << 30).unwrap();
@@ -343,6 +349,8 @@ async fn corrupted_cache_blob_is_fetched_again(store: &BlobStore, work: &Path) {
     assert!(cached.exists());
     let mut bytes = std::fs::read(&cached).unwrap();
     bytes[10] ^= 0xff;
+    // Cached blobs are read-only; a task that forces a write looks like this.
+    std::fs::set_permissions(&cached, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(&cached, bytes).unwrap();
     let dest = work.join("run3");
     let stats = materialize(&manifest, &blob_cache, store, &dest)
