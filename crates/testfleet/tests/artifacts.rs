@@ -579,3 +579,108 @@ steps = [{ stage = "test", run = "echo broken; exit 4" }]
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("no task named `nope`"));
 }
+
+/// A moto S3 server on a free loopback port (`moto[server]` from PyPI,
+/// installed by `cargo xtask test`); `None` outside CI when it is missing.
+fn start_moto() -> Option<(Proc, String)> {
+    let bin = std::env::var_os("TESTFLEET_MOTO_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server")
+        });
+    if !bin.exists() {
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "{} is missing; `cargo xtask test` installs moto[server]",
+                bin.display()
+            );
+        }
+        eprintln!("skipping: no moto_server at {}", bin.display());
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Create the bucket (moto does not check signatures).
+    loop {
+        let resp = std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| {
+                raw_http(
+                    &endpoint,
+                    "PUT /testfleet-e2e HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    b"",
+                )
+            });
+        if resp.is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "moto_server did not start");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Some((Proc(child), endpoint))
+}
+
+#[test]
+fn coordinator_keeps_blobs_in_s3() {
+    let Some((_moto, endpoint)) = start_moto() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (_server, url) = start_server(
+        root,
+        &format!(
+            "[server.blobs.s3]\nbucket = \"testfleet-e2e\"\nendpoint = \"{endpoint}\"\nprefix = \"ci\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n"
+        ),
+    );
+    let _agent = start_agent(&url, root, "s3-agent");
+    let proj = root.join("proj");
+    std::fs::create_dir_all(proj.join("tree")).unwrap();
+    std::fs::write(proj.join("tree/in.txt"), "from s3").unwrap();
+    std::fs::write(
+        proj.join("job.toml"),
+        r#"
+name = "s3"
+inputs = "tree"
+[[task]]
+name = "t"
+steps = [{ stage = "test", run = "cat in.txt > out.txt; exit 1" }]
+artifacts = { on_failure = ["out.txt"] }
+retries = { tests = 0, infra = 0 }
+"#,
+    )
+    .unwrap();
+    let out = cli(&url, &["submit", "job.toml", "--wait"], &proj);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("uploaded 2 blob(s)"));
+    let out = cli(&url, &["submit", "job.toml"], &proj);
+    assert!(text(&out.stderr).contains("uploaded 0 blob(s), 0 bytes"));
+    let out = cli(&url, &["artifacts", "download", "1", "-o", "dl"], &proj);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(proj.join("dl/t/attempt-1/out.txt")).unwrap(),
+        "from s3"
+    );
+    let stdout =
+        std::fs::read_to_string(proj.join("dl/t/attempt-1/.testfleet/stdout.log")).unwrap();
+    assert_eq!(stdout, "");
+    // Nothing went to the local directory: the bucket holds the blobs.
+    assert!(files_under(&root.join("data/blobs")).is_empty());
+    let listing = raw_http(
+        &endpoint,
+        "GET /testfleet-e2e?list-type=2&prefix=ci/blobs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        b"",
+    );
+    assert!(listing.contains(&sha256_hex(b"from s3")), "{listing}");
+}
