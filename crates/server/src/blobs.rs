@@ -72,7 +72,14 @@ impl Default for BlobsConfig {
 pub struct Blobs {
     pub store: BlobStore,
     pub config: BlobsConfig,
+    /// Agent credentials checked recently (digest of host and secret → when):
+    /// a per-host secret is an argon2 hash, too slow to verify for each of
+    /// the thousands of blobs of an input tree.
+    verified: std::sync::Mutex<std::collections::HashMap<Digest, std::time::Instant>>,
 }
+
+/// How long a checked agent credential is trusted by the HTTP routes.
+const VERIFIED_FOR: Duration = Duration::from_secs(60);
 
 impl Blobs {
     pub fn open(config: &BlobsConfig, data_dir: &std::path::Path) -> Result<Blobs, CasError> {
@@ -84,6 +91,7 @@ impl Blobs {
         Ok(Blobs {
             store,
             config: config.clone(),
+            verified: Default::default(),
         })
     }
 }
@@ -305,14 +313,26 @@ async fn agent_identity(s: &St, headers: &HeaderMap, peer: Option<SocketAddr>) -
             ),
         ));
     };
-    if let Err(reason) =
-        crate::sio::check_agent_secret(&s.c, &host, text(AGENT_SECRET_HEADER)).await
-    {
+    let secret = text(AGENT_SECRET_HEADER);
+    let key = Digest::of(format!("{host}\0{}", secret.as_deref().unwrap_or("")).as_bytes());
+    let fresh = {
+        let mut seen = s.b.verified.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|_, at| at.elapsed() < VERIFIED_FOR);
+        seen.contains_key(&key)
+    };
+    if fresh {
+        return Ok(host);
+    }
+    if let Err(reason) = crate::sio::check_agent_secret(&s.c, &host, secret).await {
         if let Some(peer) = peer {
             tokio::time::sleep(s.c.auth_failures.failed(peer.ip())).await;
         }
         return Err(BlobError(StatusCode::UNAUTHORIZED, reason));
     }
+    s.b.verified
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, std::time::Instant::now());
     Ok(host)
 }
 
