@@ -159,6 +159,13 @@ pub async fn prepare_inputs(
         if let Some(d) = uploaded.get(value) {
             return Ok(d.clone());
         }
+        // Already uploaded (a job file written by a tool): sent as it is.
+        if !from_flag
+            && value.starts_with("sha256:")
+            && testfleet_cas::Digest::parse_prefixed(value).is_ok()
+        {
+            return Ok(value.to_owned());
+        }
         let dir = if from_flag {
             flag_dir.clone().unwrap_or_default()
         } else {
