@@ -707,7 +707,6 @@ impl Coordinator {
             )
             .await;
             let mut again = false;
-            let mut started = Vec::new();
             let mut cancelled = Vec::new();
             {
                 let mut sched = self.sched.lock().await;
@@ -737,12 +736,14 @@ impl Coordinator {
                             slot.dispatched_on = slot.connection;
                             // Asking for its status right away would race the work.
                             slot.last_status_request = now;
-                            slot.running = Some(claimed.attempt.clone());
-                            started.push((
-                                claimed.attempt,
+                            slot.runtime_limit = runtime_limit(
+                                &self.config,
+                                &claimed.attempt,
                                 claimed.max_runtime,
+                                claimed.history.as_ref(),
                                 slot.timeout_scale(),
-                            ));
+                            );
+                            slot.running = Some(claimed.attempt);
                             continue;
                         }
                         Ok(None) => {
@@ -779,22 +780,6 @@ impl Coordinator {
                         attempt = run.attempt_id,
                         "failed to end a cancelled claim: {e}"
                     );
-                }
-            }
-            // The runtime limit reads the task's history: outside the lock.
-            for (run, max_runtime, scale) in started {
-                let limit = self.runtime_limit(&run, max_runtime, scale).await;
-                if limit.is_none() {
-                    continue;
-                }
-                let mut sched = self.sched.lock().await;
-                if let Some(slot) = sched.agents.get_mut(&run.agent)
-                    && slot
-                        .running
-                        .as_ref()
-                        .is_some_and(|r| r.attempt_id == run.attempt_id)
-                {
-                    slot.runtime_limit = limit;
                 }
             }
             if !again {
@@ -888,48 +873,6 @@ impl Coordinator {
             }
             FinishEffect::Stale => {}
         }
-    }
-
-    /// The runtime limit of a new attempt: the task's own `max_runtime`
-    /// (admin-set, wins), else `runtime_factor` × the p95 of this task key's
-    /// history once it has `runtime_min_runs` runs; scaled by the agent's
-    /// `timeout_scale` label.
-    async fn runtime_limit(
-        &self,
-        run: &RunningAttempt,
-        max_runtime: Option<Duration>,
-        scale: f64,
-    ) -> Option<RuntimeLimit> {
-        let (limit_ms, basis) = match max_runtime {
-            Some(d) => {
-                let ms = d.as_millis() as f64 * scale;
-                (
-                    ms,
-                    json!({"source": "max_runtime", "max_runtime_ms": d.as_millis() as u64, "timeout_scale": scale}),
-                )
-            }
-            None => {
-                let factor = self.config.runtime_factor?;
-                let stats = self.store.task_stats(&run.task_key).await.ok().flatten()?;
-                if stats.runs < self.config.runtime_min_runs {
-                    return None;
-                }
-                // Never below a floor: tiny tasks jitter far beyond k × p95.
-                let ms = (stats.p95_ms * factor).max(self.config.runtime_floor.as_millis() as f64)
-                    * scale;
-                (
-                    ms,
-                    json!({"source": "history", "task_key": run.task_key, "runs": stats.runs, "p95_ms": stats.p95_ms,
-                           "mean_ms": stats.mean_ms, "factor": factor, "timeout_scale": scale}),
-                )
-            }
-        };
-        let limit_ms = limit_ms as i64;
-        Some(RuntimeLimit {
-            stop_at: run.started_at + limit_ms,
-            limit_ms,
-            basis,
-        })
     }
 
     /// Writes an audit entry; a failure to write is logged, not fatal.
@@ -1161,6 +1104,48 @@ impl Coordinator {
 /// How long after sending work an `idle` or `fetchWork` from the same
 /// connection may still be one that crossed our `sendWork`.
 const DISPATCH_GRACE_MS: i64 = 5_000;
+
+/// The runtime limit of a new attempt: the task's own `max_runtime`
+/// (admin-set, wins), else `runtime_factor` × the p95 of this task key's
+/// history once it has `runtime_min_runs` runs; scaled by the agent's
+/// `timeout_scale` label.
+fn runtime_limit(
+    config: &ServerConfig,
+    run: &RunningAttempt,
+    max_runtime: Option<Duration>,
+    history: Option<&testfleet_store::TaskStats>,
+    scale: f64,
+) -> Option<RuntimeLimit> {
+    let (limit_ms, basis) = match max_runtime {
+        Some(d) => {
+            let ms = d.as_millis() as f64 * scale;
+            (
+                ms,
+                json!({"source": "max_runtime", "max_runtime_ms": d.as_millis() as u64, "timeout_scale": scale}),
+            )
+        }
+        None => {
+            let factor = config.runtime_factor?;
+            let stats = history?;
+            if stats.runs < config.runtime_min_runs {
+                return None;
+            }
+            // Never below a floor: tiny tasks jitter far beyond k × p95.
+            let ms = (stats.p95_ms * factor).max(config.runtime_floor.as_millis() as f64) * scale;
+            (
+                ms,
+                json!({"source": "history", "task_key": run.task_key, "runs": stats.runs, "p95_ms": stats.p95_ms,
+                       "mean_ms": stats.mean_ms, "factor": factor, "timeout_scale": scale}),
+            )
+        }
+    };
+    let limit_ms = limit_ms as i64;
+    Some(RuntimeLimit {
+        stop_at: run.started_at + limit_ms,
+        limit_ms,
+        basis,
+    })
+}
 
 /// Picks, for every agent with an open fetch, the task it gets next, and
 /// marks it `claiming` until the claim is answered.

@@ -12,6 +12,7 @@
 
 use serde_json::Value;
 use sqlx::{Sqlite, SqlitePool, Transaction};
+use testfleet_core::job::JobSpec;
 use testfleet_core::time_fmt::UnixMillis;
 use testfleet_core::{AttemptOutcome, Stage};
 use testfleet_wire::results::Results;
@@ -22,6 +23,41 @@ use crate::{Result, StoreError};
 
 /// Most operations committed together.
 const MAX_BATCH: usize = 128;
+
+/// Most job specs kept parsed.
+const MAX_CACHED_JOBS: usize = 256;
+
+/// Parsed job specs by id. A job's spec never changes once stored, and it
+/// lists every task, so reading and parsing it at each claim cost more than
+/// the claim itself for large jobs.
+#[derive(Debug, Default)]
+pub(crate) struct JobCache {
+    jobs: std::sync::Mutex<std::collections::HashMap<i64, std::sync::Arc<JobSpec>>>,
+}
+
+impl JobCache {
+    pub(crate) async fn get_or_load(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        job_id: i64,
+    ) -> Result<std::sync::Arc<JobSpec>> {
+        if let Some(job) = self.jobs.lock().ok().and_then(|j| j.get(&job_id).cloned()) {
+            return Ok(job);
+        }
+        let spec: String = sqlx::query_scalar("SELECT spec FROM jobs WHERE id = ?")
+            .bind(job_id)
+            .fetch_one(&mut **tx)
+            .await?;
+        let job = std::sync::Arc::new(serde_json::from_str::<JobSpec>(&spec)?);
+        if let Ok(mut jobs) = self.jobs.lock() {
+            if jobs.len() >= MAX_CACHED_JOBS {
+                jobs.clear();
+            }
+            jobs.insert(job_id, job.clone());
+        }
+        Ok(job)
+    }
+}
 
 /// What [`crate::Store::finish_attempt`] was asked.
 #[derive(Debug, Clone)]
@@ -81,7 +117,7 @@ pub(crate) struct Batcher {
 impl Batcher {
     pub(crate) fn spawn(pool: SqlitePool) -> Batcher {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, rx));
+        tokio::spawn(run(pool, rx, JobCache::default()));
         Batcher { tx }
     }
 
@@ -97,7 +133,7 @@ impl Batcher {
     }
 }
 
-async fn run(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<(WriteOp, Reply)>) {
+async fn run(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<(WriteOp, Reply)>, jobs: JobCache) {
     let mut batch: Vec<(WriteOp, Reply)> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -107,7 +143,7 @@ async fn run(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<(WriteOp, Reply)>
                 Err(_) => break,
             }
         }
-        match run_together(&pool, &batch).await {
+        match run_together(&pool, &jobs, &batch).await {
             Ok(done) => {
                 for ((_, reply), done) in batch.drain(..).zip(done) {
                     let _ = reply.send(Ok(done));
@@ -121,37 +157,49 @@ async fn run(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<(WriteOp, Reply)>
                     );
                 }
                 for (op, reply) in batch.drain(..) {
-                    let _ = reply.send(run_alone(&pool, &op).await);
+                    let _ = reply.send(run_alone(&pool, &jobs, &op).await);
                 }
             }
         }
     }
 }
 
-async fn run_together(pool: &SqlitePool, batch: &[(WriteOp, Reply)]) -> Result<Vec<WriteDone>> {
+async fn run_together(
+    pool: &SqlitePool,
+    jobs: &JobCache,
+    batch: &[(WriteOp, Reply)],
+) -> Result<Vec<WriteDone>> {
     let mut tx = pool.begin().await?;
     let mut done = Vec::with_capacity(batch.len());
     for (op, _) in batch {
-        done.push(apply(&mut tx, op).await?);
+        done.push(apply(&mut tx, jobs, op).await?);
     }
     tx.commit().await?;
     Ok(done)
 }
 
-async fn run_alone(pool: &SqlitePool, op: &WriteOp) -> Result<WriteDone> {
+async fn run_alone(pool: &SqlitePool, jobs: &JobCache, op: &WriteOp) -> Result<WriteDone> {
     let mut tx = pool.begin().await?;
-    let done = apply(&mut tx, op).await?;
+    let done = apply(&mut tx, jobs, op).await?;
     tx.commit().await?;
     Ok(done)
 }
 
-async fn apply(tx: &mut Transaction<'_, Sqlite>, op: &WriteOp) -> Result<WriteDone> {
+async fn apply(
+    tx: &mut Transaction<'_, Sqlite>,
+    jobs: &JobCache,
+    op: &WriteOp,
+) -> Result<WriteDone> {
     Ok(match op {
         WriteOp::Claim {
             task_id,
             agent,
             now,
-        } => WriteDone::Claimed(claim_in(tx, *task_id, agent, *now).await?.map(Box::new)),
+        } => WriteDone::Claimed(
+            claim_in(tx, jobs, *task_id, agent, *now)
+                .await?
+                .map(Box::new),
+        ),
         WriteOp::Finish(args) => WriteDone::Finished(finish_in(tx, args).await?),
     })
 }

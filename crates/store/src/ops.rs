@@ -12,7 +12,7 @@ use testfleet_wire::results::Results;
 
 use sqlx::{Sqlite, Transaction};
 
-use crate::batch::{FinishArgs, WriteOp};
+use crate::batch::{FinishArgs, JobCache, WriteOp};
 use crate::{Result, Store, StoreError};
 
 /// How much a retry's priority is raised so that stragglers go first.
@@ -100,6 +100,8 @@ pub struct Claimed {
     pub work: WorkItem,
     /// The task's admin-set runtime limit.
     pub max_runtime: Option<std::time::Duration>,
+    /// The task key's runtime history when the claim committed.
+    pub history: Option<TaskStats>,
 }
 
 impl Store {
@@ -464,7 +466,7 @@ impl Store {
         .bind(job_id)
         .execute(&mut *tx)
         .await?;
-        refresh_job_state(&mut tx, job_id, now).await?;
+        refresh_job_state(&mut tx, job_id, None, now).await?;
         tx.commit().await?;
         Ok(running
             .iter()
@@ -559,13 +561,18 @@ impl Store {
 /// [`Store::claim`] inside the batch's transaction.
 pub(crate) async fn claim_in(
     tx: &mut Transaction<'_, Sqlite>,
+    jobs: &JobCache,
     task_id: i64,
     agent: &str,
     now: UnixMillis,
 ) -> Result<Option<Claimed>> {
+    // One read brings the task, its job's state and the task key's history;
+    // the job's spec (large: it lists every task) comes from the cache.
     let Some(row) = sqlx::query(
-        "SELECT t.job_id, t.name, t.spec, t.attempts, j.spec, j.id, j.created_at, j.queue, t.task_key
-         FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = ? AND t.state = 'queued'",
+        "SELECT t.job_id, t.name, t.spec, t.attempts, j.state, j.created_at, j.queue, t.task_key,
+                s.runs, s.mean_ms, s.p95_ms
+         FROM tasks t JOIN jobs j ON j.id = t.job_id LEFT JOIN task_stats s ON s.task_key = t.task_key
+         WHERE t.id = ? AND t.state = 'queued'",
     )
     .bind(task_id)
     .fetch_optional(&mut **tx)
@@ -577,10 +584,16 @@ pub(crate) async fn claim_in(
     let task_name: String = row.get(1);
     let task: TaskSpec = serde_json::from_str(row.get::<&str, _>(2))?;
     let number: i64 = row.get::<i64, _>(3) + 1;
-    let job: JobSpec = serde_json::from_str(row.get::<&str, _>(4))?;
-    let created_at: i64 = row.get(6);
-    let queue: String = row.get(7);
-    let task_key: String = row.get(8);
+    let job_state: String = row.get(4);
+    let created_at: i64 = row.get(5);
+    let queue: String = row.get(6);
+    let task_key: String = row.get(7);
+    let history = row.get::<Option<i64>, _>(8).map(|runs| TaskStats {
+        runs,
+        mean_ms: row.get(9),
+        p95_ms: row.get(10),
+    });
+    let job = jobs.get_or_load(tx, job_id).await?;
     let attempt_id: i64 = sqlx::query(
         "INSERT INTO attempts (task_id, number, agent, stage, started_at) VALUES (?, ?, ?, 'new', ?) RETURNING id",
     )
@@ -602,15 +615,18 @@ pub(crate) async fn claim_in(
     .bind(task_id)
     .execute(&mut **tx)
     .await?;
-    sqlx::query("UPDATE jobs SET state = 'running' WHERE id = ? AND state = 'queued'")
-        .bind(job_id)
-        .execute(&mut **tx)
-        .await?;
+    if job_state == "queued" {
+        sqlx::query("UPDATE jobs SET state = 'running' WHERE id = ?")
+            .bind(job_id)
+            .execute(&mut **tx)
+            .await?;
+    }
     let work = work_item(
         &job, job_id, created_at, task_id, &task_name, &task, attempt_id,
     );
     Ok(Some(Claimed {
         max_runtime: task.max_runtime.map(|d| d.0),
+        history,
         attempt: RunningAttempt {
             attempt_id,
             task_id,
@@ -650,7 +666,7 @@ pub(crate) async fn finish_in(
     );
     let Some(row) = sqlx::query(
         "SELECT a.task_id, t.job_id, t.spec, t.test_failures, t.infra_failures, j.queue, t.priority,
-                t.current_attempt, a.agent, t.state, t.task_key, a.started_at
+                t.current_attempt, a.agent, t.state, t.task_key, a.started_at, j.state, t.pinned_agent
          FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
          WHERE a.id = ? AND a.outcome IS NULL",
     )
@@ -672,6 +688,8 @@ pub(crate) async fn finish_in(
     let task_state: String = row.get(9);
     let key: String = row.get(10);
     let started_at: i64 = row.get(11);
+    let job_state_before: String = row.get(12);
+    let pinned_agent: Option<String> = row.get(13);
     if by_agent.is_some_and(|a| a != agent) {
         // Only the agent that runs an attempt may end it.
         return Ok(FinishEffect::Stale);
@@ -781,7 +799,7 @@ pub(crate) async fn finish_in(
             .bind(task_id)
             .execute(&mut **tx)
             .await?;
-            let job_state = refresh_job_state(tx, job_id, now).await?;
+            let job_state = refresh_job_state(tx, job_id, Some(&job_state_before), now).await?;
             FinishEffect::TaskFinished {
                 task_id,
                 job_id,
@@ -793,11 +811,7 @@ pub(crate) async fn finish_in(
     // A pinned (each_agent) task keeps its pin on retry: it is that agent's work.
     let effect = match effect {
         FinishEffect::Requeued(mut q) => {
-            q.pinned_agent = sqlx::query("SELECT pinned_agent FROM tasks WHERE id = ?")
-                .bind(task_id)
-                .fetch_one(&mut **tx)
-                .await?
-                .get(0);
+            q.pinned_agent = pinned_agent;
             FinishEffect::Requeued(q)
         }
         other => other,
@@ -843,6 +857,7 @@ async fn record_runtime(
 async fn refresh_job_state(
     tx: &mut Transaction<'_, Sqlite>,
     job_id: i64,
+    stored: Option<&str>,
     now: UnixMillis,
 ) -> Result<JobState> {
     // DISTINCT over the (job_id, state) index: a handful of rows, however
@@ -860,6 +875,10 @@ async fn refresh_job_state(
         })
         .collect::<Result<Vec<_>>>()?;
     let job_state = JobState::from_tasks(states);
+    if !job_state.is_terminal() && stored == Some(job_state.as_str()) {
+        // Most task ends leave a running job running.
+        return Ok(job_state);
+    }
     sqlx::query(
         "UPDATE jobs SET state = ?, finished_at = CASE WHEN ? THEN ? ELSE NULL END WHERE id = ?",
     )
