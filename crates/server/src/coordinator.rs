@@ -17,7 +17,7 @@ use socketioxide::extract::SocketRef;
 use testfleet_core::job::{IntegrationSpec, JobSpec, StepSpec, TaskSpec, Timestamp};
 use testfleet_core::time_fmt::{UnixMillis, format_millis, parse_rfc3339_millis};
 use testfleet_core::{AttemptOutcome, LabelSet, Stage};
-use testfleet_store::{FinishEffect, NewTask, RunningAttempt, Store, StoreError};
+use testfleet_store::{FinishEffect, NewTask, Progress, RunningAttempt, Store, StoreError};
 use testfleet_wire::api::JobView;
 use testfleet_wire::protocol::{
     AgentDataEntry, AttemptReport, CancelWork, LogChunk, MachineInfo, StatusUpdate, WorkItem,
@@ -70,6 +70,8 @@ pub struct Coordinator {
     /// When agent secrets were last checked for revocations.
     secrets_checked_at: std::sync::atomic::AtomicI64,
     reaper: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Wakes the background dispatcher (new work arrived).
+    dispatch_wake: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -126,6 +128,18 @@ impl Coordinator {
             browsers: AtomicU64::new(0),
             secrets_checked_at: std::sync::atomic::AtomicI64::new(SystemClock.now_millis()),
             reaper: std::sync::Mutex::new(None),
+            dispatch_wake: Arc::new(tokio::sync::Notify::new()),
+        });
+        // Submissions only queue their tasks and wake this task, so a submit
+        // answers without waiting for the claims it makes possible.
+        let weak = Arc::downgrade(&coordinator);
+        let wake = coordinator.dispatch_wake.clone();
+        tokio::spawn(async move {
+            loop {
+                wake.notified().await;
+                let Some(c) = weak.upgrade() else { break };
+                c.dispatch().await;
+            }
         });
         let weak = Arc::downgrade(&coordinator);
         let handle = tokio::spawn(async move {
@@ -206,8 +220,8 @@ impl Coordinator {
             for task in queued {
                 sched.enqueue(task);
             }
-            self.dispatch(&mut sched).await;
         }
+        self.dispatch_wake.notify_one();
         Ok(self.store.job(job_id).await?)
     }
 
@@ -216,6 +230,7 @@ impl Coordinator {
         let now = self.now();
         let mut sched = self.sched.lock().await;
         let running = self.store.cancel_job(job_id, now).await?;
+        sched.cancelled_jobs.insert(job_id);
         for id in sched.job_tasks(job_id) {
             sched.dequeue(id);
         }
@@ -365,19 +380,19 @@ impl Coordinator {
             .filter(|_| matches_running)
             .map(|r| r.attempt_id);
         let log_integration = update.integration_id_text();
+        let mut to_finish = None;
         match (stage, running) {
             (Stage::Idle, Some(run)) if self.work_lost(&sched, host, &run) => {
                 // The agent is idle while we hold an attempt for it: it lost
                 // that work (it restarted, or never received it).
-                self.finish(
-                    &mut sched,
-                    &run,
+                to_finish = Some((
+                    run,
                     AttemptOutcome::InfraError,
-                    Some("agent reported idle while this attempt was running (agent restarted?)"),
-                    None,
-                    None,
-                )
-                .await;
+                    Some(
+                        "agent reported idle while this attempt was running (agent restarted?)"
+                            .to_owned(),
+                    ),
+                ));
             }
             (Stage::Done | Stage::Error, Some(run)) if matches_running => {
                 let (outcome, reason) = if stage == Stage::Done {
@@ -392,29 +407,20 @@ impl Coordinator {
                         ),
                     )
                 };
-                self.finish(&mut sched, &run, outcome, reason.as_deref(), None, None)
-                    .await;
+                to_finish = Some((run, outcome, reason));
             }
             (s, Some(run)) if matches_running && s.rank().is_some() => {
-                // Progress changes no scheduling decision: record it without
-                // holding up dispatch for other agents.
+                // Progress changes no scheduling decision: it goes to the
+                // batched progress writer, without holding up dispatch.
                 drop(sched);
-                if let Err(e) = self
-                    .store
-                    .set_stage(run.attempt_id, s, detail.as_deref(), ts, now)
-                    .await
-                {
-                    tracing::error!(attempt = run.attempt_id, "failed to record stage: {e}");
-                }
-                self.log_work(
-                    host,
-                    attempt_id,
-                    log_integration.as_deref(),
-                    stage,
-                    detail.as_deref(),
+                self.store.progress().send(Progress::Stage {
+                    attempt_id: run.attempt_id,
+                    stage: s,
+                    detail: detail.clone(),
+                    update_ts: ts,
                     now,
-                )
-                .await;
+                });
+                self.log_work(host, attempt_id, log_integration, stage, detail, now);
                 self.push_agent_data().await;
                 return;
             }
@@ -423,42 +429,35 @@ impl Coordinator {
             }
             _ => {}
         }
+        if let Some((run, _, _)) = &to_finish {
+            Self::release_slot(&mut sched, run);
+        }
         drop(sched);
-        self.log_work(
-            host,
-            attempt_id,
-            log_integration.as_deref(),
-            stage,
-            detail.as_deref(),
-            now,
-        )
-        .await;
+        if let Some((run, outcome, reason)) = to_finish {
+            self.record_finish(&run, outcome, reason.as_deref(), None, None)
+                .await;
+        }
+        self.log_work(host, attempt_id, log_integration, stage, detail, now);
         self.push_agent_data().await;
     }
 
-    async fn log_work(
+    fn log_work(
         &self,
         host: &str,
         attempt_id: Option<i64>,
-        integration_id: Option<&str>,
+        integration_id: Option<String>,
         stage: Stage,
-        detail: Option<&str>,
+        detail: Option<String>,
         now: UnixMillis,
     ) {
-        if let Err(e) = self
-            .store
-            .log_work(
-                host,
-                attempt_id,
-                integration_id,
-                stage.as_str(),
-                detail,
-                now,
-            )
-            .await
-        {
-            tracing::error!("failed to write the work log: {e}");
-        }
+        self.store.progress().send(Progress::WorkLog {
+            hostname: host.to_owned(),
+            attempt_id,
+            integration_id,
+            status: stage.as_str().to_owned(),
+            detail,
+            now,
+        });
     }
 
     /// Handles `fetchWork`: answers with work now, or leaves the fetch open.
@@ -470,6 +469,11 @@ impl Coordinator {
         if slot.connection != connection {
             return;
         }
+        if slot.claiming {
+            // Work is being claimed for it; this fetch crossed our pick.
+            return;
+        }
+        let mut lost = None;
         if let Some(run) = slot.running.clone() {
             if !self.work_lost(&sched, host, &run) {
                 // A fetch sent before our sendWork arrived: the work is on its way.
@@ -477,8 +481,15 @@ impl Coordinator {
                 return;
             }
             // Agents fetch only when idle, so the running attempt is gone.
-            self.finish(
-                &mut sched,
+            Self::release_slot(&mut sched, &run);
+            lost = Some(run);
+        }
+        if let Some(slot) = sched.agents.get_mut(host) {
+            slot.waiting = true;
+        }
+        drop(sched);
+        if let Some(run) = lost {
+            self.record_finish(
                 &run,
                 AttemptOutcome::InfraError,
                 Some("agent asked for new work while this attempt was running (agent restarted?)"),
@@ -487,10 +498,7 @@ impl Coordinator {
             )
             .await;
         }
-        if let Some(slot) = sched.agents.get_mut(host) {
-            slot.waiting = true;
-        }
-        self.dispatch(&mut sched).await;
+        self.dispatch().await;
     }
 
     /// Whether an agent that says it is idle (or asks for work) has really
@@ -577,8 +585,9 @@ impl Coordinator {
         let running = sched.agents.get(host).and_then(|s| s.running.clone());
         match running {
             Some(run) if run.attempt_id == report.attempt_id => {
-                self.finish(
-                    &mut sched,
+                Self::release_slot(&mut sched, &run);
+                drop(sched);
+                self.record_finish(
                     &run,
                     report.outcome,
                     report.reason.as_deref(),
@@ -589,6 +598,7 @@ impl Coordinator {
                 Ok(())
             }
             _ => {
+                drop(sched);
                 // Not this agent's current attempt: a late report of a
                 // superseded attempt. Record it only if it is still open.
                 let effect = self
@@ -605,7 +615,7 @@ impl Coordinator {
                     )
                     .await
                     .map_err(|e| format!("failed to store the report: {e}"))?;
-                self.apply_effect(&mut sched, effect).await;
+                self.apply_effect(effect).await;
                 Ok(())
             }
         }
@@ -677,67 +687,112 @@ impl Coordinator {
     // ----- internals --------------------------------------------------------
 
     /// Hands queued work to every agent with an open fetch.
-    async fn dispatch(&self, sched: &mut Scheduler) {
-        let waiting: Vec<String> = sched
-            .agents
-            .iter()
-            .filter(|(_, s)| s.online() && s.waiting && s.running.is_none())
-            .map(|(h, _)| h.clone())
-            .collect();
-        for host in waiting {
-            while let Some(task_id) = sched.head_for(&host) {
-                let Some(task) = sched.dequeue(task_id) else {
-                    break;
-                };
-                match self.store.claim(task_id, &host, self.now()).await {
-                    Ok(Some(claimed)) => {
-                        let Some(slot) = sched.agents.get_mut(&host) else {
-                            break;
-                        };
-                        slot.waiting = false;
-                        slot.status = Some(Stage::New.as_str().to_owned());
-                        if let Some(socket) = &slot.socket
-                            && let Err(e) = socket.emit(events::SEND_WORK, &claimed.work)
-                        {
-                            // The lease reaps it if the agent does not come back.
-                            tracing::warn!(agent = %host, "could not send work: {e}");
+    ///
+    /// The picks are made under the scheduler lock; their claims commit
+    /// together (the store batches them) with the lock released, so events
+    /// from other agents go on meanwhile. A picked agent is marked
+    /// `claiming` and gets nothing else until its claim is answered.
+    async fn dispatch(&self) {
+        loop {
+            let picks = {
+                let mut sched = self.sched.lock().await;
+                pick_work(&mut sched)
+            };
+            if picks.is_empty() {
+                return;
+            }
+            let now = self.now();
+            let claims = futures_util::future::join_all(
+                picks
+                    .iter()
+                    .map(|(host, task)| self.store.claim(task.id, host, now)),
+            )
+            .await;
+            let mut again = false;
+            let mut cancelled = Vec::new();
+            {
+                let mut sched = self.sched.lock().await;
+                for ((host, task), claim) in picks.into_iter().zip(claims) {
+                    let cancelled_job = sched.cancelled_jobs.contains(&task.job_id);
+                    let Some(slot) = sched.agents.get_mut(&host) else {
+                        continue;
+                    };
+                    slot.claiming = false;
+                    match claim {
+                        Ok(Some(claimed)) if cancelled_job => {
+                            // The job was cancelled while its claim committed.
+                            slot.waiting = true;
+                            again = true;
+                            cancelled.push(claimed.attempt);
                         }
-                        tracing::info!(agent = %host, task = task_id, attempt = claimed.attempt.attempt_id, "work sent");
-                        let scale = slot.timeout_scale();
-                        slot.dispatched_on = slot.connection;
-                        // Asking for its status right away would race the work.
-                        slot.last_status_request = self.now();
-                        slot.running = Some(claimed.attempt.clone());
-                        sched.started(&claimed.attempt);
-                        let limit = self
-                            .runtime_limit(&claimed.attempt, claimed.max_runtime, scale)
-                            .await;
-                        if let Some(slot) = sched.agents.get_mut(&host) {
-                            slot.runtime_limit = limit;
+                        Ok(Some(claimed)) => {
+                            slot.waiting = false;
+                            slot.status = Some(Stage::New.as_str().to_owned());
+                            if let Some(socket) = &slot.socket
+                                && let Err(e) = socket.emit(events::SEND_WORK, &claimed.work)
+                            {
+                                // The lease reaps it if the agent does not come back.
+                                tracing::warn!(agent = %host, "could not send work: {e}");
+                            }
+                            tracing::info!(agent = %host, task = task.id, attempt = claimed.attempt.attempt_id, "work sent");
+                            slot.dispatched_on = slot.connection;
+                            // Asking for its status right away would race the work.
+                            slot.last_status_request = now;
+                            slot.runtime_limit = runtime_limit(
+                                &self.config,
+                                &claimed.attempt,
+                                claimed.max_runtime,
+                                claimed.history.as_ref(),
+                                slot.timeout_scale(),
+                            );
+                            slot.running = Some(claimed.attempt);
+                            continue;
                         }
-                        break;
+                        Ok(None) => {
+                            // Cancelled meanwhile: the agent still wants work.
+                            slot.waiting = true;
+                            again = true;
+                        }
+                        Err(e) => {
+                            tracing::error!(task = task.id, "failed to claim task: {e}");
+                            slot.waiting = true;
+                            sched.enqueue(task.clone());
+                        }
                     }
-                    Ok(None) => continue, // cancelled meanwhile
-                    Err(e) => {
-                        tracing::error!(task = task_id, "failed to claim task: {e}");
-                        sched.enqueue(task);
-                        return;
-                    }
+                    sched.release(&task.queue);
                 }
+            }
+            for run in cancelled {
+                // A cancelled attempt ends its task; nothing is re-queued.
+                if let Err(e) = self
+                    .store
+                    .finish_attempt(
+                        run.attempt_id,
+                        None,
+                        AttemptOutcome::Cancelled,
+                        Some("job cancelled before the work was sent"),
+                        None,
+                        None,
+                        None,
+                        now,
+                    )
+                    .await
+                {
+                    tracing::error!(
+                        attempt = run.attempt_id,
+                        "failed to end a cancelled claim: {e}"
+                    );
+                }
+            }
+            if !again {
+                return;
             }
         }
     }
 
-    /// Ends an attempt, updates the agent's slot and re-dispatches.
-    async fn finish(
-        &self,
-        sched: &mut Scheduler,
-        run: &RunningAttempt,
-        outcome: AttemptOutcome,
-        reason: Option<&str>,
-        reason_data: Option<&Value>,
-        results: Option<&[testfleet_wire::results::Results]>,
-    ) {
+    /// Frees the agent's slot of a finishing attempt (call under the lock,
+    /// then [`Coordinator::record_finish`] without it).
+    fn release_slot(sched: &mut Scheduler, run: &RunningAttempt) {
         if let Some(slot) = sched.agents.get_mut(&run.agent)
             && slot
                 .running
@@ -748,6 +803,19 @@ impl Coordinator {
             slot.runtime_limit = None;
             sched.ended(run);
         }
+    }
+
+    /// Commits the end of an attempt whose slot is already released, then
+    /// queues its retry or re-trigger and dispatches. Fenced in the store: a
+    /// second end of the same attempt changes nothing.
+    async fn record_finish(
+        &self,
+        run: &RunningAttempt,
+        outcome: AttemptOutcome,
+        reason: Option<&str>,
+        reason_data: Option<&Value>,
+        results: Option<&[testfleet_wire::results::Results]>,
+    ) {
         let stage = match outcome {
             o if o.is_success() => Some(Stage::Done),
             _ => None,
@@ -783,19 +851,19 @@ impl Coordinator {
                 .known_failure_retrigger(*task_id, run.attempt_id, reason)
                 .await
         {
-            sched.enqueue(task);
-            self.dispatch(sched).await;
+            self.sched.lock().await.enqueue(task);
+            self.dispatch().await;
             return;
         }
-        self.apply_effect(sched, effect).await;
+        self.apply_effect(effect).await;
     }
 
-    async fn apply_effect(&self, sched: &mut Scheduler, effect: FinishEffect) {
+    async fn apply_effect(&self, effect: FinishEffect) {
         match effect {
             FinishEffect::Requeued(task) => {
                 tracing::info!(task = task.id, "task re-queued for another attempt");
-                sched.enqueue(task);
-                self.dispatch(sched).await;
+                self.sched.lock().await.enqueue(task);
+                self.dispatch().await;
             }
             FinishEffect::TaskFinished {
                 task_id,
@@ -807,48 +875,6 @@ impl Coordinator {
             }
             FinishEffect::Stale => {}
         }
-    }
-
-    /// The runtime limit of a new attempt: the task's own `max_runtime`
-    /// (admin-set, wins), else `runtime_factor` × the p95 of this task key's
-    /// history once it has `runtime_min_runs` runs; scaled by the agent's
-    /// `timeout_scale` label.
-    async fn runtime_limit(
-        &self,
-        run: &RunningAttempt,
-        max_runtime: Option<Duration>,
-        scale: f64,
-    ) -> Option<RuntimeLimit> {
-        let (limit_ms, basis) = match max_runtime {
-            Some(d) => {
-                let ms = d.as_millis() as f64 * scale;
-                (
-                    ms,
-                    json!({"source": "max_runtime", "max_runtime_ms": d.as_millis() as u64, "timeout_scale": scale}),
-                )
-            }
-            None => {
-                let factor = self.config.runtime_factor?;
-                let stats = self.store.task_stats(&run.task_key).await.ok().flatten()?;
-                if stats.runs < self.config.runtime_min_runs {
-                    return None;
-                }
-                // Never below a floor: tiny tasks jitter far beyond k × p95.
-                let ms = (stats.p95_ms * factor).max(self.config.runtime_floor.as_millis() as f64)
-                    * scale;
-                (
-                    ms,
-                    json!({"source": "history", "task_key": run.task_key, "runs": stats.runs, "p95_ms": stats.p95_ms,
-                           "mean_ms": stats.mean_ms, "factor": factor, "timeout_scale": scale}),
-                )
-            }
-        };
-        let limit_ms = limit_ms as i64;
-        Some(RuntimeLimit {
-            stop_at: run.started_at + limit_ms,
-            limit_ms,
-            basis,
-        })
     }
 
     /// Writes an audit entry; a failure to write is logged, not fatal.
@@ -978,6 +1004,7 @@ impl Coordinator {
         let now = self.now();
         let lease = i64::try_from(self.config.lease_timeout.as_millis()).unwrap_or(i64::MAX);
         let mut sched = self.sched.lock().await;
+        let mut ended = Vec::new();
         let overdue: Vec<(RunningAttempt, RuntimeLimit, Option<f64>)> = sched
             .agents
             .values()
@@ -1009,15 +1036,8 @@ impl Coordinator {
                     },
                 );
             }
-            self.finish(
-                &mut sched,
-                &run,
-                AttemptOutcome::Stalled,
-                Some(&reason),
-                Some(&data),
-                None,
-            )
-            .await;
+            Self::release_slot(&mut sched, &run);
+            ended.push((run, AttemptOutcome::Stalled, reason, data));
         }
         let expired: Vec<RunningAttempt> = sched
             .agents
@@ -1031,15 +1051,13 @@ impl Coordinator {
                 run.agent,
                 humanize(self.config.lease_timeout)
             );
-            self.finish(
-                &mut sched,
-                &run,
+            Self::release_slot(&mut sched, &run);
+            ended.push((
+                run,
                 AttemptOutcome::InfraError,
-                Some(&reason),
-                Some(&json!({"kind": "lease_expired"})),
-                None,
-            )
-            .await;
+                reason,
+                json!({"kind": "lease_expired"}),
+            ));
         }
         let normal =
             i64::try_from(self.config.request_status_interval.as_millis()).unwrap_or(i64::MAX);
@@ -1060,6 +1078,12 @@ impl Coordinator {
                 let _ = socket.emit(events::REQUEST_STATUS, &());
             }
         }
+        drop(sched);
+        // Committed together: the store batches concurrent finishes.
+        futures_util::future::join_all(ended.iter().map(|(run, outcome, reason, data)| {
+            self.record_finish(run, *outcome, Some(reason), Some(data), None)
+        }))
+        .await;
     }
 
     async fn push_agent_data(&self) {
@@ -1082,6 +1106,72 @@ impl Coordinator {
 /// How long after sending work an `idle` or `fetchWork` from the same
 /// connection may still be one that crossed our `sendWork`.
 const DISPATCH_GRACE_MS: i64 = 5_000;
+
+/// The runtime limit of a new attempt: the task's own `max_runtime`
+/// (admin-set, wins), else `runtime_factor` × the p95 of this task key's
+/// history once it has `runtime_min_runs` runs; scaled by the agent's
+/// `timeout_scale` label.
+fn runtime_limit(
+    config: &ServerConfig,
+    run: &RunningAttempt,
+    max_runtime: Option<Duration>,
+    history: Option<&testfleet_store::TaskStats>,
+    scale: f64,
+) -> Option<RuntimeLimit> {
+    let (limit_ms, basis) = match max_runtime {
+        Some(d) => {
+            let ms = d.as_millis() as f64 * scale;
+            (
+                ms,
+                json!({"source": "max_runtime", "max_runtime_ms": d.as_millis() as u64, "timeout_scale": scale}),
+            )
+        }
+        None => {
+            let factor = config.runtime_factor?;
+            let stats = history?;
+            if stats.runs < config.runtime_min_runs {
+                return None;
+            }
+            // Never below a floor: tiny tasks jitter far beyond k × p95.
+            let ms = (stats.p95_ms * factor).max(config.runtime_floor.as_millis() as f64) * scale;
+            (
+                ms,
+                json!({"source": "history", "task_key": run.task_key, "runs": stats.runs, "p95_ms": stats.p95_ms,
+                       "mean_ms": stats.mean_ms, "factor": factor, "timeout_scale": scale}),
+            )
+        }
+    };
+    let limit_ms = limit_ms as i64;
+    Some(RuntimeLimit {
+        stop_at: run.started_at + limit_ms,
+        limit_ms,
+        basis,
+    })
+}
+
+/// Picks, for every agent with an open fetch, the task it gets next, and
+/// marks it `claiming` until the claim is answered.
+fn pick_work(sched: &mut Scheduler) -> Vec<(String, testfleet_store::QueuedTask)> {
+    let waiting: Vec<String> = sched
+        .agents
+        .iter()
+        .filter(|(_, s)| s.online() && s.waiting && !s.claiming && s.running.is_none())
+        .map(|(h, _)| h.clone())
+        .collect();
+    let mut picks = Vec::new();
+    for host in waiting {
+        let Some(task) = sched.head_for(&host).and_then(|id| sched.dequeue(id)) else {
+            continue;
+        };
+        if let Some(slot) = sched.agents.get_mut(&host) {
+            slot.waiting = false;
+            slot.claiming = true;
+        }
+        sched.reserve(&task.queue);
+        picks.push((host, task));
+    }
+    picks
+}
 
 /// Adds the implicit `hostname` label.
 fn with_hostname(mut labels: LabelSet, host: &str) -> LabelSet {

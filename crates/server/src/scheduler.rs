@@ -62,6 +62,9 @@ pub struct AgentSlot {
     pub connection: u64,
     /// An unanswered `fetchWork` is open (the long poll).
     pub waiting: bool,
+    /// A task is being claimed for this agent (the store has not answered
+    /// yet): it gets nothing else meanwhile.
+    pub claiming: bool,
     pub running: Option<RunningAttempt>,
     /// The connection the running attempt was sent on (0: before a restart).
     pub dispatched_on: u64,
@@ -84,6 +87,7 @@ impl AgentSlot {
             connected: false,
             connection: 0,
             waiting: false,
+            claiming: false,
             running: None,
             dispatched_on: 0,
             runtime_limit: None,
@@ -119,6 +123,9 @@ pub struct Scheduler {
     pub agents: BTreeMap<String, AgentSlot>,
     /// Fair-share weights by queue name; unlisted queues weigh 1.
     pub weights: BTreeMap<String, f64>,
+    /// Jobs cancelled since start-up: a claim that commits after its job's
+    /// cancel is ended at once instead of being sent.
+    pub cancelled_jobs: std::collections::HashSet<i64>,
 }
 
 impl Scheduler {
@@ -169,14 +176,21 @@ impl Scheduler {
     }
 
     pub fn started(&mut self, attempt: &RunningAttempt) {
-        self.queues
-            .entry(attempt.queue.clone())
-            .or_default()
-            .running += 1;
+        self.reserve(&attempt.queue);
     }
 
     pub fn ended(&mut self, attempt: &RunningAttempt) {
-        if let Some(q) = self.queues.get_mut(&attempt.queue) {
+        self.release(&attempt.queue);
+    }
+
+    /// Counts a task of `queue` as running (from the moment it is picked, so
+    /// the fair share holds while its claim commits).
+    pub fn reserve(&mut self, queue: &str) {
+        self.queues.entry(queue.to_owned()).or_default().running += 1;
+    }
+
+    pub fn release(&mut self, queue: &str) {
+        if let Some(q) = self.queues.get_mut(queue) {
             q.running = q.running.saturating_sub(1);
         }
     }

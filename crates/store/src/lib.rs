@@ -7,8 +7,10 @@
 //! use a small pool of their own.
 
 mod artifacts;
+mod batch;
 mod ops;
 mod outbox;
+mod progress;
 mod resultsdb;
 mod security;
 mod views;
@@ -24,6 +26,7 @@ use sqlx::sqlite::{
 pub use artifacts::{ArtifactSlot, NewArtifact, StoredArtifact};
 pub use ops::*;
 pub use outbox::{ExportEvent, SinkStatus};
+pub use progress::{Progress, ProgressWriter};
 pub use resultsdb::{
     DataFilter, NewRdbResult, RDB_OUTCOMES, RdbGroup, RdbQuery, RdbResult, RdbTestcase,
     job_group_uuid,
@@ -60,6 +63,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     writer: SqlitePool,
     reader: SqlitePool,
+    progress: ProgressWriter,
+    batcher: batch::Batcher,
 }
 
 impl Store {
@@ -91,11 +96,24 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Store { writer, reader })
+        let progress = ProgressWriter::spawn(writer.clone());
+        let batcher = batch::Batcher::spawn(writer.clone());
+        Ok(Store {
+            writer,
+            reader,
+            progress,
+            batcher,
+        })
     }
 
-    /// Closes both pools, flushing the WAL.
+    /// Where stage changes and work-log lines go (written in batches).
+    pub fn progress(&self) -> &ProgressWriter {
+        &self.progress
+    }
+
+    /// Writes pending progress, then closes both pools, flushing the WAL.
     pub async fn close(&self) {
+        self.progress.flush().await;
         self.reader.close().await;
         self.writer.close().await;
     }

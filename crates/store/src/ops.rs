@@ -10,6 +10,9 @@ use testfleet_core::{AttemptOutcome, JobState, LabelSet, Requirements, Stage, Ta
 use testfleet_wire::protocol::WorkItem;
 use testfleet_wire::results::Results;
 
+use sqlx::{Sqlite, Transaction};
+
+use crate::batch::{FinishArgs, JobCache, WriteOp};
 use crate::{Result, Store, StoreError};
 
 /// How much a retry's priority is raised so that stragglers go first.
@@ -97,6 +100,8 @@ pub struct Claimed {
     pub work: WorkItem,
     /// The task's admin-set runtime limit.
     pub max_runtime: Option<std::time::Duration>,
+    /// The task key's runtime history when the claim committed.
+    pub history: Option<TaskStats>,
 }
 
 impl Store {
@@ -122,50 +127,79 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?
         .get(0);
+        // Runtime history of every task key of the job, in one query.
+        let keys: Vec<String> = tasks
+            .iter()
+            .map(|t| task_key(&spec.name, &t.spec.name))
+            .collect();
+        let expected: std::collections::HashMap<String, f64> = sqlx::query(
+            "SELECT task_key, mean_ms FROM task_stats
+             WHERE task_key IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(&keys)?)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| (r.get::<String, _>(0), r.get::<f64, _>(1)))
+        .collect();
         let mut queued = Vec::with_capacity(tasks.len());
-        let mut expected: std::collections::HashMap<String, Option<f64>> =
-            std::collections::HashMap::new();
-        for task in tasks {
-            let key = task_key(&spec.name, &task.spec.name);
-            let expected_ms = match expected.get(&key) {
-                Some(e) => *e,
-                None => {
-                    let e = sqlx::query("SELECT mean_ms FROM task_stats WHERE task_key = ?")
-                        .bind(&key)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .map(|r| r.get::<f64, _>(0));
-                    expected.insert(key.clone(), e);
-                    e
-                }
-            };
-            let id: i64 = sqlx::query(
-                "INSERT INTO tasks (job_id, name, spec, priority, pinned_agent, state, queued_at, updated_at, task_key)
-                 VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?) RETURNING id",
-            )
-            .bind(job_id)
-            .bind(&task.name)
-            .bind(serde_json::to_string(&task.spec)?)
-            .bind(task.priority)
-            .bind(&task.pinned_agent)
-            .bind(now)
-            .bind(now)
-            .bind(&key)
-            .fetch_one(&mut *tx)
-            .await?
-            .get(0);
-            queued.push(QueuedTask {
-                id,
-                job_id,
-                queue: spec.queue.clone(),
-                priority: task.priority,
-                pinned_agent: task.pinned_agent,
-                requires: task.spec.requires.clone(),
-                last_agent: None,
-                queued_at: now,
-                task_key: key,
-                expected_ms,
-            });
+        // Multi-row inserts: a job of thousands of tasks is a few statements.
+        // SQLite numbers the rows of one INSERT in VALUES order (rowid is
+        // max + 1 each), so sorted ids line up with the tasks.
+        let mut tasks = tasks.into_iter().zip(keys).peekable();
+        while tasks.peek().is_some() {
+            let chunk: Vec<(NewTask, String)> = tasks.by_ref().take(1000).collect();
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO tasks (job_id, name, spec, priority, pinned_agent, state, queued_at, updated_at, task_key) ",
+            );
+            let mut specs = Vec::with_capacity(chunk.len());
+            for (task, _) in &chunk {
+                specs.push(serde_json::to_string(&task.spec)?);
+            }
+            insert.push_values(
+                chunk.iter().zip(&specs),
+                |mut row, ((task, key), spec_json)| {
+                    row.push_bind(job_id)
+                        .push_bind(task.name.clone())
+                        .push_bind(spec_json.clone())
+                        .push_bind(task.priority)
+                        .push_bind(task.pinned_agent.clone())
+                        .push_bind("queued")
+                        .push_bind(now)
+                        .push_bind(now)
+                        .push_bind(key.clone());
+                },
+            );
+            insert.push(" RETURNING id");
+            let mut ids: Vec<i64> = insert
+                .build()
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            ids.sort_unstable();
+            if ids.len() != chunk.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "inserted {} tasks, expected {}",
+                    ids.len(),
+                    chunk.len()
+                )));
+            }
+            for (id, (task, key)) in ids.into_iter().zip(chunk) {
+                queued.push(QueuedTask {
+                    id,
+                    job_id,
+                    queue: spec.queue.clone(),
+                    priority: task.priority,
+                    pinned_agent: task.pinned_agent,
+                    requires: task.spec.requires,
+                    last_agent: None,
+                    queued_at: now,
+                    expected_ms: expected.get(&key).copied(),
+                    task_key: key,
+                });
+            }
         }
         tx.commit().await?;
         Ok((job_id, queued))
@@ -234,70 +268,14 @@ impl Store {
         agent: &str,
         now: UnixMillis,
     ) -> Result<Option<Claimed>> {
-        let mut tx = self.writer.begin().await?;
-        let Some(row) = sqlx::query(
-            "SELECT t.job_id, t.name, t.spec, t.attempts, j.spec, j.id, j.created_at, j.queue, t.task_key
-             FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = ? AND t.state = 'queued'",
-        )
-        .bind(task_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let job_id: i64 = row.get(0);
-        let task_name: String = row.get(1);
-        let task: TaskSpec = serde_json::from_str(row.get::<&str, _>(2))?;
-        let number: i64 = row.get::<i64, _>(3) + 1;
-        let job: JobSpec = serde_json::from_str(row.get::<&str, _>(4))?;
-        let created_at: i64 = row.get(6);
-        let queue: String = row.get(7);
-        let task_key: String = row.get(8);
-        let attempt_id: i64 = sqlx::query(
-            "INSERT INTO attempts (task_id, number, agent, stage, started_at) VALUES (?, ?, ?, 'new', ?) RETURNING id",
-        )
-        .bind(task_id)
-        .bind(number)
-        .bind(agent)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?
-        .get(0);
-        sqlx::query(
-            "UPDATE tasks SET state = 'running', stage = 'new', agent = ?, current_attempt = ?, attempts = ?,
-             detail_message = NULL, updated_at = ? WHERE id = ?",
-        )
-        .bind(agent)
-        .bind(attempt_id)
-        .bind(number)
-        .bind(now)
-        .bind(task_id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE jobs SET state = 'running' WHERE id = ? AND state = 'queued'")
-            .bind(job_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-
-        let work = work_item(
-            &job, job_id, created_at, task_id, &task_name, &task, attempt_id,
-        );
-        Ok(Some(Claimed {
-            max_runtime: task.max_runtime.map(|d| d.0),
-            attempt: RunningAttempt {
-                attempt_id,
+        self.batcher
+            .run(WriteOp::Claim {
                 task_id,
-                job_id,
                 agent: agent.to_owned(),
-                integration_id: work.integration_id.clone(),
-                last_update_ts: None,
-                queue,
-                task_key,
-                started_at: now,
-            },
-            work,
-        }))
+                now,
+            })
+            .await?
+            .into_claimed()
     }
 
     /// The work item of a running attempt (for `queryWork` and re-sends).
@@ -328,42 +306,6 @@ impl Store {
         Ok(item)
     }
 
-    /// Records the stage an attempt reached. Returns false when the attempt is
-    /// already finished (a late update is not applied).
-    pub async fn set_stage(
-        &self,
-        attempt_id: i64,
-        stage: Stage,
-        detail: Option<&str>,
-        update_ts: Option<UnixMillis>,
-        now: UnixMillis,
-    ) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE attempts SET stage = ?, last_update_ts = COALESCE(?, last_update_ts) WHERE id = ? AND outcome IS NULL",
-        )
-        .bind(stage.as_str())
-        .bind(update_ts)
-        .bind(attempt_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 1 {
-            sqlx::query(
-                "UPDATE tasks SET stage = ?, detail_message = COALESCE(?, detail_message), updated_at = ?
-                 WHERE current_attempt = ? AND state = 'running'",
-            )
-            .bind(stage.as_str())
-            .bind(detail)
-            .bind(now)
-            .bind(attempt_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(updated == 1)
-    }
-
     /// Ends an attempt and moves its task on (retry or finish). Fenced: an
     /// attempt that already ended, or is no longer its task's current one,
     /// changes nothing.
@@ -382,164 +324,19 @@ impl Store {
         stage: Option<Stage>,
         now: UnixMillis,
     ) -> Result<FinishEffect> {
-        let mut tx = self.writer.begin().await?;
-        let Some(row) = sqlx::query(
-            "SELECT a.task_id, t.job_id, t.spec, t.test_failures, t.infra_failures, j.queue, t.priority,
-                    t.current_attempt, a.agent, t.state, t.task_key, a.started_at
-             FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
-             WHERE a.id = ? AND a.outcome IS NULL",
-        )
-        .bind(attempt_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
-            return Ok(FinishEffect::Stale);
-        };
-        let task_id: i64 = row.get(0);
-        let job_id: i64 = row.get(1);
-        let spec: TaskSpec = serde_json::from_str(row.get::<&str, _>(2))?;
-        let test_failures: i64 = row.get(3);
-        let infra_failures: i64 = row.get(4);
-        let queue: String = row.get(5);
-        let priority: i32 = row.get(6);
-        let current: Option<i64> = row.get(7);
-        let agent: String = row.get(8);
-        let task_state: String = row.get(9);
-        let key: String = row.get(10);
-        let started_at: i64 = row.get(11);
-        if by_agent.is_some_and(|a| a != agent) {
-            // Only the agent that runs an attempt may end it.
-            return Ok(FinishEffect::Stale);
-        }
-        // Runs that ended on their own teach the runtime history; stopped,
-        // lost or cancelled ones would only teach a lower bound.
-        if matches!(
-            outcome,
-            AttemptOutcome::Passed | AttemptOutcome::Failed | AttemptOutcome::Flaky
-        ) {
-            record_runtime(&mut tx, &key, (now - started_at).max(0)).await?;
-        }
-
-        let results_json = results.map(serde_json::to_string).transpose()?;
-        sqlx::query(
-            "UPDATE attempts SET outcome = ?, reason = ?, reason_data = ?, results = COALESCE(?, results),
-             stage = COALESCE(?, stage), finished_at = ? WHERE id = ?",
-        )
-        .bind(outcome.as_str())
-        .bind(reason)
-        .bind(reason_data.map(Value::to_string))
-        .bind(results_json)
-        .bind(stage.map(Stage::as_str))
-        .bind(now)
-        .bind(attempt_id)
-        .execute(&mut *tx)
-        .await?;
-        // The exporters' outbox and the ResultsDB view commit with the results.
-        if let Some(results) = results {
-            crate::outbox::record_finished(&mut tx, attempt_id, results, now).await?;
-        }
-
-        if current != Some(attempt_id) || task_state != "running" {
-            // The task moved on (cancelled, or re-queued after a lost agent):
-            // this attempt's outcome is recorded but decides nothing.
-            tx.commit().await?;
-            return Ok(FinishEffect::Stale);
-        }
-
-        let decision = after_attempt(
-            outcome,
-            RetryUse {
-                test_budget: spec.retries.tests,
-                infra_budget: spec.retries.infra,
-                test_failures_so_far: u32::try_from(test_failures).unwrap_or(u32::MAX),
-                infra_failures_so_far: u32::try_from(infra_failures).unwrap_or(u32::MAX),
-            },
-        );
-        let (test_inc, infra_inc) = match outcome {
-            o if o.is_success() || o == AttemptOutcome::Cancelled => (0, 0),
-            o if o.is_infra() => (0, 1),
-            _ => (1, 0),
-        };
-        let effect = match decision {
-            AfterAttempt::Retry => {
-                let boosted = priority.saturating_add(RETRY_PRIORITY_BOOST);
-                sqlx::query(
-                    "UPDATE tasks SET state = 'queued', outcome = ?, detail_message = ?, current_attempt = NULL,
-                     test_failures = test_failures + ?, infra_failures = infra_failures + ?, priority = ?,
-                     last_agent = ?, queued_at = ?, updated_at = ? WHERE id = ?",
-                )
-                .bind(outcome.as_str())
-                .bind(reason)
-                .bind(test_inc)
-                .bind(infra_inc)
-                .bind(boosted)
-                .bind(&agent)
-                .bind(now)
-                .bind(now)
-                .bind(task_id)
-                .execute(&mut *tx)
-                .await?;
-                FinishEffect::Requeued(QueuedTask {
-                    id: task_id,
-                    job_id,
-                    queue,
-                    priority: boosted,
-                    pinned_agent: None,
-                    requires: spec.requires,
-                    last_agent: Some(agent),
-                    queued_at: now,
-                    expected_ms: sqlx::query("SELECT mean_ms FROM task_stats WHERE task_key = ?")
-                        .bind(&key)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .map(|r| r.get::<f64, _>(0)),
-                    task_key: key,
-                })
-            }
-            AfterAttempt::Finish { state, flaky } => {
-                let shown = if flaky && outcome == AttemptOutcome::Passed {
-                    AttemptOutcome::Flaky
-                } else {
-                    outcome
-                };
-                sqlx::query(
-                    "UPDATE tasks SET state = ?, outcome = ?, detail_message = ?,
-                     test_failures = test_failures + ?, infra_failures = infra_failures + ?, flaky = ?,
-                     updated_at = ? WHERE id = ?",
-                )
-                .bind(state.as_str())
-                .bind(shown.as_str())
-                .bind(reason)
-                .bind(test_inc)
-                .bind(infra_inc)
-                .bind(flaky)
-                .bind(now)
-                .bind(task_id)
-                .execute(&mut *tx)
-                .await?;
-                let job_state = refresh_job_state(&mut tx, job_id, now).await?;
-                FinishEffect::TaskFinished {
-                    task_id,
-                    job_id,
-                    state,
-                    job_state,
-                }
-            }
-        };
-        // A pinned (each_agent) task keeps its pin on retry: it is that agent's work.
-        let effect = match effect {
-            FinishEffect::Requeued(mut q) => {
-                q.pinned_agent = sqlx::query("SELECT pinned_agent FROM tasks WHERE id = ?")
-                    .bind(task_id)
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .get(0);
-                FinishEffect::Requeued(q)
-            }
-            other => other,
-        };
-        tx.commit().await?;
-        Ok(effect)
+        self.batcher
+            .run(WriteOp::Finish(FinishArgs {
+                attempt_id,
+                by_agent: by_agent.map(str::to_owned),
+                outcome,
+                reason: reason.map(str::to_owned),
+                reason_data: reason_data.cloned(),
+                results: results.map(<[Results]>::to_vec),
+                stage,
+                now,
+            }))
+            .await?
+            .into_finished()
     }
 
     /// Puts a failed task back in the queue because its failure matched a
@@ -669,7 +466,7 @@ impl Store {
         .bind(job_id)
         .execute(&mut *tx)
         .await?;
-        refresh_job_state(&mut tx, job_id, now).await?;
+        refresh_job_state(&mut tx, job_id, None, now).await?;
         tx.commit().await?;
         Ok(running
             .iter()
@@ -759,33 +556,272 @@ impl Store {
             })
             .collect()
     }
+}
 
-    /// Appends to the work log that `getWorkLog` shows.
-    pub async fn log_work(
-        &self,
-        hostname: &str,
-        attempt_id: Option<i64>,
-        integration_id: Option<&str>,
-        status: &str,
-        detail: Option<&str>,
-        now: UnixMillis,
-    ) -> Result<()> {
-        sqlx::query("INSERT INTO work_log (hostname, attempt_id, integration_id, status, detail, at) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(hostname)
-            .bind(attempt_id)
-            .bind(integration_id)
-            .bind(status)
-            .bind(detail)
-            .bind(now)
-            .execute(&self.writer)
+/// [`Store::claim`] inside the batch's transaction.
+pub(crate) async fn claim_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    jobs: &JobCache,
+    task_id: i64,
+    agent: &str,
+    now: UnixMillis,
+) -> Result<Option<Claimed>> {
+    // One read brings the task, its job's state and the task key's history;
+    // the job's spec (large: it lists every task) comes from the cache.
+    let Some(row) = sqlx::query(
+        "SELECT t.job_id, t.name, t.spec, t.attempts, j.state, j.created_at, j.queue, t.task_key,
+                s.runs, s.mean_ms, s.p95_ms
+         FROM tasks t JOIN jobs j ON j.id = t.job_id LEFT JOIN task_stats s ON s.task_key = t.task_key
+         WHERE t.id = ? AND t.state = 'queued'",
+    )
+    .bind(task_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let job_id: i64 = row.get(0);
+    let task_name: String = row.get(1);
+    let task: TaskSpec = serde_json::from_str(row.get::<&str, _>(2))?;
+    let number: i64 = row.get::<i64, _>(3) + 1;
+    let job_state: String = row.get(4);
+    let created_at: i64 = row.get(5);
+    let queue: String = row.get(6);
+    let task_key: String = row.get(7);
+    let history = row.get::<Option<i64>, _>(8).map(|runs| TaskStats {
+        runs,
+        mean_ms: row.get(9),
+        p95_ms: row.get(10),
+    });
+    let job = jobs.get_or_load(tx, job_id).await?;
+    let attempt_id: i64 = sqlx::query(
+        "INSERT INTO attempts (task_id, number, agent, stage, started_at) VALUES (?, ?, ?, 'new', ?) RETURNING id",
+    )
+    .bind(task_id)
+    .bind(number)
+    .bind(agent)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?
+    .get(0);
+    sqlx::query(
+        "UPDATE tasks SET state = 'running', stage = 'new', agent = ?, current_attempt = ?, attempts = ?,
+         detail_message = NULL, updated_at = ? WHERE id = ?",
+    )
+    .bind(agent)
+    .bind(attempt_id)
+    .bind(number)
+    .bind(now)
+    .bind(task_id)
+    .execute(&mut **tx)
+    .await?;
+    if job_state == "queued" {
+        sqlx::query("UPDATE jobs SET state = 'running' WHERE id = ?")
+            .bind(job_id)
+            .execute(&mut **tx)
             .await?;
-        Ok(())
     }
+    let work = work_item(
+        &job, job_id, created_at, task_id, &task_name, &task, attempt_id,
+    );
+    Ok(Some(Claimed {
+        max_runtime: task.max_runtime.map(|d| d.0),
+        history,
+        attempt: RunningAttempt {
+            attempt_id,
+            task_id,
+            job_id,
+            agent: agent.to_owned(),
+            integration_id: work.integration_id.clone(),
+            last_update_ts: None,
+            queue,
+            task_key,
+            started_at: now,
+        },
+        work,
+    }))
+}
+
+/// [`Store::finish_attempt`] inside the batch's transaction.
+pub(crate) async fn finish_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    args: &FinishArgs,
+) -> Result<FinishEffect> {
+    let FinishArgs {
+        attempt_id,
+        by_agent,
+        outcome,
+        reason,
+        reason_data,
+        results,
+        stage,
+        now,
+    } = args;
+    let (attempt_id, outcome, stage, now) = (*attempt_id, *outcome, *stage, *now);
+    let (by_agent, reason, reason_data, results) = (
+        by_agent.as_deref(),
+        reason.as_deref(),
+        reason_data.as_ref(),
+        results.as_deref(),
+    );
+    let Some(row) = sqlx::query(
+        "SELECT a.task_id, t.job_id, t.spec, t.test_failures, t.infra_failures, j.queue, t.priority,
+                t.current_attempt, a.agent, t.state, t.task_key, a.started_at, j.state, t.pinned_agent
+         FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
+         WHERE a.id = ? AND a.outcome IS NULL",
+    )
+    .bind(attempt_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    else {
+        return Ok(FinishEffect::Stale);
+    };
+    let task_id: i64 = row.get(0);
+    let job_id: i64 = row.get(1);
+    let spec: TaskSpec = serde_json::from_str(row.get::<&str, _>(2))?;
+    let test_failures: i64 = row.get(3);
+    let infra_failures: i64 = row.get(4);
+    let queue: String = row.get(5);
+    let priority: i32 = row.get(6);
+    let current: Option<i64> = row.get(7);
+    let agent: String = row.get(8);
+    let task_state: String = row.get(9);
+    let key: String = row.get(10);
+    let started_at: i64 = row.get(11);
+    let job_state_before: String = row.get(12);
+    let pinned_agent: Option<String> = row.get(13);
+    if by_agent.is_some_and(|a| a != agent) {
+        // Only the agent that runs an attempt may end it.
+        return Ok(FinishEffect::Stale);
+    }
+    // Runs that ended on their own teach the runtime history; stopped,
+    // lost or cancelled ones would only teach a lower bound.
+    if matches!(
+        outcome,
+        AttemptOutcome::Passed | AttemptOutcome::Failed | AttemptOutcome::Flaky
+    ) {
+        record_runtime(tx, &key, (now - started_at).max(0)).await?;
+    }
+
+    let results_json = results.map(serde_json::to_string).transpose()?;
+    sqlx::query(
+        "UPDATE attempts SET outcome = ?, reason = ?, reason_data = ?, results = COALESCE(?, results),
+         stage = COALESCE(?, stage), finished_at = ? WHERE id = ?",
+    )
+    .bind(outcome.as_str())
+    .bind(reason)
+    .bind(reason_data.map(Value::to_string))
+    .bind(results_json)
+    .bind(stage.map(Stage::as_str))
+    .bind(now)
+    .bind(attempt_id)
+    .execute(&mut **tx)
+    .await?;
+    // The exporters' outbox and the ResultsDB view commit with the results.
+    if let Some(results) = results {
+        crate::outbox::record_finished(tx, attempt_id, results, now).await?;
+    }
+
+    if current != Some(attempt_id) || task_state != "running" {
+        // The task moved on (cancelled, or re-queued after a lost agent):
+        // this attempt's outcome is recorded but decides nothing.
+        return Ok(FinishEffect::Stale);
+    }
+
+    let decision = after_attempt(
+        outcome,
+        RetryUse {
+            test_budget: spec.retries.tests,
+            infra_budget: spec.retries.infra,
+            test_failures_so_far: u32::try_from(test_failures).unwrap_or(u32::MAX),
+            infra_failures_so_far: u32::try_from(infra_failures).unwrap_or(u32::MAX),
+        },
+    );
+    let (test_inc, infra_inc) = match outcome {
+        o if o.is_success() || o == AttemptOutcome::Cancelled => (0, 0),
+        o if o.is_infra() => (0, 1),
+        _ => (1, 0),
+    };
+    let effect = match decision {
+        AfterAttempt::Retry => {
+            let boosted = priority.saturating_add(RETRY_PRIORITY_BOOST);
+            sqlx::query(
+                "UPDATE tasks SET state = 'queued', outcome = ?, detail_message = ?, current_attempt = NULL,
+                 test_failures = test_failures + ?, infra_failures = infra_failures + ?, priority = ?,
+                 last_agent = ?, queued_at = ?, updated_at = ? WHERE id = ?",
+            )
+            .bind(outcome.as_str())
+            .bind(reason)
+            .bind(test_inc)
+            .bind(infra_inc)
+            .bind(boosted)
+            .bind(&agent)
+            .bind(now)
+            .bind(now)
+            .bind(task_id)
+            .execute(&mut **tx)
+            .await?;
+            FinishEffect::Requeued(QueuedTask {
+                id: task_id,
+                job_id,
+                queue,
+                priority: boosted,
+                pinned_agent: None,
+                requires: spec.requires,
+                last_agent: Some(agent),
+                queued_at: now,
+                expected_ms: sqlx::query("SELECT mean_ms FROM task_stats WHERE task_key = ?")
+                    .bind(&key)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .map(|r| r.get::<f64, _>(0)),
+                task_key: key,
+            })
+        }
+        AfterAttempt::Finish { state, flaky } => {
+            let shown = if flaky && outcome == AttemptOutcome::Passed {
+                AttemptOutcome::Flaky
+            } else {
+                outcome
+            };
+            sqlx::query(
+                "UPDATE tasks SET state = ?, outcome = ?, detail_message = ?,
+                 test_failures = test_failures + ?, infra_failures = infra_failures + ?, flaky = ?,
+                 updated_at = ? WHERE id = ?",
+            )
+            .bind(state.as_str())
+            .bind(shown.as_str())
+            .bind(reason)
+            .bind(test_inc)
+            .bind(infra_inc)
+            .bind(flaky)
+            .bind(now)
+            .bind(task_id)
+            .execute(&mut **tx)
+            .await?;
+            let job_state = refresh_job_state(tx, job_id, Some(&job_state_before), now).await?;
+            FinishEffect::TaskFinished {
+                task_id,
+                job_id,
+                state,
+                job_state,
+            }
+        }
+    };
+    // A pinned (each_agent) task keeps its pin on retry: it is that agent's work.
+    let effect = match effect {
+        FinishEffect::Requeued(mut q) => {
+            q.pinned_agent = pinned_agent;
+            FinishEffect::Requeued(q)
+        }
+        other => other,
+    };
+    Ok(effect)
 }
 
 /// Adds one duration to a task key's history (the newest 50 are kept).
 async fn record_runtime(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut Transaction<'_, Sqlite>,
     key: &str,
     duration_ms: i64,
 ) -> Result<()> {
@@ -819,11 +855,14 @@ async fn record_runtime(
 
 /// Recomputes a job's state from its tasks and stores it.
 async fn refresh_job_state(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut Transaction<'_, Sqlite>,
     job_id: i64,
+    stored: Option<&str>,
     now: UnixMillis,
 ) -> Result<JobState> {
-    let states = sqlx::query("SELECT state FROM tasks WHERE job_id = ?")
+    // DISTINCT over the (job_id, state) index: a handful of rows, however
+    // many tasks the job has.
+    let states = sqlx::query("SELECT DISTINCT state FROM tasks WHERE job_id = ?")
         .bind(job_id)
         .fetch_all(&mut **tx)
         .await?;
@@ -836,6 +875,10 @@ async fn refresh_job_state(
         })
         .collect::<Result<Vec<_>>>()?;
     let job_state = JobState::from_tasks(states);
+    if !job_state.is_terminal() && stored == Some(job_state.as_str()) {
+        // Most task ends leave a running job running.
+        return Ok(job_state);
+    }
     sqlx::query(
         "UPDATE jobs SET state = ?, finished_at = CASE WHEN ? THEN ? ELSE NULL END WHERE id = ?",
     )

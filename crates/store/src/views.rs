@@ -158,6 +158,8 @@ impl Store {
 
     /// One task with its attempts.
     pub async fn task(&self, task_id: i64) -> Result<TaskDetail> {
+        // Show the stages agents have reported, not the ones still queued.
+        self.progress.flush().await;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id = ?"
         )))
@@ -332,6 +334,7 @@ impl Store {
 
     /// The newest `limit` entries of the work log, oldest first.
     pub async fn work_log(&self, limit: i64) -> Result<Vec<Value>> {
+        self.progress.flush().await;
         let rows = sqlx::query(
             "SELECT hostname, attempt_id, integration_id, status, detail, at FROM
              (SELECT * FROM work_log ORDER BY id DESC LIMIT ?) ORDER BY at",

@@ -1,0 +1,205 @@
+//! Group commit for the hot writes: claims and finishes.
+//!
+//! Each claim and each finish is a transaction of its own in meaning, but
+//! under load hundreds arrive per second from different agents. One
+//! background writer takes whatever is waiting, runs each operation in turn
+//! inside one transaction and commits once, then answers every caller. A
+//! caller is answered only after the commit, so what it was told is durable.
+//!
+//! When one operation of a batch fails, the batch is rolled back and each
+//! operation runs again in a transaction of its own, so one bad operation
+//! fails alone.
+
+use serde_json::Value;
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use testfleet_core::job::JobSpec;
+use testfleet_core::time_fmt::UnixMillis;
+use testfleet_core::{AttemptOutcome, Stage};
+use testfleet_wire::results::Results;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ops::{Claimed, FinishEffect, claim_in, finish_in};
+use crate::{Result, StoreError};
+
+/// Most operations committed together.
+const MAX_BATCH: usize = 128;
+
+/// Most job specs kept parsed.
+const MAX_CACHED_JOBS: usize = 256;
+
+/// Parsed job specs by id. A job's spec never changes once stored, and it
+/// lists every task, so reading and parsing it at each claim cost more than
+/// the claim itself for large jobs.
+#[derive(Debug, Default)]
+pub(crate) struct JobCache {
+    jobs: std::sync::Mutex<std::collections::HashMap<i64, std::sync::Arc<JobSpec>>>,
+}
+
+impl JobCache {
+    pub(crate) async fn get_or_load(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        job_id: i64,
+    ) -> Result<std::sync::Arc<JobSpec>> {
+        if let Some(job) = self.jobs.lock().ok().and_then(|j| j.get(&job_id).cloned()) {
+            return Ok(job);
+        }
+        let spec: String = sqlx::query_scalar("SELECT spec FROM jobs WHERE id = ?")
+            .bind(job_id)
+            .fetch_one(&mut **tx)
+            .await?;
+        let job = std::sync::Arc::new(serde_json::from_str::<JobSpec>(&spec)?);
+        if let Ok(mut jobs) = self.jobs.lock() {
+            if jobs.len() >= MAX_CACHED_JOBS {
+                jobs.clear();
+            }
+            jobs.insert(job_id, job.clone());
+        }
+        Ok(job)
+    }
+}
+
+/// What [`crate::Store::finish_attempt`] was asked.
+#[derive(Debug, Clone)]
+pub(crate) struct FinishArgs {
+    pub attempt_id: i64,
+    pub by_agent: Option<String>,
+    pub outcome: AttemptOutcome,
+    pub reason: Option<String>,
+    pub reason_data: Option<Value>,
+    pub results: Option<Vec<Results>>,
+    pub stage: Option<Stage>,
+    pub now: UnixMillis,
+}
+
+/// One batched write.
+#[derive(Debug, Clone)]
+pub(crate) enum WriteOp {
+    Claim {
+        task_id: i64,
+        agent: String,
+        now: UnixMillis,
+    },
+    Finish(FinishArgs),
+}
+
+/// What a batched write answered.
+#[derive(Debug)]
+pub(crate) enum WriteDone {
+    Claimed(Option<Box<Claimed>>),
+    Finished(FinishEffect),
+}
+
+impl WriteDone {
+    pub(crate) fn into_claimed(self) -> Result<Option<Claimed>> {
+        match self {
+            WriteDone::Claimed(c) => Ok(c.map(|c| *c)),
+            WriteDone::Finished(_) => Err(StoreError::Corrupt("claim answered as finish".into())),
+        }
+    }
+
+    pub(crate) fn into_finished(self) -> Result<FinishEffect> {
+        match self {
+            WriteDone::Finished(f) => Ok(f),
+            WriteDone::Claimed(_) => Err(StoreError::Corrupt("finish answered as claim".into())),
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<WriteDone>>;
+
+/// Hands operations to the background writer; cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct Batcher {
+    tx: mpsc::UnboundedSender<(WriteOp, Reply)>,
+}
+
+impl Batcher {
+    pub(crate) fn spawn(pool: SqlitePool) -> Batcher {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(pool, rx, JobCache::default()));
+        Batcher { tx }
+    }
+
+    /// Runs `op` in the next batch; answers after its commit.
+    pub(crate) async fn run(&self, op: WriteOp) -> Result<WriteDone> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send((op, reply))
+            .map_err(|_| StoreError::Db(sqlx::Error::PoolClosed))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Db(sqlx::Error::PoolClosed))?
+    }
+}
+
+async fn run(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<(WriteOp, Reply)>, jobs: JobCache) {
+    let mut batch: Vec<(WriteOp, Reply)> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        match run_together(&pool, &jobs, &batch).await {
+            Ok(done) => {
+                for ((_, reply), done) in batch.drain(..).zip(done) {
+                    let _ = reply.send(Ok(done));
+                }
+            }
+            Err(e) => {
+                if batch.len() > 1 {
+                    tracing::warn!(
+                        ops = batch.len(),
+                        "batched write failed ({e}); retrying one by one"
+                    );
+                }
+                for (op, reply) in batch.drain(..) {
+                    let _ = reply.send(run_alone(&pool, &jobs, &op).await);
+                }
+            }
+        }
+    }
+}
+
+async fn run_together(
+    pool: &SqlitePool,
+    jobs: &JobCache,
+    batch: &[(WriteOp, Reply)],
+) -> Result<Vec<WriteDone>> {
+    let mut tx = pool.begin().await?;
+    let mut done = Vec::with_capacity(batch.len());
+    for (op, _) in batch {
+        done.push(apply(&mut tx, jobs, op).await?);
+    }
+    tx.commit().await?;
+    Ok(done)
+}
+
+async fn run_alone(pool: &SqlitePool, jobs: &JobCache, op: &WriteOp) -> Result<WriteDone> {
+    let mut tx = pool.begin().await?;
+    let done = apply(&mut tx, jobs, op).await?;
+    tx.commit().await?;
+    Ok(done)
+}
+
+async fn apply(
+    tx: &mut Transaction<'_, Sqlite>,
+    jobs: &JobCache,
+    op: &WriteOp,
+) -> Result<WriteDone> {
+    Ok(match op {
+        WriteOp::Claim {
+            task_id,
+            agent,
+            now,
+        } => WriteDone::Claimed(
+            claim_in(tx, jobs, *task_id, agent, *now)
+                .await?
+                .map(Box::new),
+        ),
+        WriteOp::Finish(args) => WriteDone::Finished(finish_in(tx, args).await?),
+    })
+}

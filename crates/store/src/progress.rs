@@ -1,0 +1,226 @@
+//! Progress writes (an attempt's stage, the agents' work log) in batches.
+//!
+//! Every agent sends several status updates per attempt. Written one by one,
+//! each costs a transaction of its own on the single writer connection, and
+//! under load those transactions were most of the coordinator's database
+//! work. Progress decides nothing (scheduling state lives in the attempt's
+//! outcome and the task's state), so it goes through one background writer
+//! that turns whatever is waiting into one transaction of multi-row
+//! statements. Order is kept: updates are applied in the order they were sent.
+//!
+//! A coordinator killed with updates still waiting loses those updates only:
+//! the last stage shown is an earlier one, and the work log misses its last
+//! lines. Everything that decides a result commits on its own elsewhere.
+
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use testfleet_core::Stage;
+use testfleet_core::time_fmt::UnixMillis;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::Result;
+
+/// Most rows written in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// One progress write.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// A running attempt reached `stage`; ignored once the attempt ended.
+    Stage {
+        attempt_id: i64,
+        stage: Stage,
+        detail: Option<String>,
+        update_ts: Option<UnixMillis>,
+        now: UnixMillis,
+    },
+    /// A line of the work log that `getWorkLog` shows.
+    WorkLog {
+        hostname: String,
+        attempt_id: Option<i64>,
+        integration_id: Option<String>,
+        status: String,
+        detail: Option<String>,
+        now: UnixMillis,
+    },
+}
+
+enum Command {
+    Write(Progress),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Sends progress to the background writer; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ProgressWriter {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Write(p) => p.fmt(f),
+            Command::Flush(_) => f.write_str("Flush"),
+        }
+    }
+}
+
+impl ProgressWriter {
+    /// Starts the writer on the current tokio runtime. It stops when every
+    /// handle is dropped, after writing what was sent.
+    pub(crate) fn spawn(pool: SqlitePool) -> ProgressWriter {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(pool, rx));
+        ProgressWriter { tx }
+    }
+
+    /// Queues a write; it is applied after every write queued before it.
+    pub fn send(&self, progress: Progress) {
+        if self.tx.send(Command::Write(progress)).is_err() {
+            tracing::debug!("progress writer stopped; update dropped");
+        }
+    }
+
+    /// Waits until everything queued so far is written (or failed).
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Command::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+async fn run(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Command>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut flushed = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                Command::Write(p) => batch.push(p),
+                Command::Flush(done) => flushed.push(done),
+            }
+            if batch.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = write(&pool, &batch).await {
+                tracing::error!(rows = batch.len(), "failed to write progress: {e}");
+            }
+            batch.clear();
+        }
+        for done in flushed.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Writes a batch in one transaction: the stages as two multi-row updates
+/// (attempts, then their tasks), the work log as one multi-row insert.
+async fn write(pool: &SqlitePool, batch: &[Progress]) -> Result<()> {
+    // Only the newest stage of an attempt matters; keep batch order among
+    // the survivors so a task shows the stage its attempt shows.
+    let mut newest = std::collections::HashMap::new();
+    for (i, p) in batch.iter().enumerate() {
+        if let Progress::Stage { attempt_id, .. } = p {
+            newest.insert(*attempt_id, i);
+        }
+    }
+    let stages: Vec<&Progress> = batch
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| match p {
+            Progress::Stage { attempt_id, .. } => newest.get(attempt_id) == Some(i),
+            Progress::WorkLog { .. } => false,
+        })
+        .map(|(_, p)| p)
+        .collect();
+    let logs: Vec<&Progress> = batch
+        .iter()
+        .filter(|p| matches!(p, Progress::WorkLog { .. }))
+        .collect();
+
+    let mut tx = pool.begin().await?;
+    if !stages.is_empty() {
+        // The task follows only while this attempt is its running one; the
+        // attempt only until it has an outcome (a late update changes nothing).
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "UPDATE tasks SET stage = v.column2, detail_message = COALESCE(v.column3, tasks.detail_message),
+             updated_at = v.column4
+             FROM (",
+        );
+        push_stage_values(&mut q, &stages);
+        q.push(
+            ") AS v JOIN attempts a ON a.id = v.column1
+             WHERE tasks.current_attempt = v.column1 AND tasks.state = 'running' AND a.outcome IS NULL",
+        );
+        q.build().execute(&mut *tx).await?;
+
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "UPDATE attempts SET stage = v.column2, last_update_ts = COALESCE(v.column5, attempts.last_update_ts)
+             FROM (",
+        );
+        push_stage_values(&mut q, &stages);
+        q.push(") AS v WHERE attempts.id = v.column1 AND attempts.outcome IS NULL");
+        q.build().execute(&mut *tx).await?;
+    }
+    if !logs.is_empty() {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO work_log (hostname, attempt_id, integration_id, status, detail, at) ",
+        );
+        q.push_values(logs, |mut row, p| {
+            if let Progress::WorkLog {
+                hostname,
+                attempt_id,
+                integration_id,
+                status,
+                detail,
+                now,
+            } = p
+            {
+                row.push_bind(hostname.clone())
+                    .push_bind(*attempt_id)
+                    .push_bind(integration_id.clone())
+                    .push_bind(status.clone())
+                    .push_bind(detail.clone())
+                    .push_bind(*now);
+            }
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `VALUES (attempt_id, stage, detail, now, update_ts), …`
+fn push_stage_values(q: &mut QueryBuilder<Sqlite>, stages: &[&Progress]) {
+    q.push("VALUES ");
+    let mut first = true;
+    for p in stages {
+        let Progress::Stage {
+            attempt_id,
+            stage,
+            detail,
+            update_ts,
+            now,
+        } = p
+        else {
+            continue;
+        };
+        if !first {
+            q.push(", ");
+        }
+        first = false;
+        q.push("(")
+            .push_bind(*attempt_id)
+            .push(", ")
+            .push_bind(stage.as_str())
+            .push(", ")
+            .push_bind(detail.clone())
+            .push(", ")
+            .push_bind(*now)
+            .push(", ")
+            .push_bind(*update_ts)
+            .push(")");
+    }
+}
