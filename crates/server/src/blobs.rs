@@ -72,10 +72,10 @@ impl Default for BlobsConfig {
 pub struct Blobs {
     pub store: BlobStore,
     pub config: BlobsConfig,
-    /// Agent credentials checked recently (digest of host and secret → when):
-    /// a per-host secret is an argon2 hash, too slow to verify for each of
-    /// the thousands of blobs of an input tree.
-    verified: std::sync::Mutex<std::collections::HashMap<Digest, std::time::Instant>>,
+    /// Agent credentials checked recently (digest of host and secret → when,
+    /// and under which secrets epoch): a per-host secret is an argon2 hash,
+    /// too slow to verify for each of the thousands of blobs of an input tree.
+    verified: std::sync::Mutex<std::collections::HashMap<Digest, (std::time::Instant, u64)>>,
 }
 
 /// How long a checked agent credential is trusted by the HTTP routes.
@@ -315,9 +315,13 @@ async fn agent_identity(s: &St, headers: &HeaderMap, peer: Option<SocketAddr>) -
     };
     let secret = text(AGENT_SECRET_HEADER);
     let key = Digest::of(format!("{host}\0{}", secret.as_deref().unwrap_or("")).as_bytes());
+    // A revoked or rotated secret bumps the epoch: cached checks end at once.
+    let epoch =
+        s.c.agent_secrets_epoch
+            .load(std::sync::atomic::Ordering::Relaxed);
     let fresh = {
         let mut seen = s.b.verified.lock().unwrap_or_else(|p| p.into_inner());
-        seen.retain(|_, at| at.elapsed() < VERIFIED_FOR);
+        seen.retain(|_, (at, e)| at.elapsed() < VERIFIED_FOR && *e == epoch);
         seen.contains_key(&key)
     };
     if fresh {
@@ -332,7 +336,7 @@ async fn agent_identity(s: &St, headers: &HeaderMap, peer: Option<SocketAddr>) -
     s.b.verified
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(key, std::time::Instant::now());
+        .insert(key, (std::time::Instant::now(), epoch));
     Ok(host)
 }
 

@@ -70,6 +70,9 @@ pub struct Coordinator {
     /// When agent secrets were last checked for revocations.
     secrets_checked_at: std::sync::atomic::AtomicI64,
     reaper: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Bumped whenever an agent secret is revoked or rotated, so credentials
+    /// cached by the agent HTTP routes are checked again at once.
+    pub agent_secrets_epoch: AtomicU64,
     /// Wakes the background dispatcher (new work arrived).
     dispatch_wake: Arc<tokio::sync::Notify>,
 }
@@ -129,6 +132,7 @@ impl Coordinator {
             secrets_checked_at: std::sync::atomic::AtomicI64::new(SystemClock.now_millis()),
             reaper: std::sync::Mutex::new(None),
             dispatch_wake: Arc::new(tokio::sync::Notify::new()),
+            agent_secrets_epoch: AtomicU64::new(0),
         });
         // Submissions only queue their tasks and wake this task, so a submit
         // answers without waiting for the claims it makes possible.
@@ -979,6 +983,7 @@ impl Coordinator {
         if changed.is_empty() {
             return;
         }
+        self.agent_secrets_epoch.fetch_add(1, Ordering::Relaxed);
         let sched = self.sched.lock().await;
         for host in changed {
             if let Some(socket) = sched.agents.get(&host).and_then(|s| s.socket.clone()) {

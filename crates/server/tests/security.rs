@@ -831,6 +831,24 @@ async fn an_agent_with_a_revoked_secret_is_disconnected_and_cannot_fetch_work() 
         .emit("statusUpdate", json!({"status": "idle"}))
         .await
         .unwrap();
+    // The agent HTTP routes (inputs, artifacts) take the same secret; a blob
+    // that is not there is a 404 once the agent is recognised.
+    let http = reqwest::Client::new();
+    let blob_status = || {
+        let http = http.clone();
+        let url = format!("{}/api/v1/agent/blobs/{}", h.url, "0".repeat(64));
+        async move {
+            http.get(url)
+                .header("x-testfleet-host", "bench1")
+                .header("x-testfleet-secret", "own-secret")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(blob_status().await, 404);
 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -855,6 +873,9 @@ async fn an_agent_with_a_revoked_secret_is_disconnected_and_cannot_fetch_work() 
         matches!(&err, ConnectError::Rejected { message, .. } if message.contains("revoked")),
         "{err}"
     );
+    // The HTTP routes stop trusting their cached check as soon as the
+    // revocation is noticed, not when the cache entry would have expired.
+    assert_eq!(blob_status().await, 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
