@@ -5,9 +5,9 @@ use serde_json::Value;
 use sqlx::Row;
 use testfleet_core::job::{JobSpec, TaskSpec};
 use testfleet_core::state::{AfterAttempt, RetryUse, after_attempt};
-use testfleet_core::time_fmt::{UnixMillis, format_millis};
+use testfleet_core::time_fmt::UnixMillis;
 use testfleet_core::{AttemptOutcome, JobState, LabelSet, Requirements, Stage, TaskState};
-use testfleet_wire::protocol::WorkItem;
+use testfleet_wire::protocol::{WorkItem, WorkOrigin};
 use testfleet_wire::results::Results;
 
 use sqlx::{Sqlite, Transaction};
@@ -891,7 +891,7 @@ async fn refresh_job_state(
     Ok(job_state)
 }
 
-/// Builds the Qt work item (plus testfleet's keys) for a task.
+/// Builds the Qt work item (plus testfleet's keys) for a stored task.
 fn work_item(
     job: &JobSpec,
     job_id: i64,
@@ -901,40 +901,15 @@ fn work_item(
     task: &TaskSpec,
     attempt_id: i64,
 ) -> WorkItem {
-    let integration = job.integration.as_ref();
-    let mut env = job.env.clone();
-    env.extend(task.env.clone());
-    WorkItem {
-        integration_id: integration
-            .map(|i| i.id.clone())
-            .unwrap_or_else(|| format!("tf-{job_id}")),
-        integration_url: integration.and_then(|i| i.url.clone()),
-        integration_timestamp: format_millis(
-            integration
-                .and_then(|i| i.timestamp)
-                .map_or(created_at, |t| t.0),
-        ),
-        integration_data: integration.map(|i| i.data.clone()).unwrap_or_default(),
-        branch: integration
-            .and_then(|i| i.branch.clone())
-            .unwrap_or_default(),
-        sha: integration
-            .and_then(|i| i.sha.clone())
-            .or_else(|| job.source.as_ref().map(|s| s.rev.clone()))
-            .unwrap_or_default(),
+    let origin = WorkOrigin {
         job_id: Some(job_id),
         task_id: Some(task_id),
         attempt_id: (attempt_id > 0).then_some(attempt_id),
-        job_name: Some(job.name.clone()),
-        task_name: Some(task_name.to_owned()),
-        source: job.source.clone(),
-        steps: task.steps.clone(),
-        env,
-        results: task.results.clone(),
-        artifacts: task.artifacts.clone(),
-        silence_timeout: task.silence_timeout,
-        inputs: job
-            .task_inputs(task)
-            .map(|i| i.strip_prefix("sha256:").unwrap_or(i).to_owned()),
-    }
+        integration_id: format!("tf-{job_id}"),
+        timestamp: created_at,
+    };
+    let inputs = job
+        .task_inputs(task)
+        .map(|i| i.strip_prefix("sha256:").unwrap_or(i).to_owned());
+    WorkItem::for_task(job, task, task_name, origin, inputs)
 }

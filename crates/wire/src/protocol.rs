@@ -127,6 +127,66 @@ pub struct WorkItem {
     pub inputs: Option<String>,
 }
 
+/// Where a work item is going: ids in the store, or none for a local run
+/// (`testfleet run`), and what stands in when the job names no integration.
+#[derive(Debug, Clone)]
+pub struct WorkOrigin {
+    pub job_id: Option<i64>,
+    pub task_id: Option<i64>,
+    pub attempt_id: Option<i64>,
+    /// `integrationId` when the job has no `[integration]`.
+    pub integration_id: String,
+    /// `integrationTimestamp` when the job's integration has none.
+    pub timestamp: testfleet_core::time_fmt::UnixMillis,
+}
+
+impl WorkItem {
+    /// The work item for `task` of `job`: Qt's keys from the job's
+    /// integration (or the origin's stand-ins), testfleet's from the task.
+    /// The coordinator and `testfleet run` both build items here, so a local
+    /// run gets exactly what an agent would.
+    pub fn for_task(
+        job: &testfleet_core::job::JobSpec,
+        task: &testfleet_core::job::TaskSpec,
+        task_name: &str,
+        origin: WorkOrigin,
+        inputs: Option<String>,
+    ) -> WorkItem {
+        let integration = job.integration.as_ref();
+        let mut env = job.env.clone();
+        env.extend(task.env.clone());
+        WorkItem {
+            integration_id: integration.map_or(origin.integration_id, |i| i.id.clone()),
+            integration_url: integration.and_then(|i| i.url.clone()),
+            integration_timestamp: testfleet_core::time_fmt::format_millis(
+                integration
+                    .and_then(|i| i.timestamp)
+                    .map_or(origin.timestamp, |t| t.0),
+            ),
+            integration_data: integration.map(|i| i.data.clone()).unwrap_or_default(),
+            branch: integration
+                .and_then(|i| i.branch.clone())
+                .unwrap_or_default(),
+            sha: integration
+                .and_then(|i| i.sha.clone())
+                .or_else(|| job.source.as_ref().map(|s| s.rev.clone()))
+                .unwrap_or_default(),
+            job_id: origin.job_id,
+            task_id: origin.task_id,
+            attempt_id: origin.attempt_id,
+            job_name: Some(job.name.clone()),
+            task_name: Some(task_name.to_owned()),
+            source: job.source.clone(),
+            steps: task.steps.clone(),
+            env,
+            results: task.results.clone(),
+            artifacts: task.artifacts.clone(),
+            silence_timeout: task.silence_timeout,
+            inputs,
+        }
+    }
+}
+
 fn is_default_artifacts(a: &ArtifactSpec) -> bool {
     a.always.is_empty() && a.on_failure.is_empty() && a.max_size.is_none()
 }

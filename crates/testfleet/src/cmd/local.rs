@@ -14,8 +14,7 @@ use testfleet_agent::runner::{RunnerConfig, RunnerEvent, run_work};
 use testfleet_cas::{BlobCache, CasError, Digest, Fetcher, hash_tree};
 use testfleet_client::ApiClient;
 use testfleet_core::JobSpec;
-use testfleet_core::time_fmt::format_millis;
-use testfleet_wire::protocol::{AttemptReport, WorkItem};
+use testfleet_wire::protocol::{AttemptReport, WorkItem, WorkOrigin};
 use tokio::sync::{mpsc, watch};
 
 use crate::blob_settings::user_cache_dir;
@@ -52,41 +51,16 @@ fn now_millis() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0))
 }
 
-/// The work item an agent would receive for `task` of `job` (mirrors the
-/// store's `work_item`, with no ids).
+/// The work item an agent would receive for `task` of `job`, with no ids.
 fn work_item(job: &JobSpec, task: &testfleet_core::TaskSpec, inputs: Option<String>) -> WorkItem {
-    let integration = job.integration.as_ref();
-    let mut env = job.env.clone();
-    env.extend(task.env.clone());
-    WorkItem {
-        integration_id: integration.map_or_else(|| "local".to_owned(), |i| i.id.clone()),
-        integration_url: integration.and_then(|i| i.url.clone()),
-        integration_timestamp: format_millis(
-            integration
-                .and_then(|i| i.timestamp)
-                .map_or_else(now_millis, |t| t.0),
-        ),
-        integration_data: integration.map(|i| i.data.clone()).unwrap_or_default(),
-        branch: integration
-            .and_then(|i| i.branch.clone())
-            .unwrap_or_default(),
-        sha: integration
-            .and_then(|i| i.sha.clone())
-            .or_else(|| job.source.as_ref().map(|s| s.rev.clone()))
-            .unwrap_or_default(),
+    let origin = WorkOrigin {
         job_id: None,
         task_id: None,
         attempt_id: None,
-        job_name: Some(job.name.clone()),
-        task_name: Some(task.name.clone()),
-        source: job.source.clone(),
-        steps: task.steps.clone(),
-        env,
-        results: task.results.clone(),
-        artifacts: task.artifacts.clone(),
-        silence_timeout: task.silence_timeout,
-        inputs,
-    }
+        integration_id: "local".to_owned(),
+        timestamp: now_millis(),
+    };
+    WorkItem::for_task(job, task, &task.name, origin, inputs)
 }
 
 /// Runs `item`, printing its output as it comes; returns the report.
