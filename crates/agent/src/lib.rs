@@ -19,8 +19,9 @@ use testfleet_core::LabelSet;
 
 pub use session::{AgentError, run};
 
-/// The agent's resolved configuration.
-#[derive(Debug, Clone)]
+/// The agent's resolved configuration. Its `Debug` shows whether a secret is
+/// set, never the secret.
+#[derive(Clone)]
 pub struct AgentConfig {
     /// The coordinator, `http://host:port`.
     pub server: String,
@@ -45,6 +46,24 @@ pub struct AgentConfig {
     pub cache_limit: u64,
 }
 
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("server", &self.server)
+            .field("hostname", &self.hostname)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("labels", &self.labels)
+            .field("work_dir", &self.work_dir)
+            .field("poll_interval", &self.poll_interval)
+            .field("max_backoff", &self.max_backoff)
+            .field("kill_grace", &self.kill_grace)
+            .field("ca_cert", &self.ca_cert)
+            .field("cache_dir", &self.cache_dir)
+            .field("cache_limit", &self.cache_limit)
+            .finish()
+    }
+}
+
 impl AgentConfig {
     pub fn new(
         server: impl Into<String>,
@@ -64,5 +83,22 @@ impl AgentConfig {
             cache_dir: None,
             cache_limit: 10 << 30,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_secret() {
+        let mut config = AgentConfig::new("http://127.0.0.1:1", "bench1", PathBuf::from("/tmp"));
+        config.secret = Some("agent-s3cret".into());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("agent-s3cret"), "{shown}");
+        assert!(
+            shown.contains("bench1") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 }

@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Everything the coordinator needs to run.
-#[derive(Debug, Clone)]
+/// Everything the coordinator needs to run. Its `Debug` names the hosts that
+/// have secrets, never the secrets.
+#[derive(Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
@@ -53,6 +54,44 @@ pub struct ServerConfig {
     pub tls: Option<crate::tls::TlsFiles>,
     /// Blobs: where they live, size limits, artifact retention.
     pub blobs: crate::blobs::BlobsConfig,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field(
+                "agent_secret",
+                &self.agent_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "host_secrets",
+                &self.host_secrets.keys().collect::<Vec<_>>(),
+            )
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("dev", &self.dev)
+            .field("lease_timeout", &self.lease_timeout)
+            .field("agent_retention", &self.agent_retention)
+            .field("request_status_interval", &self.request_status_interval)
+            .field(
+                "request_status_interval_in_test",
+                &self.request_status_interval_in_test,
+            )
+            .field("ping_interval", &self.ping_interval)
+            .field("ping_timeout", &self.ping_timeout)
+            .field("max_socket_payload", &self.max_socket_payload)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("queue_weights", &self.queue_weights)
+            .field("runtime_factor", &self.runtime_factor)
+            .field("runtime_min_runs", &self.runtime_min_runs)
+            .field("runtime_floor", &self.runtime_floor)
+            .field("known_failures", &self.known_failures)
+            .field("exporters", &self.exporters)
+            .field("auth", &self.auth)
+            .field("tls", &self.tls)
+            .field("blobs", &self.blobs)
+            .finish()
+    }
 }
 
 /// A known failure: when a failed task's reason or log matches `pattern`,
@@ -151,5 +190,37 @@ mod tests {
         );
         assert!(c.check_agent_secret("special", Some("own")).is_ok());
         assert!(c.check_agent_secret("special", Some("shared")).is_err());
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+    use crate::exporters::{InfluxApi, InfluxConfig};
+
+    #[test]
+    fn debug_output_hides_every_secret() {
+        let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), PathBuf::from("/tmp"));
+        config.agent_secret = Some("shared-s3cret".into());
+        config
+            .host_secrets
+            .insert("bench1".into(), "host-s3cret".into());
+        config.exporters.influxdb = Some(InfluxConfig {
+            url: "http://127.0.0.1:8086".into(),
+            api: InfluxApi::V1 {
+                database: "qt".into(),
+                user: Some("writer".into()),
+                password: Some("influx-s3cret".into()),
+            },
+            batch_points: 10,
+        });
+        let shown = format!("{config:?}");
+        for secret in ["shared-s3cret", "host-s3cret", "influx-s3cret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("bench1") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 }

@@ -11,8 +11,8 @@ use testfleet_store::{AttemptContext, ExportEvent, Store};
 
 use super::{Delivered, DeliveryError, status_error, transport_error};
 
-/// Which write API to use, with its credentials.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which write API to use, with its credentials (its `Debug` hides them).
+#[derive(Clone, PartialEq, Eq)]
 pub enum InfluxApi {
     /// InfluxDB 1.x: `POST /write?db=…&precision=ns`, optional user and password.
     V1 {
@@ -26,6 +26,30 @@ pub enum InfluxApi {
         bucket: String,
         token: Option<String>,
     },
+}
+
+impl std::fmt::Debug for InfluxApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        match self {
+            InfluxApi::V1 {
+                database,
+                user,
+                password,
+            } => f
+                .debug_struct("V1")
+                .field("database", database)
+                .field("user", user)
+                .field("password", &hidden(password))
+                .finish(),
+            InfluxApi::V2 { org, bucket, token } => f
+                .debug_struct("V2")
+                .field("org", org)
+                .field("bucket", bucket)
+                .field("token", &hidden(token))
+                .finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
