@@ -88,6 +88,50 @@ impl std::fmt::Debug for NonceKey {
     }
 }
 
+/// The highest Digest `nc` seen per (nonce, cnonce): a request whose `nc`
+/// is not above it is a replay. Keyed with the client's cnonce because
+/// nonces are stateless and two clients challenged in the same second share
+/// one. Entries go once their nonce would be stale anyway.
+#[derive(Debug, Default)]
+pub struct DigestCounts {
+    seen: Mutex<HashMap<(String, String), (u32, u64)>>,
+}
+
+/// Entries kept before expired ones are swept.
+const DIGEST_COUNTS_SWEEP: usize = 10_000;
+
+impl DigestCounts {
+    /// Records `nc` for this nonce and cnonce; false for a replay (an `nc`
+    /// not above the last one accepted).
+    pub fn advance(
+        &self,
+        nonce: &str,
+        cnonce: &str,
+        nc: u32,
+        now: u64,
+        lifetime: Duration,
+    ) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= DIGEST_COUNTS_SWEEP {
+            seen.retain(|_, (_, expires)| *expires > now);
+        }
+        let expires = now + lifetime.as_secs();
+        match seen.entry((nonce.to_owned(), cnonce.to_owned())) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                if nc <= e.get().0 {
+                    return false;
+                }
+                *e.get_mut() = (nc, expires);
+                true
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert((nc, expires));
+                true
+            }
+        }
+    }
+}
+
 /// What a nonce turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NonceCheck {
@@ -453,6 +497,17 @@ async fn identify_digest(
         return Err(AuthError::invalid("wrong user or password"));
     }
     if freshness == NonceCheck::Stale {
+        return Err(AuthError::Stale);
+    }
+    // A right answer seen before is a replay (or a request that overtook a
+    // later one): answered like a stale nonce, so an honest client retries
+    // with a fresh one and a replayer gets nothing.
+    let count = u32::from_str_radix(nc, 16).unwrap_or(0);
+    if !c
+        .digest_counts
+        .advance(nonce, cnonce, count, unix_now(), auth.digest_nonce_lifetime)
+    {
+        tracing::warn!(user = %user.name, "Digest nonce count reused (replay?)");
         return Err(AuthError::Stale);
     }
     Ok(Some(Identity::User {

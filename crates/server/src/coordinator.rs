@@ -65,6 +65,8 @@ pub struct Coordinator {
     connections: AtomicU64,
     /// Slows down repeated failed authentication per address.
     pub auth_failures: crate::auth::FailureLimiter,
+    /// Digest nonce counts seen, to refuse replayed answers.
+    pub digest_counts: crate::auth::DigestCounts,
     /// Connected browser clients (`agentData` is pushed only when some are).
     pub browsers: AtomicU64,
     /// When agent secrets were last checked for revocations.
@@ -128,6 +130,7 @@ impl Coordinator {
             sched: Mutex::new(sched),
             connections: AtomicU64::new(0),
             auth_failures: crate::auth::FailureLimiter::default(),
+            digest_counts: crate::auth::DigestCounts::default(),
             browsers: AtomicU64::new(0),
             secrets_checked_at: std::sync::atomic::AtomicI64::new(SystemClock.now_millis()),
             reaper: std::sync::Mutex::new(None),

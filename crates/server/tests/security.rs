@@ -137,12 +137,23 @@ fn digest_authorization(
     let h = |s: &str| if sha256 { hex_sha256(s) } else { hex_md5(s) };
     let ha1 = h(&format!("{user}:{realm}:{password}"));
     let ha2 = h(&format!("{method}:{signed_uri}"));
-    let cnonce = "0a4f113b";
+    // Real clients draw a fresh cnonce per nonce; the server refuses an
+    // (nonce, cnonce, nc) it has accepted before as a replay.
+    let cnonce = fresh_cnonce();
     let nc = "00000001";
     let response = h(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"));
     let algorithm = if sha256 { "SHA-256" } else { "MD5" };
     format!(
         r#"Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{sent_uri}", algorithm={algorithm}, qop=auth, nc={nc}, cnonce="{cnonce}", response="{response}""#
+    )
+}
+
+/// A cnonce no other request of this test process has used.
+fn fresh_cnonce() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    format!(
+        "c{:08x}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     )
 }
 
@@ -241,7 +252,7 @@ async fn request(
         Caller::ValidToken => req.bearer_auth(&h.token),
         Caller::LegacyBasic => req.header("authorization", basic("legacy", "old password")),
         Caller::DigestSha256SessValid => {
-            let (cnonce, nc) = ("77aa55cc", "00000001");
+            let (cnonce, nc) = (fresh_cnonce(), "00000001");
             let ha1 = hex_sha256(&format!("alice:{realm}:correct horse"));
             let ha1 = hex_sha256(&format!("{ha1}:{nonce}:{cnonce}"));
             let ha2 = hex_sha256(&format!("{}:{path}", method.as_str()));
@@ -664,6 +675,48 @@ fn curl_digest(url: &str, user: &str, password: &str, body: &str) -> (u16, Strin
         std::fs::read_to_string(&out_file).unwrap_or_default(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_digest_answer_is_refused_as_stale() {
+    let h = start(|_| {}).await;
+    let client = reqwest::Client::new();
+    let path = "/api/v1/jobs";
+    let realm = h.coordinator.config.auth.realm.clone();
+    let nonce = fresh_nonce(&h, &client, path).await;
+    let answer = digest_authorization(
+        "alice",
+        "correct horse",
+        &realm,
+        true,
+        &nonce,
+        "POST",
+        path,
+        path,
+    );
+    let send = || {
+        client
+            .post(format!("{}{path}", h.url))
+            .header("authorization", &answer)
+            .body(JOB)
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(
+        first.status().as_u16(),
+        201,
+        "{}",
+        first.text().await.unwrap()
+    );
+    // The same answer again, as a captured request replayed.
+    let replay = send().await.unwrap();
+    assert_eq!(replay.status().as_u16(), 401);
+    assert!(
+        digest_challenges(&replay).iter().all(|c| c.2),
+        "a replay is answered stale=true, so honest clients retry with a fresh nonce"
+    );
+    let jobs = h.coordinator.store.jobs(10, None).await.unwrap();
+    assert_eq!(jobs.len(), 1, "the replay submitted nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
