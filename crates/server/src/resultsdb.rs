@@ -277,6 +277,23 @@ fn prev_next(
     (prev, next)
 }
 
+/// One page of a ResultsDB list: `rows` holds up to `limit + 1` rows (the
+/// extra one only tells that a next page exists).
+fn page_answer<T>(
+    base: &str,
+    uri: &Uri,
+    params: &[(String, String)],
+    (page, limit): (i64, i64),
+    mut rows: Vec<T>,
+    to_json: impl Fn(&str, &T) -> Value,
+) -> Response {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let (prev, next) = prev_next(base, uri, params, page, more);
+    let data: Vec<Value> = rows.iter().map(|r| to_json(base, r)).collect();
+    Json(json!({"prev": prev, "next": next, "data": data})).into_response()
+}
+
 fn results_query(params: &[(String, String)]) -> Result<RdbQuery, ApiError> {
     let mut q = RdbQuery::default();
     if let Some(outcomes) = param(params, "outcome") {
@@ -367,16 +384,19 @@ async fn results_page(
     let (page, limit) = paging(&params)?;
     let q = results_query(&params)?;
     // One row more than asked tells whether there is a next page.
-    let mut rows = c
+    let rows = c
         .store
         .rdb_results(&q, page.saturating_mul(limit), limit + 1)
         .await
         .map_err(store_error)?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let (prev, next) = prev_next(&base, uri, &params, page, more);
-    let data: Vec<Value> = rows.iter().map(|r| result_json(&base, r)).collect();
-    Ok(Json(json!({"prev": prev, "next": next, "data": data})).into_response())
+    Ok(page_answer(
+        &base,
+        uri,
+        &params,
+        (page, limit),
+        rows,
+        result_json,
+    ))
 }
 
 async fn testcase_results(
@@ -632,16 +652,19 @@ async fn list_testcases(
     let like: Vec<String> = param(&params, "name:like")
         .map(|v| split_list(v).collect())
         .unwrap_or_default();
-    let mut rows = c
+    let rows = c
         .store
         .rdb_testcases(&names, &like, page.saturating_mul(limit), limit + 1)
         .await
         .map_err(store_error)?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let (prev, next) = prev_next(&base, &uri, &params, page, more);
-    let data: Vec<Value> = rows.iter().map(|t| testcase_json(&base, t)).collect();
-    Ok(Json(json!({"prev": prev, "next": next, "data": data})).into_response())
+    Ok(page_answer(
+        &base,
+        &uri,
+        &params,
+        (page, limit),
+        rows,
+        testcase_json,
+    ))
 }
 
 async fn get_testcase(
@@ -698,7 +721,7 @@ async fn list_groups(
             .map(|v| split_list(v).collect())
             .unwrap_or_default()
     };
-    let mut rows = c
+    let rows = c
         .store
         .rdb_groups(
             &list("uuid"),
@@ -709,11 +732,14 @@ async fn list_groups(
         )
         .await
         .map_err(store_error)?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let (prev, next) = prev_next(&base, &uri, &params, page, more);
-    let data: Vec<Value> = rows.iter().map(|g| group_json(&base, g)).collect();
-    Ok(Json(json!({"prev": prev, "next": next, "data": data})).into_response())
+    Ok(page_answer(
+        &base,
+        &uri,
+        &params,
+        (page, limit),
+        rows,
+        group_json,
+    ))
 }
 
 async fn get_group(

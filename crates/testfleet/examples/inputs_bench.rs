@@ -46,19 +46,19 @@ fn fill(buf: &mut [u8], seed: u64) {
     }
 }
 
-fn make_tree(root: &Path, files: u64, size: u64) {
+fn make_tree(root: &Path, files: u64, size: u64) -> std::io::Result<()> {
     let marker = root.join(".complete");
     if marker.exists() {
-        return;
+        return Ok(());
     }
     let mut buf = vec![0u8; size as usize];
     for i in 0..files {
         let dir = root.join(format!("d{:03}", i / 100));
-        std::fs::create_dir_all(&dir).expect("create tree");
+        std::fs::create_dir_all(&dir)?;
         fill(&mut buf, i + 1);
-        std::fs::write(dir.join(format!("f{i:05}.bin")), &buf).expect("write tree");
+        std::fs::write(dir.join(format!("f{i:05}.bin")), &buf)?;
     }
-    std::fs::write(marker, b"").expect("marker");
+    std::fs::write(marker, b"")
 }
 
 fn peak_rss_kb() -> u64 {
@@ -91,7 +91,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "making a tree of {files} files × {file_size} bytes in {}",
         tree.display()
     );
-    make_tree(&tree, files, file_size);
+    make_tree(&tree, files, file_size)
+        .map_err(|e| format!("cannot write the bench tree under {}: {e}", tree.display()))?;
 
     // An in-process coordinator on loopback.
     let mut config =
