@@ -349,6 +349,28 @@ fn like_pattern(p: &str) -> String {
     p.replace('*', "%")
 }
 
+/// ` AND (column = any exact value OR column LIKE any pattern)`; nothing when
+/// both lists are empty. `column` is a constant of this module, never input.
+fn push_exact_or_like(
+    qb: &mut QueryBuilder<Sqlite>,
+    column: &str,
+    exact: &[String],
+    like: &[String],
+) {
+    if exact.is_empty() && like.is_empty() {
+        return;
+    }
+    qb.push(" AND (0");
+    for v in exact {
+        qb.push(format!(" OR {column} = ")).push_bind(v.clone());
+    }
+    for v in like {
+        qb.push(format!(" OR {column} LIKE "))
+            .push_bind(like_pattern(v));
+    }
+    qb.push(")");
+}
+
 fn push_filters(qb: &mut QueryBuilder<Sqlite>, q: &RdbQuery, with_outcome: bool) {
     if let Some(since) = q.since {
         qb.push(" AND r.submit_time >= ").push_bind(since);
@@ -372,16 +394,7 @@ fn push_filters(qb: &mut QueryBuilder<Sqlite>, q: &RdbQuery, with_outcome: bool)
         }
         qb.push("))");
     }
-    if !q.testcases.is_empty() || !q.testcases_like.is_empty() {
-        qb.push(" AND (0");
-        for t in &q.testcases {
-            qb.push(" OR r.testcase = ").push_bind(t.clone());
-        }
-        for t in &q.testcases_like {
-            qb.push(" OR r.testcase LIKE ").push_bind(like_pattern(t));
-        }
-        qb.push(")");
-    }
+    push_exact_or_like(qb, "r.testcase", &q.testcases, &q.testcases_like);
     for f in &q.data {
         qb.push(
             " AND EXISTS (SELECT 1 FROM rdb_result_data d WHERE d.result_id = r.id AND d.key = ",
@@ -584,16 +597,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<RdbTestcase>> {
         let mut qb = QueryBuilder::new("SELECT name, ref_url FROM rdb_testcases WHERE 1");
-        if !names.is_empty() || !like.is_empty() {
-            qb.push(" AND (0");
-            for n in names {
-                qb.push(" OR name = ").push_bind(n.clone());
-            }
-            for n in like {
-                qb.push(" OR name LIKE ").push_bind(like_pattern(n));
-            }
-            qb.push(")");
-        }
+        push_exact_or_like(&mut qb, "name", names, like);
         qb.push(" ORDER BY name LIMIT ")
             .push_bind(limit)
             .push(" OFFSET ")
@@ -652,16 +656,7 @@ impl Store {
             }
             qb.push(")");
         }
-        if !descriptions.is_empty() || !descriptions_like.is_empty() {
-            qb.push(" AND (0");
-            for d in descriptions {
-                qb.push(" OR description = ").push_bind(d.clone());
-            }
-            for d in descriptions_like {
-                qb.push(" OR description LIKE ").push_bind(like_pattern(d));
-            }
-            qb.push(")");
-        }
+        push_exact_or_like(&mut qb, "description", descriptions, descriptions_like);
         qb.push(" ORDER BY id DESC LIMIT ")
             .push_bind(limit)
             .push(" OFFSET ")
