@@ -16,10 +16,6 @@ use testfleet_cas::{
 
 const LIMIT: u64 = 64 << 20;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// A moto S3 server on a free loopback port, stopped on drop.
 struct Moto {
     child: Child,
@@ -33,28 +29,8 @@ impl Drop for Moto {
     }
 }
 
-fn moto_binary() -> Option<PathBuf> {
-    let bin = std::env::var_os("TESTFLEET_MOTO_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/moto_server"));
-    if bin.exists() {
-        return Some(bin);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "{} is missing; `cargo xtask test` installs moto[server] (tests/peers/requirements.txt)",
-            bin.display()
-        );
-    }
-    eprintln!(
-        "skipping the S3 half: no moto_server at {} (run `cargo xtask test`)",
-        bin.display()
-    );
-    None
-}
-
 async fn start_moto() -> Option<Moto> {
-    let bin = moto_binary()?;
+    let bin = testfleet_testpeers::peer_program("TESTFLEET_MOTO_SERVER", "moto_server")?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

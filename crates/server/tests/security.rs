@@ -2,9 +2,9 @@
 //! caller (Basic, Digest, tokens, addresses), revoked agent secrets, real
 //! Digest clients (curl, Python requests), and malformed or oversized input.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use testfleet_testpeers::peer_python;
 
 use base64::Engine;
 use md5::Md5;
@@ -620,34 +620,6 @@ async fn a_refused_request_with_a_late_body_leaves_the_connection_usable() {
         !closes,
         "a small body is read, and the connection kept: {first}"
     );
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// The Python with the peers' requirements, or `None` (a skip outside CI).
-fn peer_python() -> Option<PathBuf> {
-    let python = std::env::var_os("TESTFLEET_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
-    if python.exists() {
-        return Some(python);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "{} is missing; `cargo xtask test` installs the Python peers",
-            python.display()
-        );
-    }
-    eprintln!(
-        "skipping: no Python peers at {} (run `cargo xtask test`)",
-        python.display()
-    );
-    None
 }
 
 /// `curl --digest`: (HTTP status, body, curl's verbose log).

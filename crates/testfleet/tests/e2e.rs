@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testfleet_testpeers::{peer_python, workspace_root};
 
 use testfleet_client::ApiClient;
 use testfleet_core::{JobState, TaskState};
@@ -551,34 +552,6 @@ async fn each_agent_fans_out_to_known_agents_and_offline_work_waits_for_its_agen
 }
 
 // ----- third-party peers (Python) and the binary ---------------------------
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// The Python with the peers' requirements, or `None` (a skip outside CI).
-fn peer_python() -> Option<PathBuf> {
-    let python = std::env::var_os("TESTFLEET_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
-    if python.exists() {
-        return Some(python);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "{} is missing; `cargo xtask test` installs the Python peers",
-            python.display()
-        );
-    }
-    eprintln!(
-        "skipping: no Python peers at {} (run `cargo xtask test`)",
-        python.display()
-    );
-    None
-}
 
 /// A `testfleet server` process.
 struct ServerProcess {

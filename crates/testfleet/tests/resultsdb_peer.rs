@@ -3,40 +3,24 @@
 //! read back, listed with filters and paging, latest results.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
 use std::process::{Child, Command, Stdio};
+use testfleet_testpeers::workspace_root;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// The peers' Python, or `None` with a notice outside CI (under CI=true it must exist).
+/// The peers' Python with `resultsdb-api`, or `None` with a notice outside CI.
 fn peer_python() -> Option<PathBuf> {
-    let python = std::env::var_os("TESTFLEET_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
-    let has_client = python.exists()
-        && Command::new(&python)
-            .args(["-c", "import resultsdb_api"])
-            .status()
-            .is_ok_and(|s| s.success());
-    if has_client {
-        return Some(python);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "{} with resultsdb-api is missing; `cargo xtask test` installs the Python peers",
-            python.display()
-        );
-    }
-    eprintln!(
-        "skipping: no Python peers with resultsdb-api at {} (run `cargo xtask test`)",
+    let python = testfleet_testpeers::peer_python()?;
+    let has_client = Command::new(&python)
+        .args(["-c", "import resultsdb_api"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        has_client || std::env::var_os("CI").is_none(),
+        "{} lacks resultsdb-api; `cargo xtask test` installs the Python peers",
         python.display()
     );
-    None
+    has_client.then_some(python)
 }
 
 struct ServerProcess(Child);
