@@ -90,11 +90,17 @@ async fn check_handshake(
         }
         return Err(refuse(reason));
     }
-    if matches!(client, Client::Agent { .. }) {
-        let rx = register_agent_handlers(&socket);
-        socket
-            .extensions
-            .insert(PendingEvents(Arc::new(std::sync::Mutex::new(Some(rx)))));
+    // Handlers go on before the CONNECT answer, for agents and browsers
+    // alike: a client may send its first event as soon as it sees that
+    // answer, and socketioxide drops events that have no handler yet.
+    match client {
+        Client::Agent { .. } => {
+            let rx = register_agent_handlers(&socket);
+            socket
+                .extensions
+                .insert(PendingEvents(Arc::new(std::sync::Mutex::new(Some(rx)))));
+        }
+        Client::Browser => register_browser_handlers(&socket, coordinator.clone()),
     }
     socket.extensions.insert(client);
     Ok(())
@@ -192,6 +198,11 @@ fn on_browser(socket: SocketRef, coordinator: Arc<Coordinator>) {
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         async {}
     });
+}
+
+/// Registers a browser's request handlers (during the handshake; see
+/// [`check_handshake`]).
+fn register_browser_handlers(socket: &SocketRef, coordinator: Arc<Coordinator>) {
     let c = coordinator.clone();
     socket.on(events::GET_AGENTS, move |socket: SocketRef| {
         let c = c.clone();
