@@ -109,6 +109,10 @@ pub struct BenchConfig {
     /// (its default). Off pushes the interval beyond any run, which hides the
     /// race where an `idle` answer crosses a fresh `sendWork` (see `agent`).
     pub status_requests: bool,
+    /// The in-process coordinator's store: `None` is SQLite in a temporary
+    /// directory; a PostgreSQL URL names the server on which each run gets
+    /// a fresh database of its own (dropped after the run).
+    pub database: Option<testfleet_store::DatabaseUrl>,
 }
 
 impl BenchConfig {
@@ -125,6 +129,7 @@ impl BenchConfig {
             batch: 100,
             progress: false,
             status_requests: true,
+            database: None,
         }
     }
 }
@@ -335,7 +340,7 @@ async fn run_once(
     let deadline = Instant::now() + config.timeout;
     let local = match &config.server {
         Some(_) => None,
-        None => Some(LocalServer::start(secret, config.status_requests).await?),
+        None => Some(LocalServer::start(secret, config.status_requests, config.database.as_ref()).await?),
     };
     let url = match (&config.server, &local) {
         (Some(url), _) => url.trim_end_matches('/').to_owned(),

@@ -1,5 +1,6 @@
 //! The in-process coordinator used when no `--server` is given: SQLite in a
-//! temporary directory, bound to 127.0.0.1:0, on a runtime and OS thread of
+//! temporary directory (or a fresh database on a given PostgreSQL server),
+//! bound to 127.0.0.1:0, on a runtime and OS thread of
 //! its own (two workers, like `testfleet server`), so the load generator's
 //! own work does not steal the coordinator's CPU time.
 
@@ -7,6 +8,8 @@ use std::time::Duration;
 
 use testfleet_server::{Server, ServerConfig};
 use tokio::sync::{oneshot, watch};
+
+use testfleet_store::{DatabaseUrl, ScratchDatabase};
 
 use crate::BenchError;
 
@@ -16,14 +19,33 @@ pub(crate) struct LocalServer {
     stop: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
     _data_dir: tempfile::TempDir,
+    scratch: Option<ScratchDatabase>,
 }
 
 impl LocalServer {
-    pub async fn start(secret: &str, status_requests: bool) -> Result<LocalServer, BenchError> {
+    pub async fn start(
+        secret: &str,
+        status_requests: bool,
+        database: Option<&DatabaseUrl>,
+    ) -> Result<LocalServer, BenchError> {
         let data_dir = tempfile::Builder::new()
             .prefix("testfleet-bench-")
             .tempdir()
             .map_err(|e| BenchError::Server(format!("failed to create a data directory: {e}")))?;
+        let scratch = match database {
+            Some(DatabaseUrl::Postgres(server)) => Some(
+                ScratchDatabase::create(server, "testfleet_bench")
+                    .await
+                    .map_err(|e| {
+                        BenchError::Server(format!("failed to create a bench database: {e}"))
+                    })?,
+            ),
+            _ => None,
+        };
+        let database = match &scratch {
+            Some(db) => Some(db.url().clone()),
+            None => database.cloned(),
+        };
         let data_path = data_dir.path().to_owned();
         let secret = secret.to_owned();
         let (stop, mut stop_rx) = watch::channel(false);
@@ -59,6 +81,7 @@ impl LocalServer {
                         }
                     };
                     let mut config = ServerConfig::new(addr, data_path);
+                    config.database = database;
                     config.agent_secret = Some(secret);
                     if !status_requests {
                         // Beyond any run, even counted from the epoch.
@@ -92,6 +115,7 @@ impl LocalServer {
             stop,
             thread: Some(thread),
             _data_dir: data_dir,
+            scratch,
         })
     }
 
@@ -106,6 +130,11 @@ impl LocalServer {
             {
                 tracing::warn!("the bench coordinator did not stop within 10 s");
             }
+        }
+        if let Some(db) = self.scratch.take()
+            && let Err(e) = db.drop().await
+        {
+            tracing::warn!("failed to drop the bench database: {e}");
         }
     }
 }

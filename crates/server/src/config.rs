@@ -13,6 +13,9 @@ use std::time::Duration;
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// The store (`None`: SQLite in `data_dir/testfleet.db`). Several
+    /// coordinators share one PostgreSQL database.
+    pub database: Option<testfleet_store::DatabaseUrl>,
     /// A secret shared by every agent, when set.
     pub agent_secret: Option<String>,
     /// Per-host secrets; a host listed here must use its own secret.
@@ -69,6 +72,7 @@ impl std::fmt::Debug for ServerConfig {
             )
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
+            .field("database", &self.database_url().to_string())
             .field("dev", &self.dev)
             .field("lease_timeout", &self.lease_timeout)
             .field("agent_retention", &self.agent_retention)
@@ -103,11 +107,19 @@ pub struct KnownFailure {
 }
 
 impl ServerConfig {
+    /// Where the store lives: `database`, else SQLite under `data_dir`.
+    pub fn database_url(&self) -> testfleet_store::DatabaseUrl {
+        self.database
+            .clone()
+            .unwrap_or_else(|| testfleet_store::DatabaseUrl::in_dir(&self.data_dir))
+    }
+
     /// Defaults for a coordinator listening on `listen` and storing in `data_dir`.
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> ServerConfig {
         ServerConfig {
             listen,
             data_dir,
+            database: None,
             agent_secret: None,
             host_secrets: BTreeMap::new(),
             dev: false,

@@ -59,9 +59,18 @@ impl Server {
         config: ServerConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Server, ServerError> {
+        let store = Store::connect(&config.database_url()).await?;
+        Server::build_with_store(config, store, clock).await
+    }
+
+    /// Builds a coordinator on an open store (SQLite or PostgreSQL).
+    pub async fn build_with_store(
+        config: ServerConfig,
+        store: Store,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Server, ServerError> {
         // HTTP clients (exporters) need a rustls provider; testfleet uses ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let store = Store::open(&config.data_dir).await?;
         let config = Arc::new(config);
         let (layer, io) = SocketIo::builder()
             .ping_interval(config.ping_interval)

@@ -3,11 +3,11 @@
 //! on the agent running it, may add artifacts (fencing), and an attempt's
 //! artifacts together stay under a size limit.
 
-use sqlx::Row;
 use testfleet_core::job::TaskSpec;
 use testfleet_core::time_fmt::{UnixMillis, format_millis};
 use testfleet_wire::api::ArtifactView;
 
+use crate::db::{Backend, on_pool, on_tx};
 use crate::{Result, Store, StoreError};
 
 /// The running attempt an agent adds artifacts to.
@@ -43,41 +43,93 @@ pub enum StoredArtifact {
     },
 }
 
-const FENCE: &str =
-    "SELECT a.task_id, t.job_id, t.spec FROM attempts a JOIN tasks t ON t.id = a.task_id
-     WHERE a.id = ? AND a.agent = ? AND a.outcome IS NULL AND t.current_attempt = a.id";
+/// The fence: the attempt runs on the agent, has no outcome yet and still
+/// holds its task.
+macro_rules! fence_sql {
+    () => {
+        "SELECT a.task_id, t.job_id, t.spec FROM attempts a JOIN tasks t ON t.id = a.task_id
+         WHERE a.id = $1 AND a.agent = $2 AND a.outcome IS NULL AND t.current_attempt = a.id"
+    };
+}
+
+const FENCE: &str = fence_sql!();
+
+/// The fence inside `add_artifact`'s transaction on PostgreSQL, where other
+/// coordinators write at the same time: locking the attempt's row keeps its
+/// outcome unset until the artifact is committed (finishing and cancelling
+/// set the outcome before they move the task on), and serializes the adders
+/// of one attempt so two of them cannot both pass the size limit. `NO KEY`
+/// leaves alone the key-share locks that inserts referencing the attempt
+/// take. SQLite needs no lock: its one writer runs one transaction at a time.
+const FENCE_LOCKED: &str = concat!(fence_sql!(), " FOR NO KEY UPDATE OF a");
+
+#[derive(sqlx::FromRow)]
+struct FenceRow {
+    task_id: i64,
+    job_id: i64,
+    spec: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct AttemptHolder {
+    agent: String,
+    outcome: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ArtifactRow {
+    id: i64,
+    digest: String,
+    size: i64,
+}
 
 macro_rules! view_sql {
     ($tail:literal) => {
         concat!(
-            "SELECT r.id, r.job_id, r.task_id, t.name, r.attempt_id, a.number, a.outcome,
-                    r.path, r.kind, r.digest, r.size, r.created_at
+            "SELECT r.id, r.job_id, r.task_id, t.name AS task_name, r.attempt_id, a.number AS attempt,
+                    a.outcome, r.path, r.kind, r.digest, r.size, r.created_at
              FROM artifacts r JOIN attempts a ON a.id = r.attempt_id JOIN tasks t ON t.id = r.task_id ",
             $tail
         )
     };
 }
 
-fn view(row: &sqlx::sqlite::SqliteRow) -> Result<ArtifactView> {
-    let outcome: Option<String> = row.get(6);
+#[derive(sqlx::FromRow)]
+struct ViewRow {
+    id: i64,
+    job_id: i64,
+    task_id: i64,
+    task_name: String,
+    attempt_id: i64,
+    attempt: i64,
+    outcome: Option<String>,
+    path: String,
+    kind: String,
+    digest: String,
+    size: i64,
+    created_at: i64,
+}
+
+fn view(row: ViewRow) -> Result<ArtifactView> {
     Ok(ArtifactView {
-        id: row.get(0),
-        job_id: row.get(1),
-        task_id: row.get(2),
-        task_name: row.get(3),
-        attempt_id: row.get(4),
-        attempt: row.get(5),
-        outcome: outcome
+        id: row.id,
+        job_id: row.job_id,
+        task_id: row.task_id,
+        task_name: row.task_name,
+        attempt_id: row.attempt_id,
+        attempt: row.attempt,
+        outcome: row
+            .outcome
             .map(|o| {
                 o.parse()
                     .map_err(|_| StoreError::Corrupt(format!("outcome `{o}`")))
             })
             .transpose()?,
-        path: row.get(7),
-        kind: row.get(8),
-        digest: row.get(9),
-        size: u64::try_from(row.get::<i64, _>(10)).unwrap_or(0),
-        created_at: format_millis(row.get(11)),
+        path: row.path,
+        kind: row.kind,
+        digest: row.digest,
+        size: u64::try_from(row.size).unwrap_or(0),
+        created_at: format_millis(row.created_at),
     })
 }
 
@@ -85,36 +137,38 @@ impl Store {
     /// The attempt `attempt_id` if it is running on `host` and still holds
     /// its task; otherwise a conflict that says why artifacts are refused.
     pub async fn artifact_slot(&self, attempt_id: i64, host: &str) -> Result<ArtifactSlot> {
-        let row = sqlx::query(FENCE)
+        let row = on_pool!(&self.reader, p => sqlx::query_as::<_, FenceRow>(FENCE)
             .bind(attempt_id)
             .bind(host)
-            .fetch_optional(&self.reader)
-            .await?;
+            .fetch_optional(p)
+            .await)?;
         let Some(row) = row else {
-            let exists = sqlx::query("SELECT agent, outcome FROM attempts WHERE id = ?")
-                .bind(attempt_id)
-                .fetch_optional(&self.reader)
-                .await?;
+            let exists = on_pool!(&self.reader, p => sqlx::query_as::<_, AttemptHolder>(
+                "SELECT agent, outcome FROM attempts WHERE id = $1",
+            )
+            .bind(attempt_id)
+            .fetch_optional(p)
+            .await)?;
             return Err(match exists {
                 None => StoreError::NotFound(format!("attempt {attempt_id}")),
                 Some(r) => StoreError::Conflict(format!(
                     "attempt {attempt_id} is not running on `{host}` (agent `{}`, outcome {}); only the attempt that holds its task may add artifacts",
-                    r.get::<String, _>(0),
-                    r.get::<Option<String>, _>(1)
-                        .unwrap_or_else(|| "pending".into())
+                    r.agent,
+                    r.outcome.unwrap_or_else(|| "pending".into())
                 )),
             });
         };
-        let task: TaskSpec = serde_json::from_str(row.get::<&str, _>(2))?;
-        let used: i64 =
-            sqlx::query_scalar("SELECT COALESCE(SUM(size), 0) FROM artifacts WHERE attempt_id = ?")
-                .bind(attempt_id)
-                .fetch_one(&self.reader)
-                .await?;
+        let task: TaskSpec = serde_json::from_str(&row.spec)?;
+        let used: i64 = on_pool!(&self.reader, p => sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM artifacts WHERE attempt_id = $1",
+        )
+        .bind(attempt_id)
+        .fetch_one(p)
+        .await)?;
         Ok(ArtifactSlot {
             attempt_id,
-            task_id: row.get(0),
-            job_id: row.get(1),
+            task_id: row.task_id,
+            job_id: row.job_id,
             task,
             used_bytes: u64::try_from(used).unwrap_or(0),
         })
@@ -132,84 +186,92 @@ impl Store {
         now: UnixMillis,
     ) -> Result<StoredArtifact> {
         let mut tx = self.writer.begin().await?;
-        let row = sqlx::query(FENCE)
+        let fence = match tx.backend() {
+            Backend::Sqlite => FENCE,
+            Backend::Postgres => FENCE_LOCKED,
+        };
+        let row = on_tx!(&mut tx, c => sqlx::query_as::<_, FenceRow>(fence)
             .bind(attempt_id)
             .bind(host)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| {
-                StoreError::Conflict(format!(
-                    "attempt {attempt_id} no longer holds its task on `{host}`; artifact `{}` refused",
-                    new.path
-                ))
-            })?;
-        let (task_id, job_id): (i64, i64) = (row.get(0), row.get(1));
-        let used: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(size), 0) FROM artifacts WHERE attempt_id = ? AND path <> ?",
+            .fetch_optional(c)
+            .await)?
+        .ok_or_else(|| {
+            StoreError::Conflict(format!(
+                "attempt {attempt_id} no longer holds its task on `{host}`; artifact `{}` refused",
+                new.path
+            ))
+        })?;
+        let used: i64 = on_tx!(&mut tx, c => sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM artifacts WHERE attempt_id = $1 AND path <> $2",
         )
         .bind(attempt_id)
         .bind(&new.path)
-        .fetch_one(&mut *tx)
-        .await?;
+        .fetch_one(c)
+        .await)?;
         let used = u64::try_from(used).unwrap_or(0);
         if used.saturating_add(new.size) > limit {
             return Ok(StoredArtifact::OverLimit { used, limit });
         }
-        let id: i64 = sqlx::query_scalar(
+        let id: i64 = on_tx!(&mut tx, c => sqlx::query_scalar(
             "INSERT INTO artifacts (attempt_id, task_id, job_id, path, kind, digest, size, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (attempt_id, path) DO UPDATE SET kind = excluded.kind,
                  digest = excluded.digest, size = excluded.size, created_at = excluded.created_at
              RETURNING id",
         )
         .bind(attempt_id)
-        .bind(task_id)
-        .bind(job_id)
+        .bind(row.task_id)
+        .bind(row.job_id)
         .bind(&new.path)
         .bind(&new.kind)
         .bind(&new.digest)
         .bind(i64::try_from(new.size).unwrap_or(i64::MAX))
         .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
+        .fetch_one(c)
+        .await)?;
         tx.commit().await?;
         Ok(StoredArtifact::Added { id })
     }
 
     /// A job's artifacts, by task, attempt and path.
     pub async fn job_artifacts(&self, job_id: i64) -> Result<Vec<ArtifactView>> {
-        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE id = ?")
-            .bind(job_id)
-            .fetch_optional(&self.reader)
-            .await?;
+        let exists: Option<i64> = on_pool!(&self.reader, p => sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE id = $1",
+        )
+        .bind(job_id)
+        .fetch_optional(p)
+        .await)?;
         if exists.is_none() {
             return Err(StoreError::NotFound(format!("job {job_id}")));
         }
-        let rows = sqlx::query(view_sql!(
-            "WHERE r.job_id = ? ORDER BY r.task_id, a.number, r.path"
+        let rows = on_pool!(&self.reader, p => sqlx::query_as::<_, ViewRow>(view_sql!(
+            "WHERE r.job_id = $1 ORDER BY r.task_id, a.number, r.path"
         ))
         .bind(job_id)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(view).collect()
+        .fetch_all(p)
+        .await)?;
+        rows.into_iter().map(view).collect()
     }
 
     pub async fn artifact(&self, id: i64) -> Result<ArtifactView> {
-        let row = sqlx::query(view_sql!("WHERE r.id = ?"))
+        let row =
+            on_pool!(&self.reader, p => sqlx::query_as::<_, ViewRow>(view_sql!("WHERE r.id = $1"))
             .bind(id)
-            .fetch_optional(&self.reader)
-            .await?
+            .fetch_optional(p)
+            .await)?
             .ok_or_else(|| StoreError::NotFound(format!("artifact {id}")))?;
-        view(&row)
+        view(row)
     }
 
     /// The latest attempt of a task, if it ever ran.
     pub async fn last_attempt(&self, task_id: i64) -> Result<Option<i64>> {
         Ok(
-            sqlx::query_scalar("SELECT MAX(id) FROM attempts WHERE task_id = ?")
-                .bind(task_id)
-                .fetch_one(&self.reader)
-                .await?,
+            on_pool!(&self.reader, p => sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT MAX(id) FROM attempts WHERE task_id = $1",
+        )
+        .bind(task_id)
+        .fetch_one(p)
+        .await)?,
         )
     }
 
@@ -222,50 +284,51 @@ impl Store {
         max_total: u64,
     ) -> Result<(usize, Vec<String>)> {
         let mut tx = self.writer.begin().await?;
-        let mut dropped: Vec<(i64, String)> =
-            sqlx::query("SELECT id, digest FROM artifacts WHERE created_at < ?")
-                .bind(older_than)
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
-        let total: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(size), 0) FROM artifacts WHERE created_at >= ?",
+        let mut dropped: Vec<ArtifactRow> = on_tx!(&mut tx, c => sqlx::query_as::<_, ArtifactRow>(
+            "SELECT id, digest, size FROM artifacts WHERE created_at < $1",
         )
         .bind(older_than)
-        .fetch_one(&mut *tx)
-        .await?;
+        .fetch_all(c)
+        .await)?;
+        let total: i64 = on_tx!(&mut tx, c => sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM artifacts WHERE created_at >= $1",
+        )
+        .bind(older_than)
+        .fetch_one(c)
+        .await)?;
         let mut total = u64::try_from(total).unwrap_or(0);
         if total > max_total {
-            let rows = sqlx::query(
-                "SELECT id, digest, size FROM artifacts WHERE created_at >= ? ORDER BY created_at, id",
+            let rows = on_tx!(&mut tx, c => sqlx::query_as::<_, ArtifactRow>(
+                "SELECT id, digest, size FROM artifacts WHERE created_at >= $1 ORDER BY created_at, id",
             )
             .bind(older_than)
-            .fetch_all(&mut *tx)
-            .await?;
+            .fetch_all(c)
+            .await)?;
             for r in rows {
                 if total <= max_total {
                     break;
                 }
-                total -= u64::try_from(r.get::<i64, _>(2)).unwrap_or(0);
-                dropped.push((r.get(0), r.get(1)));
+                total -= u64::try_from(r.size).unwrap_or(0);
+                dropped.push(r);
             }
         }
-        for (id, _) in &dropped {
-            sqlx::query("DELETE FROM artifacts WHERE id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+        for r in &dropped {
+            on_tx!(&mut tx, c => sqlx::query("DELETE FROM artifacts WHERE id = $1")
+                .bind(r.id)
+                .execute(c)
+                .await
+.map(|_| ()))?;
         }
-        let mut released = Vec::new();
-        for (_, digest) in &dropped {
-            let still: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM artifacts WHERE digest = ?")
-                .bind(digest)
-                .fetch_one(&mut *tx)
-                .await?;
-            if still == 0 && !released.contains(digest) {
-                released.push(digest.clone());
+        let mut released: Vec<String> = Vec::new();
+        for r in &dropped {
+            let still: i64 = on_tx!(&mut tx, c => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM artifacts WHERE digest = $1",
+            )
+            .bind(&r.digest)
+            .fetch_one(c)
+            .await)?;
+            if still == 0 && !released.contains(&r.digest) {
+                released.push(r.digest.clone());
             }
         }
         tx.commit().await?;
@@ -274,22 +337,24 @@ impl Store {
 
     /// Whether any artifact names this blob.
     pub async fn artifact_uses(&self, digest: &str) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM artifacts WHERE digest = ?")
-            .bind(digest)
-            .fetch_one(&self.reader)
-            .await?;
+        let n: i64 = on_pool!(&self.reader, p => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM artifacts WHERE digest = $1",
+        )
+        .bind(digest)
+        .fetch_one(p)
+        .await)?;
         Ok(n > 0)
     }
 
     /// The `inputs` of jobs created since `since` or not finished (manifest
     /// digests as submitted, `sha256:<hex>`), for blob retention.
     pub async fn job_inputs_since(&self, since: UnixMillis) -> Result<Vec<String>> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT spec FROM jobs WHERE created_at >= ? OR finished_at IS NULL",
+        let rows: Vec<String> = on_pool!(&self.reader, p => sqlx::query_scalar(
+            "SELECT spec FROM jobs WHERE created_at >= $1 OR finished_at IS NULL",
         )
         .bind(since)
-        .fetch_all(&self.reader)
-        .await?;
+        .fetch_all(p)
+        .await)?;
         let mut out = Vec::new();
         for spec in rows {
             let Ok(job) = serde_json::from_str::<testfleet_core::JobSpec>(&spec) else {

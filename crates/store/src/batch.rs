@@ -11,14 +11,15 @@
 //! fails alone.
 
 use serde_json::Value;
-use sqlx::{Sqlite, SqlitePool, Transaction};
 use testfleet_core::job::JobSpec;
 use testfleet_core::time_fmt::UnixMillis;
 use testfleet_core::{AttemptOutcome, Stage};
 use testfleet_wire::results::Results;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::ops::{Claimed, FinishEffect, claim_in, finish_in};
+use crate::attempts::{claim_in, finish_in};
+use crate::db::{Pool, Tx, on_tx};
+use crate::ops::{Claimed, FinishEffect};
 use crate::{Result, StoreError};
 
 /// Most operations committed together.
@@ -38,16 +39,16 @@ pub(crate) struct JobCache {
 impl JobCache {
     pub(crate) async fn get_or_load(
         &self,
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Tx,
         job_id: i64,
     ) -> Result<std::sync::Arc<JobSpec>> {
         if let Some(job) = self.jobs.lock().ok().and_then(|j| j.get(&job_id).cloned()) {
             return Ok(job);
         }
-        let spec: String = sqlx::query_scalar("SELECT spec FROM jobs WHERE id = ?")
+        let spec: String = on_tx!(tx, c => sqlx::query_scalar("SELECT spec FROM jobs WHERE id = $1")
             .bind(job_id)
-            .fetch_one(&mut **tx)
-            .await?;
+            .fetch_one(c)
+            .await)?;
         let job = std::sync::Arc::new(serde_json::from_str::<JobSpec>(&spec)?);
         if let Ok(mut jobs) = self.jobs.lock() {
             if jobs.len() >= MAX_CACHED_JOBS {
@@ -115,7 +116,7 @@ pub(crate) struct Batcher {
 }
 
 impl Batcher {
-    pub(crate) fn spawn(pool: SqlitePool) -> Batcher {
+    pub(crate) fn spawn(pool: Pool) -> Batcher {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(pool, rx, JobCache::default()));
         Batcher { tx }
@@ -133,7 +134,7 @@ impl Batcher {
     }
 }
 
-async fn run(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<(WriteOp, Reply)>, jobs: JobCache) {
+async fn run(pool: Pool, mut rx: mpsc::UnboundedReceiver<(WriteOp, Reply)>, jobs: JobCache) {
     let mut batch: Vec<(WriteOp, Reply)> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -165,7 +166,7 @@ async fn run(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<(WriteOp, Reply)>
 }
 
 async fn run_together(
-    pool: &SqlitePool,
+    pool: &Pool,
     jobs: &JobCache,
     batch: &[(WriteOp, Reply)],
 ) -> Result<Vec<WriteDone>> {
@@ -178,7 +179,7 @@ async fn run_together(
     Ok(done)
 }
 
-async fn run_alone(pool: &SqlitePool, jobs: &JobCache, op: &WriteOp) -> Result<WriteDone> {
+async fn run_alone(pool: &Pool, jobs: &JobCache, op: &WriteOp) -> Result<WriteDone> {
     let mut tx = pool.begin().await?;
     let done = apply(&mut tx, jobs, op).await?;
     tx.commit().await?;
@@ -186,7 +187,7 @@ async fn run_alone(pool: &SqlitePool, jobs: &JobCache, op: &WriteOp) -> Result<W
 }
 
 async fn apply(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Tx,
     jobs: &JobCache,
     op: &WriteOp,
 ) -> Result<WriteDone> {

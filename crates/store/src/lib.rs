@@ -1,4 +1,5 @@
-//! The durable store: jobs, tasks, attempts, logs and agents on embedded SQLite.
+//! The durable store: jobs, tasks, attempts, logs and agents, on embedded
+//! SQLite or on PostgreSQL (`db` holds the two backends).
 //!
 //! Every state change the coordinator makes goes through one of the operations
 //! here, each in one transaction, so a coordinator killed at any moment restarts
@@ -7,22 +8,21 @@
 //! use a small pool of their own.
 
 mod artifacts;
+mod attempts;
 mod batch;
+mod db;
 mod ops;
 mod outbox;
 mod progress;
 mod resultsdb;
+mod scratch;
 mod security;
 mod views;
 
 use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-
+pub use db::{Backend, DatabaseUrl};
+pub use scratch::ScratchDatabase;
 pub use artifacts::{ArtifactSlot, NewArtifact, StoredArtifact};
 pub use ops::*;
 pub use outbox::{ExportEvent, SinkStatus};
@@ -37,8 +37,10 @@ pub use views::{AttemptContext, StoredAgent, summarize};
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error")]
-    Db(#[from] sqlx::Error),
+    /// The cause is part of the message (not a `source`), so a log line
+    /// that prints the error alone still says what the database answered.
+    #[error("database error: {0}")]
+    Db(sqlx::Error),
     #[error("failed to migrate the database")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("failed to encode or decode stored JSON")]
@@ -48,6 +50,8 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    BadUrl(String),
     #[error("{0} not found")]
     NotFound(String),
     #[error("{0}")]
@@ -56,13 +60,19 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        StoreError::Db(e)
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Handle to the store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    writer: db::Pool,
+    reader: db::Pool,
     progress: ProgressWriter,
     batcher: batch::Batcher,
 }
@@ -70,32 +80,13 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) `DIR/testfleet.db` and brings its schema up to date.
     pub async fn open(data_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
-            path: data_dir.display().to_string(),
-            source,
-        })?;
-        let path = data_dir.join("testfleet.db");
-        let options = SqliteConnectOptions::from_str("sqlite:")?
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // NORMAL in WAL mode survives a killed process (only a power loss
-            // can drop the last transactions), and keeps commits fast.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.read_only(true))
-            .await?;
+        Store::connect(&DatabaseUrl::in_dir(data_dir)).await
+    }
+
+    /// Opens the store at `url` (SQLite file or PostgreSQL database) and
+    /// brings its schema up to date.
+    pub async fn connect(url: &DatabaseUrl) -> Result<Store> {
+        let db::Pools { writer, reader } = db::connect(url).await?;
         let progress = ProgressWriter::spawn(writer.clone());
         let batcher = batch::Batcher::spawn(writer.clone());
         Ok(Store {
@@ -104,6 +95,11 @@ impl Store {
             progress,
             batcher,
         })
+    }
+
+    /// The engine this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.writer.backend()
     }
 
     /// Where stage changes and work-log lines go (written in batches).

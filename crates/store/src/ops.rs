@@ -2,17 +2,15 @@
 //! shape): submit, claim, stage, finish, cancel, logs, agents.
 
 use serde_json::Value;
-use sqlx::Row;
 use testfleet_core::job::{JobSpec, TaskSpec};
-use testfleet_core::state::{AfterAttempt, RetryUse, after_attempt};
 use testfleet_core::time_fmt::UnixMillis;
 use testfleet_core::{AttemptOutcome, JobState, LabelSet, Requirements, Stage, TaskState};
 use testfleet_wire::protocol::{WorkItem, WorkOrigin};
 use testfleet_wire::results::Results;
 
-use sqlx::{Sqlite, Transaction};
-
-use crate::batch::{FinishArgs, JobCache, WriteOp};
+use crate::attempts::refresh_job_state;
+use crate::batch::{FinishArgs, WriteOp};
+use crate::db::{on_pool, on_tx};
 use crate::{Result, Store, StoreError};
 
 /// How much a retry's priority is raised so that stragglers go first.
@@ -47,15 +45,12 @@ pub struct QueuedTask {
 }
 
 /// Runtime history of one task key.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct TaskStats {
     pub runs: i64,
     pub mean_ms: f64,
     pub p95_ms: f64,
 }
-
-/// How many recent durations a task key keeps.
-const HISTORY: usize = 50;
 
 /// The task key of a task: pinned fan-out copies (`name@host`) share one.
 pub fn task_key(job_name: &str, task_name: &str) -> String {
@@ -63,7 +58,7 @@ pub fn task_key(job_name: &str, task_name: &str) -> String {
 }
 
 /// An attempt that has been handed to an agent and has not finished.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct RunningAttempt {
     pub attempt_id: i64,
     pub task_id: i64,
@@ -104,6 +99,63 @@ pub struct Claimed {
     pub history: Option<TaskStats>,
 }
 
+/// Narrows a stored integer (BIGINT on PostgreSQL) to an `i32` field.
+pub(crate) fn narrow(value: i64) -> Result<i32> {
+    i32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{value} does not fit in 32 bits")))
+}
+
+/// A queued task's row, as the scheduler's index reads it.
+#[derive(sqlx::FromRow)]
+struct QueuedRow {
+    id: i64,
+    job_id: i64,
+    queue: String,
+    priority: i64,
+    pinned_agent: Option<String>,
+    spec: String,
+    last_agent: Option<String>,
+    queued_at: i64,
+    task_key: String,
+    mean_ms: Option<f64>,
+}
+
+impl QueuedRow {
+    fn into_task(self) -> Result<QueuedTask> {
+        let spec: TaskSpec = serde_json::from_str(&self.spec)?;
+        Ok(QueuedTask {
+            id: self.id,
+            job_id: self.job_id,
+            queue: self.queue,
+            priority: narrow(self.priority)?,
+            pinned_agent: self.pinned_agent,
+            requires: spec.requires,
+            last_agent: self.last_agent,
+            queued_at: self.queued_at,
+            task_key: self.task_key,
+            expected_ms: self.mean_ms,
+        })
+    }
+}
+
+const QUEUED_COLUMNS: &str = "t.id, t.job_id, j.queue, t.priority, t.pinned_agent, t.spec, t.last_agent,
+     t.queued_at, t.task_key, s.mean_ms
+     FROM tasks t JOIN jobs j ON j.id = t.job_id LEFT JOIN task_stats s ON s.task_key = t.task_key";
+
+const RUNNING_COLUMNS: &str = "a.id AS attempt_id, a.task_id, t.job_id, a.agent,
+     COALESCE(j.integration_id, 'tf-' || CAST(j.id AS TEXT)) AS integration_id, a.last_update_ts,
+     j.queue, t.task_key, a.started_at
+     FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id";
+
+/// A task and its job, for re-building a work item.
+#[derive(sqlx::FromRow)]
+struct WorkRow {
+    job_id: i64,
+    name: String,
+    spec: String,
+    job_spec: String,
+    created_at: i64,
+}
+
 impl Store {
     /// Stores a validated job and its tasks in one transaction; returns the job id
     /// and the queued tasks.
@@ -113,71 +165,74 @@ impl Store {
         tasks: Vec<NewTask>,
         now: UnixMillis,
     ) -> Result<(i64, Vec<QueuedTask>)> {
+        let spec_json = serde_json::to_string(spec)?;
+        let integration = spec.integration.as_ref().map(|i| i.id.clone());
         let mut tx = self.writer.begin().await?;
-        let job_id: i64 = sqlx::query(
+        let job_id: i64 = on_tx!(&mut tx, c => sqlx::query_scalar(
             "INSERT INTO jobs (name, queue, priority, spec, state, created_at, integration_id)
-             VALUES (?, ?, ?, ?, 'queued', ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6) RETURNING id",
         )
         .bind(&spec.name)
         .bind(&spec.queue)
-        .bind(spec.priority)
-        .bind(serde_json::to_string(spec)?)
+        .bind(i64::from(spec.priority))
+        .bind(&spec_json)
         .bind(now)
-        .bind(spec.integration.as_ref().map(|i| i.id.clone()))
-        .fetch_one(&mut *tx)
-        .await?
-        .get(0);
-        // Runtime history of every task key of the job, in one query.
+        .bind(&integration)
+        .fetch_one(c)
+        .await)?;
+        // Runtime history of every task key of the job, a few queries.
         let keys: Vec<String> = tasks
             .iter()
             .map(|t| task_key(&spec.name, &t.spec.name))
             .collect();
-        let expected: std::collections::HashMap<String, f64> = sqlx::query(
-            "SELECT task_key, mean_ms FROM task_stats
-             WHERE task_key IN (SELECT value FROM json_each(?))",
-        )
-        .bind(serde_json::to_string(&keys)?)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| (r.get::<String, _>(0), r.get::<f64, _>(1)))
-        .collect();
+        let mut unique: Vec<&String> = keys.iter().collect();
+        unique.sort_unstable();
+        unique.dedup();
+        let mut expected: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
+        for chunk in unique.chunks(1000) {
+            let found: Vec<(String, f64)> = on_tx!(&mut tx, c => {
+                let mut q = sqlx::QueryBuilder::new("SELECT task_key, mean_ms FROM task_stats WHERE task_key IN (");
+                let mut list = q.separated(", ");
+                for key in chunk {
+                    list.push_bind((*key).clone());
+                }
+                q.push(")");
+                q.build_query_as::<(String, f64)>().fetch_all(c).await
+            })?;
+            expected.extend(found);
+        }
         let mut queued = Vec::with_capacity(tasks.len());
         // Multi-row inserts: a job of thousands of tasks is a few statements.
-        // SQLite numbers the rows of one INSERT in VALUES order (rowid is
-        // max + 1 each), so sorted ids line up with the tasks.
+        // Both engines number the rows of one INSERT in VALUES order, so
+        // sorted ids line up with the tasks.
         let mut tasks = tasks.into_iter().zip(keys).peekable();
         while tasks.peek().is_some() {
             let chunk: Vec<(NewTask, String)> = tasks.by_ref().take(1000).collect();
-            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO tasks (job_id, name, spec, priority, pinned_agent, state, queued_at, updated_at, task_key) ",
-            );
             let mut specs = Vec::with_capacity(chunk.len());
             for (task, _) in &chunk {
                 specs.push(serde_json::to_string(&task.spec)?);
             }
-            insert.push_values(
-                chunk.iter().zip(&specs),
-                |mut row, ((task, key), spec_json)| {
-                    row.push_bind(job_id)
-                        .push_bind(task.name.clone())
-                        .push_bind(spec_json.clone())
-                        .push_bind(task.priority)
-                        .push_bind(task.pinned_agent.clone())
-                        .push_bind("queued")
-                        .push_bind(now)
-                        .push_bind(now)
-                        .push_bind(key.clone());
-                },
-            );
-            insert.push(" RETURNING id");
-            let mut ids: Vec<i64> = insert
-                .build()
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
+            let mut ids: Vec<i64> = on_tx!(&mut tx, c => {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO tasks (job_id, name, spec, priority, pinned_agent, state, queued_at, updated_at, task_key) ",
+                );
+                insert.push_values(
+                    chunk.iter().zip(&specs),
+                    |mut row, ((task, key), spec_json)| {
+                        row.push_bind(job_id)
+                            .push_bind(task.name.clone())
+                            .push_bind(spec_json.clone())
+                            .push_bind(i64::from(task.priority))
+                            .push_bind(task.pinned_agent.clone())
+                            .push_bind("queued")
+                            .push_bind(now)
+                            .push_bind(now)
+                            .push_bind(key.clone());
+                    },
+                );
+                insert.push(" RETURNING id");
+                insert.build_query_scalar::<i64>().fetch_all(c).await
+            })?;
             ids.sort_unstable();
             if ids.len() != chunk.len() {
                 return Err(StoreError::Corrupt(format!(
@@ -207,61 +262,25 @@ impl Store {
 
     /// Every queued task, for the scheduler's index at start-up.
     pub async fn queued_tasks(&self) -> Result<Vec<QueuedTask>> {
-        let rows = sqlx::query(
-            "SELECT t.id, t.job_id, j.queue, t.priority, t.pinned_agent, t.spec, t.last_agent, t.queued_at,
-                    t.task_key, s.mean_ms
-             FROM tasks t JOIN jobs j ON j.id = t.job_id LEFT JOIN task_stats s ON s.task_key = t.task_key
-             WHERE t.state = 'queued' ORDER BY t.id",
-        )
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let spec: TaskSpec = serde_json::from_str(r.get::<&str, _>(5))?;
-                Ok(QueuedTask {
-                    id: r.get(0),
-                    job_id: r.get(1),
-                    queue: r.get(2),
-                    priority: r.get(3),
-                    pinned_agent: r.get(4),
-                    requires: spec.requires,
-                    last_agent: r.get(6),
-                    queued_at: r.get(7),
-                    task_key: r.get(8),
-                    expected_ms: r.get(9),
-                })
-            })
-            .collect()
+        let sql = format!("SELECT {QUEUED_COLUMNS} WHERE t.state = 'queued' ORDER BY t.id");
+        let rows = on_pool!(&self.reader, p => sqlx::query_as::<_, QueuedRow>(sqlx::AssertSqlSafe(sql))
+            .fetch_all(p)
+            .await)?;
+        rows.into_iter().map(QueuedRow::into_task).collect()
     }
 
     /// Every attempt handed out and not finished, for re-attaching agents after a restart.
     pub async fn running_attempts(&self) -> Result<Vec<RunningAttempt>> {
-        let rows = sqlx::query(
-            "SELECT a.id, a.task_id, t.job_id, a.agent, COALESCE(j.integration_id, 'tf-' || j.id), a.last_update_ts,
-                    j.queue, t.task_key, a.started_at
-             FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
-             WHERE a.outcome IS NULL ORDER BY a.id",
+        let sql = format!("SELECT {RUNNING_COLUMNS} WHERE a.outcome IS NULL ORDER BY a.id");
+        Ok(
+            on_pool!(&self.reader, p => sqlx::query_as::<_, RunningAttempt>(sqlx::AssertSqlSafe(sql))
+                .fetch_all(p)
+                .await)?,
         )
-        .fetch_all(&self.reader)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| RunningAttempt {
-                attempt_id: r.get(0),
-                task_id: r.get(1),
-                job_id: r.get(2),
-                agent: r.get(3),
-                integration_id: r.get(4),
-                last_update_ts: r.get(5),
-                queue: r.get(6),
-                task_key: r.get(7),
-                started_at: r.get(8),
-            })
-            .collect())
     }
 
     /// Starts an attempt of a queued task on `agent`. Returns `None` when the
-    /// task is no longer queued (cancelled meanwhile).
+    /// task is no longer queued (cancelled, or claimed by another writer).
     pub async fn claim(
         &self,
         task_id: i64,
@@ -284,24 +303,17 @@ impl Store {
         task_id: i64,
         attempt_id: Option<i64>,
     ) -> Result<WorkItem> {
-        let row = sqlx::query(
-            "SELECT t.job_id, t.name, t.spec, j.spec, j.created_at FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = ?",
+        let row = on_pool!(&self.reader, p => sqlx::query_as::<_, WorkRow>(
+            "SELECT t.job_id, t.name, t.spec, j.spec AS job_spec, j.created_at
+             FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = $1",
         )
         .bind(task_id)
-        .fetch_optional(&self.reader)
-        .await?
+        .fetch_optional(p)
+        .await)?
         .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
-        let task: TaskSpec = serde_json::from_str(row.get::<&str, _>(2))?;
-        let job: JobSpec = serde_json::from_str(row.get::<&str, _>(3))?;
-        let mut item = work_item(
-            &job,
-            row.get(0),
-            row.get(4),
-            task_id,
-            row.get::<&str, _>(1),
-            &task,
-            0,
-        );
+        let task: TaskSpec = serde_json::from_str(&row.spec)?;
+        let job: JobSpec = serde_json::from_str(&row.job_spec)?;
+        let mut item = work_item(&job, row.job_id, row.created_at, task_id, &row.name, &task, 0);
         item.attempt_id = attempt_id;
         Ok(item)
     }
@@ -350,61 +362,49 @@ impl Store {
         now: UnixMillis,
     ) -> Result<Option<QueuedTask>> {
         let mut tx = self.writer.begin().await?;
-        let done = sqlx::query(
+        let detail = format!("re-triggered: known failure `{rule}`");
+        let done = on_tx!(&mut tx, c => sqlx::query(
             "UPDATE tasks SET state = 'queued', current_attempt = NULL, retriggers = retriggers + 1,
-             detail_message = ?, queued_at = ?, updated_at = ?
-             WHERE id = ? AND state = 'failed' AND retriggers < ?",
+             detail_message = $1, queued_at = $2, updated_at = $2
+             WHERE id = $3 AND state = 'failed' AND retriggers < $4",
         )
-        .bind(format!("re-triggered: known failure `{rule}`"))
-        .bind(now)
+        .bind(&detail)
         .bind(now)
         .bind(task_id)
         .bind(i64::from(limit))
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        if done == 0 {
             return Ok(None);
         }
-        let row = sqlx::query(
-            "SELECT t.job_id, j.queue, t.priority, t.pinned_agent, t.spec, t.last_agent, t.task_key, s.mean_ms
-             FROM tasks t JOIN jobs j ON j.id = t.job_id LEFT JOIN task_stats s ON s.task_key = t.task_key WHERE t.id = ?",
-        )
-        .bind(task_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let job_id: i64 = row.get(0);
-        sqlx::query("UPDATE jobs SET state = 'running', finished_at = NULL WHERE id = ?")
-            .bind(job_id)
-            .execute(&mut *tx)
-            .await?;
-        let spec: TaskSpec = serde_json::from_str(row.get::<&str, _>(4))?;
+        let sql = format!("SELECT {QUEUED_COLUMNS} WHERE t.id = $1");
+        let row = on_tx!(&mut tx, c => sqlx::query_as::<_, QueuedRow>(sqlx::AssertSqlSafe(sql))
+            .bind(task_id)
+            .fetch_one(c)
+            .await)?;
+        on_tx!(&mut tx, c => sqlx::query("UPDATE jobs SET state = 'running', finished_at = NULL WHERE id = $1")
+            .bind(row.job_id)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+        let mut task = row.into_task()?;
         tx.commit().await?;
-        Ok(Some(QueuedTask {
-            id: task_id,
-            job_id,
-            queue: row.get(1),
-            priority: row.get::<i32, _>(2).saturating_add(RETRY_PRIORITY_BOOST),
-            pinned_agent: row.get(3),
-            requires: spec.requires,
-            last_agent: row.get(5),
-            queued_at: now,
-            task_key: row.get(6),
-            expected_ms: row.get(7),
-        }))
+        task.priority = task.priority.saturating_add(RETRY_PRIORITY_BOOST);
+        Ok(Some(task))
     }
 
     /// The last `max` bytes of an attempt's log.
     pub async fn attempt_log_tail(&self, attempt_id: i64, max: usize) -> Result<String> {
-        let rows = sqlx::query(
-            "SELECT data FROM log_chunks WHERE attempt_id = ? ORDER BY offset DESC LIMIT 64",
+        let chunks = on_pool!(&self.reader, p => sqlx::query_scalar::<_, String>(
+            r#"SELECT data FROM log_chunks WHERE attempt_id = $1 ORDER BY "offset" DESC LIMIT 64"#,
         )
         .bind(attempt_id)
-        .fetch_all(&self.reader)
-        .await?;
+        .fetch_all(p)
+        .await)?;
         let mut parts: Vec<String> = Vec::new();
         let mut size = 0;
-        for r in rows {
-            let data: String = r.get(0);
+        for data in chunks {
             size += data.len();
             parts.push(data);
             if size >= max {
@@ -417,71 +417,61 @@ impl Store {
 
     /// The runtime history of a task key.
     pub async fn task_stats(&self, key: &str) -> Result<Option<TaskStats>> {
-        Ok(
-            sqlx::query("SELECT runs, mean_ms, p95_ms FROM task_stats WHERE task_key = ?")
-                .bind(key)
-                .fetch_optional(&self.reader)
-                .await?
-                .map(|r| TaskStats {
-                    runs: r.get(0),
-                    mean_ms: r.get(1),
-                    p95_ms: r.get(2),
-                }),
+        Ok(on_pool!(&self.reader, p => sqlx::query_as::<_, TaskStats>(
+            "SELECT runs, mean_ms, p95_ms FROM task_stats WHERE task_key = $1",
         )
+        .bind(key)
+        .fetch_optional(p)
+        .await)?)
     }
 
     /// Cancels a job: queued tasks end at once, running attempts are marked
     /// cancelled and returned so their agents can be told to stop.
     pub async fn cancel_job(&self, job_id: i64, now: UnixMillis) -> Result<Vec<RunningAttempt>> {
         let mut tx = self.writer.begin().await?;
-        let exists = sqlx::query("SELECT id FROM jobs WHERE id = ?")
+        // Locks the job's row on PostgreSQL (a no-op in SQLite's single
+        // writer), so a concurrent finish of its last task waits for us.
+        let lock = match tx.backend() {
+            crate::Backend::Sqlite => "SELECT id FROM jobs WHERE id = $1",
+            crate::Backend::Postgres => "SELECT id FROM jobs WHERE id = $1 FOR UPDATE",
+        };
+        let exists = on_tx!(&mut tx, c => sqlx::query_scalar::<_, i64>(lock)
             .bind(job_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+            .fetch_optional(c)
+            .await)?;
         if exists.is_none() {
             return Err(StoreError::NotFound(format!("job {job_id}")));
         }
-        let running = sqlx::query(
-            "SELECT a.id, a.task_id, a.agent, COALESCE(j.integration_id, 'tf-' || j.id), a.last_update_ts,
-                    j.queue, t.task_key, a.started_at
-             FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
-             WHERE t.job_id = ? AND a.outcome IS NULL",
-        )
-        .bind(job_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE attempts SET outcome = 'cancelled', reason = 'cancelled by user', finished_at = ?
-             WHERE outcome IS NULL AND task_id IN (SELECT id FROM tasks WHERE job_id = ?)",
+        // The attempts this cancel ends are the ones its update returns:
+        // an attempt that another writer finished meanwhile is not among them.
+        let ended: Vec<i64> = on_tx!(&mut tx, c => sqlx::query_scalar(
+            "UPDATE attempts SET outcome = 'cancelled', reason = 'cancelled by user', finished_at = $1
+             WHERE outcome IS NULL AND task_id IN (SELECT id FROM tasks WHERE job_id = $2)
+             RETURNING id",
         )
         .bind(now)
         .bind(job_id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE tasks SET state = 'cancelled', outcome = 'cancelled', detail_message = 'cancelled by user', updated_at = ?
-             WHERE job_id = ? AND state IN ('queued', 'running')",
+        .fetch_all(c)
+        .await)?;
+        let sql = format!("SELECT {RUNNING_COLUMNS} WHERE t.job_id = $1 AND a.outcome = 'cancelled' AND a.finished_at = $2 ORDER BY a.id");
+        let mut running = on_tx!(&mut tx, c => sqlx::query_as::<_, RunningAttempt>(sqlx::AssertSqlSafe(sql))
+            .bind(job_id)
+            .bind(now)
+            .fetch_all(c)
+            .await)?;
+        running.retain(|r| ended.contains(&r.attempt_id));
+        on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE tasks SET state = 'cancelled', outcome = 'cancelled', detail_message = 'cancelled by user',
+             updated_at = $1 WHERE job_id = $2 AND state IN ('queued', 'running')",
         )
         .bind(now)
         .bind(job_id)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
         refresh_job_state(&mut tx, job_id, None, now).await?;
         tx.commit().await?;
-        Ok(running
-            .iter()
-            .map(|r| RunningAttempt {
-                attempt_id: r.get(0),
-                task_id: r.get(1),
-                job_id,
-                agent: r.get(2),
-                integration_id: r.get(3),
-                last_update_ts: r.get(4),
-                queue: r.get(5),
-                task_key: r.get(6),
-                started_at: r.get(7),
-            })
-            .collect())
+        Ok(running)
     }
 
     /// Stores a chunk of an attempt's log; a chunk re-sent after a reconnect
@@ -494,18 +484,19 @@ impl Store {
         offset: u64,
         data: &str,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT OR IGNORE INTO log_chunks (attempt_id, offset, data)
-             SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM attempts WHERE id = ? AND agent = ?)",
+        let done = on_pool!(&self.writer, p => sqlx::query(
+            r#"INSERT INTO log_chunks (attempt_id, "offset", data)
+               SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM attempts WHERE id = $1 AND agent = $4)
+               ON CONFLICT (attempt_id, "offset") DO NOTHING"#,
         )
         .bind(attempt_id)
         .bind(i64::try_from(offset).unwrap_or(i64::MAX))
         .bind(data)
-        .bind(attempt_id)
         .bind(agent)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(done == 1)
     }
 
     /// Records an agent's connection and labels.
@@ -516,383 +507,52 @@ impl Store {
         machine: Option<&testfleet_wire::protocol::MachineInfo>,
         now: UnixMillis,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO agents (hostname, labels, machine, first_seen, last_connected, retired) VALUES (?, ?, ?, ?, ?, 0)
+        let labels = serde_json::to_string(labels)?;
+        let machine = machine.map(serde_json::to_string).transpose()?;
+        on_pool!(&self.writer, p => sqlx::query(
+            "INSERT INTO agents (hostname, labels, machine, first_seen, last_connected, retired)
+             VALUES ($1, $2, $3, $4, $4, FALSE)
              ON CONFLICT (hostname) DO UPDATE SET labels = excluded.labels, machine = excluded.machine,
-             last_connected = excluded.last_connected, retired = 0",
+             last_connected = excluded.last_connected, retired = FALSE",
         )
         .bind(hostname)
-        .bind(serde_json::to_string(labels)?)
-        .bind(machine.map(serde_json::to_string).transpose()?)
+        .bind(&labels)
+        .bind(&machine)
         .bind(now)
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
         Ok(())
     }
 
     /// Retires an agent (it disconnected with reason `shutdown`): no more
     /// fan-out work is queued for it.
     pub async fn retire_agent(&self, hostname: &str) -> Result<()> {
-        sqlx::query("UPDATE agents SET retired = 1 WHERE hostname = ?")
+        on_pool!(&self.writer, p => sqlx::query("UPDATE agents SET retired = TRUE WHERE hostname = $1")
             .bind(hostname)
-            .execute(&self.writer)
-            .await?;
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
         Ok(())
     }
 
     /// Agents seen since `since` and not retired, with their labels (fan-out targets).
     pub async fn agents_seen_since(&self, since: UnixMillis) -> Result<Vec<(String, LabelSet)>> {
-        let rows = sqlx::query("SELECT hostname, labels FROM agents WHERE retired = 0 AND last_connected >= ? ORDER BY hostname")
-            .bind(since)
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.get::<String, _>(0),
-                    serde_json::from_str(r.get::<&str, _>(1))?,
-                ))
-            })
+        let rows: Vec<(String, String)> = on_pool!(&self.reader, p => sqlx::query_as(
+            "SELECT hostname, labels FROM agents WHERE retired = FALSE AND last_connected >= $1
+             ORDER BY hostname",
+        )
+        .bind(since)
+        .fetch_all(p)
+        .await)?;
+        rows.into_iter()
+            .map(|(hostname, labels)| Ok((hostname, serde_json::from_str(&labels)?)))
             .collect()
     }
 }
 
-/// [`Store::claim`] inside the batch's transaction.
-pub(crate) async fn claim_in(
-    tx: &mut Transaction<'_, Sqlite>,
-    jobs: &JobCache,
-    task_id: i64,
-    agent: &str,
-    now: UnixMillis,
-) -> Result<Option<Claimed>> {
-    // One read brings the task, its job's state and the task key's history;
-    // the job's spec (large: it lists every task) comes from the cache.
-    let Some(row) = sqlx::query(
-        "SELECT t.job_id, t.name, t.spec, t.attempts, j.state, j.created_at, j.queue, t.task_key,
-                s.runs, s.mean_ms, s.p95_ms
-         FROM tasks t JOIN jobs j ON j.id = t.job_id LEFT JOIN task_stats s ON s.task_key = t.task_key
-         WHERE t.id = ? AND t.state = 'queued'",
-    )
-    .bind(task_id)
-    .fetch_optional(&mut **tx)
-    .await?
-    else {
-        return Ok(None);
-    };
-    let job_id: i64 = row.get(0);
-    let task_name: String = row.get(1);
-    let task: TaskSpec = serde_json::from_str(row.get::<&str, _>(2))?;
-    let number: i64 = row.get::<i64, _>(3) + 1;
-    let job_state: String = row.get(4);
-    let created_at: i64 = row.get(5);
-    let queue: String = row.get(6);
-    let task_key: String = row.get(7);
-    let history = row.get::<Option<i64>, _>(8).map(|runs| TaskStats {
-        runs,
-        mean_ms: row.get(9),
-        p95_ms: row.get(10),
-    });
-    let job = jobs.get_or_load(tx, job_id).await?;
-    let attempt_id: i64 = sqlx::query(
-        "INSERT INTO attempts (task_id, number, agent, stage, started_at) VALUES (?, ?, ?, 'new', ?) RETURNING id",
-    )
-    .bind(task_id)
-    .bind(number)
-    .bind(agent)
-    .bind(now)
-    .fetch_one(&mut **tx)
-    .await?
-    .get(0);
-    sqlx::query(
-        "UPDATE tasks SET state = 'running', stage = 'new', agent = ?, current_attempt = ?, attempts = ?,
-         detail_message = NULL, updated_at = ? WHERE id = ?",
-    )
-    .bind(agent)
-    .bind(attempt_id)
-    .bind(number)
-    .bind(now)
-    .bind(task_id)
-    .execute(&mut **tx)
-    .await?;
-    if job_state == "queued" {
-        sqlx::query("UPDATE jobs SET state = 'running' WHERE id = ?")
-            .bind(job_id)
-            .execute(&mut **tx)
-            .await?;
-    }
-    let work = work_item(
-        &job, job_id, created_at, task_id, &task_name, &task, attempt_id,
-    );
-    Ok(Some(Claimed {
-        max_runtime: task.max_runtime.map(|d| d.0),
-        history,
-        attempt: RunningAttempt {
-            attempt_id,
-            task_id,
-            job_id,
-            agent: agent.to_owned(),
-            integration_id: work.integration_id.clone(),
-            last_update_ts: None,
-            queue,
-            task_key,
-            started_at: now,
-        },
-        work,
-    }))
-}
-
-/// [`Store::finish_attempt`] inside the batch's transaction.
-pub(crate) async fn finish_in(
-    tx: &mut Transaction<'_, Sqlite>,
-    args: &FinishArgs,
-) -> Result<FinishEffect> {
-    let FinishArgs {
-        attempt_id,
-        by_agent,
-        outcome,
-        reason,
-        reason_data,
-        results,
-        stage,
-        now,
-    } = args;
-    let (attempt_id, outcome, stage, now) = (*attempt_id, *outcome, *stage, *now);
-    let (by_agent, reason, reason_data, results) = (
-        by_agent.as_deref(),
-        reason.as_deref(),
-        reason_data.as_ref(),
-        results.as_deref(),
-    );
-    let Some(row) = sqlx::query(
-        "SELECT a.task_id, t.job_id, t.spec, t.test_failures, t.infra_failures, j.queue, t.priority,
-                t.current_attempt, a.agent, t.state, t.task_key, a.started_at, j.state, t.pinned_agent
-         FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
-         WHERE a.id = ? AND a.outcome IS NULL",
-    )
-    .bind(attempt_id)
-    .fetch_optional(&mut **tx)
-    .await?
-    else {
-        return Ok(FinishEffect::Stale);
-    };
-    let task_id: i64 = row.get(0);
-    let job_id: i64 = row.get(1);
-    let spec: TaskSpec = serde_json::from_str(row.get::<&str, _>(2))?;
-    let test_failures: i64 = row.get(3);
-    let infra_failures: i64 = row.get(4);
-    let queue: String = row.get(5);
-    let priority: i32 = row.get(6);
-    let current: Option<i64> = row.get(7);
-    let agent: String = row.get(8);
-    let task_state: String = row.get(9);
-    let key: String = row.get(10);
-    let started_at: i64 = row.get(11);
-    let job_state_before: String = row.get(12);
-    let pinned_agent: Option<String> = row.get(13);
-    if by_agent.is_some_and(|a| a != agent) {
-        // Only the agent that runs an attempt may end it.
-        return Ok(FinishEffect::Stale);
-    }
-    // Runs that ended on their own teach the runtime history; stopped,
-    // lost or cancelled ones would only teach a lower bound.
-    if matches!(
-        outcome,
-        AttemptOutcome::Passed | AttemptOutcome::Failed | AttemptOutcome::Flaky
-    ) {
-        record_runtime(tx, &key, (now - started_at).max(0)).await?;
-    }
-
-    let results_json = results.map(serde_json::to_string).transpose()?;
-    sqlx::query(
-        "UPDATE attempts SET outcome = ?, reason = ?, reason_data = ?, results = COALESCE(?, results),
-         stage = COALESCE(?, stage), finished_at = ? WHERE id = ?",
-    )
-    .bind(outcome.as_str())
-    .bind(reason)
-    .bind(reason_data.map(Value::to_string))
-    .bind(results_json)
-    .bind(stage.map(Stage::as_str))
-    .bind(now)
-    .bind(attempt_id)
-    .execute(&mut **tx)
-    .await?;
-    // The exporters' outbox and the ResultsDB view commit with the results.
-    if let Some(results) = results {
-        crate::outbox::record_finished(tx, attempt_id, results, now).await?;
-    }
-
-    if current != Some(attempt_id) || task_state != "running" {
-        // The task moved on (cancelled, or re-queued after a lost agent):
-        // this attempt's outcome is recorded but decides nothing.
-        return Ok(FinishEffect::Stale);
-    }
-
-    let decision = after_attempt(
-        outcome,
-        RetryUse {
-            test_budget: spec.retries.tests,
-            infra_budget: spec.retries.infra,
-            test_failures_so_far: u32::try_from(test_failures).unwrap_or(u32::MAX),
-            infra_failures_so_far: u32::try_from(infra_failures).unwrap_or(u32::MAX),
-        },
-    );
-    let (test_inc, infra_inc) = match outcome {
-        o if o.is_success() || o == AttemptOutcome::Cancelled => (0, 0),
-        o if o.is_infra() => (0, 1),
-        _ => (1, 0),
-    };
-    let effect = match decision {
-        AfterAttempt::Retry => {
-            let boosted = priority.saturating_add(RETRY_PRIORITY_BOOST);
-            sqlx::query(
-                "UPDATE tasks SET state = 'queued', outcome = ?, detail_message = ?, current_attempt = NULL,
-                 test_failures = test_failures + ?, infra_failures = infra_failures + ?, priority = ?,
-                 last_agent = ?, queued_at = ?, updated_at = ? WHERE id = ?",
-            )
-            .bind(outcome.as_str())
-            .bind(reason)
-            .bind(test_inc)
-            .bind(infra_inc)
-            .bind(boosted)
-            .bind(&agent)
-            .bind(now)
-            .bind(now)
-            .bind(task_id)
-            .execute(&mut **tx)
-            .await?;
-            FinishEffect::Requeued(QueuedTask {
-                id: task_id,
-                job_id,
-                queue,
-                priority: boosted,
-                pinned_agent: None,
-                requires: spec.requires,
-                last_agent: Some(agent),
-                queued_at: now,
-                expected_ms: sqlx::query("SELECT mean_ms FROM task_stats WHERE task_key = ?")
-                    .bind(&key)
-                    .fetch_optional(&mut **tx)
-                    .await?
-                    .map(|r| r.get::<f64, _>(0)),
-                task_key: key,
-            })
-        }
-        AfterAttempt::Finish { state, flaky } => {
-            let shown = if flaky && outcome == AttemptOutcome::Passed {
-                AttemptOutcome::Flaky
-            } else {
-                outcome
-            };
-            sqlx::query(
-                "UPDATE tasks SET state = ?, outcome = ?, detail_message = ?,
-                 test_failures = test_failures + ?, infra_failures = infra_failures + ?, flaky = ?,
-                 updated_at = ? WHERE id = ?",
-            )
-            .bind(state.as_str())
-            .bind(shown.as_str())
-            .bind(reason)
-            .bind(test_inc)
-            .bind(infra_inc)
-            .bind(flaky)
-            .bind(now)
-            .bind(task_id)
-            .execute(&mut **tx)
-            .await?;
-            let job_state = refresh_job_state(tx, job_id, Some(&job_state_before), now).await?;
-            FinishEffect::TaskFinished {
-                task_id,
-                job_id,
-                state,
-                job_state,
-            }
-        }
-    };
-    // A pinned (each_agent) task keeps its pin on retry: it is that agent's work.
-    let effect = match effect {
-        FinishEffect::Requeued(mut q) => {
-            q.pinned_agent = pinned_agent;
-            FinishEffect::Requeued(q)
-        }
-        other => other,
-    };
-    Ok(effect)
-}
-
-/// Adds one duration to a task key's history (the newest 50 are kept).
-async fn record_runtime(
-    tx: &mut Transaction<'_, Sqlite>,
-    key: &str,
-    duration_ms: i64,
-) -> Result<()> {
-    let recent: Vec<f64> = match sqlx::query("SELECT recent FROM task_stats WHERE task_key = ?")
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await?
-    {
-        Some(r) => serde_json::from_str(r.get::<&str, _>(0))?,
-        None => Vec::new(),
-    };
-    let mut recent = recent;
-    recent.push(duration_ms as f64);
-    if recent.len() > HISTORY {
-        recent.drain(..recent.len() - HISTORY);
-    }
-    let stats = testfleet_core::stats::Summary::of(&recent);
-    sqlx::query(
-        "INSERT INTO task_stats (task_key, runs, mean_ms, p95_ms, recent) VALUES (?, 1, ?, ?, ?)
-         ON CONFLICT (task_key) DO UPDATE SET runs = runs + 1, mean_ms = excluded.mean_ms,
-         p95_ms = excluded.p95_ms, recent = excluded.recent",
-    )
-    .bind(key)
-    .bind(stats.mean)
-    .bind(stats.p95)
-    .bind(serde_json::to_string(&recent)?)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Recomputes a job's state from its tasks and stores it.
-async fn refresh_job_state(
-    tx: &mut Transaction<'_, Sqlite>,
-    job_id: i64,
-    stored: Option<&str>,
-    now: UnixMillis,
-) -> Result<JobState> {
-    // DISTINCT over the (job_id, state) index: a handful of rows, however
-    // many tasks the job has.
-    let states = sqlx::query("SELECT DISTINCT state FROM tasks WHERE job_id = ?")
-        .bind(job_id)
-        .fetch_all(&mut **tx)
-        .await?;
-    let states = states
-        .iter()
-        .map(|r| {
-            r.get::<&str, _>(0)
-                .parse::<TaskState>()
-                .map_err(|e| StoreError::Corrupt(e.to_string()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let job_state = JobState::from_tasks(states);
-    if !job_state.is_terminal() && stored == Some(job_state.as_str()) {
-        // Most task ends leave a running job running.
-        return Ok(job_state);
-    }
-    sqlx::query(
-        "UPDATE jobs SET state = ?, finished_at = CASE WHEN ? THEN ? ELSE NULL END WHERE id = ?",
-    )
-    .bind(job_state.as_str())
-    .bind(job_state.is_terminal())
-    .bind(now)
-    .bind(job_id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(job_state)
-}
-
 /// Builds the Qt work item (plus testfleet's keys) for a stored task.
-fn work_item(
+pub(crate) fn work_item(
     job: &JobSpec,
     job_id: i64,
     created_at: UnixMillis,

@@ -10,21 +10,21 @@
 //! moves its cursor only after the receiver acknowledged them, so nothing is lost
 //! while a receiver is down and delivery resumes where it stopped.
 
-use sqlx::{Row, Sqlite, Transaction};
+use crate::db::{Tx, on_pool, on_tx};
 use testfleet_core::time_fmt::UnixMillis;
 use testfleet_wire::results::Results;
 
 use crate::{Result, Store};
 
 /// One finished attempt waiting for a sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
 pub struct ExportEvent {
     pub id: i64,
     pub attempt_id: i64,
 }
 
 /// A sink's delivery state, as shown by `GET /api/v1/exporters`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct SinkStatus {
     pub name: String,
     /// Finished attempts not yet delivered.
@@ -43,7 +43,7 @@ pub struct SinkStatus {
 /// Appends the export event of a finished attempt and maps its results into
 /// the ResultsDB tables. Called from `finish_attempt`, inside its transaction.
 pub(crate) async fn record_finished(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Tx,
     attempt_id: i64,
     results: &[Results],
     now: UnixMillis,
@@ -51,11 +51,12 @@ pub(crate) async fn record_finished(
     if results.is_empty() {
         return Ok(());
     }
-    sqlx::query("INSERT INTO export_events (attempt_id, created_at) VALUES (?, ?)")
+    on_tx!(tx, c => sqlx::query("INSERT INTO export_events (attempt_id, created_at) VALUES ($1, $2)")
         .bind(attempt_id)
         .bind(now)
-        .execute(&mut **tx)
-        .await?;
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
     crate::resultsdb::materialize(tx, attempt_id, results, now).await
 }
 
@@ -63,31 +64,25 @@ impl Store {
     /// Makes sure `sink` has a cursor. A new sink starts at the beginning of
     /// the outbox, so it back-fills every stored result.
     pub async fn outbox_register(&self, sink: &str) -> Result<()> {
-        sqlx::query("INSERT OR IGNORE INTO export_sinks (name) VALUES (?)")
+        on_pool!(&self.writer, p => sqlx::query("INSERT INTO export_sinks (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
             .bind(sink)
-            .execute(&self.writer)
-            .await?;
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
         Ok(())
     }
 
     /// Up to `max` events after `sink`'s cursor, oldest first.
     pub async fn outbox_pending(&self, sink: &str, max: i64) -> Result<Vec<ExportEvent>> {
-        let rows = sqlx::query(
+        Ok(on_pool!(&self.reader, p => sqlx::query_as::<_, ExportEvent>(
             "SELECT e.id, e.attempt_id FROM export_events e
-             WHERE e.id > COALESCE((SELECT cursor FROM export_sinks WHERE name = ?), 0)
-             ORDER BY e.id LIMIT ?",
+             WHERE e.id > COALESCE((SELECT cursor FROM export_sinks WHERE name = $1), 0)
+             ORDER BY e.id LIMIT $2",
         )
         .bind(sink)
         .bind(max)
-        .fetch_all(&self.reader)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| ExportEvent {
-                id: r.get(0),
-                attempt_id: r.get(1),
-            })
-            .collect())
+        .fetch_all(p)
+        .await)?)
     }
 
     /// Records that the receiver acknowledged every event up to `through`:
@@ -100,56 +95,46 @@ impl Store {
         dropped: i64,
         now: UnixMillis,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE export_sinks SET cursor = MAX(cursor, ?), delivered = delivered + ?,
-             dropped = dropped + ?, failures = 0, last_success_at = ? WHERE name = ?",
+        on_pool!(&self.writer, p => sqlx::query(
+            "UPDATE export_sinks SET cursor = CASE WHEN cursor > $1 THEN cursor ELSE $1 END,
+             delivered = delivered + $2, dropped = dropped + $3, failures = 0, last_success_at = $4
+             WHERE name = $5",
         )
         .bind(through)
         .bind(delivered)
         .bind(dropped)
         .bind(now)
         .bind(sink)
-        .execute(&self.writer)
-        .await?;
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
         Ok(())
     }
 
     /// Records a failed delivery; the cursor stays, so the events are retried.
     pub async fn outbox_failed(&self, sink: &str, error: &str, now: UnixMillis) -> Result<()> {
-        sqlx::query(
-            "UPDATE export_sinks SET failures = failures + 1, last_error = ?, last_error_at = ?
-             WHERE name = ?",
+        on_pool!(&self.writer, p => sqlx::query(
+            "UPDATE export_sinks SET failures = failures + 1, last_error = $1, last_error_at = $2
+             WHERE name = $3",
         )
         .bind(error)
         .bind(now)
         .bind(sink)
-        .execute(&self.writer)
-        .await?;
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
         Ok(())
     }
 
     /// The delivery state of every registered sink.
     pub async fn outbox_status(&self) -> Result<Vec<SinkStatus>> {
-        let rows = sqlx::query(
-            "SELECT s.name, (SELECT COUNT(*) FROM export_events e WHERE e.id > s.cursor),
+        Ok(on_pool!(&self.reader, p => sqlx::query_as::<_, SinkStatus>(
+            "SELECT s.name, (SELECT COUNT(*) FROM export_events e WHERE e.id > s.cursor) AS pending,
                     s.delivered, s.dropped, s.failures, s.last_error, s.last_error_at, s.last_success_at
              FROM export_sinks s ORDER BY s.name",
         )
-        .fetch_all(&self.reader)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| SinkStatus {
-                name: r.get(0),
-                pending: r.get(1),
-                delivered: r.get(2),
-                dropped: r.get(3),
-                failures: r.get(4),
-                last_error: r.get(5),
-                last_error_at: r.get(6),
-                last_success_at: r.get(7),
-            })
-            .collect())
+        .fetch_all(p)
+        .await)?)
     }
 }
 

@@ -12,12 +12,13 @@
 //! the last stage shown is an earlier one, and the work log misses its last
 //! lines. Everything that decides a result commits on its own elsewhere.
 
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use sqlx::QueryBuilder;
 use testfleet_core::Stage;
 use testfleet_core::time_fmt::UnixMillis;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Result;
+use crate::db::{Pool, on_tx};
 
 /// Most rows written in one transaction.
 const MAX_BATCH: usize = 512;
@@ -67,7 +68,7 @@ impl std::fmt::Debug for Command {
 impl ProgressWriter {
     /// Starts the writer on the current tokio runtime. It stops when every
     /// handle is dropped, after writing what was sent.
-    pub(crate) fn spawn(pool: SqlitePool) -> ProgressWriter {
+    pub(crate) fn spawn(pool: Pool) -> ProgressWriter {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(pool, rx));
         ProgressWriter { tx }
@@ -89,7 +90,7 @@ impl ProgressWriter {
     }
 }
 
-async fn run(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Command>) {
+async fn run(pool: Pool, mut rx: mpsc::UnboundedReceiver<Command>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut flushed = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -117,7 +118,7 @@ async fn run(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Command>) {
 
 /// Writes a batch in one transaction: the stages as two multi-row updates
 /// (attempts, then their tasks), the work log as one multi-row insert.
-async fn write(pool: &SqlitePool, batch: &[Progress]) -> Result<()> {
+async fn write(pool: &Pool, batch: &[Progress]) -> Result<()> {
     // Only the newest stage of an attempt matters; keep batch order among
     // the survivors so a task shows the stage its attempt shows.
     let mut newest = std::collections::HashMap::new();
@@ -144,56 +145,67 @@ async fn write(pool: &SqlitePool, batch: &[Progress]) -> Result<()> {
     if !stages.is_empty() {
         // The task follows only while this attempt is its running one; the
         // attempt only until it has an outcome (a late update changes nothing).
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "UPDATE tasks SET stage = v.column2, detail_message = COALESCE(v.column3, tasks.detail_message),
-             updated_at = v.column4
-             FROM (",
-        );
-        push_stage_values(&mut q, &stages);
-        q.push(
-            ") AS v JOIN attempts a ON a.id = v.column1
-             WHERE tasks.current_attempt = v.column1 AND tasks.state = 'running' AND a.outcome IS NULL",
-        );
-        q.build().execute(&mut *tx).await?;
+        on_tx!(&mut tx, c => {
+            let mut q = QueryBuilder::new(
+                "UPDATE tasks SET stage = v.column2, detail_message = COALESCE(v.column3, tasks.detail_message),
+                 updated_at = v.column4
+                 FROM (",
+            );
+            push_stage_values(&mut q, &stages);
+            q.push(
+                ") AS v JOIN attempts a ON a.id = v.column1
+                 WHERE tasks.current_attempt = v.column1 AND tasks.state = 'running' AND a.outcome IS NULL",
+            );
+            q.build().execute(&mut *c).await?;
 
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "UPDATE attempts SET stage = v.column2, last_update_ts = COALESCE(v.column5, attempts.last_update_ts)
-             FROM (",
-        );
-        push_stage_values(&mut q, &stages);
-        q.push(") AS v WHERE attempts.id = v.column1 AND attempts.outcome IS NULL");
-        q.build().execute(&mut *tx).await?;
+            let mut q = QueryBuilder::new(
+                "UPDATE attempts SET stage = v.column2, last_update_ts = COALESCE(v.column5, attempts.last_update_ts)
+                 FROM (",
+            );
+            push_stage_values(&mut q, &stages);
+            q.push(") AS v WHERE attempts.id = v.column1 AND attempts.outcome IS NULL");
+            q.build().execute(c).await.map(|r| r.rows_affected())
+        })?;
     }
     if !logs.is_empty() {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO work_log (hostname, attempt_id, integration_id, status, detail, at) ",
-        );
-        q.push_values(logs, |mut row, p| {
-            if let Progress::WorkLog {
-                hostname,
-                attempt_id,
-                integration_id,
-                status,
-                detail,
-                now,
-            } = p
-            {
-                row.push_bind(hostname.clone())
-                    .push_bind(*attempt_id)
-                    .push_bind(integration_id.clone())
-                    .push_bind(status.clone())
-                    .push_bind(detail.clone())
-                    .push_bind(*now);
-            }
-        });
-        q.build().execute(&mut *tx).await?;
+        on_tx!(&mut tx, c => {
+            let mut q = QueryBuilder::new(
+                "INSERT INTO work_log (hostname, attempt_id, integration_id, status, detail, at) ",
+            );
+            q.push_values(&logs, |mut row, p| {
+                if let Progress::WorkLog {
+                    hostname,
+                    attempt_id,
+                    integration_id,
+                    status,
+                    detail,
+                    now,
+                } = p
+                {
+                    row.push_bind(hostname.clone())
+                        .push_bind(*attempt_id)
+                        .push_bind(integration_id.clone())
+                        .push_bind(status.clone())
+                        .push_bind(detail.clone())
+                        .push_bind(*now);
+                }
+            });
+            q.build().execute(c).await.map(|r| r.rows_affected())
+        })?;
     }
     tx.commit().await?;
     Ok(())
 }
 
 /// `VALUES (attempt_id, stage, detail, now, update_ts), …`
-fn push_stage_values(q: &mut QueryBuilder<Sqlite>, stages: &[&Progress]) {
+fn push_stage_values<DB>(q: &mut QueryBuilder<DB>, stages: &[&Progress])
+where
+    DB: sqlx::Database,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<i64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
     q.push("VALUES ");
     let mut first = true;
     for p in stages {
@@ -214,7 +226,7 @@ fn push_stage_values(q: &mut QueryBuilder<Sqlite>, stages: &[&Progress]) {
         q.push("(")
             .push_bind(*attempt_id)
             .push(", ")
-            .push_bind(stage.as_str())
+            .push_bind(stage.as_str().to_owned())
             .push(", ")
             .push_bind(detail.clone())
             .push(", ")

@@ -8,12 +8,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{Database, Encode, QueryBuilder, Type};
 use testfleet_core::JobSpec;
 use testfleet_core::time_fmt::UnixMillis;
 use testfleet_wire::protocol::MachineInfo;
 use testfleet_wire::results::{Case, CaseOutcome, Results};
 
+use crate::db::{Backend, Tx, on_pool, on_tx};
 use crate::{Result, Store, StoreError};
 
 /// The outcomes ResultsDB accepts.
@@ -21,6 +22,9 @@ pub const RDB_OUTCOMES: [&str; 4] = ["PASSED", "INFO", "FAILED", "NEEDS_INSPECTI
 
 /// Longest note kept for a mapped result; the full message stays in the attempt's results.
 const NOTE_MAX: usize = 1000;
+
+/// Most ids bound in one `IN (…)` list, well under both engines' parameter limits.
+const IN_LIST_MAX: usize = 1000;
 
 /// A stored result, as ResultsDB serializes it (before URLs are added).
 #[derive(Debug, Clone, PartialEq)]
@@ -36,13 +40,13 @@ pub struct RdbResult {
     pub data: BTreeMap<String, Vec<String>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RdbTestcase {
     pub name: String,
     pub ref_url: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RdbGroup {
     pub uuid: String,
     pub description: Option<String>,
@@ -128,25 +132,39 @@ struct AttemptFacts {
     ref_url: String,
 }
 
-async fn attempt_facts(tx: &mut Transaction<'_, Sqlite>, attempt_id: i64) -> Result<AttemptFacts> {
-    let row = sqlx::query(
-        "SELECT t.id, t.name, t.job_id, j.spec, a.agent, g.machine
+/// The stored facts [`AttemptFacts`] is built from.
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    task_id: i64,
+    task_name: String,
+    job_id: i64,
+    /// The job's spec, JSON.
+    spec: String,
+    agent: String,
+    /// The agent's `MachineInfo`, JSON.
+    machine: Option<String>,
+}
+
+async fn attempt_facts(tx: &mut Tx, attempt_id: i64) -> Result<AttemptFacts> {
+    let row = on_tx!(tx, c => sqlx::query_as::<_, AttemptRow>(
+        "SELECT t.id AS task_id, t.name AS task_name, t.job_id, j.spec, a.agent, g.machine
          FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
-         LEFT JOIN agents g ON g.hostname = a.agent WHERE a.id = ?",
+         LEFT JOIN agents g ON g.hostname = a.agent WHERE a.id = $1",
     )
     .bind(attempt_id)
-    .fetch_optional(&mut **tx)
-    .await?
+    .fetch_optional(c)
+    .await)?
     .ok_or_else(|| StoreError::NotFound(format!("attempt {attempt_id}")))?;
-    let task_id: i64 = row.get(0);
-    let task_name: String = row.get(1);
-    let job_id: i64 = row.get(2);
-    let spec: JobSpec = serde_json::from_str(row.get::<&str, _>(3))?;
-    let agent: String = row.get(4);
-    let machine: Option<MachineInfo> = row
-        .get::<Option<&str>, _>(5)
-        .map(serde_json::from_str)
-        .transpose()?;
+    let AttemptRow {
+        task_id,
+        task_name,
+        job_id,
+        spec,
+        agent,
+        machine,
+    } = row;
+    let spec: JobSpec = serde_json::from_str(&spec)?;
+    let machine: Option<MachineInfo> = machine.as_deref().map(serde_json::from_str).transpose()?;
     let integration = spec.integration.as_ref();
     let integration_id = integration
         .map(|i| i.id.clone())
@@ -200,7 +218,7 @@ async fn attempt_facts(tx: &mut Transaction<'_, Sqlite>, attempt_id: i64) -> Res
 /// Maps an attempt's results into ResultsDB results: one per case, plus one
 /// per crashed test program that no crashed case already stands for.
 pub(crate) async fn materialize(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Tx,
     attempt_id: i64,
     results: &[Results],
     now: UnixMillis,
@@ -273,46 +291,45 @@ pub(crate) async fn materialize(
     Ok(())
 }
 
-async fn upsert_testcase(
-    tx: &mut Transaction<'_, Sqlite>,
-    name: &str,
-    ref_url: Option<&str>,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO rdb_testcases (name, ref_url) VALUES (?, ?)
-         ON CONFLICT (name) DO UPDATE SET ref_url = COALESCE(excluded.ref_url, ref_url)",
+async fn upsert_testcase(tx: &mut Tx, name: &str, ref_url: Option<&str>) -> Result<()> {
+    on_tx!(tx, c => sqlx::query(
+        "INSERT INTO rdb_testcases (name, ref_url) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET ref_url = COALESCE(excluded.ref_url, rdb_testcases.ref_url)",
     )
     .bind(name)
     .bind(ref_url)
-    .execute(&mut **tx)
-    .await?;
+    .execute(c)
+    .await
+    .map(|_| ()))?;
     Ok(())
 }
 
-async fn upsert_group(tx: &mut Transaction<'_, Sqlite>, g: &RdbGroup) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO rdb_groups (uuid, description, ref_url) VALUES (?, ?, ?)
-         ON CONFLICT (uuid) DO UPDATE SET description = COALESCE(excluded.description, description),
-         ref_url = COALESCE(excluded.ref_url, ref_url)",
+async fn upsert_group(tx: &mut Tx, g: &RdbGroup) -> Result<()> {
+    on_tx!(tx, c => sqlx::query(
+        "INSERT INTO rdb_groups (uuid, description, ref_url) VALUES ($1, $2, $3)
+         ON CONFLICT (uuid) DO UPDATE SET
+         description = COALESCE(excluded.description, rdb_groups.description),
+         ref_url = COALESCE(excluded.ref_url, rdb_groups.ref_url)",
     )
     .bind(&g.uuid)
     .bind(&g.description)
     .bind(&g.ref_url)
-    .execute(&mut **tx)
-    .await?;
+    .execute(c)
+    .await
+    .map(|_| ()))?;
     Ok(())
 }
 
 async fn insert_result(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Tx,
     new: &NewRdbResult,
     now: UnixMillis,
     attempt_id: Option<i64>,
 ) -> Result<i64> {
     upsert_testcase(tx, &new.testcase, new.testcase_ref_url.as_deref()).await?;
-    let id: i64 = sqlx::query(
+    let id = on_tx!(tx, c => sqlx::query_scalar::<_, i64>(
         "INSERT INTO rdb_results (testcase, outcome, note, ref_url, submit_time, attempt_id)
-         VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(&new.testcase)
     .bind(&new.outcome)
@@ -320,58 +337,110 @@ async fn insert_result(
     .bind(&new.ref_url)
     .bind(now)
     .bind(attempt_id)
-    .fetch_one(&mut **tx)
-    .await?
-    .get(0);
+    .fetch_one(c)
+    .await)?;
     for g in &new.groups {
         upsert_group(tx, g).await?;
-        sqlx::query(
-            "INSERT OR IGNORE INTO rdb_result_groups (result_id, group_uuid) VALUES (?, ?)",
+        on_tx!(tx, c => sqlx::query(
+            "INSERT INTO rdb_result_groups (result_id, group_uuid) VALUES ($1, $2)
+             ON CONFLICT DO NOTHING",
         )
         .bind(id)
         .bind(&g.uuid)
-        .execute(&mut **tx)
-        .await?;
+        .execute(c)
+        .await
+        .map(|_| ()))?;
     }
     for (k, v) in &new.data {
-        sqlx::query("INSERT INTO rdb_result_data (result_id, key, value) VALUES (?, ?, ?)")
-            .bind(id)
-            .bind(k)
-            .bind(v)
-            .execute(&mut **tx)
-            .await?;
+        on_tx!(tx, c => sqlx::query(
+            "INSERT INTO rdb_result_data (result_id, key, value) VALUES ($1, $2, $3)",
+        )
+        .bind(id)
+        .bind(k)
+        .bind(v)
+        .execute(c)
+        .await
+        .map(|_| ()))?;
     }
     Ok(id)
 }
 
-/// ResultsDB's `*` wildcard in SQL `LIKE` form.
+/// ResultsDB's `*` wildcard in SQL `LIKE` form. `%` and `_` stay wildcards:
+/// ResultsDB hands the pattern to `LIKE` as it is.
 fn like_pattern(p: &str) -> String {
     p.replace('*', "%")
 }
 
-/// ` AND (column = any exact value OR column LIKE any pattern)`; nothing when
-/// both lists are empty. `column` is a constant of this module, never input.
-fn push_exact_or_like(
-    qb: &mut QueryBuilder<Sqlite>,
+/// The same pattern in SQLite `GLOB` form: `*` and `%` become `*`, `_`
+/// becomes `?`, and GLOB's own `?` and `[` are matched literally.
+fn glob_pattern(p: &str) -> String {
+    let mut glob = String::with_capacity(p.len());
+    for ch in p.chars() {
+        match ch {
+            '*' | '%' => glob.push('*'),
+            '_' => glob.push('?'),
+            '?' => glob.push_str("[?]"),
+            '[' => glob.push_str("[[]"),
+            _ => glob.push(ch),
+        }
+    }
+    glob
+}
+
+/// ` OR column` matches the wildcard pattern `p`. Matching is case-sensitive
+/// on both backends, as in ResultsDB (which runs on PostgreSQL): SQLite's
+/// `LIKE` ignores ASCII case, so SQLite gets the `GLOB` form. `ESCAPE ''`
+/// keeps a backslash an ordinary character on PostgreSQL, as it is in GLOB.
+/// `column` is a constant of this module, never input.
+fn push_wildcard<DB>(qb: &mut QueryBuilder<DB>, backend: Backend, column: &str, p: &str)
+where
+    DB: Database,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+{
+    match backend {
+        Backend::Sqlite => {
+            qb.push(format!(" OR {column} GLOB "))
+                .push_bind(glob_pattern(p));
+        }
+        Backend::Postgres => {
+            qb.push(format!(" OR {column} LIKE "))
+                .push_bind(like_pattern(p))
+                .push(" ESCAPE ''");
+        }
+    }
+}
+
+/// ` AND (column = any exact value OR column matches any pattern)`; nothing
+/// when both lists are empty. `column` is a constant of this module, never input.
+fn push_exact_or_like<DB>(
+    qb: &mut QueryBuilder<DB>,
+    backend: Backend,
     column: &str,
     exact: &[String],
     like: &[String],
-) {
+) where
+    DB: Database,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+{
     if exact.is_empty() && like.is_empty() {
         return;
     }
-    qb.push(" AND (0");
+    qb.push(" AND (FALSE");
     for v in exact {
         qb.push(format!(" OR {column} = ")).push_bind(v.clone());
     }
     for v in like {
-        qb.push(format!(" OR {column} LIKE "))
-            .push_bind(like_pattern(v));
+        push_wildcard(qb, backend, column, v);
     }
     qb.push(")");
 }
 
-fn push_filters(qb: &mut QueryBuilder<Sqlite>, q: &RdbQuery, with_outcome: bool) {
+fn push_filters<DB>(qb: &mut QueryBuilder<DB>, backend: Backend, q: &RdbQuery, with_outcome: bool)
+where
+    DB: Database,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+    i64: for<'t> Encode<'t, DB> + Type<DB>,
+{
     if let Some(since) = q.since {
         qb.push(" AND r.submit_time >= ").push_bind(since);
     }
@@ -394,16 +463,16 @@ fn push_filters(qb: &mut QueryBuilder<Sqlite>, q: &RdbQuery, with_outcome: bool)
         }
         qb.push("))");
     }
-    push_exact_or_like(qb, "r.testcase", &q.testcases, &q.testcases_like);
+    push_exact_or_like(qb, backend, "r.testcase", &q.testcases, &q.testcases_like);
     for f in &q.data {
         qb.push(
             " AND EXISTS (SELECT 1 FROM rdb_result_data d WHERE d.result_id = r.id AND d.key = ",
         )
         .push_bind(f.key.clone())
-        .push(" AND (0");
+        .push(" AND (FALSE");
         for v in &f.values {
             if f.like {
-                qb.push(" OR d.value LIKE ").push_bind(like_pattern(v));
+                push_wildcard(qb, backend, "d.value", v);
             } else {
                 qb.push(" OR d.value = ").push_bind(v.clone());
             }
@@ -412,12 +481,51 @@ fn push_filters(qb: &mut QueryBuilder<Sqlite>, q: &RdbQuery, with_outcome: bool)
     }
 }
 
+/// `(id, id, …)`.
+fn push_id_list<DB>(qb: &mut QueryBuilder<DB>, ids: &[i64])
+where
+    DB: Database,
+    i64: for<'t> Encode<'t, DB> + Type<DB>,
+{
+    qb.push("(");
+    let mut s = qb.separated(", ");
+    for id in ids {
+        s.push_bind(*id);
+    }
+    qb.push(")");
+}
+
 fn order(q: &RdbQuery) -> &'static str {
     if q.ascending {
         " ORDER BY r.submit_time ASC, r.id ASC"
     } else {
         " ORDER BY r.submit_time DESC, r.id DESC"
     }
+}
+
+/// A result's own row, before its groups and data are attached.
+#[derive(sqlx::FromRow)]
+struct ResultRow {
+    id: i64,
+    testcase: String,
+    testcase_ref_url: Option<String>,
+    outcome: String,
+    note: Option<String>,
+    ref_url: Option<String>,
+    submit_time: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct GroupLinkRow {
+    result_id: i64,
+    group_uuid: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct DataRow {
+    result_id: i64,
+    key: String,
+    value: String,
 }
 
 impl Store {
@@ -446,20 +554,17 @@ impl Store {
         offset: i64,
         limit: i64,
     ) -> Result<Vec<RdbResult>> {
-        let mut qb = QueryBuilder::new("SELECT r.id FROM rdb_results r WHERE 1");
-        push_filters(&mut qb, q, true);
-        qb.push(order(q));
-        qb.push(" LIMIT ")
-            .push_bind(limit)
-            .push(" OFFSET ")
-            .push_bind(offset);
-        let ids: Vec<i64> = qb
-            .build()
-            .fetch_all(&self.reader)
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let backend = self.reader.backend();
+        let ids = on_pool!(&self.reader, p => {
+            let mut qb = QueryBuilder::new("SELECT r.id FROM rdb_results r WHERE TRUE");
+            push_filters(&mut qb, backend, q, true);
+            qb.push(order(q));
+            qb.push(" LIMIT ")
+                .push_bind(limit)
+                .push(" OFFSET ")
+                .push_bind(offset);
+            qb.build_query_scalar::<i64>().fetch_all(p).await
+        })?;
         self.rdb_load(&ids).await
     }
 
@@ -467,99 +572,105 @@ impl Store {
     /// data key) among those matching `q`; the outcome filter does not apply,
     /// as in ResultsDB.
     pub async fn rdb_latest(&self, q: &RdbQuery, distinct_on: &[String]) -> Result<Vec<RdbResult>> {
-        let mut qb = QueryBuilder::new(
-            "SELECT id FROM (SELECT r.id, r.submit_time, ROW_NUMBER() OVER (PARTITION BY r.testcase",
-        );
-        for key in distinct_on {
-            qb.push(", (SELECT group_concat(d.value, ',') FROM rdb_result_data d WHERE d.result_id = r.id AND d.key = ")
-                .push_bind(key.clone())
-                .push(")");
-        }
-        qb.push(" ORDER BY r.submit_time DESC, r.id DESC) AS rn FROM rdb_results r WHERE 1");
-        push_filters(&mut qb, q, false);
-        qb.push(") r WHERE rn = 1");
-        qb.push(order(q));
-        let ids: Vec<i64> = qb
-            .build()
-            .fetch_all(&self.reader)
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let backend = self.reader.backend();
+        // A key's values joined in the order they were stored.
+        let joined_values = match backend {
+            Backend::Sqlite => ", (SELECT group_concat(d.value, ',') FROM rdb_result_data d",
+            Backend::Postgres => {
+                ", (SELECT string_agg(d.value, ',' ORDER BY d.id) FROM rdb_result_data d"
+            }
+        };
+        let ids = on_pool!(&self.reader, p => {
+            let mut qb = QueryBuilder::new(
+                "SELECT id FROM (SELECT r.id, r.submit_time, ROW_NUMBER() OVER (PARTITION BY r.testcase",
+            );
+            for key in distinct_on {
+                qb.push(joined_values)
+                    .push(" WHERE d.result_id = r.id AND d.key = ")
+                    .push_bind(key.clone())
+                    .push(")");
+            }
+            qb.push(" ORDER BY r.submit_time DESC, r.id DESC) AS rn FROM rdb_results r WHERE TRUE");
+            push_filters(&mut qb, backend, q, false);
+            qb.push(") r WHERE rn = 1");
+            qb.push(order(q));
+            qb.build_query_scalar::<i64>().fetch_all(p).await
+        })?;
         self.rdb_load(&ids).await
     }
 
     /// The results mapped from one attempt, in the order they were mapped.
     pub async fn rdb_attempt_results(&self, attempt_id: i64) -> Result<Vec<RdbResult>> {
-        let ids: Vec<i64> =
-            sqlx::query("SELECT id FROM rdb_results WHERE attempt_id = ? ORDER BY id")
-                .bind(attempt_id)
-                .fetch_all(&self.reader)
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
+        let ids = on_pool!(&self.reader, p => sqlx::query_scalar::<_, i64>(
+            "SELECT id FROM rdb_results WHERE attempt_id = $1 ORDER BY id",
+        )
+        .bind(attempt_id)
+        .fetch_all(p)
+        .await)?;
         self.rdb_load(&ids).await
     }
 
     /// Loads results by id, keeping the order of `ids`.
     async fn rdb_load(&self, ids: &[i64]) -> Result<Vec<RdbResult>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids_json = serde_json::to_string(ids)?;
-        let rows = sqlx::query(
-            "SELECT r.id, r.testcase, t.ref_url, r.outcome, r.note, r.ref_url, r.submit_time
-             FROM rdb_results r JOIN rdb_testcases t ON t.name = r.testcase
-             WHERE r.id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(&ids_json)
-        .fetch_all(&self.reader)
-        .await?;
-        let mut by_id: BTreeMap<i64, RdbResult> = rows
-            .iter()
-            .map(|r| {
-                let id: i64 = r.get(0);
+        // A result's groups and values come in the order they were stored:
+        // SQLite's rowid; PostgreSQL's rdb_result_data has an `id` for that,
+        // and rdb_result_groups has none, so its groups come sorted by uuid.
+        let (groups_order, data_order) = match self.reader.backend() {
+            Backend::Sqlite => (" ORDER BY rowid", " ORDER BY rowid"),
+            Backend::Postgres => (" ORDER BY group_uuid", " ORDER BY id"),
+        };
+        let mut by_id: BTreeMap<i64, RdbResult> = BTreeMap::new();
+        for chunk in ids.chunks(IN_LIST_MAX) {
+            let (rows, links, data) = on_pool!(&self.reader, p => {
+                let mut qb = QueryBuilder::new(
+                    "SELECT r.id, r.testcase, t.ref_url AS testcase_ref_url, r.outcome, r.note,
+                            r.ref_url, r.submit_time
+                     FROM rdb_results r JOIN rdb_testcases t ON t.name = r.testcase
+                     WHERE r.id IN ",
+                );
+                push_id_list(&mut qb, chunk);
+                let rows = qb.build_query_as::<ResultRow>().fetch_all(p).await?;
+                let mut qb = QueryBuilder::new(
+                    "SELECT result_id, group_uuid FROM rdb_result_groups WHERE result_id IN ",
+                );
+                push_id_list(&mut qb, chunk);
+                qb.push(groups_order);
+                let links = qb.build_query_as::<GroupLinkRow>().fetch_all(p).await?;
+                let mut qb = QueryBuilder::new(
+                    "SELECT result_id, key, value FROM rdb_result_data WHERE result_id IN ",
+                );
+                push_id_list(&mut qb, chunk);
+                qb.push(data_order);
+                let data = qb.build_query_as::<DataRow>().fetch_all(p).await?;
+                (rows, links, data)
+            });
+            by_id.extend(rows.into_iter().map(|r| {
                 (
-                    id,
+                    r.id,
                     RdbResult {
-                        id,
+                        id: r.id,
                         testcase: RdbTestcase {
-                            name: r.get(1),
-                            ref_url: r.get(2),
+                            name: r.testcase,
+                            ref_url: r.testcase_ref_url,
                         },
-                        outcome: r.get(3),
-                        note: r.get(4),
-                        ref_url: r.get(5),
-                        submit_time: r.get(6),
+                        outcome: r.outcome,
+                        note: r.note,
+                        ref_url: r.ref_url,
+                        submit_time: r.submit_time,
                         groups: Vec::new(),
                         data: BTreeMap::new(),
                     },
                 )
-            })
-            .collect();
-        for r in sqlx::query(
-            "SELECT result_id, group_uuid FROM rdb_result_groups
-             WHERE result_id IN (SELECT value FROM json_each(?)) ORDER BY rowid",
-        )
-        .bind(&ids_json)
-        .fetch_all(&self.reader)
-        .await?
-        {
-            if let Some(res) = by_id.get_mut(&r.get::<i64, _>(0)) {
-                res.groups.push(r.get(1));
+            }));
+            for link in links {
+                if let Some(res) = by_id.get_mut(&link.result_id) {
+                    res.groups.push(link.group_uuid);
+                }
             }
-        }
-        for r in sqlx::query(
-            "SELECT result_id, key, value FROM rdb_result_data
-             WHERE result_id IN (SELECT value FROM json_each(?)) ORDER BY rowid",
-        )
-        .bind(&ids_json)
-        .fetch_all(&self.reader)
-        .await?
-        {
-            if let Some(res) = by_id.get_mut(&r.get::<i64, _>(0)) {
-                res.data.entry(r.get(1)).or_default().push(r.get(2));
+            for d in data {
+                if let Some(res) = by_id.get_mut(&d.result_id) {
+                    res.data.entry(d.key).or_default().push(d.value);
+                }
             }
         }
         Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
@@ -577,14 +688,12 @@ impl Store {
 
     pub async fn rdb_testcase(&self, name: &str) -> Result<Option<RdbTestcase>> {
         Ok(
-            sqlx::query("SELECT name, ref_url FROM rdb_testcases WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&self.reader)
-                .await?
-                .map(|r| RdbTestcase {
-                    name: r.get(0),
-                    ref_url: r.get(1),
-                }),
+            on_pool!(&self.reader, p => sqlx::query_as::<_, RdbTestcase>(
+            "SELECT name, ref_url FROM rdb_testcases WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(p)
+        .await)?,
         )
     }
 
@@ -596,22 +705,16 @@ impl Store {
         offset: i64,
         limit: i64,
     ) -> Result<Vec<RdbTestcase>> {
-        let mut qb = QueryBuilder::new("SELECT name, ref_url FROM rdb_testcases WHERE 1");
-        push_exact_or_like(&mut qb, "name", names, like);
-        qb.push(" ORDER BY name LIMIT ")
-            .push_bind(limit)
-            .push(" OFFSET ")
-            .push_bind(offset);
-        Ok(qb
-            .build()
-            .fetch_all(&self.reader)
-            .await?
-            .iter()
-            .map(|r| RdbTestcase {
-                name: r.get(0),
-                ref_url: r.get(1),
-            })
-            .collect())
+        let backend = self.reader.backend();
+        Ok(on_pool!(&self.reader, p => {
+            let mut qb = QueryBuilder::new("SELECT name, ref_url FROM rdb_testcases WHERE TRUE");
+            push_exact_or_like(&mut qb, backend, "name", names, like);
+            qb.push(" ORDER BY name LIMIT ")
+                .push_bind(limit)
+                .push(" OFFSET ")
+                .push_bind(offset);
+            qb.build_query_as::<RdbTestcase>().fetch_all(p).await
+        })?)
     }
 
     /// Creates a group, or updates the fields given.
@@ -625,17 +728,12 @@ impl Store {
     }
 
     pub async fn rdb_group(&self, uuid: &str) -> Result<Option<RdbGroup>> {
-        Ok(
-            sqlx::query("SELECT uuid, description, ref_url FROM rdb_groups WHERE uuid = ?")
-                .bind(uuid)
-                .fetch_optional(&self.reader)
-                .await?
-                .map(|r| RdbGroup {
-                    uuid: r.get(0),
-                    description: r.get(1),
-                    ref_url: r.get(2),
-                }),
+        Ok(on_pool!(&self.reader, p => sqlx::query_as::<_, RdbGroup>(
+            "SELECT uuid, description, ref_url FROM rdb_groups WHERE uuid = $1",
         )
+        .bind(uuid)
+        .fetch_optional(p)
+        .await)?)
     }
 
     /// Groups, newest first, filtered by uuid and description (exact or `*` wildcards).
@@ -647,30 +745,24 @@ impl Store {
         offset: i64,
         limit: i64,
     ) -> Result<Vec<RdbGroup>> {
-        let mut qb = QueryBuilder::new("SELECT uuid, description, ref_url FROM rdb_groups WHERE 1");
-        if !uuids.is_empty() {
-            qb.push(" AND uuid IN (");
-            let mut s = qb.separated(", ");
-            for u in uuids {
-                s.push_bind(u.clone());
+        let backend = self.reader.backend();
+        Ok(on_pool!(&self.reader, p => {
+            let mut qb =
+                QueryBuilder::new("SELECT uuid, description, ref_url FROM rdb_groups WHERE TRUE");
+            if !uuids.is_empty() {
+                qb.push(" AND uuid IN (");
+                let mut s = qb.separated(", ");
+                for u in uuids {
+                    s.push_bind(u.clone());
+                }
+                qb.push(")");
             }
-            qb.push(")");
-        }
-        push_exact_or_like(&mut qb, "description", descriptions, descriptions_like);
-        qb.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(limit)
-            .push(" OFFSET ")
-            .push_bind(offset);
-        Ok(qb
-            .build()
-            .fetch_all(&self.reader)
-            .await?
-            .iter()
-            .map(|r| RdbGroup {
-                uuid: r.get(0),
-                description: r.get(1),
-                ref_url: r.get(2),
-            })
-            .collect())
+            push_exact_or_like(&mut qb, backend, "description", descriptions, descriptions_like);
+            qb.push(" ORDER BY id DESC LIMIT ")
+                .push_bind(limit)
+                .push(" OFFSET ")
+                .push_bind(offset);
+            qb.build_query_as::<RdbGroup>().fetch_all(p).await
+        })?)
     }
 }

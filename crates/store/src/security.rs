@@ -1,14 +1,14 @@
 //! Users, API tokens, per-host agent secrets and the audit log. Only hashes
 //! are stored; hashing itself happens in the server's `auth` module.
 
-use serde_json::{Value, json};
-use sqlx::Row;
+use serde_json::Value;
 use testfleet_core::time_fmt::{UnixMillis, format_millis};
 
+use crate::db::on_pool;
 use crate::{Result, Store, StoreError};
 
 /// A stored user.
-#[derive(Clone, PartialEq)]
+#[derive(Clone, PartialEq, sqlx::FromRow)]
 pub struct StoredUser {
     pub name: String,
     /// argon2id PHC string.
@@ -36,7 +36,7 @@ impl std::fmt::Debug for StoredUser {
 }
 
 /// A stored API token (its hash only).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct StoredToken {
     pub name: String,
     pub admin: bool,
@@ -44,10 +44,77 @@ pub struct StoredToken {
 }
 
 /// A host's own agent secret.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct StoredAgentSecret {
     pub secret_hash: String,
     pub revoked: bool,
+}
+
+// The listings below are printed as JSON (`testfleet users list`, `tokens
+// list`) and were JSON maps before, whose keys serde_json sorts: the fields
+// are declared in that order so the output stays the same.
+
+/// A user as listed: no hashes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UserEntry {
+    pub admin: bool,
+    /// RFC 3339.
+    pub created_at: String,
+    /// Whether the user has Digest credentials.
+    pub digest: bool,
+    pub name: String,
+}
+
+/// A token as listed: no hash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TokenEntry {
+    pub admin: bool,
+    /// RFC 3339.
+    pub created_at: String,
+    pub name: String,
+    /// RFC 3339, once revoked.
+    pub revoked_at: Option<String>,
+}
+
+/// One audit-log entry.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AuditEntry {
+    pub action: String,
+    pub actor: String,
+    /// RFC 3339.
+    pub at: String,
+    /// The JSON detail recorded with the action (`None` when there was none
+    /// or it does not parse).
+    pub detail: Option<Value>,
+    /// The client's address, when the action came over the network.
+    pub peer: Option<String>,
+    pub target: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    name: String,
+    admin: bool,
+    created_at: i64,
+    digest: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    name: String,
+    admin: bool,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct AuditRow {
+    at: i64,
+    actor: String,
+    peer: Option<String>,
+    action: String,
+    target: Option<String>,
+    detail: Option<String>,
 }
 
 impl Store {
@@ -77,9 +144,9 @@ impl Store {
     /// Adds or replaces a user: its argon2 hash and its Digest HA1 values
     /// (from the same password) are written together.
     pub async fn save_user(&self, user: &StoredUser, now: UnixMillis) -> Result<()> {
-        sqlx::query(
+        on_pool!(&self.writer, p => sqlx::query(
             "INSERT INTO users (name, password_hash, admin, created_at, digest_realm, digest_ha1_md5, digest_ha1_sha256)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, admin = excluded.admin,
              digest_realm = excluded.digest_realm, digest_ha1_md5 = excluded.digest_ha1_md5,
              digest_ha1_sha256 = excluded.digest_ha1_sha256",
@@ -91,50 +158,49 @@ impl Store {
         .bind(&user.digest_realm)
         .bind(&user.digest_ha1_md5)
         .bind(&user.digest_ha1_sha256)
-        .execute(&self.writer)
-        .await?;
+        .execute(p)
+        .await
+.map(|_| ()))?;
         Ok(())
     }
 
     pub async fn remove_user(&self, name: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM users WHERE name = ?")
+        let done = on_pool!(&self.writer, p => sqlx::query("DELETE FROM users WHERE name = $1")
             .bind(name)
-            .execute(&self.writer)
-            .await?;
-        if done.rows_affected() == 0 {
+            .execute(p)
+            .await
+            .map(|d| d.rows_affected()))?;
+        if done == 0 {
             return Err(StoreError::NotFound(format!("user `{name}`")));
         }
         Ok(())
     }
 
     pub async fn user(&self, name: &str) -> Result<Option<StoredUser>> {
-        Ok(sqlx::query(
+        Ok(on_pool!(&self.reader, p => sqlx::query_as::<_, StoredUser>(
             "SELECT name, password_hash, admin, digest_realm, digest_ha1_md5, digest_ha1_sha256
-             FROM users WHERE name = ?",
+             FROM users WHERE name = $1",
         )
         .bind(name)
-        .fetch_optional(&self.reader)
-        .await?
-        .map(|r| StoredUser {
-            name: r.get(0),
-            password_hash: r.get(1),
-            admin: r.get(2),
-            digest_realm: r.get(3),
-            digest_ha1_md5: r.get(4),
-            digest_ha1_sha256: r.get(5),
-        }))
+        .fetch_optional(p)
+        .await)?)
     }
 
-    pub async fn users(&self) -> Result<Vec<Value>> {
-        let rows = sqlx::query(
-            "SELECT name, admin, created_at, digest_ha1_sha256 IS NOT NULL FROM users ORDER BY name",
+    pub async fn users(&self) -> Result<Vec<UserEntry>> {
+        let rows = on_pool!(&self.reader, p => sqlx::query_as::<_, UserRow>(
+            "SELECT name, admin, created_at, digest_ha1_sha256 IS NOT NULL AS digest
+             FROM users ORDER BY name",
         )
-        .fetch_all(&self.reader)
-        .await?;
+        .fetch_all(p)
+        .await)?;
         Ok(rows
-            .iter()
-            .map(|r| json!({"name": r.get::<String, _>(0), "admin": r.get::<bool, _>(1), "created_at": format_millis(r.get(2)),
-                            "digest": r.get::<bool, _>(3)}))
+            .into_iter()
+            .map(|r| UserEntry {
+                admin: r.admin,
+                created_at: format_millis(r.created_at),
+                digest: r.digest,
+                name: r.name,
+            })
             .collect())
     }
 
@@ -146,62 +212,63 @@ impl Store {
         admin: bool,
         now: UnixMillis,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO api_tokens (name, token_hash, admin, created_at) VALUES (?, ?, ?, ?)",
+        on_pool!(&self.writer, p => sqlx::query(
+            "INSERT INTO api_tokens (name, token_hash, admin, created_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(name)
         .bind(token_hash)
         .bind(admin)
         .bind(now)
-        .execute(&self.writer)
+        .execute(p)
         .await
+        .map(|_| ()))
         .map_err(|e| match &e {
             sqlx::Error::Database(d) if d.is_unique_violation() => {
                 StoreError::Conflict(format!("a token named `{name}` exists already"))
             }
             _ => StoreError::Db(e),
-        })?;
-        Ok(())
+        })
     }
 
     pub async fn revoke_token(&self, name: &str, now: UnixMillis) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+        let done = on_pool!(&self.writer, p => sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL",
         )
         .bind(now)
         .bind(name)
-        .execute(&self.writer)
-        .await?;
-        if done.rows_affected() == 0 {
+        .execute(p)
+        .await
+        .map(|d| d.rows_affected()))?;
+        if done == 0 {
             return Err(StoreError::NotFound(format!("active token `{name}`")));
         }
         Ok(())
     }
 
     pub async fn token_by_hash(&self, token_hash: &str) -> Result<Option<StoredToken>> {
-        Ok(sqlx::query(
-            "SELECT name, admin, revoked_at IS NOT NULL FROM api_tokens WHERE token_hash = ?",
+        Ok(
+            on_pool!(&self.reader, p => sqlx::query_as::<_, StoredToken>(
+            "SELECT name, admin, revoked_at IS NOT NULL AS revoked FROM api_tokens WHERE token_hash = $1",
         )
         .bind(token_hash)
-        .fetch_optional(&self.reader)
-        .await?
-        .map(|r| StoredToken {
-            name: r.get(0),
-            admin: r.get(1),
-            revoked: r.get(2),
-        }))
+        .fetch_optional(p)
+        .await)?,
+        )
     }
 
-    pub async fn tokens(&self) -> Result<Vec<Value>> {
-        let rows =
-            sqlx::query("SELECT name, admin, created_at, revoked_at FROM api_tokens ORDER BY id")
-                .fetch_all(&self.reader)
-                .await?;
+    pub async fn tokens(&self) -> Result<Vec<TokenEntry>> {
+        let rows = on_pool!(&self.reader, p => sqlx::query_as::<_, TokenRow>(
+            "SELECT name, admin, created_at, revoked_at FROM api_tokens ORDER BY id",
+        )
+        .fetch_all(p)
+        .await)?;
         Ok(rows
-            .iter()
-            .map(|r| {
-                json!({"name": r.get::<String, _>(0), "admin": r.get::<bool, _>(1),
-                       "created_at": format_millis(r.get(2)), "revoked_at": r.get::<Option<i64>, _>(3).map(format_millis)})
+            .into_iter()
+            .map(|r| TokenEntry {
+                admin: r.admin,
+                created_at: format_millis(r.created_at),
+                name: r.name,
+                revoked_at: r.revoked_at.map(format_millis),
             })
             .collect())
     }
@@ -213,28 +280,30 @@ impl Store {
         secret_hash: &str,
         now: UnixMillis,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO agent_secrets (hostname, secret_hash, created_at) VALUES (?, ?, ?)
+        on_pool!(&self.writer, p => sqlx::query(
+            "INSERT INTO agent_secrets (hostname, secret_hash, created_at) VALUES ($1, $2, $3)
              ON CONFLICT (hostname) DO UPDATE SET secret_hash = excluded.secret_hash, created_at = excluded.created_at,
              revoked_at = NULL",
         )
         .bind(hostname)
         .bind(secret_hash)
         .bind(now)
-        .execute(&self.writer)
-        .await?;
+        .execute(p)
+        .await
+.map(|_| ()))?;
         Ok(())
     }
 
     pub async fn revoke_agent_secret(&self, hostname: &str, now: UnixMillis) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE agent_secrets SET revoked_at = ? WHERE hostname = ? AND revoked_at IS NULL",
+        let done = on_pool!(&self.writer, p => sqlx::query(
+            "UPDATE agent_secrets SET revoked_at = $1 WHERE hostname = $2 AND revoked_at IS NULL",
         )
         .bind(now)
         .bind(hostname)
-        .execute(&self.writer)
-        .await?;
-        if done.rows_affected() == 0 {
+        .execute(p)
+        .await
+        .map(|d| d.rows_affected()))?;
+        if done == 0 {
             return Err(StoreError::NotFound(format!(
                 "active secret for host `{hostname}`"
             )));
@@ -243,28 +312,24 @@ impl Store {
     }
 
     pub async fn agent_secret(&self, hostname: &str) -> Result<Option<StoredAgentSecret>> {
-        Ok(sqlx::query(
-            "SELECT secret_hash, revoked_at IS NOT NULL FROM agent_secrets WHERE hostname = ?",
+        Ok(
+            on_pool!(&self.reader, p => sqlx::query_as::<_, StoredAgentSecret>(
+            "SELECT secret_hash, revoked_at IS NOT NULL AS revoked FROM agent_secrets WHERE hostname = $1",
         )
         .bind(hostname)
-        .fetch_optional(&self.reader)
-        .await?
-        .map(|r| StoredAgentSecret {
-            secret_hash: r.get(0),
-            revoked: r.get(1),
-        }))
+        .fetch_optional(p)
+        .await)?,
+        )
     }
 
     /// Hosts whose secret was revoked or changed after `since`.
     pub async fn agent_secrets_changed_since(&self, since: UnixMillis) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT hostname FROM agent_secrets WHERE revoked_at > ? OR created_at > ? ORDER BY hostname",
+        Ok(on_pool!(&self.reader, p => sqlx::query_scalar::<_, String>(
+            "SELECT hostname FROM agent_secrets WHERE revoked_at > $1 OR created_at > $1 ORDER BY hostname",
         )
         .bind(since)
-        .bind(since)
-        .fetch_all(&self.reader)
-        .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        .fetch_all(p)
+        .await)?)
     }
 
     /// Records who did what.
@@ -277,30 +342,40 @@ impl Store {
         detail: Option<&Value>,
         now: UnixMillis,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO audit_log (at, actor, peer, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(now)
-            .bind(actor)
-            .bind(peer)
-            .bind(action)
-            .bind(target)
-            .bind(detail.map(Value::to_string))
-            .execute(&self.writer)
-            .await?;
+        on_pool!(&self.writer, p => sqlx::query(
+            "INSERT INTO audit_log (at, actor, peer, action, target, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(now)
+        .bind(actor)
+        .bind(peer)
+        .bind(action)
+        .bind(target)
+        .bind(detail.map(Value::to_string))
+        .execute(p)
+        .await
+.map(|_| ()))?;
         Ok(())
     }
 
     /// The newest `limit` audit entries, newest first.
-    pub async fn audit_log(&self, limit: i64) -> Result<Vec<Value>> {
-        let rows = sqlx::query("SELECT at, actor, peer, action, target, detail FROM audit_log ORDER BY id DESC LIMIT ?")
-            .bind(limit)
-            .fetch_all(&self.reader)
-            .await?;
+    pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>> {
+        let rows = on_pool!(&self.reader, p => sqlx::query_as::<_, AuditRow>(
+            "SELECT at, actor, peer, action, target, detail FROM audit_log ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(p)
+        .await)?;
         Ok(rows
-            .iter()
-            .map(|r| {
-                json!({"at": format_millis(r.get(0)), "actor": r.get::<String, _>(1), "peer": r.get::<Option<String>, _>(2),
-                       "action": r.get::<String, _>(3), "target": r.get::<Option<String>, _>(4),
-                       "detail": r.get::<Option<&str>, _>(5).and_then(|d| serde_json::from_str::<Value>(d).ok())})
+            .into_iter()
+            .map(|r| AuditEntry {
+                action: r.action,
+                actor: r.actor,
+                at: format_millis(r.at),
+                detail: r
+                    .detail
+                    .and_then(|d| serde_json::from_str::<Value>(&d).ok()),
+                peer: r.peer,
+                target: r.target,
             })
             .collect())
     }

@@ -1,8 +1,10 @@
 //! Read models for the REST API and the CLI: jobs, tasks, attempts, logs, agents.
+//!
+//! Every query runs on both backends (see `db`). Rows are decoded into the
+//! private `*Row` structs below and converted into the wire types here, so a
+//! column's type is checked once, by name, on either engine.
 
 use serde_json::Value;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 use testfleet_core::time_fmt::{UnixMillis, format_millis};
 use testfleet_core::{AttemptOutcome, JobState, LabelSet, TaskState};
 use testfleet_wire::api::{
@@ -11,13 +13,17 @@ use testfleet_wire::api::{
 use testfleet_wire::protocol::MachineInfo;
 use testfleet_wire::results::{CaseOutcome, Results};
 
+use crate::db::{Backend, on_pool};
 use crate::{Result, Store, StoreError};
 
 /// Largest log slice returned at once.
 const MAX_LOG_SLICE: usize = 1 << 20;
 
-const TASK_COLUMNS: &str = "t.id, t.job_id, t.name, t.state, t.stage, t.outcome, t.agent, t.pinned_agent,
-     t.detail_message, t.attempts, t.flaky, (SELECT results FROM attempts a WHERE a.id = t.current_attempt)";
+/// The columns of [`TaskRow`], for `FROM tasks t`.
+const TASK_COLUMNS: &str =
+    "t.id, t.job_id, t.name, t.state, t.stage, t.outcome, t.agent, t.pinned_agent,
+     t.detail_message, t.attempts, t.flaky,
+     (SELECT results FROM attempts a WHERE a.id = t.current_attempt) AS results";
 
 fn parse<T: std::str::FromStr>(s: &str) -> Result<T>
 where
@@ -27,31 +33,180 @@ where
         .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn task_view(r: &SqliteRow) -> Result<TaskView> {
-    let results: Option<String> = r.get(11);
-    let results: Vec<Results> = match results {
-        Some(text) => serde_json::from_str(&text)?,
-        None => Vec::new(),
-    };
-    let (counts, metrics) = summarize(&results);
-    Ok(TaskView {
-        id: r.get(0),
-        job_id: r.get(1),
-        name: r.get(2),
-        state: parse::<TaskState>(r.get(3))?,
-        stage: r.get(4),
-        outcome: r
-            .get::<Option<&str>, _>(5)
-            .map(parse::<AttemptOutcome>)
-            .transpose()?,
-        agent: r.get(6),
-        pinned_agent: r.get(7),
-        detail_message: r.get(8),
-        attempts: r.get(9),
-        flaky: r.get(10),
-        counts,
-        metrics,
-    })
+/// A task with its current attempt's results, as selected by [`TASK_COLUMNS`].
+#[derive(sqlx::FromRow)]
+struct TaskRow {
+    id: i64,
+    job_id: i64,
+    name: String,
+    state: String,
+    stage: Option<String>,
+    outcome: Option<String>,
+    agent: Option<String>,
+    pinned_agent: Option<String>,
+    detail_message: Option<String>,
+    attempts: i64,
+    flaky: bool,
+    results: Option<String>,
+}
+
+impl TaskRow {
+    fn into_view(self) -> Result<TaskView> {
+        let results: Vec<Results> = match self.results {
+            Some(text) => serde_json::from_str(&text)?,
+            None => Vec::new(),
+        };
+        let (counts, metrics) = summarize(&results);
+        Ok(TaskView {
+            id: self.id,
+            job_id: self.job_id,
+            name: self.name,
+            state: parse::<TaskState>(&self.state)?,
+            stage: self.stage,
+            outcome: self
+                .outcome
+                .as_deref()
+                .map(parse::<AttemptOutcome>)
+                .transpose()?,
+            agent: self.agent,
+            pinned_agent: self.pinned_agent,
+            detail_message: self.detail_message,
+            attempts: self.attempts,
+            flaky: self.flaky,
+            counts,
+            metrics,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: i64,
+    name: String,
+    queue: String,
+    priority: i64,
+    state: String,
+    created_at: UnixMillis,
+    finished_at: Option<UnixMillis>,
+    integration_id: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    id: i64,
+    task_id: i64,
+    number: i64,
+    agent: String,
+    stage: Option<String>,
+    outcome: Option<String>,
+    reason: Option<String>,
+    reason_data: Option<String>,
+    started_at: UnixMillis,
+    finished_at: Option<UnixMillis>,
+}
+
+impl AttemptRow {
+    fn into_view(self) -> Result<AttemptView> {
+        Ok(AttemptView {
+            id: self.id,
+            task_id: self.task_id,
+            number: self.number,
+            agent: self.agent,
+            stage: self.stage,
+            outcome: self
+                .outcome
+                .as_deref()
+                .map(parse::<AttemptOutcome>)
+                .transpose()?,
+            reason: self.reason,
+            reason_data: self
+                .reason_data
+                .as_deref()
+                .map(serde_json::from_str::<Value>)
+                .transpose()?,
+            started_at: format_millis(self.started_at),
+            finished_at: time_text(self.finished_at),
+        })
+    }
+}
+
+/// The attempt whose log is read, and whether it has finished.
+#[derive(sqlx::FromRow)]
+struct LogAttemptRow {
+    id: i64,
+    done: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct LogChunkRow {
+    offset: i64,
+    data: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct AgentRow {
+    hostname: String,
+    labels: String,
+    last_connected: UnixMillis,
+    retired: bool,
+    machine: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct WorkLogRow {
+    hostname: String,
+    attempt_id: Option<i64>,
+    integration_id: Option<String>,
+    status: String,
+    detail: Option<String>,
+    at: UnixMillis,
+}
+
+#[derive(sqlx::FromRow)]
+struct AttemptContextRow {
+    agent: String,
+    job_id: i64,
+    task_name: String,
+    spec: String,
+    created_at: UnixMillis,
+    results: Option<String>,
+    machine: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct TaskResultsRow {
+    name: String,
+    agent: String,
+    results: String,
+}
+
+/// One kind of threshold stop, as reported by [`Store::threshold_stats`].
+#[derive(sqlx::FromRow, serde::Serialize)]
+struct ThresholdStatsRow {
+    threshold: String,
+    stopped_attempts: i64,
+    mean_runtime_ms: Option<f64>,
+    max_runtime_ms: Option<i64>,
+    mean_agent_load: Option<f64>,
+    max_agent_load: Option<f64>,
+}
+
+/// One task key's runtime history, as reported by [`Store::runtime_stats`].
+#[derive(sqlx::FromRow, serde::Serialize)]
+struct RuntimeStatsRow {
+    task_key: String,
+    runs: i64,
+    mean_ms: f64,
+    p95_ms: f64,
+}
+
+/// One task key's flaky count, as reported by [`Store::flaky_stats`].
+#[derive(sqlx::FromRow, serde::Serialize)]
+struct FlakyStatsRow {
+    task_key: String,
+    #[serde(rename = "flaky")]
+    flaky_runs: i64,
+    runs: i64,
 }
 
 /// Counts per outcome and every benchmark value of a set of parsed result files.
@@ -105,35 +260,41 @@ fn time_text(ms: Option<UnixMillis>) -> Option<String> {
 impl Store {
     /// One job with its tasks.
     pub async fn job(&self, job_id: i64) -> Result<JobView> {
-        let row = sqlx::query(
-            "SELECT id, name, queue, priority, state, created_at, finished_at, integration_id FROM jobs WHERE id = ?",
+        let row = on_pool!(&self.reader, p => sqlx::query_as::<_, JobRow>(
+            "SELECT id, name, queue, priority, state, created_at, finished_at, integration_id
+             FROM jobs WHERE id = $1",
         )
         .bind(job_id)
-        .fetch_optional(&self.reader)
-        .await?
+        .fetch_optional(p)
+        .await)?
         .ok_or_else(|| StoreError::NotFound(format!("job {job_id}")))?;
-        let tasks = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.job_id = ? ORDER BY t.id"
-        )))
-        .bind(job_id)
-        .fetch_all(&self.reader)
-        .await?
-        .iter()
-        .map(task_view)
-        .collect::<Result<Vec<_>>>()?;
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks t WHERE t.job_id = $1 ORDER BY t.id");
+        let tasks =
+            on_pool!(&self.reader, p => sqlx::query_as::<_, TaskRow>(sqlx::AssertSqlSafe(sql))
+            .bind(job_id)
+            .fetch_all(p)
+            .await)?
+            .into_iter()
+            .map(TaskRow::into_view)
+            .collect::<Result<Vec<_>>>()?;
         let mut counts = CaseCounts::default();
         for t in &tasks {
             counts.add(&t.counts);
         }
         Ok(JobView {
-            id: row.get(0),
-            name: row.get(1),
-            queue: row.get(2),
-            priority: row.get(3),
-            state: parse::<JobState>(row.get(4))?,
-            created_at: format_millis(row.get(5)),
-            finished_at: time_text(row.get(6)),
-            integration_id: row.get(7),
+            id: row.id,
+            name: row.name,
+            queue: row.queue,
+            priority: i32::try_from(row.priority).map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "job {job_id} has priority {} out of range",
+                    row.priority
+                ))
+            })?,
+            state: parse::<JobState>(&row.state)?,
+            created_at: format_millis(row.created_at),
+            finished_at: time_text(row.finished_at),
+            integration_id: row.integration_id,
             tasks,
             counts,
         })
@@ -141,17 +302,16 @@ impl Store {
 
     /// The newest jobs first, without their tasks' results.
     pub async fn jobs(&self, limit: i64, state: Option<JobState>) -> Result<Vec<JobView>> {
-        let ids = sqlx::query(
-            "SELECT id FROM jobs WHERE (? IS NULL OR state = ?) ORDER BY id DESC LIMIT ?",
+        let ids = on_pool!(&self.reader, p => sqlx::query_scalar::<_, i64>(
+            "SELECT id FROM jobs WHERE ($1 IS NULL OR state = $1) ORDER BY id DESC LIMIT $2",
         )
         .bind(state.map(JobState::as_str))
-        .bind(state.map(JobState::as_str))
         .bind(limit)
-        .fetch_all(&self.reader)
-        .await?;
+        .fetch_all(p)
+        .await)?;
         let mut out = Vec::with_capacity(ids.len());
-        for r in ids {
-            out.push(self.job(r.get(0)).await?);
+        for id in ids {
+            out.push(self.job(id).await?);
         }
         Ok(out)
     }
@@ -160,14 +320,14 @@ impl Store {
     pub async fn task(&self, task_id: i64) -> Result<TaskDetail> {
         // Show the stages agents have reported, not the ones still queued.
         self.progress.flush().await;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id = ?"
-        )))
-        .bind(task_id)
-        .fetch_optional(&self.reader)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
-        let task = task_view(&row)?;
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id = $1");
+        let row =
+            on_pool!(&self.reader, p => sqlx::query_as::<_, TaskRow>(sqlx::AssertSqlSafe(sql))
+            .bind(task_id)
+            .fetch_optional(p)
+            .await)?
+            .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
+        let task = row.into_view()?;
         let attempts = self.attempts(task_id).await?;
         Ok(TaskDetail {
             task,
@@ -176,46 +336,29 @@ impl Store {
     }
 
     async fn attempts(&self, task_id: i64) -> Result<Vec<AttemptView>> {
-        let rows = sqlx::query(
+        on_pool!(&self.reader, p => sqlx::query_as::<_, AttemptRow>(
             "SELECT id, task_id, number, agent, stage, outcome, reason, reason_data, started_at, finished_at
-             FROM attempts WHERE task_id = ? ORDER BY number",
+             FROM attempts WHERE task_id = $1 ORDER BY number",
         )
         .bind(task_id)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AttemptView {
-                    id: r.get(0),
-                    task_id: r.get(1),
-                    number: r.get(2),
-                    agent: r.get(3),
-                    stage: r.get(4),
-                    outcome: r
-                        .get::<Option<&str>, _>(5)
-                        .map(parse::<AttemptOutcome>)
-                        .transpose()?,
-                    reason: r.get(6),
-                    reason_data: r
-                        .get::<Option<&str>, _>(7)
-                        .map(serde_json::from_str::<Value>)
-                        .transpose()?,
-                    started_at: format_millis(r.get(8)),
-                    finished_at: time_text(r.get(9)),
-                })
-            })
-            .collect()
+        .fetch_all(p)
+        .await)?
+        .into_iter()
+        .map(AttemptRow::into_view)
+        .collect()
     }
 
     /// The parsed results an attempt uploaded.
     pub async fn attempt_results(&self, attempt_id: i64) -> Result<Vec<Results>> {
-        let row = sqlx::query("SELECT results FROM attempts WHERE id = ?")
-            .bind(attempt_id)
-            .fetch_optional(&self.reader)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("attempt {attempt_id}")))?;
-        match row.get::<Option<&str>, _>(0) {
-            Some(text) => Ok(serde_json::from_str(text)?),
+        let results = on_pool!(&self.reader, p => sqlx::query_scalar::<_, Option<String>>(
+            "SELECT results FROM attempts WHERE id = $1",
+        )
+        .bind(attempt_id)
+        .fetch_optional(p)
+        .await)?
+        .ok_or_else(|| StoreError::NotFound(format!("attempt {attempt_id}")))?;
+        match results {
+            Some(text) => Ok(serde_json::from_str(&text)?),
             None => Ok(Vec::new()),
         }
     }
@@ -229,36 +372,41 @@ impl Store {
         offset: u64,
     ) -> Result<LogSlice> {
         let attempt = match attempt_id {
-            Some(id) => sqlx::query(
-                "SELECT id, outcome IS NOT NULL FROM attempts WHERE id = ? AND task_id = ?",
+            Some(id) => on_pool!(&self.reader, p => sqlx::query_as::<_, LogAttemptRow>(
+                "SELECT id, outcome IS NOT NULL AS done FROM attempts WHERE id = $1 AND task_id = $2",
             )
             .bind(id)
             .bind(task_id)
-            .fetch_optional(&self.reader)
-            .await?
+            .fetch_optional(p)
+            .await)?
             .ok_or_else(|| StoreError::NotFound(format!("attempt {id} of task {task_id}")))
             .map(Some)?,
             None => {
-                let task = sqlx::query("SELECT state FROM tasks WHERE id = ?")
-                    .bind(task_id)
-                    .fetch_optional(&self.reader)
-                    .await?
-                    .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
-                let _ = task;
-                sqlx::query("SELECT id, outcome IS NOT NULL FROM attempts WHERE task_id = ? ORDER BY number DESC LIMIT 1")
-                    .bind(task_id)
-                    .fetch_optional(&self.reader)
-                    .await?
+                on_pool!(&self.reader, p => sqlx::query_scalar::<_, String>(
+                    "SELECT state FROM tasks WHERE id = $1",
+                )
+                .bind(task_id)
+                .fetch_optional(p)
+                .await)?
+                .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
+                on_pool!(&self.reader, p => sqlx::query_as::<_, LogAttemptRow>(
+                    "SELECT id, outcome IS NOT NULL AS done FROM attempts WHERE task_id = $1
+                     ORDER BY number DESC LIMIT 1",
+                )
+                .bind(task_id)
+                .fetch_optional(p)
+                .await)?
             }
         };
-        let task_done = sqlx::query("SELECT state FROM tasks WHERE id = ?")
-            .bind(task_id)
-            .fetch_one(&self.reader)
-            .await?
-            .get::<&str, _>(0)
-            .parse::<TaskState>()
-            .map(TaskState::is_terminal)
-            .unwrap_or(true);
+        let task_done = on_pool!(&self.reader, p => sqlx::query_scalar::<_, String>(
+            "SELECT state FROM tasks WHERE id = $1",
+        )
+        .bind(task_id)
+        .fetch_one(p)
+        .await)?
+        .parse::<TaskState>()
+        .map(TaskState::is_terminal)
+        .unwrap_or(true);
         let Some(attempt) = attempt else {
             return Ok(LogSlice {
                 task_id,
@@ -269,22 +417,23 @@ impl Store {
                 complete: task_done,
             });
         };
-        let attempt_id: i64 = attempt.get(0);
-        let attempt_done: bool = attempt.get(1);
         let start = i64::try_from(offset).unwrap_or(i64::MAX);
-        let rows = sqlx::query(
-            "SELECT offset, data FROM log_chunks WHERE attempt_id = ? AND offset + length(CAST(data AS BLOB)) > ?
-             ORDER BY offset",
+        // `octet_length` counts bytes on both engines (SQLite 3.43+), as the
+        // offsets do.
+        let rows = on_pool!(&self.reader, p => sqlx::query_as::<_, LogChunkRow>(
+            r#"SELECT "offset", data FROM log_chunks
+               WHERE attempt_id = $1 AND "offset" + octet_length(data) > $2
+               ORDER BY "offset""#,
         )
-        .bind(attempt_id)
+        .bind(attempt.id)
         .bind(start)
-        .fetch_all(&self.reader)
-        .await?;
+        .fetch_all(p)
+        .await)?;
         let mut data = Vec::new();
         let mut next = offset;
         for r in rows {
-            let chunk_start = u64::try_from(r.get::<i64, _>(0)).unwrap_or(0);
-            let bytes = r.get::<&str, _>(1).as_bytes();
+            let chunk_start = u64::try_from(r.offset).unwrap_or(0);
+            let bytes = r.data.as_bytes();
             if chunk_start > next {
                 break; // a gap: that chunk has not arrived yet
             }
@@ -301,57 +450,60 @@ impl Store {
         let data = String::from_utf8_lossy(&data).into_owned();
         Ok(LogSlice {
             task_id,
-            attempt_id: Some(attempt_id),
+            attempt_id: Some(attempt.id),
             offset,
             next_offset: next,
             data,
-            complete: attempt_done && task_done,
+            complete: attempt.done && task_done,
         })
     }
 
     /// Every agent ever seen.
     pub async fn agents(&self) -> Result<Vec<StoredAgent>> {
-        let rows = sqlx::query(
+        on_pool!(&self.reader, p => sqlx::query_as::<_, AgentRow>(
             "SELECT hostname, labels, last_connected, retired, machine FROM agents ORDER BY hostname",
         )
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredAgent {
-                    hostname: r.get(0),
-                    labels: serde_json::from_str(r.get::<&str, _>(1))?,
-                    last_connected: r.get(2),
-                    retired: r.get(3),
-                    machine: r
-                        .get::<Option<&str>, _>(4)
-                        .map(serde_json::from_str)
-                        .transpose()?,
-                })
+        .fetch_all(p)
+        .await)?
+        .into_iter()
+        .map(|r| {
+            Ok(StoredAgent {
+                hostname: r.hostname,
+                labels: serde_json::from_str(&r.labels)?,
+                last_connected: r.last_connected,
+                retired: r.retired,
+                machine: r
+                    .machine
+                    .as_deref()
+                    .map(serde_json::from_str)
+                    .transpose()?,
             })
-            .collect()
+        })
+        .collect()
     }
 
     /// The newest `limit` entries of the work log, oldest first.
     pub async fn work_log(&self, limit: i64) -> Result<Vec<Value>> {
         self.progress.flush().await;
-        let rows = sqlx::query(
+        let rows = on_pool!(&self.reader, p => sqlx::query_as::<_, WorkLogRow>(
             "SELECT hostname, attempt_id, integration_id, status, detail, at FROM
-             (SELECT * FROM work_log ORDER BY id DESC LIMIT ?) ORDER BY at",
+             (SELECT id, hostname, attempt_id, integration_id, status, detail, at
+              FROM work_log ORDER BY id DESC LIMIT $1) newest
+             ORDER BY at, id",
         )
         .bind(limit)
-        .fetch_all(&self.reader)
-        .await?;
+        .fetch_all(p)
+        .await)?;
         Ok(rows
-            .iter()
+            .into_iter()
             .map(|r| {
                 serde_json::json!({
-                    "hostname": r.get::<String, _>(0),
-                    "attemptId": r.get::<Option<i64>, _>(1),
-                    "integrationId": r.get::<Option<String>, _>(2),
-                    "status": r.get::<String, _>(3),
-                    "detailMessage": r.get::<Option<String>, _>(4),
-                    "timestamp": format_millis(r.get(5)),
+                    "hostname": r.hostname,
+                    "attemptId": r.attempt_id,
+                    "integrationId": r.integration_id,
+                    "status": r.status,
+                    "detailMessage": r.detail,
+                    "timestamp": format_millis(r.at),
                 })
             })
             .collect())
@@ -377,30 +529,29 @@ pub struct AttemptContext {
 impl Store {
     /// The context of one attempt.
     pub async fn attempt_context(&self, attempt_id: i64) -> Result<AttemptContext> {
-        let row = sqlx::query(
-            "SELECT a.agent, t.job_id, t.name, j.spec, j.created_at, a.results, g.machine
+        let row = on_pool!(&self.reader, p => sqlx::query_as::<_, AttemptContextRow>(
+            "SELECT a.agent, t.job_id, t.name AS task_name, j.spec, j.created_at, a.results, g.machine
              FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
-             LEFT JOIN agents g ON g.hostname = a.agent WHERE a.id = ?",
+             LEFT JOIN agents g ON g.hostname = a.agent WHERE a.id = $1",
         )
         .bind(attempt_id)
-        .fetch_optional(&self.reader)
-        .await?
+        .fetch_optional(p)
+        .await)?
         .ok_or_else(|| StoreError::NotFound(format!("attempt {attempt_id}")))?;
-        let job_id: i64 = row.get(1);
-        let spec: testfleet_core::JobSpec = serde_json::from_str(row.get::<&str, _>(3))?;
-        let created_at: UnixMillis = row.get(4);
+        let job_id = row.job_id;
+        let spec: testfleet_core::JobSpec = serde_json::from_str(&row.spec)?;
         let integration = spec.integration.as_ref();
         Ok(AttemptContext {
             attempt_id,
-            agent: row.get(0),
+            agent: row.agent,
             job_id,
-            task_name: row.get(2),
+            task_name: row.task_name,
             integration_id: integration
                 .map(|i| i.id.clone())
                 .unwrap_or_else(|| format!("tf-{job_id}")),
             integration_timestamp: integration
                 .and_then(|i| i.timestamp)
-                .map_or(created_at, |t| t.0),
+                .map_or(row.created_at, |t| t.0),
             branch: integration
                 .and_then(|i| i.branch.clone())
                 .unwrap_or_default(),
@@ -409,11 +560,13 @@ impl Store {
                 .or_else(|| spec.source.as_ref().map(|s| s.rev.clone()))
                 .unwrap_or_default(),
             machine: row
-                .get::<Option<&str>, _>(6)
+                .machine
+                .as_deref()
                 .map(serde_json::from_str)
                 .transpose()?,
             results: row
-                .get::<Option<&str>, _>(5)
+                .results
+                .as_deref()
                 .map(serde_json::from_str)
                 .transpose()?
                 .unwrap_or_default(),
@@ -424,23 +577,21 @@ impl Store {
     /// the task's name and agent.
     pub async fn job_results(&self, job_id: i64) -> Result<Vec<(String, String, Results)>> {
         self.job(job_id).await?; // not found → error
-        let rows = sqlx::query(
+        let rows = on_pool!(&self.reader, p => sqlx::query_as::<_, TaskResultsRow>(
             "SELECT t.name, a.agent, a.results FROM tasks t
              JOIN attempts a ON a.id = (SELECT MAX(id) FROM attempts WHERE task_id = t.id)
-             WHERE t.job_id = ? AND a.results IS NOT NULL ORDER BY t.id",
+             WHERE t.job_id = $1 AND a.results IS NOT NULL ORDER BY t.id",
         )
         .bind(job_id)
-        .fetch_all(&self.reader)
-        .await?;
+        .fetch_all(p)
+        .await)?;
         let mut out = Vec::new();
         for r in rows {
-            let name: String = r.get(0);
-            let agent: String = r.get(1);
-            let results: Vec<Results> = serde_json::from_str(r.get::<&str, _>(2))?;
+            let results: Vec<Results> = serde_json::from_str(&r.results)?;
             out.extend(
                 results
                     .into_iter()
-                    .map(|res| (name.clone(), agent.clone(), res)),
+                    .map(|res| (r.name.clone(), r.agent.clone(), res)),
             );
         }
         Ok(out)
@@ -452,66 +603,72 @@ impl Store {
     /// (`step_timeout`, `silence`, `runtime_threshold`, `lease_expired`):
     /// how many, how long they had run, and the agent's load when stopped.
     pub async fn threshold_stats(&self) -> Result<Vec<Value>> {
-        let rows = sqlx::query(
-            "SELECT json_extract(reason_data, '$.kind') AS kind, COUNT(*),
-                    AVG(finished_at - started_at), MAX(finished_at - started_at),
-                    AVG(json_extract(reason_data, '$.agent_load')), MAX(json_extract(reason_data, '$.agent_load'))
+        // `reason_data` is JSON text; its fields are read with each engine's
+        // own JSON functions.
+        let (kind, load) = match self.reader.backend() {
+            Backend::Sqlite => (
+                "json_extract(reason_data, '$.kind')",
+                "json_extract(reason_data, '$.agent_load')",
+            ),
+            Backend::Postgres => (
+                "(reason_data::json ->> 'kind')",
+                "CAST(reason_data::json ->> 'agent_load' AS DOUBLE PRECISION)",
+            ),
+        };
+        // The casts make the aggregates REAL on SQLite and DOUBLE PRECISION
+        // (not NUMERIC) on PostgreSQL, even when every load is a whole number.
+        let sql = format!(
+            "SELECT {kind} AS threshold, COUNT(*) AS stopped_attempts,
+                    CAST(AVG(finished_at - started_at) AS DOUBLE PRECISION) AS mean_runtime_ms,
+                    MAX(finished_at - started_at) AS max_runtime_ms,
+                    CAST(AVG({load}) AS DOUBLE PRECISION) AS mean_agent_load,
+                    CAST(MAX({load}) AS DOUBLE PRECISION) AS max_agent_load
              FROM attempts
              WHERE outcome IN ('timed_out', 'stalled', 'infra_error') AND reason_data IS NOT NULL
-               AND json_extract(reason_data, '$.kind') IN ('step_timeout', 'silence', 'runtime_threshold', 'lease_expired')
-             GROUP BY kind ORDER BY kind",
-        )
-        .fetch_all(&self.reader)
-        .await?;
+               AND {kind} IN ('step_timeout', 'silence', 'runtime_threshold', 'lease_expired')
+             GROUP BY threshold ORDER BY threshold"
+        );
+        let rows = on_pool!(&self.reader, p => sqlx::query_as::<_, ThresholdStatsRow>(sqlx::AssertSqlSafe(sql))
+            .fetch_all(p)
+            .await)?;
         Ok(rows
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "threshold": r.get::<String, _>(0),
-                    "stopped_attempts": r.get::<i64, _>(1),
-                    "mean_runtime_ms": r.get::<Option<f64>, _>(2),
-                    "max_runtime_ms": r.get::<Option<i64>, _>(3),
-                    "mean_agent_load": r.get::<Option<f64>, _>(4),
-                    "max_agent_load": r.get::<Option<f64>, _>(5),
-                })
-            })
-            .collect())
+            .into_iter()
+            .map(serde_json::to_value)
+            .collect::<std::result::Result<_, _>>()?)
     }
 
     /// Runtime history per task key, longest first: what the thresholds
     /// are derived from.
     pub async fn runtime_stats(&self, limit: i64) -> Result<Vec<Value>> {
-        let rows = sqlx::query(
-            "SELECT task_key, runs, mean_ms, p95_ms FROM task_stats ORDER BY p95_ms DESC LIMIT ?",
+        let rows = on_pool!(&self.reader, p => sqlx::query_as::<_, RuntimeStatsRow>(
+            "SELECT task_key, runs, mean_ms, p95_ms FROM task_stats
+             ORDER BY p95_ms DESC, task_key LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(&self.reader)
-        .await?;
+        .fetch_all(p)
+        .await)?;
         Ok(rows
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "task_key": r.get::<String, _>(0),
-                    "runs": r.get::<i64, _>(1),
-                    "mean_ms": r.get::<f64, _>(2),
-                    "p95_ms": r.get::<f64, _>(3),
-                })
-            })
-            .collect())
+            .into_iter()
+            .map(serde_json::to_value)
+            .collect::<std::result::Result<_, _>>()?)
     }
 
     /// Flaky counts per task key: tasks that failed, then passed on retry.
     pub async fn flaky_stats(&self, limit: i64) -> Result<Vec<Value>> {
-        let rows = sqlx::query(
-            "SELECT task_key, SUM(flaky), COUNT(*) FROM tasks WHERE state IN ('passed', 'failed')
-             GROUP BY task_key HAVING SUM(flaky) > 0 ORDER BY SUM(flaky) DESC LIMIT ?",
+        // `flaky` is INTEGER 0/1 on SQLite and BOOLEAN on PostgreSQL, which
+        // has no SUM(boolean): count the flaky rows instead.
+        let rows = on_pool!(&self.reader, p => sqlx::query_as::<_, FlakyStatsRow>(
+            "SELECT task_key, COUNT(CASE WHEN flaky = TRUE THEN 1 END) AS flaky_runs, COUNT(*) AS runs
+             FROM tasks WHERE state IN ('passed', 'failed')
+             GROUP BY task_key HAVING COUNT(CASE WHEN flaky = TRUE THEN 1 END) > 0
+             ORDER BY flaky_runs DESC, task_key LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(&self.reader)
-        .await?;
+        .fetch_all(p)
+        .await)?;
         Ok(rows
-            .iter()
-            .map(|r| serde_json::json!({"task_key": r.get::<String, _>(0), "flaky": r.get::<i64, _>(1), "runs": r.get::<i64, _>(2)}))
-            .collect())
+            .into_iter()
+            .map(serde_json::to_value)
+            .collect::<std::result::Result<_, _>>()?)
     }
 }

@@ -181,6 +181,10 @@ pub struct DataDirArg {
     /// The coordinator's data directory (default: `[server] data_dir` of the config file).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The coordinator's store, when not SQLite in its data directory
+    /// (default: `[server] database` of the config file).
+    #[arg(long, env = "TESTFLEET_DATABASE", hide_env_values = true)]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -295,9 +299,13 @@ pub struct ServerArgs {
     /// Address to listen on.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// Where the database lives.
+    /// Where the coordinator keeps its files (and its SQLite database by default).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The store: `sqlite://PATH` (default: DATA_DIR/testfleet.db) or
+    /// `postgres://USER@HOST:PORT/DB`, shared by several coordinators.
+    #[arg(long, env = "TESTFLEET_DATABASE", hide_env_values = true)]
+    pub database: Option<String>,
     /// A secret shared by all agents.
     #[arg(long, env = "TESTFLEET_AGENT_SECRET", hide_env_values = true)]
     pub agent_secret: Option<String>,
@@ -365,4 +373,8 @@ pub struct BenchArgs {
     /// Tasks per submitted job.
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
+    /// The in-process coordinator's store (default: SQLite in a temporary
+    /// directory); `postgres://…` measures PostgreSQL. Its tables must be empty.
+    #[arg(long)]
+    pub database: Option<String>,
 }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use testfleet_agent::AgentConfig;
 use testfleet_core::labels::parse_label_list;
 use testfleet_server::ServerConfig;
+use testfleet_store::DatabaseUrl;
 
 use crate::cli::{AgentArgs, ServerArgs};
 
@@ -43,6 +44,8 @@ pub struct ClientSection {
 pub struct ServerSection {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    /// `sqlite://PATH` or `postgres://…` (default: SQLite in `data_dir`).
+    pub database: Option<String>,
     pub agent_secret: Option<String>,
     #[serde(default)]
     pub host_secrets: BTreeMap<String, String>,
@@ -227,6 +230,17 @@ pub fn data_dir(flag: Option<&Path>, file: &FileConfig) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("testfleet-data"))
 }
 
+/// The coordinator's store: `--database`/`TESTFLEET_DATABASE`, else
+/// `[server] database`, else SQLite in the data directory.
+pub fn database(flag: Option<&str>, data_dir: &Path, file: &FileConfig) -> Result<DatabaseUrl> {
+    match flag.or(file.server.database.as_deref()) {
+        Some(url) => url
+            .parse::<DatabaseUrl>()
+            .map_err(|e| anyhow::anyhow!("--database: {e}")),
+        None => Ok(DatabaseUrl::in_dir(data_dir)),
+    }
+}
+
 /// The coordinator URL for client commands.
 pub fn client_server(flag: Option<&str>, file: &FileConfig) -> Result<String> {
     let url = flag
@@ -250,7 +264,9 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> Result<ServerConfi
         .clone()
         .or_else(|| s.data_dir.clone())
         .unwrap_or_else(|| PathBuf::from("testfleet-data"));
+    let database = database(args.database.as_deref(), &data_dir, file)?;
     let mut config = ServerConfig::new(listen, data_dir);
+    config.database = Some(database);
     config.agent_secret = args
         .agent_secret
         .clone()

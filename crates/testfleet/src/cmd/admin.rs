@@ -1,12 +1,13 @@
 //! Admin commands run on the coordinator's host: users, API tokens and
-//! per-host agent secrets, written straight into its store (SQLite allows a
-//! second writer; the running coordinator sees the change at once).
+//! per-host agent secrets, written straight into its store, SQLite or
+//! PostgreSQL (both allow a second writer; the running coordinator sees the
+//! change at once).
 
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, Result, bail};
 use testfleet_server::auth::{hash_secret, new_secret, new_token, user_record};
-use testfleet_store::Store;
+use testfleet_store::{DatabaseUrl, Store};
 
 use crate::cli::{AgentsCommand, SecretCommand, TokensCommand, UsersCommand};
 use crate::exit;
@@ -21,15 +22,18 @@ fn now() -> i64 {
 
 async fn open(data: &crate::cli::DataDirArg, file: &FileConfig) -> Result<Store> {
     let dir = settings::data_dir(data.data_dir.as_deref(), file);
-    if !dir.join("testfleet.db").exists() {
+    let url = settings::database(data.database.as_deref(), &dir, file)?;
+    if let DatabaseUrl::Sqlite(path) = &url
+        && !path.exists()
+    {
         bail!(
-            "no coordinator data in {} (pass --data-dir, or set [server] data_dir in the config file)",
-            dir.display()
+            "no coordinator data in {} (pass --data-dir or --database, or set [server] data_dir or database in the config file)",
+            path.display()
         );
     }
-    Store::open(&dir)
+    Store::connect(&url)
         .await
-        .with_context(|| format!("failed to open the store in {}", dir.display()))
+        .with_context(|| format!("failed to open the store {url}"))
 }
 
 /// A secret from an environment variable, else one line of standard input

@@ -52,6 +52,12 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 batch: args.batch,
                 progress: true,
                 status_requests: true,
+                database: args
+                    .database
+                    .as_deref()
+                    .map(str::parse::<testfleet_store::DatabaseUrl>)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("--database: {e}"))?,
             };
             let report = testfleet_loadgen::run(config).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);

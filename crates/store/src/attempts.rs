@@ -1,0 +1,405 @@
+//! The hot writes, claim and finish, as the batch writer runs them inside
+//! its transaction.
+//!
+//! Both are fenced by the database itself, so they stay correct with any
+//! number of writers and coordinators on one database: a claim is one
+//! conditional `UPDATE … WHERE state = 'queued' … RETURNING` (of two
+//! claimers of a task, the second updates nothing), and a finish is one
+//! conditional `UPDATE attempts … WHERE outcome IS NULL … RETURNING` (of two
+//! finishes of an attempt, the second updates nothing); the task then moves
+//! on only `WHERE current_attempt = <this attempt> AND state = 'running'`.
+
+use serde_json::Value;
+use testfleet_core::job::TaskSpec;
+use testfleet_core::state::{AfterAttempt, RetryUse, after_attempt};
+use testfleet_core::time_fmt::UnixMillis;
+use testfleet_core::{AttemptOutcome, JobState, Stage, TaskState};
+
+use crate::batch::{FinishArgs, JobCache};
+use crate::db::{Backend, Tx, on_tx};
+use crate::ops::{
+    Claimed, FinishEffect, QueuedTask, RETRY_PRIORITY_BOOST, RunningAttempt, TaskStats, narrow,
+    work_item,
+};
+use crate::{Result, StoreError};
+
+/// How many recent durations a task key keeps.
+const HISTORY: usize = 50;
+
+/// What a claim's conditional update returns: the task, its job and the
+/// task key's history, in one statement.
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    job_id: i64,
+    name: String,
+    spec: String,
+    attempts: i64,
+    task_key: String,
+    job_state: String,
+    created_at: i64,
+    queue: String,
+    runs: Option<i64>,
+    mean_ms: Option<f64>,
+    p95_ms: Option<f64>,
+}
+
+/// [`crate::Store::claim`] inside the batch's transaction.
+pub(crate) async fn claim_in(
+    tx: &mut Tx,
+    jobs: &JobCache,
+    task_id: i64,
+    agent: &str,
+    now: UnixMillis,
+) -> Result<Option<Claimed>> {
+    // The conditional update is the claim: only one writer can move the task
+    // out of `queued`. Its RETURNING brings the job's state and the key's
+    // history; the job's spec (large: it lists every task) comes from the cache.
+    let Some(row) = on_tx!(tx, c => sqlx::query_as::<_, ClaimRow>(
+        "UPDATE tasks SET state = 'running', stage = 'new', agent = $2, attempts = attempts + 1,
+                detail_message = NULL, updated_at = $3
+         WHERE id = $1 AND state = 'queued'
+         RETURNING job_id, name, spec, attempts, task_key,
+                   (SELECT j.state FROM jobs j WHERE j.id = tasks.job_id) AS job_state,
+                   (SELECT j.created_at FROM jobs j WHERE j.id = tasks.job_id) AS created_at,
+                   (SELECT j.queue FROM jobs j WHERE j.id = tasks.job_id) AS queue,
+                   (SELECT s.runs FROM task_stats s WHERE s.task_key = tasks.task_key) AS runs,
+                   (SELECT s.mean_ms FROM task_stats s WHERE s.task_key = tasks.task_key) AS mean_ms,
+                   (SELECT s.p95_ms FROM task_stats s WHERE s.task_key = tasks.task_key) AS p95_ms",
+    )
+    .bind(task_id)
+    .bind(agent)
+    .bind(now)
+    .fetch_optional(c)
+    .await)?
+    else {
+        return Ok(None);
+    };
+    let task: TaskSpec = serde_json::from_str(&row.spec)?;
+    let history = match (row.runs, row.mean_ms, row.p95_ms) {
+        (Some(runs), Some(mean_ms), Some(p95_ms)) => Some(TaskStats {
+            runs,
+            mean_ms,
+            p95_ms,
+        }),
+        _ => None,
+    };
+    let job = jobs.get_or_load(tx, row.job_id).await?;
+    let attempt_id: i64 = on_tx!(tx, c => {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO attempts (task_id, number, agent, stage, started_at)
+             VALUES ($1, $2, $3, 'new', $4) RETURNING id",
+        )
+        .bind(task_id)
+        .bind(row.attempts)
+        .bind(agent)
+        .bind(now)
+        .fetch_one(&mut *c)
+        .await?;
+        sqlx::query("UPDATE tasks SET current_attempt = $1 WHERE id = $2")
+            .bind(id)
+            .bind(task_id)
+            .execute(c)
+            .await
+            .map(|_| id)
+    })?;
+    if row.job_state == "queued" {
+        on_tx!(tx, c => sqlx::query("UPDATE jobs SET state = 'running' WHERE id = $1 AND state = 'queued'")
+            .bind(row.job_id)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+    }
+    let work = work_item(
+        &job,
+        row.job_id,
+        row.created_at,
+        task_id,
+        &row.name,
+        &task,
+        attempt_id,
+    );
+    Ok(Some(Claimed {
+        max_runtime: task.max_runtime.map(|d| d.0),
+        history,
+        attempt: RunningAttempt {
+            attempt_id,
+            task_id,
+            job_id: row.job_id,
+            agent: agent.to_owned(),
+            integration_id: work.integration_id.clone(),
+            last_update_ts: None,
+            queue: row.queue,
+            task_key: row.task_key,
+            started_at: now,
+        },
+        work,
+    }))
+}
+
+/// The attempt a finish ended, as its conditional update returns it.
+#[derive(sqlx::FromRow)]
+struct EndedRow {
+    task_id: i64,
+    agent: String,
+    started_at: i64,
+}
+
+/// The task and job of an ended attempt.
+#[derive(sqlx::FromRow)]
+struct TaskRow {
+    job_id: i64,
+    spec: String,
+    test_failures: i64,
+    infra_failures: i64,
+    queue: String,
+    priority: i64,
+    current_attempt: Option<i64>,
+    state: String,
+    task_key: String,
+    job_state: String,
+    pinned_agent: Option<String>,
+}
+
+/// [`crate::Store::finish_attempt`] inside the batch's transaction.
+pub(crate) async fn finish_in(tx: &mut Tx, args: &FinishArgs) -> Result<FinishEffect> {
+    let FinishArgs {
+        attempt_id,
+        by_agent,
+        outcome,
+        reason,
+        reason_data,
+        results,
+        stage,
+        now,
+    } = args;
+    let (attempt_id, outcome, stage, now) = (*attempt_id, *outcome, *stage, *now);
+    let results = results.as_deref();
+    let results_json = results.map(serde_json::to_string).transpose()?;
+    // The conditional update is the fence: an attempt ends once, and only
+    // the agent that runs it may end it.
+    let Some(ended) = on_tx!(tx, c => sqlx::query_as::<_, EndedRow>(
+        "UPDATE attempts SET outcome = $1, reason = $2, reason_data = $3, results = COALESCE($4, results),
+                stage = COALESCE($5, stage), finished_at = $6
+         WHERE id = $7 AND outcome IS NULL AND ($8 IS NULL OR agent = $8)
+         RETURNING task_id, agent, started_at",
+    )
+    .bind(outcome.as_str())
+    .bind(reason.as_deref())
+    .bind(reason_data.as_ref().map(Value::to_string))
+    .bind(results_json)
+    .bind(stage.map(Stage::as_str))
+    .bind(now)
+    .bind(attempt_id)
+    .bind(by_agent.as_deref())
+    .fetch_optional(c)
+    .await)?
+    else {
+        return Ok(FinishEffect::Stale);
+    };
+    let task_id = ended.task_id;
+    let row = on_tx!(tx, c => sqlx::query_as::<_, TaskRow>(
+        "SELECT t.job_id, t.spec, t.test_failures, t.infra_failures, j.queue, t.priority,
+                t.current_attempt, t.state, t.task_key, j.state AS job_state, t.pinned_agent
+         FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = $1",
+    )
+    .bind(task_id)
+    .fetch_one(c)
+    .await)?;
+    // Runs that ended on their own teach the runtime history; stopped,
+    // lost or cancelled ones would only teach a lower bound.
+    if matches!(
+        outcome,
+        AttemptOutcome::Passed | AttemptOutcome::Failed | AttemptOutcome::Flaky
+    ) {
+        record_runtime(tx, &row.task_key, (now - ended.started_at).max(0)).await?;
+    }
+    // The exporters' outbox and the ResultsDB view commit with the results.
+    if let Some(results) = results {
+        crate::outbox::record_finished(tx, attempt_id, results, now).await?;
+    }
+    if row.current_attempt != Some(attempt_id) || row.state != "running" {
+        // The task moved on (cancelled, or re-queued after a lost agent):
+        // this attempt's outcome is recorded but decides nothing.
+        return Ok(FinishEffect::Stale);
+    }
+    let spec: TaskSpec = serde_json::from_str(&row.spec)?;
+    let decision = after_attempt(
+        outcome,
+        RetryUse {
+            test_budget: spec.retries.tests,
+            infra_budget: spec.retries.infra,
+            test_failures_so_far: u32::try_from(row.test_failures).unwrap_or(u32::MAX),
+            infra_failures_so_far: u32::try_from(row.infra_failures).unwrap_or(u32::MAX),
+        },
+    );
+    let (test_inc, infra_inc): (i64, i64) = match outcome {
+        o if o.is_success() || o == AttemptOutcome::Cancelled => (0, 0),
+        o if o.is_infra() => (0, 1),
+        _ => (1, 0),
+    };
+    let reason = reason.as_deref();
+    match decision {
+        AfterAttempt::Retry => {
+            let boosted = narrow(row.priority)?.saturating_add(RETRY_PRIORITY_BOOST);
+            let moved = on_tx!(tx, c => sqlx::query(
+                "UPDATE tasks SET state = 'queued', outcome = $1, detail_message = $2, current_attempt = NULL,
+                 test_failures = test_failures + $3, infra_failures = infra_failures + $4, priority = $5,
+                 last_agent = $6, queued_at = $7, updated_at = $7
+                 WHERE id = $8 AND current_attempt = $9 AND state = 'running'",
+            )
+            .bind(outcome.as_str())
+            .bind(reason)
+            .bind(test_inc)
+            .bind(infra_inc)
+            .bind(i64::from(boosted))
+            .bind(&ended.agent)
+            .bind(now)
+            .bind(task_id)
+            .bind(attempt_id)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+            if moved == 0 {
+                return Ok(FinishEffect::Stale);
+            }
+            let expected_ms = on_tx!(tx, c => sqlx::query_scalar::<_, f64>(
+                "SELECT mean_ms FROM task_stats WHERE task_key = $1",
+            )
+            .bind(&row.task_key)
+            .fetch_optional(c)
+            .await)?;
+            // A pinned (each_agent) task keeps its pin on retry: it is that agent's work.
+            Ok(FinishEffect::Requeued(QueuedTask {
+                id: task_id,
+                job_id: row.job_id,
+                queue: row.queue,
+                priority: boosted,
+                pinned_agent: row.pinned_agent,
+                requires: spec.requires,
+                last_agent: Some(ended.agent),
+                queued_at: now,
+                expected_ms,
+                task_key: row.task_key,
+            }))
+        }
+        AfterAttempt::Finish { state, flaky } => {
+            let shown = if flaky && outcome == AttemptOutcome::Passed {
+                AttemptOutcome::Flaky
+            } else {
+                outcome
+            };
+            let moved = on_tx!(tx, c => sqlx::query(
+                "UPDATE tasks SET state = $1, outcome = $2, detail_message = $3,
+                 test_failures = test_failures + $4, infra_failures = infra_failures + $5, flaky = $6,
+                 updated_at = $7 WHERE id = $8 AND current_attempt = $9 AND state = 'running'",
+            )
+            .bind(state.as_str())
+            .bind(shown.as_str())
+            .bind(reason)
+            .bind(test_inc)
+            .bind(infra_inc)
+            .bind(flaky)
+            .bind(now)
+            .bind(task_id)
+            .bind(attempt_id)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+            if moved == 0 {
+                return Ok(FinishEffect::Stale);
+            }
+            let job_state = refresh_job_state(tx, row.job_id, Some(&row.job_state), now).await?;
+            Ok(FinishEffect::TaskFinished {
+                task_id,
+                job_id: row.job_id,
+                state,
+                job_state,
+            })
+        }
+    }
+}
+
+/// Adds one duration to a task key's history (the newest 50 are kept).
+async fn record_runtime(tx: &mut Tx, key: &str, duration_ms: i64) -> Result<()> {
+    // On PostgreSQL the row is locked until the commit, so two coordinators
+    // finishing runs of one key do not lose a duration.
+    let read = match tx.backend() {
+        Backend::Sqlite => "SELECT recent FROM task_stats WHERE task_key = $1",
+        Backend::Postgres => "SELECT recent FROM task_stats WHERE task_key = $1 FOR UPDATE",
+    };
+    let recent = on_tx!(tx, c => sqlx::query_scalar::<_, String>(read)
+        .bind(key)
+        .fetch_optional(c)
+        .await)?;
+    let mut recent: Vec<f64> = match recent {
+        Some(text) => serde_json::from_str(&text)?,
+        None => Vec::new(),
+    };
+    recent.push(duration_ms as f64);
+    if recent.len() > HISTORY {
+        recent.drain(..recent.len() - HISTORY);
+    }
+    let stats = testfleet_core::stats::Summary::of(&recent);
+    let recent = serde_json::to_string(&recent)?;
+    on_tx!(tx, c => sqlx::query(
+        "INSERT INTO task_stats (task_key, runs, mean_ms, p95_ms, recent) VALUES ($1, 1, $2, $3, $4)
+         ON CONFLICT (task_key) DO UPDATE SET runs = task_stats.runs + 1, mean_ms = excluded.mean_ms,
+         p95_ms = excluded.p95_ms, recent = excluded.recent",
+    )
+    .bind(key)
+    .bind(stats.mean)
+    .bind(stats.p95)
+    .bind(&recent)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Recomputes a job's state from its tasks and stores it.
+pub(crate) async fn refresh_job_state(
+    tx: &mut Tx,
+    job_id: i64,
+    stored: Option<&str>,
+    now: UnixMillis,
+) -> Result<JobState> {
+    if tx.backend() == Backend::Postgres {
+        // Two coordinators ending the last two tasks of a job must not both
+        // read the other's task as still running: the job's row lock orders
+        // them, and the second reads what the first committed.
+        on_tx!(tx, c => sqlx::query("SELECT id FROM jobs WHERE id = $1 FOR UPDATE")
+            .bind(job_id)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+    }
+    // DISTINCT over the (job_id, state) index: a handful of rows, however
+    // many tasks the job has.
+    let states = on_tx!(tx, c => sqlx::query_scalar::<_, String>(
+        "SELECT DISTINCT state FROM tasks WHERE job_id = $1",
+    )
+    .bind(job_id)
+    .fetch_all(c)
+    .await)?;
+    let states = states
+        .iter()
+        .map(|s| {
+            s.parse::<TaskState>()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let job_state = JobState::from_tasks(states);
+    if !job_state.is_terminal() && stored == Some(job_state.as_str()) {
+        // Most task ends leave a running job running.
+        return Ok(job_state);
+    }
+    let finished_at = job_state.is_terminal().then_some(now);
+    on_tx!(tx, c => sqlx::query("UPDATE jobs SET state = $1, finished_at = $2 WHERE id = $3")
+        .bind(job_state.as_str())
+        .bind(finished_at)
+        .bind(job_id)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(job_state)
+}

@@ -1,0 +1,267 @@
+//! The two backends behind one store: embedded SQLite and PostgreSQL.
+//!
+//! Each operation of the store is written once, in SQL both engines accept
+//! (`$1`-style parameters, `ON CONFLICT`, `RETURNING`, `CASE` instead of
+//! two-argument `MAX`), and runs on one of two concrete sqlx pools — no
+//! `Any` driver: [`on_pool!`] and [`on_tx!`] expand a body once per backend,
+//! so every query is type-checked against both drivers. The few statements
+//! that differ (JSON functions, string aggregation, IN-lists) ask
+//! [`Backend`] for their text.
+//!
+//! Integers are `BIGINT` on PostgreSQL and decode as `i64` on both; flags are
+//! `BOOLEAN` there and `INTEGER` 0/1 in SQLite, and decode as `bool` on both.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Postgres, Sqlite, Transaction};
+
+use crate::{Result, StoreError};
+
+/// Which engine a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Where a store lives, from `--database`, the config file or
+/// `TESTFLEET_DATABASE`: `sqlite://PATH` or `postgres://…`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// An SQLite file (created when missing).
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL connection URL (`postgres://` or `postgresql://`).
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// The default store: `DIR/testfleet.db`.
+    pub fn in_dir(dir: &std::path::Path) -> DatabaseUrl {
+        DatabaseUrl::Sqlite(dir.join("testfleet.db"))
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            DatabaseUrl::Sqlite(_) => Backend::Sqlite,
+            DatabaseUrl::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+/// The URL without its password, for logs and messages.
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) => match url::Url::parse(url) {
+                Ok(mut u) => {
+                    if u.password().is_some() {
+                        let _ = u.set_password(Some("<redacted>"));
+                    }
+                    write!(f, "{u}")
+                }
+                Err(_) => f.write_str("postgres://<unparsable>"),
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<DatabaseUrl> {
+        let s = s.trim();
+        if let Some(path) = s.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(StoreError::BadUrl(
+                    "sqlite:// needs a file path, for example sqlite:///var/lib/testfleet/testfleet.db"
+                        .into(),
+                ));
+            }
+            return Ok(DatabaseUrl::Sqlite(path.into()));
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            PgConnectOptions::from_str(s)
+                .map_err(|e| StoreError::BadUrl(format!("invalid PostgreSQL URL: {e}")))?;
+            return Ok(DatabaseUrl::Postgres(s.to_owned()));
+        }
+        Err(StoreError::BadUrl(format!(
+            "unsupported database URL `{}`: use sqlite://PATH or postgres://USER@HOST:PORT/DB",
+            s.split_once("://").map_or(s, |(scheme, _)| scheme)
+        )))
+    }
+}
+
+/// A connection pool of one backend.
+#[derive(Clone, Debug)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// An open transaction of one backend.
+pub(crate) enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// Runs `$body` with `$p` bound to the concrete pool (`&SqlitePool` or
+/// `&PgPool`); the body is compiled once per backend.
+macro_rules! on_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            $crate::db::Pool::Sqlite($p) => $body,
+            $crate::db::Pool::Postgres($p) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$c` bound to the transaction's connection
+/// (`&mut SqliteConnection` or `&mut PgConnection`; reborrow with `&mut *$c`
+/// to use it more than once).
+macro_rules! on_tx {
+    ($tx:expr, $c:ident => $body:expr) => {
+        match $tx {
+            $crate::db::Tx::Sqlite(t) => {
+                let $c = &mut **t;
+                $body
+            }
+            $crate::db::Tx::Postgres(t) => {
+                let $c = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
+pub(crate) use {on_pool, on_tx};
+
+impl Pool {
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub(crate) async fn begin(&self) -> Result<Tx> {
+        Ok(match self {
+            Pool::Sqlite(p) => Tx::Sqlite(p.begin().await?),
+            Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
+    pub(crate) async fn close(&self) {
+        on_pool!(self, p => p.close().await)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        on_pool!(self, p => p.is_closed())
+    }
+}
+
+impl Tx {
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Tx::Sqlite(_) => Backend::Sqlite,
+            Tx::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub(crate) async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+/// The pools a store uses: `writer` for changes, `reader` for views. On
+/// SQLite the writer is one connection (SQLite has one writer anyway, and
+/// this keeps `BEGIN IMMEDIATE` waits out of the read path) and readers are
+/// read-only; on PostgreSQL both are ordinary pools of the same server.
+pub(crate) struct Pools {
+    pub writer: Pool,
+    pub reader: Pool,
+}
+
+/// Opens the pools and brings the schema up to date (versioned migrations
+/// per backend, `migrations/sqlite` and `migrations/postgres`).
+pub(crate) async fn connect(url: &DatabaseUrl) -> Result<Pools> {
+    match url {
+        DatabaseUrl::Sqlite(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+            }
+            let options = SqliteConnectOptions::from_str("sqlite:")?
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // NORMAL in WAL mode survives a killed process (only a power
+                // loss can drop the last transactions), and keeps commits fast.
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options.clone())
+                .await?;
+            sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+            let reader = SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options.read_only(true))
+                .await?;
+            Ok(Pools {
+                writer: Pool::Sqlite(writer),
+                reader: Pool::Sqlite(reader),
+            })
+        }
+        DatabaseUrl::Postgres(url) => {
+            let options = PgConnectOptions::from_str(url)?;
+            let writer = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options.clone())
+                .await?;
+            // Several coordinators may start at once: the migrator takes an
+            // advisory lock, so one migrates and the others wait.
+            sqlx::migrate!("./migrations/postgres").run(&writer).await?;
+            let reader = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options)
+                .await?;
+            Ok(Pools {
+                writer: Pool::Postgres(writer),
+                reader: Pool::Postgres(reader),
+            })
+        }
+    }
+}
