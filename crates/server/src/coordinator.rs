@@ -26,6 +26,8 @@ use testfleet_wire::protocol::{
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+mod leases;
+
 use crate::config::ServerConfig;
 use crate::scheduler::{AgentSlot, RuntimeLimit, Scheduler};
 
@@ -71,6 +73,8 @@ pub struct Coordinator {
     pub browsers: AtomicU64,
     /// When agent secrets were last checked for revocations.
     secrets_checked_at: std::sync::atomic::AtomicI64,
+    /// When this coordinator last renewed its agents' leases in the store.
+    leases_renewed_at: std::sync::atomic::AtomicI64,
     reaper: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// Bumped whenever an agent secret is revoked or rotated, so credentials
     /// cached by the agent HTTP routes are checked again at once.
@@ -97,6 +101,7 @@ impl Coordinator {
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Coordinator>, StoreError> {
         let now = clock.now_millis();
+        store.set_lease(config.lease_timeout);
         let mut sched = Scheduler::new(config.queue_weights.clone());
         for agent in store.agents().await? {
             let labels = with_hostname(agent.labels, &agent.hostname);
@@ -133,6 +138,7 @@ impl Coordinator {
             digest_counts: crate::auth::DigestCounts::default(),
             browsers: AtomicU64::new(0),
             secrets_checked_at: std::sync::atomic::AtomicI64::new(SystemClock.now_millis()),
+            leases_renewed_at: std::sync::atomic::AtomicI64::new(i64::MIN),
             reaper: std::sync::Mutex::new(None),
             dispatch_wake: Arc::new(tokio::sync::Notify::new()),
             agent_secrets_epoch: AtomicU64::new(0),
@@ -1087,6 +1093,7 @@ impl Coordinator {
             }
         }
         drop(sched);
+        ended.extend(self.reap_leases(now).await);
         // Committed together: the store batches concurrent finishes.
         futures_util::future::join_all(ended.iter().map(|(run, outcome, reason, data)| {
             self.record_finish(run, *outcome, Some(reason), Some(data), None)

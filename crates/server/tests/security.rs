@@ -411,13 +411,13 @@ async fn every_mutating_endpoint_answers_each_caller_as_intended() {
     assert!(
         audit
             .iter()
-            .any(|e| e["actor"] == "user:alice" && e["action"] == "submit"),
+            .any(|e| e.actor == "user:alice" && e.action == "submit"),
         "{audit:#?}"
     );
     assert!(
         audit
             .iter()
-            .any(|e| e["actor"] == "token:ci" && e["action"] == "cancel"),
+            .any(|e| e.actor == "token:ci" && e.action == "cancel"),
         "{audit:#?}"
     );
 }
@@ -444,7 +444,7 @@ async fn an_allowed_network_writes_without_credentials_and_closed_reads_need_the
     .unwrap();
     assert_eq!(resp.status().as_u16(), 201);
     let audit = h.coordinator.store.audit_log(5).await.unwrap();
-    assert_eq!(audit[0]["actor"], "ip:127.0.0.1");
+    assert_eq!(audit[0].actor, "ip:127.0.0.1");
 
     let h = start(|c| c.auth.read_open = false).await;
     let resp = request(
@@ -710,7 +710,7 @@ async fn curl_authenticates_with_digest_sha256() {
     assert!(
         audit
             .iter()
-            .any(|e| e["actor"] == "user:alice" && e["action"] == "submit"),
+            .any(|e| e.actor == "user:alice" && e.action == "submit"),
         "{audit:#?}"
     );
 
@@ -780,7 +780,7 @@ async fn python_requests_authenticates_with_digest() {
     assert!(
         audit
             .iter()
-            .any(|e| e["actor"] == "user:alice" && e["action"] == "submit"),
+            .any(|e| e.actor == "user:alice" && e.action == "submit"),
         "{audit:#?}"
     );
     let out = run("alice", "not it").await.unwrap();

@@ -50,6 +50,7 @@ pub(crate) async fn claim_in(
     task_id: i64,
     agent: &str,
     now: UnixMillis,
+    lease_ms: i64,
 ) -> Result<Option<Claimed>> {
     // The conditional update is the claim: only one writer can move the task
     // out of `queued`. Its RETURNING brings the job's state and the key's
@@ -86,13 +87,14 @@ pub(crate) async fn claim_in(
     let job = jobs.get_or_load(tx, row.job_id).await?;
     let attempt_id: i64 = on_tx!(tx, c => {
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO attempts (task_id, number, agent, stage, started_at)
-             VALUES ($1, $2, $3, 'new', $4) RETURNING id",
+            "INSERT INTO attempts (task_id, number, agent, stage, started_at, lease_expires_at)
+             VALUES ($1, $2, $3, 'new', $4, $5) RETURNING id",
         )
         .bind(task_id)
         .bind(row.attempts)
         .bind(agent)
         .bind(now)
+        .bind(now.saturating_add(lease_ms))
         .fetch_one(&mut *c)
         .await?;
         sqlx::query("UPDATE tasks SET current_attempt = $1 WHERE id = $2")

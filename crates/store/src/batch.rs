@@ -80,6 +80,8 @@ pub(crate) enum WriteOp {
         task_id: i64,
         agent: String,
         now: UnixMillis,
+        /// The new attempt's lease runs until `now + lease_ms`.
+        lease_ms: i64,
     },
     Finish(FinishArgs),
 }
@@ -196,8 +198,9 @@ async fn apply(
             task_id,
             agent,
             now,
+            lease_ms,
         } => WriteDone::Claimed(
-            claim_in(tx, jobs, *task_id, agent, *now)
+            claim_in(tx, jobs, *task_id, agent, *now, *lease_ms)
                 .await?
                 .map(Box::new),
         ),

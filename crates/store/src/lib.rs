@@ -10,6 +10,7 @@
 mod artifacts;
 mod attempts;
 mod batch;
+mod copy;
 mod db;
 mod ops;
 mod outbox;
@@ -21,6 +22,7 @@ mod views;
 
 use std::path::Path;
 
+pub use copy::{CopyError, CopyReport, TableCount, TableProgress, copy_store};
 pub use db::{Backend, DatabaseUrl};
 pub use scratch::ScratchDatabase;
 pub use artifacts::{ArtifactSlot, NewArtifact, StoredArtifact};
@@ -31,7 +33,7 @@ pub use resultsdb::{
     DataFilter, NewRdbResult, RDB_OUTCOMES, RdbGroup, RdbQuery, RdbResult, RdbTestcase,
     job_group_uuid,
 };
-pub use security::{StoredAgentSecret, StoredToken, StoredUser};
+pub use security::{AuditEntry, StoredAgentSecret, StoredToken, StoredUser, TokenEntry, UserEntry};
 pub use views::{AttemptContext, StoredAgent, summarize};
 
 /// Why a store operation failed.
@@ -66,6 +68,9 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// A new attempt's lease when nobody called [`Store::set_lease`].
+const DEFAULT_LEASE_MS: i64 = 10_000;
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Handle to the store; cheap to clone.
@@ -75,6 +80,8 @@ pub struct Store {
     reader: db::Pool,
     progress: ProgressWriter,
     batcher: batch::Batcher,
+    /// How long a new attempt's lease runs (ms); see [`Store::set_lease`].
+    lease_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Store {
@@ -94,7 +101,16 @@ impl Store {
             reader,
             progress,
             batcher,
+            lease_ms: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(DEFAULT_LEASE_MS)),
         })
+    }
+
+    /// Sets how long the lease of an attempt claimed from now on runs
+    /// before a coordinator renews it (the coordinator's `lease_timeout`).
+    pub fn set_lease(&self, lease: std::time::Duration) {
+        let ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        self.lease_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The engine this store runs on.

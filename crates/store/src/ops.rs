@@ -279,6 +279,40 @@ impl Store {
         )
     }
 
+    /// Renews the leases of the running attempts of `agents` (connected to
+    /// this coordinator) until `until`. Returns how many were renewed.
+    pub async fn renew_leases(&self, agents: &[String], until: UnixMillis) -> Result<u64> {
+        let mut renewed = 0;
+        for chunk in agents.chunks(1000) {
+            renewed += on_pool!(&self.writer, p => {
+                let mut q = sqlx::QueryBuilder::new("UPDATE attempts SET lease_expires_at = ");
+                q.push_bind(until);
+                q.push(" WHERE outcome IS NULL AND agent IN (");
+                let mut list = q.separated(", ");
+                for agent in chunk {
+                    list.push_bind(agent.clone());
+                }
+                q.push(")");
+                q.build().execute(p).await.map(|r| r.rows_affected())
+            })?;
+        }
+        Ok(renewed)
+    }
+
+    /// Running attempts whose lease ran out before `now`: no coordinator
+    /// sharing this database has heard from their agents within the lease.
+    pub async fn expired_leases(&self, now: UnixMillis) -> Result<Vec<RunningAttempt>> {
+        let sql = format!(
+            "SELECT {RUNNING_COLUMNS} WHERE a.outcome IS NULL AND a.lease_expires_at < $1 ORDER BY a.id"
+        );
+        Ok(
+            on_pool!(&self.reader, p => sqlx::query_as::<_, RunningAttempt>(sqlx::AssertSqlSafe(sql))
+                .bind(now)
+                .fetch_all(p)
+                .await)?,
+        )
+    }
+
     /// Starts an attempt of a queued task on `agent`. Returns `None` when the
     /// task is no longer queued (cancelled, or claimed by another writer).
     pub async fn claim(
@@ -292,6 +326,7 @@ impl Store {
                 task_id,
                 agent: agent.to_owned(),
                 now,
+                lease_ms: self.lease_ms.load(std::sync::atomic::Ordering::Relaxed),
             })
             .await?
             .into_claimed()

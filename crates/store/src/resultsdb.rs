@@ -617,7 +617,7 @@ impl Store {
         // and rdb_result_groups has none, so its groups come sorted by uuid.
         let (groups_order, data_order) = match self.reader.backend() {
             Backend::Sqlite => (" ORDER BY rowid", " ORDER BY rowid"),
-            Backend::Postgres => (" ORDER BY group_uuid", " ORDER BY id"),
+            Backend::Postgres => (" ORDER BY id", " ORDER BY id"),
         };
         let mut by_id: BTreeMap<i64, RdbResult> = BTreeMap::new();
         for chunk in ids.chunks(IN_LIST_MAX) {

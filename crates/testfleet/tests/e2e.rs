@@ -561,6 +561,11 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(data_dir: &Path, listen: &str, dev: bool) -> ServerProcess {
+        ServerProcess::start_on(data_dir, listen, dev, None)
+    }
+
+    /// A server on `database` (`None`: SQLite in `data_dir`).
+    fn start_on(data_dir: &Path, listen: &str, dev: bool, database: Option<&str>) -> ServerProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_testfleet"));
         cmd.args(["server", "--listen", listen, "--data-dir"])
             .arg(data_dir)
@@ -570,6 +575,9 @@ impl ServerProcess {
             .stderr(Stdio::null());
         if dev {
             cmd.arg("--dev");
+        }
+        if let Some(url) = database {
+            cmd.args(["--database", url]);
         }
         let mut child = cmd.spawn().unwrap();
         let mut line = String::new();
@@ -872,9 +880,47 @@ async fn a_flooded_queue_does_not_starve_a_small_one() {
 
 #[test]
 fn twenty_sigkills_during_ten_thousand_tasks_complete_every_task_exactly_once() {
+    twenty_sigkills(None);
+}
+
+#[test]
+fn twenty_sigkills_during_ten_thousand_tasks_on_postgres_complete_every_task_exactly_once() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(scratch_postgres("tf_sigkill")) else {
+        return;
+    };
+    let url = match db.url() {
+        testfleet_store::DatabaseUrl::Postgres(url) => url.clone(),
+        other => panic!("not PostgreSQL: {other}"),
+    };
+    twenty_sigkills(Some(&url));
+    rt.block_on(db.drop()).unwrap();
+}
+
+/// A fresh PostgreSQL database on 127.0.0.1:5432; `None` (with a notice)
+/// when no server answers outside CI, a failure under `CI=true`.
+async fn scratch_postgres(prefix: &str) -> Option<testfleet_store::ScratchDatabase> {
+    match testfleet_store::ScratchDatabase::create(
+        "postgres://postgres@127.0.0.1:5432/postgres",
+        prefix,
+    )
+    .await
+    {
+        Ok(db) => Some(db),
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("notice: skipped, no PostgreSQL on 127.0.0.1:5432 ({e})");
+            None
+        }
+        Err(e) => panic!("PostgreSQL on 127.0.0.1:5432 is needed under CI: {e}"),
+    }
+}
+
+/// 20 SIGKILLs of the coordinator at seeded random moments of a
+/// 10,000-task run; every task completes exactly once.
+fn twenty_sigkills(database: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("server");
-    let mut server = ServerProcess::start(&data, "127.0.0.1:0", false);
+    let mut server = ServerProcess::start_on(&data, "127.0.0.1:0", false, database);
     let port = server.port();
     let url = server.url.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -918,7 +964,7 @@ fn twenty_sigkills_during_ten_thousand_tasks_complete_every_task_exactly_once() 
     for _ in 0..20 {
         std::thread::sleep(Duration::from_millis(200 + rng.below(2800)));
         drop(server); // SIGKILL
-        server = ServerProcess::start(&data, &format!("127.0.0.1:{port}"), false);
+        server = ServerProcess::start_on(&data, &format!("127.0.0.1:{port}"), false, database);
     }
     eprintln!("20 SIGKILLs in {:?}", started.elapsed());
     let mut passed = 0;

@@ -1,0 +1,80 @@
+//! Leases kept in the database. The coordinator an agent is connected to
+//! renews the leases of that agent's running attempt; any coordinator that
+//! shares the database reaps an attempt whose lease ran out, so an attempt
+//! whose coordinator died is not left running forever. Attempts this
+//! coordinator holds in memory keep the in-memory rule (disconnected for
+//! longer than `lease_timeout`); ending an attempt is fenced in the store,
+//! so two coordinators reaping one attempt end it once.
+
+use std::sync::atomic::Ordering;
+
+use serde_json::json;
+use testfleet_core::AttemptOutcome;
+use testfleet_core::time_fmt::UnixMillis;
+use testfleet_store::RunningAttempt;
+
+use super::{Coordinator, humanize};
+
+impl Coordinator {
+    /// Renews this coordinator's leases every quarter lease, and returns the
+    /// attempts of other coordinators' agents whose lease ran out, with the
+    /// outcome, reason and data to end them with.
+    pub(super) async fn reap_leases(
+        &self,
+        now: UnixMillis,
+    ) -> Vec<(RunningAttempt, AttemptOutcome, String, serde_json::Value)> {
+        let lease = i64::try_from(self.config.lease_timeout.as_millis()).unwrap_or(i64::MAX);
+        let last = self.leases_renewed_at.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < lease / 4 {
+            return Vec::new();
+        }
+        self.leases_renewed_at.store(now, Ordering::Relaxed);
+        let (connected, mine): (Vec<String>, Vec<i64>) = {
+            let sched = self.sched.lock().await;
+            let connected = sched
+                .agents
+                .iter()
+                .filter(|(_, s)| s.socket.is_some() && s.running.is_some())
+                .map(|(name, _)| name.clone())
+                .collect();
+            let mine = sched
+                .agents
+                .values()
+                .filter_map(|s| s.running.as_ref().map(|r| r.attempt_id))
+                .collect();
+            (connected, mine)
+        };
+        if !connected.is_empty()
+            && let Err(e) = self
+                .store
+                .renew_leases(&connected, now.saturating_add(lease))
+                .await
+        {
+            tracing::warn!("failed to renew leases: {e}");
+        }
+        let expired = match self.store.expired_leases(now).await {
+            Ok(expired) => expired,
+            Err(e) => {
+                tracing::warn!("failed to read expired leases: {e}");
+                return Vec::new();
+            }
+        };
+        expired
+            .into_iter()
+            .filter(|run| !mine.contains(&run.attempt_id))
+            .map(|run| {
+                let reason = format!(
+                    "agent `{}` lost: no coordinator heard from it for more than {}",
+                    run.agent,
+                    humanize(self.config.lease_timeout)
+                );
+                (
+                    run,
+                    AttemptOutcome::InfraError,
+                    reason,
+                    json!({"kind": "lease_expired"}),
+                )
+            })
+            .collect()
+    }
+}
