@@ -82,6 +82,7 @@ impl Server {
         sio::register(&io, coordinator.clone());
         // Delivery tasks stop by themselves once the store is closed at shutdown.
         exporters::start(coordinator.store.clone(), &config.exporters);
+        exporters::view::start(coordinator.store.clone());
         let blob_store = Arc::new(blobs::Blobs::open(&config.blobs, &config.data_dir)?);
         let clock_of = coordinator.clone();
         blobs::start_retention(coordinator.store.clone(), blob_store.clone(), move || {

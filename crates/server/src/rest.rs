@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use testfleet_core::{JobSpec, JobSpecError, JobState};
 use testfleet_store::StoreError;
-use testfleet_wire::api::ErrorBody;
+use testfleet_wire::api::{ErrorBody, StatsView};
 
 use crate::auth::Identity;
 use crate::coordinator::{Coordinator, SubmitError};
@@ -298,10 +298,10 @@ async fn task_why(
 /// `GET /api/v1/stats`: attempts stopped per threshold, runtime history per
 /// task key, flaky counts per task key.
 async fn stats(State(c): State<Arc<Coordinator>>) -> ApiResult<Response> {
-    Ok(Json(serde_json::json!({
-        "thresholds": c.store.threshold_stats().await?,
-        "runtimes": c.store.runtime_stats(100).await?,
-        "flaky": c.store.flaky_stats(100).await?,
-    }))
+    Ok(Json(StatsView {
+        flaky: c.store.flaky_stats(100).await?,
+        runtimes: c.store.runtime_stats(100).await?,
+        thresholds: c.store.threshold_stats().await?,
+    })
     .into_response())
 }

@@ -44,6 +44,18 @@ const RESERVED: &[&str] = &[
     "_distinct_on",
 ];
 
+/// Catches the ResultsDB view up with the outbox before a request is served.
+async fn view_caught_up(
+    State(c): State<Arc<Coordinator>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Err(e) = crate::exporters::view::catch_up(&c.store).await {
+        tracing::warn!("failed to catch the ResultsDB view up: {e}");
+    }
+    next.run(request).await
+}
+
 pub fn router(coordinator: Arc<Coordinator>) -> Router {
     Router::new()
         .route(&format!("{PREFIX}/healthcheck"), get(healthcheck))
@@ -71,6 +83,11 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
             &format!("{PREFIX}/groups/{{uuid}}/results"),
             get(group_results),
         )
+        // Readers see every finished attempt: the view is caught up first.
+        .layer(axum::middleware::from_fn_with_state(
+            coordinator.clone(),
+            view_caught_up,
+        ))
         // Creating results, testcases and groups is a write: same rules as the
         // REST API (docs/security.md).
         .layer(axum::middleware::from_fn_with_state(

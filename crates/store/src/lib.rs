@@ -27,7 +27,7 @@ pub use db::{Backend, DatabaseUrl};
 pub use scratch::ScratchDatabase;
 pub use artifacts::{ArtifactSlot, NewArtifact, StoredArtifact};
 pub use ops::*;
-pub use outbox::{ExportEvent, SinkStatus};
+pub use outbox::{ExportEvent, RESULTSDB_VIEW, SinkStatus};
 pub use progress::{Progress, ProgressWriter};
 pub use resultsdb::{
     DataFilter, NewRdbResult, RDB_OUTCOMES, RdbGroup, RdbQuery, RdbResult, RdbTestcase,

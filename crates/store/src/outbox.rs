@@ -1,16 +1,20 @@
 //! The exporters' durable outbox.
 //!
 //! When an attempt finishes with results, [`record_finished`] runs inside
-//! `finish_attempt`'s transaction: it appends one `export_events` row and maps
-//! the results into the ResultsDB tables. So the results, the export event and
-//! the ResultsDB view are committed together or not at all.
+//! `finish_attempt`'s transaction: it appends one `export_events` row, so the
+//! results and the export event are committed together or not at all. Work
+//! whose cost grows with the size of a report stays out of that transaction
+//! (and so out of the claims' group commit): the ResultsDB view is built by a
+//! consumer of the outbox, [`Store::materialize_pending`], which maps each
+//! event's results and moves its own cursor in one transaction, so every
+//! event is mapped exactly once, whichever coordinator runs it.
 //!
 //! Each sink (InfluxDB, an external ResultsDB) keeps a cursor into
 //! `export_events`. A sink reads the events after its cursor, delivers them, and
 //! moves its cursor only after the receiver acknowledged them, so nothing is lost
 //! while a receiver is down and delivery resumes where it stopped.
 
-use crate::db::{Tx, on_pool, on_tx};
+use crate::db::{Backend, Tx, on_pool, on_tx};
 use testfleet_core::time_fmt::UnixMillis;
 use testfleet_wire::results::Results;
 
@@ -40,8 +44,22 @@ pub struct SinkStatus {
     pub last_success_at: Option<UnixMillis>,
 }
 
-/// Appends the export event of a finished attempt and maps its results into
-/// the ResultsDB tables. Called from `finish_attempt`, inside its transaction.
+/// The cursor of the outbox consumer that builds the ResultsDB view. Sinks
+/// see only events it has mapped (an external ResultsDB is sent the mapped
+/// rows); `GET /api/v1/exporters` does not list it.
+pub const RESULTSDB_VIEW: &str = "tf:resultsdb-view";
+
+/// An event waiting for the ResultsDB view, with its attempt's results.
+#[derive(sqlx::FromRow)]
+struct UnmappedEvent {
+    id: i64,
+    attempt_id: i64,
+    created_at: i64,
+    results: Option<String>,
+}
+
+/// Appends the export event of a finished attempt. Called from
+/// `finish_attempt`, inside its transaction.
 pub(crate) async fn record_finished(
     tx: &mut Tx,
     attempt_id: i64,
@@ -57,10 +75,72 @@ pub(crate) async fn record_finished(
         .execute(c)
         .await
         .map(|r| r.rows_affected()))?;
-    crate::resultsdb::materialize(tx, attempt_id, results, now).await
+    Ok(())
 }
 
 impl Store {
+    /// Maps the results of up to `max` events after the ResultsDB view's
+    /// cursor into the ResultsDB tables and moves the cursor, in one
+    /// transaction. Returns how many events were mapped (0: caught up).
+    pub async fn materialize_pending(&self, max: i64) -> Result<usize> {
+        let mut tx = self.writer.begin().await?;
+        on_tx!(&mut tx, c => sqlx::query("INSERT INTO export_sinks (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+            .bind(RESULTSDB_VIEW)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+        // The cursor's row lock makes coordinators that share a PostgreSQL
+        // database take turns; SQLite has one writer anyway.
+        let read = match tx.backend() {
+            Backend::Sqlite => "SELECT cursor FROM export_sinks WHERE name = $1",
+            Backend::Postgres => "SELECT cursor FROM export_sinks WHERE name = $1 FOR UPDATE",
+        };
+        let cursor: i64 = on_tx!(&mut tx, c => sqlx::query_scalar(read)
+            .bind(RESULTSDB_VIEW)
+            .fetch_one(c)
+            .await)?;
+        let events = on_tx!(&mut tx, c => sqlx::query_as::<_, UnmappedEvent>(
+            "SELECT e.id, e.attempt_id, e.created_at, a.results
+             FROM export_events e JOIN attempts a ON a.id = e.attempt_id
+             WHERE e.id > $1 ORDER BY e.id LIMIT $2",
+        )
+        .bind(cursor)
+        .bind(max)
+        .fetch_all(c)
+        .await)?;
+        let Some(last) = events.last().map(|e| e.id) else {
+            return Ok(0);
+        };
+        for event in &events {
+            let results: Vec<Results> = match &event.results {
+                Some(text) => serde_json::from_str(text)?,
+                None => Vec::new(),
+            };
+            crate::resultsdb::materialize(&mut tx, event.attempt_id, &results, event.created_at)
+                .await?;
+        }
+        on_tx!(&mut tx, c => sqlx::query("UPDATE export_sinks SET cursor = $1, last_success_at = $2 WHERE name = $3")
+            .bind(last)
+            .bind(events.last().map_or(0, |e| e.created_at))
+            .bind(RESULTSDB_VIEW)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+        tx.commit().await?;
+        Ok(events.len())
+    }
+
+    /// True when every event committed so far is in the ResultsDB view.
+    pub async fn resultsdb_view_caught_up(&self) -> Result<bool> {
+        Ok(on_pool!(&self.reader, p => sqlx::query_scalar::<_, bool>(
+            "SELECT COALESCE((SELECT MAX(id) FROM export_events), 0)
+                    <= COALESCE((SELECT cursor FROM export_sinks WHERE name = $1), 0)",
+        )
+        .bind(RESULTSDB_VIEW)
+        .fetch_one(p)
+        .await)?)
+    }
+
     /// Makes sure `sink` has a cursor. A new sink starts at the beginning of
     /// the outbox, so it back-fills every stored result.
     pub async fn outbox_register(&self, sink: &str) -> Result<()> {
@@ -77,10 +157,12 @@ impl Store {
         Ok(on_pool!(&self.reader, p => sqlx::query_as::<_, ExportEvent>(
             "SELECT e.id, e.attempt_id FROM export_events e
              WHERE e.id > COALESCE((SELECT cursor FROM export_sinks WHERE name = $1), 0)
+               AND e.id <= COALESCE((SELECT cursor FROM export_sinks WHERE name = $3), 0)
              ORDER BY e.id LIMIT $2",
         )
         .bind(sink)
         .bind(max)
+        .bind(RESULTSDB_VIEW)
         .fetch_all(p)
         .await)?)
     }
@@ -131,8 +213,9 @@ impl Store {
         Ok(on_pool!(&self.reader, p => sqlx::query_as::<_, SinkStatus>(
             "SELECT s.name, (SELECT COUNT(*) FROM export_events e WHERE e.id > s.cursor) AS pending,
                     s.delivered, s.dropped, s.failures, s.last_error, s.last_error_at, s.last_success_at
-             FROM export_sinks s ORDER BY s.name",
+             FROM export_sinks s WHERE s.name <> $1 ORDER BY s.name",
         )
+        .bind(RESULTSDB_VIEW)
         .fetch_all(p)
         .await)?)
     }

@@ -9,6 +9,7 @@
 
 mod influx;
 mod resultsdb;
+pub mod view;
 
 use std::sync::Arc;
 use std::time::Duration;
