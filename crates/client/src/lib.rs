@@ -6,7 +6,7 @@ mod blobs;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use testfleet_wire::api::{AgentView, ErrorBody, JobView, LogSlice, TaskDetail};
+use testfleet_wire::api::{AgentView, ErrorBody, JobView, LogSlice, StatsView, TaskDetail};
 
 pub use blobs::{AgentHttp, UploadError, UploadReport};
 
@@ -258,7 +258,7 @@ impl ApiClient {
     }
 
     /// Threshold, runtime and flaky statistics.
-    pub async fn stats(&self) -> Result<serde_json::Value, ClientError> {
+    pub async fn stats(&self) -> Result<StatsView, ClientError> {
         self.send(self.http.get(format!("{}/api/v1/stats", self.base)))
             .await
     }

@@ -223,13 +223,11 @@ async fn an_attempt_past_its_runtime_limit_is_stopped_as_stalled_with_a_reason()
     assert_eq!(data["kind"], "runtime_threshold");
     assert_eq!(data["basis"]["source"], "max_runtime");
     let stats = h.api.stats().await.unwrap();
-    let row = stats["thresholds"]
-        .as_array()
-        .unwrap()
+    let row = stats
+        .thresholds
         .iter()
-        .find(|r| r["threshold"] == "runtime_threshold")
-        .cloned();
-    assert_eq!(row.unwrap()["stopped_attempts"], 1, "{stats:#}");
+        .find(|r| r.threshold == "runtime_threshold");
+    assert_eq!(row.map(|r| r.stopped_attempts), Some(1), "{stats:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,7 +258,11 @@ async fn retries_have_separate_budgets_and_a_pass_after_a_failure_is_flaky() {
     assert!(detail.task.flaky);
     assert_eq!(detail.task.outcome, Some(AttemptOutcome::Flaky));
     let stats = h.api.stats().await.unwrap();
-    assert_eq!(stats["flaky"][0]["task_key"], "flaky/t", "{stats:#}");
+    assert_eq!(
+        stats.flaky.first().map(|r| r.task_key.as_str()),
+        Some("flaky/t"),
+        "{stats:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

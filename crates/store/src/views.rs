@@ -8,9 +8,10 @@ use serde_json::Value;
 use testfleet_core::time_fmt::{UnixMillis, format_millis};
 use testfleet_core::{AttemptOutcome, JobState, LabelSet, TaskState};
 use testfleet_wire::api::{
-    AttemptView, CaseCounts, JobView, LogSlice, MetricView, TaskDetail, TaskView,
+    AttemptView, CaseCounts, FlakyStats, JobView, LogSlice, MetricView, RuntimeStats, TaskDetail,
+    TaskView, ThresholdStats,
 };
-use testfleet_wire::protocol::MachineInfo;
+use testfleet_wire::protocol::{MachineInfo, WorkLogEntry};
 use testfleet_wire::results::{CaseOutcome, Results};
 
 use crate::db::{Backend, on_pool};
@@ -181,7 +182,7 @@ struct TaskResultsRow {
 }
 
 /// One kind of threshold stop, as reported by [`Store::threshold_stats`].
-#[derive(sqlx::FromRow, serde::Serialize)]
+#[derive(sqlx::FromRow)]
 struct ThresholdStatsRow {
     threshold: String,
     stopped_attempts: i64,
@@ -192,7 +193,7 @@ struct ThresholdStatsRow {
 }
 
 /// One task key's runtime history, as reported by [`Store::runtime_stats`].
-#[derive(sqlx::FromRow, serde::Serialize)]
+#[derive(sqlx::FromRow)]
 struct RuntimeStatsRow {
     task_key: String,
     runs: i64,
@@ -201,12 +202,45 @@ struct RuntimeStatsRow {
 }
 
 /// One task key's flaky count, as reported by [`Store::flaky_stats`].
-#[derive(sqlx::FromRow, serde::Serialize)]
+#[derive(sqlx::FromRow)]
 struct FlakyStatsRow {
     task_key: String,
-    #[serde(rename = "flaky")]
     flaky_runs: i64,
     runs: i64,
+}
+
+impl From<ThresholdStatsRow> for ThresholdStats {
+    fn from(r: ThresholdStatsRow) -> Self {
+        ThresholdStats {
+            max_agent_load: r.max_agent_load,
+            max_runtime_ms: r.max_runtime_ms,
+            mean_agent_load: r.mean_agent_load,
+            mean_runtime_ms: r.mean_runtime_ms,
+            stopped_attempts: r.stopped_attempts,
+            threshold: r.threshold,
+        }
+    }
+}
+
+impl From<RuntimeStatsRow> for RuntimeStats {
+    fn from(r: RuntimeStatsRow) -> Self {
+        RuntimeStats {
+            mean_ms: r.mean_ms,
+            p95_ms: r.p95_ms,
+            runs: r.runs,
+            task_key: r.task_key,
+        }
+    }
+}
+
+impl From<FlakyStatsRow> for FlakyStats {
+    fn from(r: FlakyStatsRow) -> Self {
+        FlakyStats {
+            flaky: r.flaky_runs,
+            runs: r.runs,
+            task_key: r.task_key,
+        }
+    }
 }
 
 /// Counts per outcome and every benchmark value of a set of parsed result files.
@@ -483,7 +517,7 @@ impl Store {
     }
 
     /// The newest `limit` entries of the work log, oldest first.
-    pub async fn work_log(&self, limit: i64) -> Result<Vec<Value>> {
+    pub async fn work_log(&self, limit: i64) -> Result<Vec<WorkLogEntry>> {
         self.progress.flush().await;
         let rows = on_pool!(&self.reader, p => sqlx::query_as::<_, WorkLogRow>(
             "SELECT hostname, attempt_id, integration_id, status, detail, at FROM
@@ -496,15 +530,13 @@ impl Store {
         .await)?;
         Ok(rows
             .into_iter()
-            .map(|r| {
-                serde_json::json!({
-                    "hostname": r.hostname,
-                    "attemptId": r.attempt_id,
-                    "integrationId": r.integration_id,
-                    "status": r.status,
-                    "detailMessage": r.detail,
-                    "timestamp": format_millis(r.at),
-                })
+            .map(|r| WorkLogEntry {
+                attempt_id: r.attempt_id,
+                detail_message: r.detail,
+                hostname: r.hostname,
+                integration_id: r.integration_id,
+                status: r.status,
+                timestamp: format_millis(r.at),
             })
             .collect())
     }
@@ -602,7 +634,7 @@ impl Store {
     /// Statistics of attempts stopped by a threshold, per kind of stop
     /// (`step_timeout`, `silence`, `runtime_threshold`, `lease_expired`):
     /// how many, how long they had run, and the agent's load when stopped.
-    pub async fn threshold_stats(&self) -> Result<Vec<Value>> {
+    pub async fn threshold_stats(&self) -> Result<Vec<ThresholdStats>> {
         // `reason_data` is JSON text; its fields are read with each engine's
         // own JSON functions.
         let (kind, load) = match self.reader.backend() {
@@ -631,15 +663,12 @@ impl Store {
         let rows = on_pool!(&self.reader, p => sqlx::query_as::<_, ThresholdStatsRow>(sqlx::AssertSqlSafe(sql))
             .fetch_all(p)
             .await)?;
-        Ok(rows
-            .into_iter()
-            .map(serde_json::to_value)
-            .collect::<std::result::Result<_, _>>()?)
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     /// Runtime history per task key, longest first: what the thresholds
     /// are derived from.
-    pub async fn runtime_stats(&self, limit: i64) -> Result<Vec<Value>> {
+    pub async fn runtime_stats(&self, limit: i64) -> Result<Vec<RuntimeStats>> {
         let rows = on_pool!(&self.reader, p => sqlx::query_as::<_, RuntimeStatsRow>(
             "SELECT task_key, runs, mean_ms, p95_ms FROM task_stats
              ORDER BY p95_ms DESC, task_key LIMIT $1",
@@ -647,14 +676,11 @@ impl Store {
         .bind(limit)
         .fetch_all(p)
         .await)?;
-        Ok(rows
-            .into_iter()
-            .map(serde_json::to_value)
-            .collect::<std::result::Result<_, _>>()?)
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     /// Flaky counts per task key: tasks that failed, then passed on retry.
-    pub async fn flaky_stats(&self, limit: i64) -> Result<Vec<Value>> {
+    pub async fn flaky_stats(&self, limit: i64) -> Result<Vec<FlakyStats>> {
         // `flaky` is INTEGER 0/1 on SQLite and BOOLEAN on PostgreSQL, which
         // has no SUM(boolean): count the flaky rows instead.
         let rows = on_pool!(&self.reader, p => sqlx::query_as::<_, FlakyStatsRow>(
@@ -666,9 +692,6 @@ impl Store {
         .bind(limit)
         .fetch_all(p)
         .await)?;
-        Ok(rows
-            .into_iter()
-            .map(serde_json::to_value)
-            .collect::<std::result::Result<_, _>>()?)
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 }

@@ -213,3 +213,56 @@ pub struct ArtifactView {
     /// RFC 3339.
     pub created_at: String,
 }
+
+/// `GET /api/v1/stats`: attempts stopped per threshold, runtime history per
+/// task key, flaky counts per task key.
+///
+/// The fields of this struct and of its rows are declared in alphabetical
+/// order: the answer was first built as a `serde_json` map, which sorts its
+/// keys, and clients have seen that order since.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsView {
+    /// The most flaky task keys first.
+    pub flaky: Vec<FlakyStats>,
+    /// The longest p95 runtime first.
+    pub runtimes: Vec<RuntimeStats>,
+    /// One row per kind of stop, by name.
+    pub thresholds: Vec<ThresholdStats>,
+}
+
+/// One kind of threshold stop (`step_timeout`, `silence`,
+/// `runtime_threshold`, `lease_expired`): how many attempts it stopped, how
+/// long they had run, and the agent's load when they were stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdStats {
+    /// None when no stopped attempt recorded the agent's load.
+    pub max_agent_load: Option<f64>,
+    pub max_runtime_ms: Option<i64>,
+    /// None when no stopped attempt recorded the agent's load.
+    pub mean_agent_load: Option<f64>,
+    pub mean_runtime_ms: Option<f64>,
+    pub stopped_attempts: i64,
+    /// The kind of stop.
+    pub threshold: String,
+}
+
+/// One task key's runtime history: what the runtime thresholds are derived
+/// from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeStats {
+    pub mean_ms: f64,
+    pub p95_ms: f64,
+    pub runs: i64,
+    pub task_key: String,
+}
+
+/// One task key's flaky count: finished tasks that failed, then passed on
+/// retry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlakyStats {
+    /// How many of `runs` were flaky.
+    pub flaky: i64,
+    /// Finished (passed or failed) tasks of this key.
+    pub runs: i64,
+    pub task_key: String,
+}

@@ -289,3 +289,20 @@ pub struct AgentDataEntry {
     #[serde(rename = "lastConnected")]
     pub last_connected: Option<String>,
 }
+
+/// One entry of `workLogData` (the answer to `getWorkLog`): a status change
+/// an agent reported. Fields in alphabetical order of their keys, as the
+/// answer has always had them (it was first built as a sorted JSON map).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkLogEntry {
+    #[serde(rename = "attemptId")]
+    pub attempt_id: Option<i64>,
+    #[serde(rename = "detailMessage")]
+    pub detail_message: Option<String>,
+    pub hostname: String,
+    #[serde(rename = "integrationId")]
+    pub integration_id: Option<String>,
+    pub status: String,
+    /// RFC 3339.
+    pub timestamp: String,
+}

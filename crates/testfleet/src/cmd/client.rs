@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use testfleet_client::ApiClient;
 use testfleet_core::{JobState, TaskState};
-use testfleet_wire::api::{JobView, TaskView};
+use testfleet_wire::api::{JobView, StatsView, TaskView};
 
 use crate::cli::Command;
 use crate::exit;
@@ -358,43 +358,40 @@ async fn logs(api: &ApiClient, task: i64, follow: bool, json: bool) -> Result<u8
     }
 }
 
-fn render_stats(stats: &serde_json::Value) -> String {
+fn render_stats(stats: &StatsView) -> String {
     let mut out = String::from("attempts stopped by a threshold:\n");
-    let rows = stats["thresholds"].as_array().cloned().unwrap_or_default();
-    if rows.is_empty() {
+    if stats.thresholds.is_empty() {
         out.push_str("  none\n");
     }
-    for r in rows {
+    // The counts are printed unpadded (`{}`), as they were when they came
+    // out of a `serde_json::Value`, whose `Display` ignores the width.
+    for r in &stats.thresholds {
         out.push_str(&format!(
-            "  {:<18} {:>5} stopped   mean runtime {:>8.1}s   max {:>8.1}s   agent load mean {}\n",
-            r["threshold"].as_str().unwrap_or("?"),
-            r["stopped_attempts"],
-            r["mean_runtime_ms"].as_f64().unwrap_or(0.0) / 1000.0,
-            r["max_runtime_ms"].as_f64().unwrap_or(0.0) / 1000.0,
-            r["mean_agent_load"]
-                .as_f64()
+            "  {:<18} {} stopped   mean runtime {:>8.1}s   max {:>8.1}s   agent load mean {}\n",
+            r.threshold,
+            r.stopped_attempts,
+            r.mean_runtime_ms.unwrap_or(0.0) / 1000.0,
+            r.max_runtime_ms.map_or(0.0, |ms| ms as f64) / 1000.0,
+            r.mean_agent_load
                 .map_or("-".to_owned(), |l| format!("{l:.2}")),
         ));
     }
     out.push_str("\nruntime history (longest p95 first):\n");
-    for r in stats["runtimes"].as_array().into_iter().flatten().take(20) {
+    for r in stats.runtimes.iter().take(20) {
         out.push_str(&format!(
-            "  {:<48} {:>5} runs   mean {:>8.1}s   p95 {:>8.1}s\n",
-            r["task_key"].as_str().unwrap_or("?"),
-            r["runs"],
-            r["mean_ms"].as_f64().unwrap_or(0.0) / 1000.0,
-            r["p95_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+            "  {:<48} {} runs   mean {:>8.1}s   p95 {:>8.1}s\n",
+            r.task_key,
+            r.runs,
+            r.mean_ms / 1000.0,
+            r.p95_ms / 1000.0,
         ));
     }
-    let flaky = stats["flaky"].as_array().cloned().unwrap_or_default();
-    if !flaky.is_empty() {
+    if !stats.flaky.is_empty() {
         out.push_str("\nflaky tasks:\n");
-        for r in flaky {
+        for r in &stats.flaky {
             out.push_str(&format!(
                 "  {:<48} flaky {} of {} runs\n",
-                r["task_key"].as_str().unwrap_or("?"),
-                r["flaky"],
-                r["runs"]
+                r.task_key, r.flaky, r.runs
             ));
         }
     }
