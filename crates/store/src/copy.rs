@@ -100,9 +100,10 @@ struct Table {
     /// The primary key: rows are read in its order, page by page after the
     /// last key read.
     key: &'static [&'static str],
-    /// SQLite has no `id` column here: `id` is its rowid (rdb_result_data,
-    /// whose PostgreSQL `id` keeps the insertion order that the rowid keeps
-    /// in SQLite). Copying the rowid as `id` and back keeps that order.
+    /// SQLite has no `id` column here: `id` is its rowid (rdb_result_groups
+    /// and rdb_result_data, whose PostgreSQL `id` keeps the insertion order
+    /// that the rowid keeps in SQLite). Copying the rowid as `id` and back
+    /// keeps that order.
     sqlite_rowid_id: bool,
 }
 
@@ -273,9 +274,9 @@ static TABLES: &[Table] = &[
     },
     Table {
         name: "rdb_result_groups",
-        columns: &[int("result_id"), text("group_uuid")],
-        key: &["result_id", "group_uuid"],
-        sqlite_rowid_id: false,
+        columns: &[int("id"), int("result_id"), text("group_uuid")],
+        key: &["id"],
+        sqlite_rowid_id: true,
     },
     Table {
         name: "rdb_result_data",
@@ -406,9 +407,9 @@ impl Table {
     /// The columns a database must have for this table (SQLite does not
     /// list a rowid among its columns).
     fn stored_columns(&self, backend: Backend) -> impl Iterator<Item = &Column> {
-        self.columns
-            .iter()
-            .filter(move |c| !(self.sqlite_rowid_id && c.name == "id" && backend == Backend::Sqlite))
+        self.columns.iter().filter(move |c| {
+            !(self.sqlite_rowid_id && c.name == "id" && backend == Backend::Sqlite)
+        })
     }
 
     fn max_page_rows(&self) -> usize {
@@ -587,35 +588,38 @@ pub enum CopyError {
         side: &'static str,
         table: &'static str,
     },
-    #[error("table `{table}` of the {side} database is not the schema this version of testfleet knows: {detail}")]
+    #[error(
+        "table `{table}` of the {side} database is not the schema this version of testfleet knows: {detail}"
+    )]
     Columns {
         side: &'static str,
         table: &'static str,
         detail: String,
     },
     #[error("table `{table}` references `{references}`, which the copier copies later")]
-    Order {
-        table: String,
-        references: String,
-    },
+    Order { table: String, references: String },
     #[error("failed to copy table `{table}`")]
     Table {
         table: &'static str,
         #[source]
         source: StoreError,
     },
-    #[error("table `{table}`: the source has {source_rows} rows but the target {target_rows} after the copy")]
+    #[error(
+        "table `{table}`: the source has {source_rows} rows but the target {target_rows} after the copy"
+    )]
     Count {
         table: &'static str,
         source_rows: u64,
         target_rows: u64,
     },
-    #[error("failed to read the {side} database's schema")]
-    Schema {
+    #[error("failed to read the {side} database")]
+    Read {
         side: &'static str,
         #[source]
         source: StoreError,
     },
+    #[error("failed to move the target's id sequences past the copied ids")]
+    Sequences(#[source] StoreError),
     #[error("failed to commit the copy")]
     Commit(#[source] StoreError),
 }
@@ -678,7 +682,7 @@ async fn copy_between(
 
     // One snapshot of the source: SQLite's read transaction sees the
     // database as of its first read; PostgreSQL needs REPEATABLE READ.
-    let mut src = source.reader.begin().await.map_err(|e| CopyError::Schema {
+    let mut src = source.reader.begin().await.map_err(|e| CopyError::Read {
         side: "source",
         source: e,
     })?;
@@ -687,12 +691,12 @@ async fn copy_between(
             .execute(c)
             .await
             .map(|r| r.rows_affected()))
-        .map_err(|e| CopyError::Schema {
+        .map_err(|e| CopyError::Read {
             side: "source",
             source: e.into(),
         })?;
     }
-    let mut dst = target.writer.begin().await.map_err(|e| CopyError::Schema {
+    let mut dst = target.writer.begin().await.map_err(|e| CopyError::Read {
         side: "target",
         source: e,
     })?;
@@ -703,7 +707,7 @@ async fn copy_between(
         )))
         .fetch_one(c)
         .await)
-        .map_err(|e| CopyError::Schema {
+        .map_err(|e| CopyError::Read {
             side: "target",
             source: e.into(),
         })?;
@@ -744,7 +748,9 @@ async fn copy_between(
         });
     }
     if dst.backend() == Backend::Postgres {
-        reset_identities(&mut dst).await.map_err(CopyError::Commit)?;
+        reset_identities(&mut dst)
+            .await
+            .map_err(CopyError::Commit)?;
     }
     dst.commit().await.map_err(CopyError::Commit)?;
     Ok(CopyReport { tables })
@@ -863,7 +869,7 @@ struct ForeignKey {
 /// [`TABLES`], with compatible types, and that [`TABLES`] lists every table
 /// after the tables it references.
 async fn check_schema(pool: &Pool, side: &'static str) -> Result<(), CopyError> {
-    let read_failed = |e: sqlx::Error| CopyError::Schema {
+    let read_failed = |e: sqlx::Error| CopyError::Read {
         side,
         source: e.into(),
     };
@@ -895,8 +901,9 @@ async fn check_schema(pool: &Pool, side: &'static str) -> Result<(), CopyError> 
              WHERE k.contype = 'f' AND n.nspname = current_schema()",
         ),
     };
-    let declared = on_pool!(pool, p => sqlx::query_as::<_, DeclaredColumn>(columns_sql).fetch_all(p).await)
-        .map_err(read_failed)?;
+    let declared =
+        on_pool!(pool, p => sqlx::query_as::<_, DeclaredColumn>(columns_sql).fetch_all(p).await)
+            .map_err(read_failed)?;
     let keys = on_pool!(pool, p => sqlx::query_as::<_, ForeignKey>(keys_sql).fetch_all(p).await)
         .map_err(read_failed)?;
 
@@ -983,8 +990,8 @@ mod tests {
 
     /// Rows in every table, with the values a copy could get wrong: NULLs,
     /// both flag values, fractions, integers past 2^53, non-ASCII text, the
-    /// `offset` column, result data whose rowids are not in insertion order,
-    /// and enough log chunks for several pages.
+    /// `offset` column, result groups and data whose rowids are not in
+    /// insertion order, and enough log chunks for several pages.
     const FILL: &[&str] = &[
         r#"INSERT INTO jobs VALUES
             (1, 'job-a', 'default', 5, '{"name":"job-a"}', 'passed', 1700000000000, 1700000001000, 'int-1'),
@@ -1018,7 +1025,8 @@ mod tests {
         r#"INSERT INTO rdb_results VALUES
             (1, 'tc.a', 'PASSED', NULL, NULL, 100, 1),
             (2, 'tc.b', 'FAILED', 'note', 'http://r', 200, NULL)"#,
-        "INSERT INTO rdb_result_groups VALUES (1, 'uuid-1'), (2, 'uuid-1'), (2, 'uuid-4')",
+        r#"INSERT INTO rdb_result_groups (rowid, result_id, group_uuid) VALUES
+            (5, 1, 'uuid-1'), (2, 2, 'uuid-4'), (8, 2, 'uuid-1')"#,
         r#"INSERT INTO rdb_result_data (rowid, result_id, key, value) VALUES
             (7, 1, 'k', 'second'), (3, 1, 'k', 'first'), (9, 2, 'arch', 'x86_64')"#,
         r#"INSERT INTO users VALUES
@@ -1124,7 +1132,11 @@ mod tests {
             "FILL covers every table: {report:?}"
         );
         assert_eq!(
-            report.tables.iter().find(|t| t.table == "log_chunks").map(|t| t.rows),
+            report
+                .tables
+                .iter()
+                .find(|t| t.table == "log_chunks")
+                .map(|t| t.rows),
             Some(2503)
         );
         assert_eq!(dump(&from).await, dump(&to).await);
@@ -1191,13 +1203,22 @@ mod tests {
         let Some(pg) = scratch_postgres().await else {
             return;
         };
+        // Run in a task of its own so the database is dropped when it fails.
+        let outcome = tokio::spawn(postgres_round_trip(pg.url().clone())).await;
+        pg.drop().await.unwrap();
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+
+    async fn postgres_round_trip(pg: DatabaseUrl) {
         let dir = tempfile::tempdir().unwrap();
         let from = filled_sqlite(dir.path()).await;
-        copy(&from, pg.url()).await.unwrap();
+        copy(&from, &pg).await.unwrap();
         let source = dump(&from).await;
-        assert_eq!(dump(pg.url()).await, source, "SQLite → PostgreSQL");
+        assert_eq!(dump(&pg).await, source, "SQLite → PostgreSQL");
 
-        let store = Store::connect(pg.url()).await.unwrap();
+        let store = Store::connect(&pg).await.unwrap();
         check_schema(&store.reader, "target").await.unwrap();
         // Flags are BOOLEAN there, and new rows get ids past the copied ones.
         let Pool::Postgres(p) = &store.writer else {
@@ -1234,11 +1255,13 @@ mod tests {
         store.close().await;
 
         let back = DatabaseUrl::Sqlite(dir.path().join("back.db"));
-        copy(pg.url(), &back).await.unwrap();
+        copy(&pg, &back).await.unwrap();
         assert_eq!(dump(&back).await, source, "PostgreSQL → SQLite");
         // A second copy into the now non-empty PostgreSQL database is refused.
-        let err = copy(&from, pg.url()).await.unwrap_err();
-        assert!(matches!(err, CopyError::NotEmpty { table: "jobs", .. }), "{err:?}");
-        pg.drop().await.unwrap();
+        let err = copy(&from, &pg).await.unwrap_err();
+        assert!(
+            matches!(err, CopyError::NotEmpty { table: "jobs", .. }),
+            "{err:?}"
+        );
     }
 }

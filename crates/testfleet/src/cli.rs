@@ -152,6 +152,11 @@ pub enum Command {
         #[command(subcommand)]
         action: TokensCommand,
     },
+    /// The coordinator's store (on its host): copy it into another database.
+    Store {
+        #[command(subcommand)]
+        action: StoreCommand,
+    },
     /// Parse a result file (QtTest, TAP, JUnit, Google Benchmark) and print it.
     Parse {
         file: PathBuf,
@@ -185,6 +190,29 @@ pub struct DataDirArg {
     /// (default: `[server] database` of the config file).
     #[arg(long, env = "TESTFLEET_DATABASE", hide_env_values = true)]
     pub database: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy a whole store, ids kept, into a new, empty database: SQLite to
+    /// PostgreSQL or back. Stop the coordinator first: the copy reads one
+    /// snapshot. Prints the row count of every table, verified in the target.
+    Copy {
+        /// The store to copy, `sqlite://PATH` or `postgres://…` (default: the
+        /// coordinator's, `[server] database` or SQLite in its data directory).
+        #[arg(long, env = "TESTFLEET_DATABASE", hide_env_values = true)]
+        from: Option<String>,
+        /// The coordinator's data directory, when --from is not given.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The new store, `postgres://USER@HOST:PORT/DB` or `sqlite://PATH`;
+        /// its schema is created, and it must hold no rows.
+        #[arg(long)]
+        to: String,
+        /// Print the per-table row counts as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

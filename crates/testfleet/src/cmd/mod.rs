@@ -6,6 +6,7 @@ mod client;
 mod demo;
 mod local;
 mod parse;
+mod store;
 
 use anyhow::Result;
 use testfleet_client::{ApiClient, ClientError};
@@ -69,6 +70,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Users { action } => admin::users(action, &file).await,
         Command::Tokens { action } => admin::tokens(action, &file).await,
+        Command::Store { action } => store::run(action, &file).await,
         Command::Agents {
             action: Some(action),
             ..
