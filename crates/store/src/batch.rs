@@ -8,7 +8,9 @@
 //!
 //! When one operation of a batch fails, the batch is rolled back and each
 //! operation runs again in a transaction of its own, so one bad operation
-//! fails alone.
+//! fails alone. On PostgreSQL two coordinators' batches may lock rows in
+//! opposite orders; the database then aborts one of them (deadlock), and
+//! its operations run again alone, retried while the conflict lasts.
 
 use serde_json::Value;
 use testfleet_core::job::JobSpec;
@@ -182,10 +184,13 @@ async fn run_together(
 }
 
 async fn run_alone(pool: &Pool, jobs: &JobCache, op: &WriteOp) -> Result<WriteDone> {
-    let mut tx = pool.begin().await?;
-    let done = apply(&mut tx, jobs, op).await?;
-    tx.commit().await?;
-    Ok(done)
+    crate::retry_conflicts(|| async {
+        let mut tx = pool.begin().await?;
+        let done = apply(&mut tx, jobs, op).await?;
+        tx.commit().await?;
+        Ok(done)
+    })
+    .await
 }
 
 async fn apply(

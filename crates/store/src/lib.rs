@@ -68,6 +68,42 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+impl StoreError {
+    /// A conflict with a concurrent writer that the database resolved by
+    /// aborting this transaction (PostgreSQL deadlock or serialization
+    /// failure, SQLite busy): running it again is the remedy.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::Database(e)) => matches!(
+                e.code().as_deref(),
+                Some("40P01") | Some("40001") | Some("5") | Some("517")
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Runs `op` again (up to 8 times, with a short growing pause) while it
+/// fails with a conflict that the database resolved by aborting it.
+pub(crate) async fn retry_conflicts<T, F, Fut>(mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut pause = std::time::Duration::from_millis(2);
+    for _ in 0..7 {
+        match op().await {
+            Err(e) if e.is_conflict() => {
+                tracing::debug!("transaction aborted by a concurrent writer ({e}); running it again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+    op().await
+}
+
 /// A new attempt's lease when nobody called [`Store::set_lease`].
 const DEFAULT_LEASE_MS: i64 = 10_000;
 

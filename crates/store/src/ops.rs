@@ -463,6 +463,10 @@ impl Store {
     /// Cancels a job: queued tasks end at once, running attempts are marked
     /// cancelled and returned so their agents can be told to stop.
     pub async fn cancel_job(&self, job_id: i64, now: UnixMillis) -> Result<Vec<RunningAttempt>> {
+        crate::retry_conflicts(|| self.cancel_job_once(job_id, now)).await
+    }
+
+    async fn cancel_job_once(&self, job_id: i64, now: UnixMillis) -> Result<Vec<RunningAttempt>> {
         let mut tx = self.writer.begin().await?;
         // Locks the job's row on PostgreSQL (a no-op in SQLite's single
         // writer), so a concurrent finish of its last task waits for us.

@@ -1,0 +1,50 @@
+//! The store's contract: one suite, two backends.
+//!
+//! Every test here is an `async fn name(store: Store)` written once against
+//! the public API; [`contract_tests!`] runs it on a fresh SQLite store in a
+//! temporary directory (`sqlite::name`) and on a fresh PostgreSQL database
+//! (`postgres::name`), as the CAS suite runs on a directory and on S3. The
+//! coordinator relies on these answers (a claim of a task that is no longer
+//! queued is `None`, a late or foreign finish is `Stale`, …), so both
+//! backends must give the same ones. `concurrency` adds what only a shared
+//! database can show: several coordinators racing on one PostgreSQL.
+//!
+//! PostgreSQL is `postgres://postgres@127.0.0.1:5432`; each test gets its own
+//! database, dropped afterwards. Outside CI a test skips (with a notice) when
+//! the server is unreachable; under `CI=true` that is a failure.
+
+/// Generates, for every `async fn name(store: Store)` listed, the tests
+/// `sqlite::name` and `postgres::name` that run it on each backend.
+macro_rules! contract_tests {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    crate::fixture::on_sqlite(super::$name).await;
+                }
+            )+
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    crate::fixture::on_postgres(super::$name).await;
+                }
+            )+
+        }
+    };
+}
+
+mod agents;
+mod artifacts;
+mod concurrency;
+mod fixture;
+mod jobs;
+mod logs;
+mod outbox;
+mod resultsdb;
+mod security;
+mod support;
+mod views;
