@@ -41,20 +41,22 @@ struct ClaimRow {
     runs: Option<i64>,
     mean_ms: Option<f64>,
     p95_ms: Option<f64>,
+    /// The new attempt (PostgreSQL draws it in the claim statement).
+    attempt_id: i64,
 }
 
-/// [`crate::Store::claim`] inside the batch's transaction.
-pub(crate) async fn claim_in(
+/// The claim on SQLite: the conditional update, then the attempt, then the
+/// task's pointer to it (one writer, so three statements cost little).
+async fn claim_sqlite(
     tx: &mut Tx,
-    jobs: &JobCache,
     task_id: i64,
     agent: &str,
     now: UnixMillis,
     lease_ms: i64,
-) -> Result<Option<Claimed>> {
+) -> Result<Option<(ClaimRow, i64)>> {
     // The conditional update is the claim: only one writer can move the task
     // out of `queued`. Its RETURNING brings the job's state and the key's
-    // history; the job's spec (large: it lists every task) comes from the cache.
+    // history.
     let Some(row) = on_tx!(tx, c => sqlx::query_as::<_, ClaimRow>(
         "UPDATE tasks SET state = 'running', stage = 'new', agent = $2, attempts = attempts + 1,
                 detail_message = NULL, updated_at = $3
@@ -65,7 +67,8 @@ pub(crate) async fn claim_in(
                    (SELECT j.queue FROM jobs j WHERE j.id = tasks.job_id) AS queue,
                    (SELECT s.runs FROM task_stats s WHERE s.task_key = tasks.task_key) AS runs,
                    (SELECT s.mean_ms FROM task_stats s WHERE s.task_key = tasks.task_key) AS mean_ms,
-                   (SELECT s.p95_ms FROM task_stats s WHERE s.task_key = tasks.task_key) AS p95_ms",
+                   (SELECT s.p95_ms FROM task_stats s WHERE s.task_key = tasks.task_key) AS p95_ms,
+                   0 AS attempt_id",
     )
     .bind(task_id)
     .bind(agent)
@@ -75,16 +78,6 @@ pub(crate) async fn claim_in(
     else {
         return Ok(None);
     };
-    let task: TaskSpec = serde_json::from_str(&row.spec)?;
-    let history = match (row.runs, row.mean_ms, row.p95_ms) {
-        (Some(runs), Some(mean_ms), Some(p95_ms)) => Some(TaskStats {
-            runs,
-            mean_ms,
-            p95_ms,
-        }),
-        _ => None,
-    };
-    let job = jobs.get_or_load(tx, row.job_id).await?;
     let attempt_id: i64 = on_tx!(tx, c => {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO attempts (task_id, number, agent, stage, started_at, lease_expires_at)
@@ -111,6 +104,75 @@ pub(crate) async fn claim_in(
             .await
             .map(|r| r.rows_affected()))?;
     }
+    Ok(Some((row, attempt_id)))
+}
+
+/// The claim on PostgreSQL: the same three changes in one statement (one
+/// round trip): the attempt's id is drawn from its sequence by the
+/// conditional update, and the attempt and the job's state are written by
+/// data-modifying CTEs of that statement.
+async fn claim_postgres(
+    tx: &mut Tx,
+    task_id: i64,
+    agent: &str,
+    now: UnixMillis,
+    lease_ms: i64,
+) -> Result<Option<(ClaimRow, i64)>> {
+    let row = on_tx!(tx, c => sqlx::query_as::<_, ClaimRow>(
+        "WITH t AS (
+             UPDATE tasks SET state = 'running', stage = 'new', agent = $2, attempts = attempts + 1,
+                    detail_message = NULL, updated_at = $3,
+                    current_attempt = nextval(pg_get_serial_sequence('attempts', 'id'))
+             WHERE id = $1 AND state = 'queued'
+             RETURNING id, job_id, name, spec, attempts, task_key, current_attempt
+         ), a AS (
+             INSERT INTO attempts (id, task_id, number, agent, stage, started_at, lease_expires_at)
+             SELECT current_attempt, id, attempts, $2, 'new', $3, $4 FROM t
+         ), j AS (
+             UPDATE jobs SET state = 'running' WHERE id = (SELECT job_id FROM t) AND state = 'queued'
+         )
+         SELECT t.job_id, t.name, t.spec, t.attempts, t.task_key, jb.state AS job_state,
+                jb.created_at, jb.queue, s.runs, s.mean_ms, s.p95_ms, t.current_attempt AS attempt_id
+         FROM t JOIN jobs jb ON jb.id = t.job_id LEFT JOIN task_stats s ON s.task_key = t.task_key",
+    )
+    .bind(task_id)
+    .bind(agent)
+    .bind(now)
+    .bind(now.saturating_add(lease_ms))
+    .fetch_optional(c)
+    .await)?;
+    Ok(row.map(|r| {
+        let id = r.attempt_id;
+        (r, id)
+    }))
+}
+
+/// [`crate::Store::claim`] inside the batch's transaction.
+pub(crate) async fn claim_in(
+    tx: &mut Tx,
+    jobs: &JobCache,
+    task_id: i64,
+    agent: &str,
+    now: UnixMillis,
+    lease_ms: i64,
+) -> Result<Option<Claimed>> {
+    let Some((row, attempt_id)) = (match tx.backend() {
+        Backend::Sqlite => claim_sqlite(tx, task_id, agent, now, lease_ms).await?,
+        Backend::Postgres => claim_postgres(tx, task_id, agent, now, lease_ms).await?,
+    }) else {
+        return Ok(None);
+    };
+    let task: TaskSpec = serde_json::from_str(&row.spec)?;
+    let history = match (row.runs, row.mean_ms, row.p95_ms) {
+        (Some(runs), Some(mean_ms), Some(p95_ms)) => Some(TaskStats {
+            runs,
+            mean_ms,
+            p95_ms,
+        }),
+        _ => None,
+    };
+    // The job's spec (large: it lists every task) comes from the cache.
+    let job = jobs.get_or_load(tx, row.job_id).await?;
     let work = work_item(
         &job,
         row.job_id,

@@ -20,12 +20,17 @@ use testfleet_wire::results::Results;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::attempts::{claim_in, finish_in};
-use crate::db::{Pool, Tx, on_tx};
+use std::sync::Arc;
+
+use crate::db::{Backend, Pool, Tx, on_tx};
 use crate::ops::{Claimed, FinishEffect};
 use crate::{Result, StoreError};
 
 /// Most operations committed together.
 const MAX_BATCH: usize = 128;
+
+/// Batch writers on PostgreSQL.
+const POSTGRES_WRITERS: usize = 4;
 
 /// Most job specs kept parsed.
 const MAX_CACHED_JOBS: usize = 256;
@@ -120,9 +125,20 @@ pub(crate) struct Batcher {
 }
 
 impl Batcher {
+    /// Starts the writers: one on SQLite (it has one writer connection),
+    /// several on PostgreSQL, where each batch is a round trip per statement
+    /// and the database's own fencing keeps concurrent batches correct.
     pub(crate) fn spawn(pool: Pool) -> Batcher {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, rx, JobCache::default()));
+        let workers = match pool.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => POSTGRES_WRITERS,
+        };
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let jobs = Arc::new(JobCache::default());
+        for _ in 0..workers {
+            tokio::spawn(run(pool.clone(), rx.clone(), jobs.clone()));
+        }
         Batcher { tx }
     }
 
@@ -138,14 +154,24 @@ impl Batcher {
     }
 }
 
-async fn run(pool: Pool, mut rx: mpsc::UnboundedReceiver<(WriteOp, Reply)>, jobs: JobCache) {
+type Queue = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<(WriteOp, Reply)>>>;
+
+async fn run(pool: Pool, rx: Queue, jobs: Arc<JobCache>) {
     let mut batch: Vec<(WriteOp, Reply)> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+    loop {
+        {
+            // One writer at a time takes what is waiting; the others run
+            // their batches meanwhile.
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
             }
         }
         match run_together(&pool, &jobs, &batch).await {
@@ -155,7 +181,10 @@ async fn run(pool: Pool, mut rx: mpsc::UnboundedReceiver<(WriteOp, Reply)>, jobs
                 }
             }
             Err(e) => {
-                if batch.len() > 1 {
+                if e.is_conflict() {
+                    // Another writer's batch locked the same rows in another order.
+                    tracing::debug!(ops = batch.len(), "batched write aborted ({e}); retrying one by one");
+                } else if batch.len() > 1 {
                     tracing::warn!(
                         ops = batch.len(),
                         "batched write failed ({e}); retrying one by one"

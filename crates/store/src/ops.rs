@@ -468,37 +468,16 @@ impl Store {
 
     async fn cancel_job_once(&self, job_id: i64, now: UnixMillis) -> Result<Vec<RunningAttempt>> {
         let mut tx = self.writer.begin().await?;
-        // Locks the job's row on PostgreSQL (a no-op in SQLite's single
-        // writer), so a concurrent finish of its last task waits for us.
-        let lock = match tx.backend() {
-            crate::Backend::Sqlite => "SELECT id FROM jobs WHERE id = $1",
-            crate::Backend::Postgres => "SELECT id FROM jobs WHERE id = $1 FOR UPDATE",
-        };
-        let exists = on_tx!(&mut tx, c => sqlx::query_scalar::<_, i64>(lock)
+        let exists = on_tx!(&mut tx, c => sqlx::query_scalar::<_, i64>("SELECT id FROM jobs WHERE id = $1")
             .bind(job_id)
             .fetch_optional(c)
             .await)?;
         if exists.is_none() {
             return Err(StoreError::NotFound(format!("job {job_id}")));
         }
-        // The attempts this cancel ends are the ones its update returns:
-        // an attempt that another writer finished meanwhile is not among them.
-        let ended: Vec<i64> = on_tx!(&mut tx, c => sqlx::query_scalar(
-            "UPDATE attempts SET outcome = 'cancelled', reason = 'cancelled by user', finished_at = $1
-             WHERE outcome IS NULL AND task_id IN (SELECT id FROM tasks WHERE job_id = $2)
-             RETURNING id",
-        )
-        .bind(now)
-        .bind(job_id)
-        .fetch_all(c)
-        .await)?;
-        let sql = format!("SELECT {RUNNING_COLUMNS} WHERE t.job_id = $1 AND a.outcome = 'cancelled' AND a.finished_at = $2 ORDER BY a.id");
-        let mut running = on_tx!(&mut tx, c => sqlx::query_as::<_, RunningAttempt>(sqlx::AssertSqlSafe(sql))
-            .bind(job_id)
-            .bind(now)
-            .fetch_all(c)
-            .await)?;
-        running.retain(|r| ended.contains(&r.attempt_id));
+        // Tasks first: this update waits for claims of them in flight and
+        // then no claim can win any more, so the attempts update after it
+        // sees every attempt that will ever run for this job.
         on_tx!(&mut tx, c => sqlx::query(
             "UPDATE tasks SET state = 'cancelled', outcome = 'cancelled', detail_message = 'cancelled by user',
              updated_at = $1 WHERE job_id = $2 AND state IN ('queued', 'running')",
@@ -508,6 +487,26 @@ impl Store {
         .execute(c)
         .await
         .map(|r| r.rows_affected()))?;
+        // The attempts this cancel ends are the ones its update returns:
+        // an attempt that another writer finished meanwhile is not among them.
+        let ended: std::collections::HashSet<i64> = on_tx!(&mut tx, c => sqlx::query_scalar(
+            "UPDATE attempts SET outcome = 'cancelled', reason = 'cancelled by user', finished_at = $1
+             WHERE outcome IS NULL AND task_id IN (SELECT id FROM tasks WHERE job_id = $2)
+             RETURNING id",
+        )
+        .bind(now)
+        .bind(job_id)
+        .fetch_all(c)
+        .await)?
+        .into_iter()
+        .collect();
+        let sql = format!("SELECT {RUNNING_COLUMNS} WHERE t.job_id = $1 AND a.outcome = 'cancelled' AND a.finished_at = $2 ORDER BY a.id");
+        let mut running = on_tx!(&mut tx, c => sqlx::query_as::<_, RunningAttempt>(sqlx::AssertSqlSafe(sql))
+            .bind(job_id)
+            .bind(now)
+            .fetch_all(c)
+            .await)?;
+        running.retain(|r| ended.contains(&r.attempt_id));
         refresh_job_state(&mut tx, job_id, None, now).await?;
         tx.commit().await?;
         Ok(running)
