@@ -102,6 +102,10 @@ impl Coordinator {
     ) -> Result<Arc<Coordinator>, StoreError> {
         let now = clock.now_millis();
         store.set_lease(config.lease_timeout);
+        let repaired = store.repair_job_states(now).await?;
+        if repaired > 0 {
+            tracing::info!(jobs = repaired, "settled jobs whose tasks had all ended");
+        }
         let mut sched = Scheduler::new(config.queue_weights.clone());
         for agent in store.agents().await? {
             let labels = with_hostname(agent.labels, &agent.hostname);

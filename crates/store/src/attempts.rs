@@ -372,12 +372,12 @@ pub(crate) async fn finish_in(tx: &mut Tx, args: &FinishArgs) -> Result<FinishEf
             if moved == 0 {
                 return Ok(FinishEffect::Stale);
             }
-            let job_state = refresh_job_state(tx, row.job_id, Some(&row.job_state), now).await?;
+            // The job's state is settled after the commit (see `batch`).
             Ok(FinishEffect::TaskFinished {
                 task_id,
                 job_id: row.job_id,
                 state,
-                job_state,
+                job_state: row.job_state.parse().unwrap_or(JobState::Running),
             })
         }
     }
@@ -420,7 +420,12 @@ async fn record_runtime(tx: &mut Tx, key: &str, duration_ms: i64) -> Result<()> 
     Ok(())
 }
 
-/// Recomputes a job's state from its tasks and stores it.
+/// Recomputes a job's state from its tasks and stores it. After a task
+/// ended, this runs in a transaction of its own once the end committed
+/// (`batch::settle_jobs`): under the job's row lock on PostgreSQL it then
+/// reads every committed task, so of two coordinators ending a job's last
+/// two tasks, the later one sees both; and the hot transactions never wait
+/// on a job's row lock.
 pub(crate) async fn refresh_job_state(
     tx: &mut Tx,
     job_id: i64,

@@ -19,7 +19,7 @@ use testfleet_core::{AttemptOutcome, Stage};
 use testfleet_wire::results::Results;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::attempts::{claim_in, finish_in};
+use crate::attempts::{claim_in, finish_in, refresh_job_state};
 use std::sync::Arc;
 
 use crate::db::{Backend, Pool, Tx, on_tx};
@@ -175,7 +175,8 @@ async fn run(pool: Pool, rx: Queue, jobs: Arc<JobCache>) {
             }
         }
         match run_together(&pool, &jobs, &batch).await {
-            Ok(done) => {
+            Ok(mut done) => {
+                settle_jobs(&pool, &mut done, batch_now(&batch)).await;
                 for ((_, reply), done) in batch.drain(..).zip(done) {
                     let _ = reply.send(Ok(done));
                 }
@@ -191,10 +192,69 @@ async fn run(pool: Pool, rx: Queue, jobs: Arc<JobCache>) {
                     );
                 }
                 for (op, reply) in batch.drain(..) {
-                    let _ = reply.send(run_alone(&pool, &jobs, &op).await);
+                    let mut done = run_alone(&pool, &jobs, &op).await;
+                    if let Ok(done) = &mut done {
+                        settle_jobs(&pool, std::slice::from_mut(done), op_now(&op)).await;
+                    }
+                    let _ = reply.send(done);
                 }
             }
         }
+    }
+}
+
+fn op_now(op: &WriteOp) -> UnixMillis {
+    match op {
+        WriteOp::Claim { now, .. } => *now,
+        WriteOp::Finish(args) => args.now,
+    }
+}
+
+fn batch_now(batch: &[(WriteOp, Reply)]) -> UnixMillis {
+    batch.iter().map(|(op, _)| op_now(op)).max().unwrap_or(0)
+}
+
+/// Settles the state of every job a committed batch ended a task of: one
+/// small transaction, each job once, in id order (so two coordinators lock
+/// jobs in the same order), and writes the job's state into the answers.
+/// A failure is logged, not answered: the ends are committed, and the
+/// coordinator's start-up repairs a job left running (`repair_job_states`).
+async fn settle_jobs(pool: &Pool, done: &mut [WriteDone], now: UnixMillis) {
+    let mut ids: Vec<i64> = done
+        .iter()
+        .filter_map(|d| match d {
+            WriteDone::Finished(FinishEffect::TaskFinished { job_id, .. }) => Some(*job_id),
+            _ => None,
+        })
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let settled = crate::retry_conflicts(|| async {
+        let mut tx = pool.begin().await?;
+        let mut states = std::collections::HashMap::with_capacity(ids.len());
+        for &id in &ids {
+            states.insert(id, refresh_job_state(&mut tx, id, Some("running"), now).await?);
+        }
+        tx.commit().await?;
+        Ok(states)
+    })
+    .await;
+    match settled {
+        Ok(states) => {
+            for d in done.iter_mut() {
+                if let WriteDone::Finished(FinishEffect::TaskFinished {
+                    job_id, job_state, ..
+                }) = d
+                    && let Some(state) = states.get(job_id)
+                {
+                    *job_state = *state;
+                }
+            }
+        }
+        Err(e) => tracing::error!(jobs = ?ids, "failed to settle job states: {e}"),
     }
 }
 

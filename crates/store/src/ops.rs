@@ -260,6 +260,29 @@ impl Store {
         Ok((job_id, queued))
     }
 
+    /// Settles jobs left `queued` or `running` although every task of theirs
+    /// ended (a coordinator killed between a task's end and its job's
+    /// update). Returns how many were repaired; run at start-up.
+    pub async fn repair_job_states(&self, now: UnixMillis) -> Result<usize> {
+        let ids: Vec<i64> = on_pool!(&self.reader, p => sqlx::query_scalar(
+            "SELECT j.id FROM jobs j WHERE j.state IN ('queued', 'running')
+               AND EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id)
+               AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id AND t.state IN ('queued', 'running'))
+             ORDER BY j.id",
+        )
+        .fetch_all(p)
+        .await)?;
+        for &id in &ids {
+            crate::retry_conflicts(|| async {
+                let mut tx = self.writer.begin().await?;
+                refresh_job_state(&mut tx, id, None, now).await?;
+                tx.commit().await
+            })
+            .await?;
+        }
+        Ok(ids.len())
+    }
+
     /// Every queued task, for the scheduler's index at start-up.
     pub async fn queued_tasks(&self) -> Result<Vec<QueuedTask>> {
         let sql = format!("SELECT {QUEUED_COLUMNS} WHERE t.state = 'queued' ORDER BY t.id");
