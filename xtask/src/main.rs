@@ -1,5 +1,7 @@
 //! Development chores: `cargo xtask test` installs what the test suite needs
-//! and runs it; `cargo xtask measure` prints the spine's performance figures.
+//! and runs it; `cargo xtask measure` prints the spine's performance figures;
+//! `cargo xtask compare` measures testfleet's throughput against beanstalkd
+//! and graphile-worker (see compare.rs).
 //!
 //! Installing is idempotent: each step checks first and does nothing when
 //! the thing is already there, so the command is cheap to run again.
@@ -9,6 +11,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+mod compare;
 
 /// Debian packages the tests use: git for checkouts, Qt 6 and CMake for the
 /// real QtTest benchmark, curl for ad-hoc checks.
@@ -29,8 +33,11 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("setup") => setup(),
         Some("measure") => measure(),
+        Some("compare") => compare::compare(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test [cargo test args…] | setup | measure>");
+            eprintln!(
+                "usage: cargo xtask <test [cargo test args…] | setup | measure | compare [--help]>"
+            );
             return ExitCode::from(2);
         }
     };
@@ -69,53 +76,67 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Installs everything the tests need.
-fn setup() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+/// Whether the Debian package `name` is installed.
+fn dpkg_installed(name: &str) -> bool {
+    Command::new("dpkg")
+        .args(["-s", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Installs those of `packages` that are missing (as root; otherwise says how).
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
-        .filter(|p| {
-            !Command::new("dpkg")
-                .args(["-s", p])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
+        .filter(|p| !dpkg_installed(p))
         .collect();
-    if !missing.is_empty() {
-        if !is_root() {
-            bail!(
-                "missing Debian packages {missing:?}: install them with `sudo apt-get install {}`",
-                missing.join(" ")
-            );
-        }
-        eprintln!("xtask: installing {}", missing.join(" "));
-        run(Command::new("apt-get").args(["update", "-qq"]))?;
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    if missing.is_empty() {
+        return Ok(());
     }
+    if !is_root() {
+        bail!(
+            "missing Debian packages {missing:?}: install them with `sudo apt-get install {}`",
+            missing.join(" ")
+        );
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
 
-    // The Python peers (python-socketio and friends) live in .venv.
+/// Installs a requirements file (relative to the repository) into .venv,
+/// unless the stamp `.venv/<stamp>` says that exact file is installed already.
+fn install_python_requirements(requirements: &str, stamp: &str) -> Result<()> {
     let root = root();
     let venv = root.join(".venv");
-    let requirements = root.join("tests/peers/requirements.txt");
-    let stamp = venv.join(".requirements");
-    let wanted = std::fs::read_to_string(&requirements)
-        .context("failed to read tests/peers/requirements.txt")?;
+    let path = root.join(requirements);
+    let stamp = venv.join(stamp);
+    let wanted =
+        std::fs::read_to_string(&path).with_context(|| format!("failed to read {requirements}"))?;
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
-        eprintln!("xtask: installing the Python peers into .venv");
+        eprintln!("xtask: installing {requirements} into .venv");
         if !venv.join("bin/python").exists() {
             run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
         }
         run(Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-            .arg(&requirements))?;
+            .arg(&path))?;
         std::fs::write(&stamp, wanted)?;
     }
     Ok(())
+}
+
+/// Installs everything the tests need.
+fn setup() -> Result<()> {
+    apt_install(APT_PACKAGES)?;
+    // The Python peers (python-socketio and friends) live in .venv.
+    install_python_requirements("tests/peers/requirements.txt", ".requirements")
 }
 
 /// Installs, then runs the whole test suite with CI strictness (a missing
