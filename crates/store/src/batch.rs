@@ -15,7 +15,7 @@
 use serde_json::Value;
 use testfleet_core::job::JobSpec;
 use testfleet_core::time_fmt::UnixMillis;
-use testfleet_core::{AttemptOutcome, Stage};
+use testfleet_core::{AttemptOutcome, JobState, Stage};
 use testfleet_wire::results::Results;
 use tokio::sync::{mpsc, oneshot};
 
@@ -214,12 +214,8 @@ fn batch_now(batch: &[(WriteOp, Reply)]) -> UnixMillis {
     batch.iter().map(|(op, _)| op_now(op)).max().unwrap_or(0)
 }
 
-/// Settles the state of every job a committed batch ended a task of: one
-/// small transaction, each job once, in id order (so two coordinators lock
-/// jobs in the same order), and writes the job's state into the answers.
-/// A failure is logged, not answered: the ends are committed, and the
-/// coordinator's start-up repairs a job left running (`repair_job_states`).
-async fn settle_jobs(pool: &Pool, done: &mut [WriteDone], now: UnixMillis) {
+/// The jobs whose tasks a batch ended, each once, in id order.
+fn ended_jobs(done: &[WriteDone]) -> Vec<i64> {
     let mut ids: Vec<i64> = done
         .iter()
         .filter_map(|d| match d {
@@ -227,33 +223,61 @@ async fn settle_jobs(pool: &Pool, done: &mut [WriteDone], now: UnixMillis) {
             _ => None,
         })
         .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Recomputes the state of every job in `ids` inside `tx`.
+async fn settle_in(
+    tx: &mut Tx,
+    ids: &[i64],
+    now: UnixMillis,
+) -> Result<std::collections::HashMap<i64, JobState>> {
+    let mut states = std::collections::HashMap::with_capacity(ids.len());
+    for &id in ids {
+        states.insert(id, refresh_job_state(tx, id, Some("running"), now).await?);
+    }
+    Ok(states)
+}
+
+/// Writes settled job states into the answers.
+fn answer_states(done: &mut [WriteDone], states: &std::collections::HashMap<i64, JobState>) {
+    for d in done.iter_mut() {
+        if let WriteDone::Finished(FinishEffect::TaskFinished {
+            job_id, job_state, ..
+        }) = d
+            && let Some(state) = states.get(job_id)
+        {
+            *job_state = *state;
+        }
+    }
+}
+
+/// Settles the state of every job a committed batch ended a task of, on
+/// PostgreSQL: one small transaction after the batch's, each job once, in id
+/// order (so two coordinators lock jobs in the same order), so the batch's
+/// own transaction never queues on a job's row lock. (On SQLite, with its
+/// one writer, the batch settles its jobs before its own commit.) A failure
+/// is logged, not answered: the ends are committed, and the coordinator's
+/// start-up repairs a job left running (`repair_job_states`).
+async fn settle_jobs(pool: &Pool, done: &mut [WriteDone], now: UnixMillis) {
+    if pool.backend() == Backend::Sqlite {
+        return;
+    }
+    let ids = ended_jobs(done);
     if ids.is_empty() {
         return;
     }
-    ids.sort_unstable();
-    ids.dedup();
     let settled = crate::retry_conflicts(|| async {
         let mut tx = pool.begin().await?;
-        let mut states = std::collections::HashMap::with_capacity(ids.len());
-        for &id in &ids {
-            states.insert(id, refresh_job_state(&mut tx, id, Some("running"), now).await?);
-        }
+        let states = settle_in(&mut tx, &ids, now).await?;
         tx.commit().await?;
         Ok(states)
     })
     .await;
     match settled {
-        Ok(states) => {
-            for d in done.iter_mut() {
-                if let WriteDone::Finished(FinishEffect::TaskFinished {
-                    job_id, job_state, ..
-                }) = d
-                    && let Some(state) = states.get(job_id)
-                {
-                    *job_state = *state;
-                }
-            }
-        }
+        Ok(states) => answer_states(done, &states),
         Err(e) => tracing::error!(jobs = ?ids, "failed to settle job states: {e}"),
     }
 }
@@ -268,6 +292,10 @@ async fn run_together(
     for (op, _) in batch {
         done.push(apply(&mut tx, jobs, op).await?);
     }
+    if tx.backend() == Backend::Sqlite {
+        let states = settle_in(&mut tx, &ended_jobs(&done), batch_now(batch)).await?;
+        answer_states(&mut done, &states);
+    }
     tx.commit().await?;
     Ok(done)
 }
@@ -275,8 +303,13 @@ async fn run_together(
 async fn run_alone(pool: &Pool, jobs: &JobCache, op: &WriteOp) -> Result<WriteDone> {
     crate::retry_conflicts(|| async {
         let mut tx = pool.begin().await?;
-        let done = apply(&mut tx, jobs, op).await?;
+        let mut done = [apply(&mut tx, jobs, op).await?];
+        if tx.backend() == Backend::Sqlite {
+            let states = settle_in(&mut tx, &ended_jobs(&done), op_now(op)).await?;
+            answer_states(&mut done, &states);
+        }
         tx.commit().await?;
+        let [done] = done;
         Ok(done)
     })
     .await
