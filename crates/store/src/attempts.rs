@@ -224,59 +224,50 @@ struct TaskRow {
     pinned_agent: Option<String>,
 }
 
-/// [`crate::Store::finish_attempt`] inside the batch's transaction.
-pub(crate) async fn finish_in(tx: &mut Tx, args: &FinishArgs) -> Result<FinishEffect> {
+/// A run's duration for its task key's history, recorded when the batch
+/// settles (`batch`), each key once per batch.
+#[derive(Debug, Clone)]
+pub(crate) struct RuntimeSample {
+    pub key: String,
+    pub duration_ms: i64,
+}
+
+/// [`crate::Store::finish_attempt`] inside the batch's transaction; also
+/// returns the run's duration when it teaches the runtime history.
+pub(crate) async fn finish_in(
+    tx: &mut Tx,
+    args: &FinishArgs,
+) -> Result<(FinishEffect, Option<RuntimeSample>)> {
     let FinishArgs {
         attempt_id,
-        by_agent,
         outcome,
         reason,
-        reason_data,
         results,
-        stage,
         now,
+        ..
     } = args;
-    let (attempt_id, outcome, stage, now) = (*attempt_id, *outcome, *stage, *now);
+    let (attempt_id, outcome, now) = (*attempt_id, *outcome, *now);
     let results = results.as_deref();
     let results_json = results.map(serde_json::to_string).transpose()?;
     // The conditional update is the fence: an attempt ends once, and only
     // the agent that runs it may end it.
-    let Some(ended) = on_tx!(tx, c => sqlx::query_as::<_, EndedRow>(
-        "UPDATE attempts SET outcome = $1, reason = $2, reason_data = $3, results = COALESCE($4, results),
-                stage = COALESCE($5, stage), finished_at = $6
-         WHERE id = $7 AND outcome IS NULL AND ($8 IS NULL OR agent = $8)
-         RETURNING task_id, agent, started_at",
-    )
-    .bind(outcome.as_str())
-    .bind(reason.as_deref())
-    .bind(reason_data.as_ref().map(Value::to_string))
-    .bind(results_json)
-    .bind(stage.map(Stage::as_str))
-    .bind(now)
-    .bind(attempt_id)
-    .bind(by_agent.as_deref())
-    .fetch_optional(c)
-    .await)?
-    else {
-        return Ok(FinishEffect::Stale);
+    let Some((ended, row)) = (match tx.backend() {
+        Backend::Sqlite => end_attempt_sqlite(tx, args, results_json).await?,
+        Backend::Postgres => end_attempt_postgres(tx, args, results_json).await?,
+    }) else {
+        return Ok((FinishEffect::Stale, None));
     };
     let task_id = ended.task_id;
-    let row = on_tx!(tx, c => sqlx::query_as::<_, TaskRow>(
-        "SELECT t.job_id, t.spec, t.test_failures, t.infra_failures, j.queue, t.priority,
-                t.current_attempt, t.state, t.task_key, j.state AS job_state, t.pinned_agent
-         FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = $1",
-    )
-    .bind(task_id)
-    .fetch_one(c)
-    .await)?;
     // Runs that ended on their own teach the runtime history; stopped,
     // lost or cancelled ones would only teach a lower bound.
-    if matches!(
+    let sample = matches!(
         outcome,
         AttemptOutcome::Passed | AttemptOutcome::Failed | AttemptOutcome::Flaky
-    ) {
-        record_runtime(tx, &row.task_key, (now - ended.started_at).max(0)).await?;
-    }
+    )
+    .then(|| RuntimeSample {
+        key: row.task_key.clone(),
+        duration_ms: (now - ended.started_at).max(0),
+    });
     // The exporters' outbox and the ResultsDB view commit with the results.
     if let Some(results) = results {
         crate::outbox::record_finished(tx, attempt_id, results, now).await?;
@@ -284,7 +275,7 @@ pub(crate) async fn finish_in(tx: &mut Tx, args: &FinishArgs) -> Result<FinishEf
     if row.current_attempt != Some(attempt_id) || row.state != "running" {
         // The task moved on (cancelled, or re-queued after a lost agent):
         // this attempt's outcome is recorded but decides nothing.
-        return Ok(FinishEffect::Stale);
+        return Ok((FinishEffect::Stale, sample));
     }
     let spec: TaskSpec = serde_json::from_str(&row.spec)?;
     let decision = after_attempt(
@@ -324,7 +315,7 @@ pub(crate) async fn finish_in(tx: &mut Tx, args: &FinishArgs) -> Result<FinishEf
             .await
             .map(|r| r.rows_affected()))?;
             if moved == 0 {
-                return Ok(FinishEffect::Stale);
+                return Ok((FinishEffect::Stale, sample));
             }
             let expected_ms = on_tx!(tx, c => sqlx::query_scalar::<_, f64>(
                 "SELECT mean_ms FROM task_stats WHERE task_key = $1",
@@ -333,7 +324,7 @@ pub(crate) async fn finish_in(tx: &mut Tx, args: &FinishArgs) -> Result<FinishEf
             .fetch_optional(c)
             .await)?;
             // A pinned (each_agent) task keeps its pin on retry: it is that agent's work.
-            Ok(FinishEffect::Requeued(QueuedTask {
+            Ok((FinishEffect::Requeued(QueuedTask {
                 id: task_id,
                 job_id: row.job_id,
                 queue: row.queue,
@@ -344,7 +335,7 @@ pub(crate) async fn finish_in(tx: &mut Tx, args: &FinishArgs) -> Result<FinishEf
                 queued_at: now,
                 expected_ms,
                 task_key: row.task_key,
-            }))
+            }), sample))
         }
         AfterAttempt::Finish { state, flaky } => {
             let shown = if flaky && outcome == AttemptOutcome::Passed {
@@ -370,21 +361,101 @@ pub(crate) async fn finish_in(tx: &mut Tx, args: &FinishArgs) -> Result<FinishEf
             .await
             .map(|r| r.rows_affected()))?;
             if moved == 0 {
-                return Ok(FinishEffect::Stale);
+                return Ok((FinishEffect::Stale, sample));
             }
             // The job's state is settled after the commit (see `batch`).
-            Ok(FinishEffect::TaskFinished {
+            Ok((FinishEffect::TaskFinished {
                 task_id,
                 job_id: row.job_id,
                 state,
                 job_state: row.job_state.parse().unwrap_or(JobState::Running),
-            })
+            }, sample))
         }
     }
 }
 
-/// Adds one duration to a task key's history (the newest 50 are kept).
-async fn record_runtime(tx: &mut Tx, key: &str, duration_ms: i64) -> Result<()> {
+/// The conditional update that ends an attempt, then its task and job, on
+/// SQLite (two statements; one writer).
+async fn end_attempt_sqlite(
+    tx: &mut Tx,
+    args: &FinishArgs,
+    results_json: Option<String>,
+) -> Result<Option<(EndedRow, TaskRow)>> {
+    // The conditional update is the fence: an attempt ends once, and only
+    // the agent that runs it may end it.
+    let Some(ended) = on_tx!(tx, c => sqlx::query_as::<_, EndedRow>(
+        "UPDATE attempts SET outcome = $1, reason = $2, reason_data = $3, results = COALESCE($4, results),
+                stage = COALESCE($5, stage), finished_at = $6
+         WHERE id = $7 AND outcome IS NULL AND ($8 IS NULL OR agent = $8)
+         RETURNING task_id, agent, started_at",
+    )
+    .bind(args.outcome.as_str())
+    .bind(args.reason.as_deref())
+    .bind(args.reason_data.as_ref().map(Value::to_string))
+    .bind(results_json)
+    .bind(args.stage.map(Stage::as_str))
+    .bind(args.now)
+    .bind(args.attempt_id)
+    .bind(args.by_agent.as_deref())
+    .fetch_optional(c)
+    .await)?
+    else {
+        return Ok(None);
+    };
+    let row = on_tx!(tx, c => sqlx::query_as::<_, TaskRow>(
+        "SELECT t.job_id, t.spec, t.test_failures, t.infra_failures, j.queue, t.priority,
+                t.current_attempt, t.state, t.task_key, j.state AS job_state, t.pinned_agent
+         FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = $1",
+    )
+    .bind(ended.task_id)
+    .fetch_one(c)
+    .await)?;
+    Ok(Some((ended, row)))
+}
+
+/// The same on PostgreSQL in one statement (one round trip): the
+/// conditional update in a CTE, joined to its task and job.
+async fn end_attempt_postgres(
+    tx: &mut Tx,
+    args: &FinishArgs,
+    results_json: Option<String>,
+) -> Result<Option<(EndedRow, TaskRow)>> {
+    let row = on_tx!(tx, c => sqlx::query_as::<_, EndedTaskRow>(
+        "WITH a AS (
+             UPDATE attempts SET outcome = $1, reason = $2, reason_data = $3, results = COALESCE($4, results),
+                    stage = COALESCE($5, stage), finished_at = $6
+             WHERE id = $7 AND outcome IS NULL AND ($8 IS NULL OR agent = $8)
+             RETURNING task_id, agent, started_at
+         )
+         SELECT a.task_id, a.agent, a.started_at,
+                t.job_id, t.spec, t.test_failures, t.infra_failures, j.queue, t.priority,
+                t.current_attempt, t.state, t.task_key, j.state AS job_state, t.pinned_agent
+         FROM a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id",
+    )
+    .bind(args.outcome.as_str())
+    .bind(args.reason.as_deref())
+    .bind(args.reason_data.as_ref().map(Value::to_string))
+    .bind(results_json)
+    .bind(args.stage.map(Stage::as_str))
+    .bind(args.now)
+    .bind(args.attempt_id)
+    .bind(args.by_agent.as_deref())
+    .fetch_optional(c)
+    .await)?;
+    Ok(row.map(|r| (r.ended, r.task)))
+}
+
+/// [`end_attempt_postgres`]'s row.
+#[derive(sqlx::FromRow)]
+struct EndedTaskRow {
+    #[sqlx(flatten)]
+    ended: EndedRow,
+    #[sqlx(flatten)]
+    task: TaskRow,
+}
+
+/// Adds durations to a task key's history (the newest 50 are kept).
+pub(crate) async fn record_runtime(tx: &mut Tx, key: &str, durations_ms: &[i64]) -> Result<()> {
     // On PostgreSQL the row is locked until the commit, so two coordinators
     // finishing runs of one key do not lose a duration.
     let read = match tx.backend() {
@@ -399,7 +470,7 @@ async fn record_runtime(tx: &mut Tx, key: &str, duration_ms: i64) -> Result<()> 
         Some(text) => serde_json::from_str(&text)?,
         None => Vec::new(),
     };
-    recent.push(duration_ms as f64);
+    recent.extend(durations_ms.iter().map(|&d| d as f64));
     if recent.len() > HISTORY {
         recent.drain(..recent.len() - HISTORY);
     }

@@ -19,7 +19,7 @@ use testfleet_core::{AttemptOutcome, JobState, Stage};
 use testfleet_wire::results::Results;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::attempts::{claim_in, finish_in, refresh_job_state};
+use crate::attempts::{RuntimeSample, claim_in, finish_in, record_runtime, refresh_job_state};
 use std::sync::Arc;
 
 use crate::db::{Backend, Pool, Tx, on_tx};
@@ -97,20 +97,21 @@ pub(crate) enum WriteOp {
 #[derive(Debug)]
 pub(crate) enum WriteDone {
     Claimed(Option<Box<Claimed>>),
-    Finished(FinishEffect),
+    /// The effect, and the run's duration for its key's history.
+    Finished(FinishEffect, Option<RuntimeSample>),
 }
 
 impl WriteDone {
     pub(crate) fn into_claimed(self) -> Result<Option<Claimed>> {
         match self {
             WriteDone::Claimed(c) => Ok(c.map(|c| *c)),
-            WriteDone::Finished(_) => Err(StoreError::Corrupt("claim answered as finish".into())),
+            WriteDone::Finished(..) => Err(StoreError::Corrupt("claim answered as finish".into())),
         }
     }
 
     pub(crate) fn into_finished(self) -> Result<FinishEffect> {
         match self {
-            WriteDone::Finished(f) => Ok(f),
+            WriteDone::Finished(f, _) => Ok(f),
             WriteDone::Claimed(_) => Err(StoreError::Corrupt("finish answered as claim".into())),
         }
     }
@@ -219,7 +220,7 @@ fn ended_jobs(done: &[WriteDone]) -> Vec<i64> {
     let mut ids: Vec<i64> = done
         .iter()
         .filter_map(|d| match d {
-            WriteDone::Finished(FinishEffect::TaskFinished { job_id, .. }) => Some(*job_id),
+            WriteDone::Finished(FinishEffect::TaskFinished { job_id, .. }, _) => Some(*job_id),
             _ => None,
         })
         .collect();
@@ -228,12 +229,31 @@ fn ended_jobs(done: &[WriteDone]) -> Vec<i64> {
     ids
 }
 
-/// Recomputes the state of every job in `ids` inside `tx`.
+/// The runs a batch ended, grouped by task key in key order.
+fn ended_runs(done: &[WriteDone]) -> Vec<(String, Vec<i64>)> {
+    let mut runs: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for d in done {
+        if let WriteDone::Finished(_, Some(sample)) = d {
+            runs.entry(sample.key.clone())
+                .or_default()
+                .push(sample.duration_ms);
+        }
+    }
+    runs.into_iter().collect()
+}
+
+/// Records the runs' durations (each key once, in key order, so writers
+/// lock history rows in one order) and recomputes the state of every job in
+/// `ids` (in id order) inside `tx`.
 async fn settle_in(
     tx: &mut Tx,
+    runs: &[(String, Vec<i64>)],
     ids: &[i64],
     now: UnixMillis,
 ) -> Result<std::collections::HashMap<i64, JobState>> {
+    for (key, durations) in runs {
+        record_runtime(tx, key, durations).await?;
+    }
     let mut states = std::collections::HashMap::with_capacity(ids.len());
     for &id in ids {
         states.insert(id, refresh_job_state(tx, id, Some("running"), now).await?);
@@ -244,9 +264,12 @@ async fn settle_in(
 /// Writes settled job states into the answers.
 fn answer_states(done: &mut [WriteDone], states: &std::collections::HashMap<i64, JobState>) {
     for d in done.iter_mut() {
-        if let WriteDone::Finished(FinishEffect::TaskFinished {
-            job_id, job_state, ..
-        }) = d
+        if let WriteDone::Finished(
+            FinishEffect::TaskFinished {
+                job_id, job_state, ..
+            },
+            _,
+        ) = d
             && let Some(state) = states.get(job_id)
         {
             *job_state = *state;
@@ -254,10 +277,11 @@ fn answer_states(done: &mut [WriteDone], states: &std::collections::HashMap<i64,
     }
 }
 
-/// Settles the state of every job a committed batch ended a task of, on
-/// PostgreSQL: one small transaction after the batch's, each job once, in id
-/// order (so two coordinators lock jobs in the same order), so the batch's
-/// own transaction never queues on a job's row lock. (On SQLite, with its
+/// Settles what a committed batch derived, on PostgreSQL: the runtime
+/// history of its runs and the state of every job it ended a task of, in
+/// one small transaction after the batch's, each key and job once, in
+/// order (so two coordinators lock them in the same order), so the batch's
+/// own transaction never queues on those rows' locks. (On SQLite, with its
 /// one writer, the batch settles its jobs before its own commit.) A failure
 /// is logged, not answered: the ends are committed, and the coordinator's
 /// start-up repairs a job left running (`repair_job_states`).
@@ -266,12 +290,13 @@ async fn settle_jobs(pool: &Pool, done: &mut [WriteDone], now: UnixMillis) {
         return;
     }
     let ids = ended_jobs(done);
-    if ids.is_empty() {
+    let runs = ended_runs(done);
+    if ids.is_empty() && runs.is_empty() {
         return;
     }
     let settled = crate::retry_conflicts(|| async {
         let mut tx = pool.begin().await?;
-        let states = settle_in(&mut tx, &ids, now).await?;
+        let states = settle_in(&mut tx, &runs, &ids, now).await?;
         tx.commit().await?;
         Ok(states)
     })
@@ -293,7 +318,7 @@ async fn run_together(
         done.push(apply(&mut tx, jobs, op).await?);
     }
     if tx.backend() == Backend::Sqlite {
-        let states = settle_in(&mut tx, &ended_jobs(&done), batch_now(batch)).await?;
+        let states = settle_in(&mut tx, &ended_runs(&done), &ended_jobs(&done), batch_now(batch)).await?;
         answer_states(&mut done, &states);
     }
     tx.commit().await?;
@@ -305,7 +330,7 @@ async fn run_alone(pool: &Pool, jobs: &JobCache, op: &WriteOp) -> Result<WriteDo
         let mut tx = pool.begin().await?;
         let mut done = [apply(&mut tx, jobs, op).await?];
         if tx.backend() == Backend::Sqlite {
-            let states = settle_in(&mut tx, &ended_jobs(&done), op_now(op)).await?;
+            let states = settle_in(&mut tx, &ended_runs(&done), &ended_jobs(&done), op_now(op)).await?;
             answer_states(&mut done, &states);
         }
         tx.commit().await?;
@@ -331,6 +356,9 @@ async fn apply(
                 .await?
                 .map(Box::new),
         ),
-        WriteOp::Finish(args) => WriteDone::Finished(finish_in(tx, args).await?),
+        WriteOp::Finish(args) => {
+            let (effect, sample) = finish_in(tx, args).await?;
+            WriteDone::Finished(effect, sample)
+        }
     })
 }
