@@ -317,12 +317,16 @@ pub(crate) async fn finish_in(
             if moved == 0 {
                 return Ok((FinishEffect::Stale, sample));
             }
-            let expected_ms = on_tx!(tx, c => sqlx::query_scalar::<_, f64>(
-                "SELECT mean_ms FROM task_stats WHERE task_key = $1",
-            )
-            .bind(&row.task_key)
-            .fetch_optional(c)
-            .await)?;
+            // With a sample, the batch answers the mean once it recorded it.
+            let expected_ms = match sample {
+                Some(_) => None,
+                None => on_tx!(tx, c => sqlx::query_scalar::<_, f64>(
+                    "SELECT mean_ms FROM task_stats WHERE task_key = $1",
+                )
+                .bind(&row.task_key)
+                .fetch_optional(c)
+                .await)?,
+            };
             // A pinned (each_agent) task keeps its pin on retry: it is that agent's work.
             Ok((FinishEffect::Requeued(QueuedTask {
                 id: task_id,
@@ -454,8 +458,9 @@ struct EndedTaskRow {
     task: TaskRow,
 }
 
-/// Adds durations to a task key's history (the newest 50 are kept).
-pub(crate) async fn record_runtime(tx: &mut Tx, key: &str, durations_ms: &[i64]) -> Result<()> {
+/// Adds durations to a task key's history (the newest 50 are kept);
+/// returns the new mean.
+pub(crate) async fn record_runtime(tx: &mut Tx, key: &str, durations_ms: &[i64]) -> Result<f64> {
     // On PostgreSQL the row is locked until the commit, so two coordinators
     // finishing runs of one key do not lose a duration.
     let read = match tx.backend() {
@@ -488,7 +493,7 @@ pub(crate) async fn record_runtime(tx: &mut Tx, key: &str, durations_ms: &[i64])
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
-    Ok(())
+    Ok(stats.mean)
 }
 
 /// Recomputes a job's state from its tasks and stores it. After a task

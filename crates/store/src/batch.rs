@@ -250,29 +250,45 @@ async fn settle_in(
     runs: &[(String, Vec<i64>)],
     ids: &[i64],
     now: UnixMillis,
-) -> Result<std::collections::HashMap<i64, JobState>> {
+) -> Result<Settled> {
+    let mut settled = Settled::default();
     for (key, durations) in runs {
-        record_runtime(tx, key, durations).await?;
+        let mean = record_runtime(tx, key, durations).await?;
+        settled.means.insert(key.clone(), mean);
     }
-    let mut states = std::collections::HashMap::with_capacity(ids.len());
     for &id in ids {
-        states.insert(id, refresh_job_state(tx, id, Some("running"), now).await?);
+        settled
+            .jobs
+            .insert(id, refresh_job_state(tx, id, Some("running"), now).await?);
     }
-    Ok(states)
+    Ok(settled)
 }
 
-/// Writes settled job states into the answers.
-fn answer_states(done: &mut [WriteDone], states: &std::collections::HashMap<i64, JobState>) {
+/// What settling a batch found: job states and the keys' new mean runtimes.
+#[derive(Default)]
+struct Settled {
+    jobs: std::collections::HashMap<i64, JobState>,
+    means: std::collections::HashMap<String, f64>,
+}
+
+/// Writes settled job states and mean runtimes into the answers.
+fn answer_states(done: &mut [WriteDone], settled: &Settled) {
     for d in done.iter_mut() {
-        if let WriteDone::Finished(
-            FinishEffect::TaskFinished {
-                job_id, job_state, ..
-            },
-            _,
-        ) = d
-            && let Some(state) = states.get(job_id)
-        {
-            *job_state = *state;
+        match d {
+            WriteDone::Finished(
+                FinishEffect::TaskFinished {
+                    job_id, job_state, ..
+                },
+                _,
+            ) => {
+                if let Some(state) = settled.jobs.get(job_id) {
+                    *job_state = *state;
+                }
+            }
+            WriteDone::Finished(FinishEffect::Requeued(task), Some(_)) => {
+                task.expected_ms = settled.means.get(&task.task_key).copied();
+            }
+            _ => {}
         }
     }
 }
