@@ -18,7 +18,7 @@ use testfleet_core::time_fmt::UnixMillis;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Result;
-use crate::db::{Pool, on_tx};
+use crate::db::{Backend, Pool, on_tx};
 
 /// Most rows written in one transaction.
 const MAX_BATCH: usize = 512;
@@ -145,27 +145,58 @@ async fn write(pool: &Pool, batch: &[Progress]) -> Result<()> {
     if !stages.is_empty() {
         // The task follows only while this attempt is its running one; the
         // attempt only until it has an outcome (a late update changes nothing).
-        on_tx!(&mut tx, c => {
-            let mut q = QueryBuilder::new(
-                "UPDATE tasks SET stage = v.column2, detail_message = COALESCE(v.column3, tasks.detail_message),
-                 updated_at = v.column4
-                 FROM (",
-            );
-            push_stage_values(&mut q, &stages);
-            q.push(
-                ") AS v JOIN attempts a ON a.id = v.column1
-                 WHERE tasks.current_attempt = v.column1 AND tasks.state = 'running' AND a.outcome IS NULL",
-            );
-            q.build().execute(&mut *c).await?;
+        match tx.backend() {
+            Backend::Sqlite => on_tx!(&mut tx, c => {
+                let mut q = QueryBuilder::new(
+                    "UPDATE tasks SET stage = v.column2, detail_message = COALESCE(v.column3, tasks.detail_message),
+                     updated_at = v.column4
+                     FROM (",
+                );
+                push_stage_values(&mut q, &stages);
+                q.push(
+                    ") AS v JOIN attempts a ON a.id = v.column1
+                     WHERE tasks.current_attempt = v.column1 AND tasks.state = 'running' AND a.outcome IS NULL",
+                );
+                q.build().execute(&mut *c).await?;
 
-            let mut q = QueryBuilder::new(
-                "UPDATE attempts SET stage = v.column2, last_update_ts = COALESCE(v.column5, attempts.last_update_ts)
-                 FROM (",
-            );
-            push_stage_values(&mut q, &stages);
-            q.push(") AS v WHERE attempts.id = v.column1 AND attempts.outcome IS NULL");
-            q.build().execute(c).await.map(|r| r.rows_affected())
-        })?;
+                let mut q = QueryBuilder::new(
+                    "UPDATE attempts SET stage = v.column2, last_update_ts = COALESCE(v.column5, attempts.last_update_ts)
+                     FROM (",
+                );
+                push_stage_values(&mut q, &stages);
+                q.push(") AS v WHERE attempts.id = v.column1 AND attempts.outcome IS NULL");
+                q.build().execute(c).await.map(|r| r.rows_affected())
+            })?,
+            // Progress decides nothing, so on PostgreSQL it never waits for
+            // a row that a claim or a finish holds (that attempt is being
+            // started or ended, and its stage is written by that change):
+            // it skips locked rows, and takes the others in id order.
+            Backend::Postgres => on_tx!(&mut tx, c => {
+                let mut q = QueryBuilder::new("WITH v AS (");
+                push_stage_values(&mut q, &stages);
+                q.push(
+                    "), lt AS (SELECT t.id FROM tasks t JOIN v ON t.current_attempt = v.column1
+                               WHERE t.state = 'running' ORDER BY t.id FOR UPDATE OF t SKIP LOCKED)
+                     UPDATE tasks SET stage = v.column2, detail_message = COALESCE(v.column3, tasks.detail_message),
+                            updated_at = v.column4
+                     FROM v JOIN attempts a ON a.id = v.column1
+                     WHERE tasks.id IN (SELECT id FROM lt) AND tasks.current_attempt = v.column1
+                       AND tasks.state = 'running' AND a.outcome IS NULL",
+                );
+                q.build().execute(&mut *c).await?;
+
+                let mut q = QueryBuilder::new("WITH v AS (");
+                push_stage_values(&mut q, &stages);
+                q.push(
+                    "), la AS (SELECT a.id FROM attempts a JOIN v ON a.id = v.column1
+                               WHERE a.outcome IS NULL ORDER BY a.id FOR UPDATE OF a SKIP LOCKED)
+                     UPDATE attempts SET stage = v.column2, last_update_ts = COALESCE(v.column5, attempts.last_update_ts)
+                     FROM v WHERE attempts.id IN (SELECT id FROM la) AND attempts.id = v.column1
+                       AND attempts.outcome IS NULL",
+                );
+                q.build().execute(c).await.map(|r| r.rows_affected())
+            })?,
+        };
     }
     if !logs.is_empty() {
         on_tx!(&mut tx, c => {
