@@ -307,14 +307,22 @@ impl Store {
     pub async fn renew_leases(&self, agents: &[String], until: UnixMillis) -> Result<u64> {
         let mut renewed = 0;
         for chunk in agents.chunks(1000) {
+            // On PostgreSQL a renewal skips attempts that a finish holds
+            // (they are ending) rather than queueing behind it.
+            let lock = match self.writer.backend() {
+                crate::Backend::Sqlite => "",
+                crate::Backend::Postgres => " ORDER BY id FOR UPDATE SKIP LOCKED",
+            };
             renewed += on_pool!(&self.writer, p => {
                 let mut q = sqlx::QueryBuilder::new("UPDATE attempts SET lease_expires_at = ");
                 q.push_bind(until);
-                q.push(" WHERE outcome IS NULL AND agent IN (");
+                q.push(" WHERE id IN (SELECT id FROM attempts WHERE outcome IS NULL AND agent IN (");
                 let mut list = q.separated(", ");
                 for agent in chunk {
                     list.push_bind(agent.clone());
                 }
+                q.push(")");
+                q.push(lock);
                 q.push(")");
                 q.build().execute(p).await.map(|r| r.rows_affected())
             })?;
