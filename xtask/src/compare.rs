@@ -216,6 +216,12 @@ fn install(root: &Path) -> Result<()> {
         std::fs::write(&stamp, lock)?;
     }
 
+    ensure_postgres()
+}
+
+/// Starts the local PostgreSQL (as root, when it is installed and down) and
+/// checks that it answers on 127.0.0.1:5432.
+pub fn ensure_postgres() -> Result<()> {
     let ready = || {
         Command::new("pg_isready")
             .args(["-q", "-h", PG_HOST, "-p", PG_PORT])

@@ -135,6 +135,10 @@ fn install_python_requirements(requirements: &str, stamp: &str) -> Result<()> {
 /// Installs everything the tests need.
 fn setup() -> Result<()> {
     apt_install(APT_PACKAGES)?;
+    // The PostgreSQL store tests use the server on 127.0.0.1:5432.
+    if let Err(e) = compare::ensure_postgres() {
+        eprintln!("xtask: warning: {e:#}; the PostgreSQL tests will fail under CI=true");
+    }
     // The Python peers (python-socketio and friends) live in .venv.
     install_python_requirements("tests/peers/requirements.txt", ".requirements")
 }

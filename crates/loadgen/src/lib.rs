@@ -340,7 +340,9 @@ async fn run_once(
     let deadline = Instant::now() + config.timeout;
     let local = match &config.server {
         Some(_) => None,
-        None => Some(LocalServer::start(secret, config.status_requests, config.database.as_ref()).await?),
+        None => Some(
+            LocalServer::start(secret, config.status_requests, config.database.as_ref()).await?,
+        ),
     };
     let url = match (&config.server, &local) {
         (Some(url), _) => url.trim_end_matches('/').to_owned(),

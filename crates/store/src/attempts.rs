@@ -328,18 +328,21 @@ pub(crate) async fn finish_in(
                 .await)?,
             };
             // A pinned (each_agent) task keeps its pin on retry: it is that agent's work.
-            Ok((FinishEffect::Requeued(QueuedTask {
-                id: task_id,
-                job_id: row.job_id,
-                queue: row.queue,
-                priority: boosted,
-                pinned_agent: row.pinned_agent,
-                requires: spec.requires,
-                last_agent: Some(ended.agent),
-                queued_at: now,
-                expected_ms,
-                task_key: row.task_key,
-            }), sample))
+            Ok((
+                FinishEffect::Requeued(QueuedTask {
+                    id: task_id,
+                    job_id: row.job_id,
+                    queue: row.queue,
+                    priority: boosted,
+                    pinned_agent: row.pinned_agent,
+                    requires: spec.requires,
+                    last_agent: Some(ended.agent),
+                    queued_at: now,
+                    expected_ms,
+                    task_key: row.task_key,
+                }),
+                sample,
+            ))
         }
         AfterAttempt::Finish { state, flaky } => {
             let shown = if flaky && outcome == AttemptOutcome::Passed {
@@ -368,12 +371,15 @@ pub(crate) async fn finish_in(
                 return Ok((FinishEffect::Stale, sample));
             }
             // The job's state is settled after the commit (see `batch`).
-            Ok((FinishEffect::TaskFinished {
-                task_id,
-                job_id: row.job_id,
-                state,
-                job_state: row.job_state.parse().unwrap_or(JobState::Running),
-            }, sample))
+            Ok((
+                FinishEffect::TaskFinished {
+                    task_id,
+                    job_id: row.job_id,
+                    state,
+                    job_state: row.job_state.parse().unwrap_or(JobState::Running),
+                },
+                sample,
+            ))
         }
     }
 }

@@ -185,7 +185,10 @@ async fn run(pool: Pool, rx: Queue, jobs: Arc<JobCache>) {
             Err(e) => {
                 if e.is_conflict() {
                     // Another writer's batch locked the same rows in another order.
-                    tracing::debug!(ops = batch.len(), "batched write aborted ({e}); retrying one by one");
+                    tracing::debug!(
+                        ops = batch.len(),
+                        "batched write aborted ({e}); retrying one by one"
+                    );
                 } else if batch.len() > 1 {
                     tracing::warn!(
                         ops = batch.len(),
@@ -334,7 +337,13 @@ async fn run_together(
         done.push(apply(&mut tx, jobs, op).await?);
     }
     if tx.backend() == Backend::Sqlite {
-        let states = settle_in(&mut tx, &ended_runs(&done), &ended_jobs(&done), batch_now(batch)).await?;
+        let states = settle_in(
+            &mut tx,
+            &ended_runs(&done),
+            &ended_jobs(&done),
+            batch_now(batch),
+        )
+        .await?;
         answer_states(&mut done, &states);
     }
     tx.commit().await?;
@@ -346,7 +355,8 @@ async fn run_alone(pool: &Pool, jobs: &JobCache, op: &WriteOp) -> Result<WriteDo
         let mut tx = pool.begin().await?;
         let mut done = [apply(&mut tx, jobs, op).await?];
         if tx.backend() == Backend::Sqlite {
-            let states = settle_in(&mut tx, &ended_runs(&done), &ended_jobs(&done), op_now(op)).await?;
+            let states =
+                settle_in(&mut tx, &ended_runs(&done), &ended_jobs(&done), op_now(op)).await?;
             answer_states(&mut done, &states);
         }
         tx.commit().await?;
@@ -356,11 +366,7 @@ async fn run_alone(pool: &Pool, jobs: &JobCache, op: &WriteOp) -> Result<WriteDo
     .await
 }
 
-async fn apply(
-    tx: &mut Tx,
-    jobs: &JobCache,
-    op: &WriteOp,
-) -> Result<WriteDone> {
+async fn apply(tx: &mut Tx, jobs: &JobCache, op: &WriteOp) -> Result<WriteDone> {
     Ok(match op {
         WriteOp::Claim {
             task_id,

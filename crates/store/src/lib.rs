@@ -22,10 +22,9 @@ mod views;
 
 use std::path::Path;
 
+pub use artifacts::{ArtifactSlot, NewArtifact, StoredArtifact};
 pub use copy::{CopyError, CopyReport, TableCount, TableProgress, copy_store};
 pub use db::{Backend, DatabaseUrl};
-pub use scratch::ScratchDatabase;
-pub use artifacts::{ArtifactSlot, NewArtifact, StoredArtifact};
 pub use ops::*;
 pub use outbox::{ExportEvent, RESULTSDB_VIEW, SinkStatus};
 pub use progress::{Progress, ProgressWriter};
@@ -33,6 +32,7 @@ pub use resultsdb::{
     DataFilter, NewRdbResult, RDB_OUTCOMES, RdbGroup, RdbQuery, RdbResult, RdbTestcase,
     job_group_uuid,
 };
+pub use scratch::ScratchDatabase;
 pub use security::{AuditEntry, StoredAgentSecret, StoredToken, StoredUser, TokenEntry, UserEntry};
 pub use views::{AttemptContext, StoredAgent, summarize};
 
@@ -94,7 +94,9 @@ where
     for _ in 0..7 {
         match op().await {
             Err(e) if e.is_conflict() => {
-                tracing::debug!("transaction aborted by a concurrent writer ({e}); running it again");
+                tracing::debug!(
+                    "transaction aborted by a concurrent writer ({e}); running it again"
+                );
                 tokio::time::sleep(pause).await;
                 pause *= 2;
             }

@@ -101,7 +101,8 @@ pub struct Claimed {
 
 /// Narrows a stored integer (BIGINT on PostgreSQL) to an `i32` field.
 pub(crate) fn narrow(value: i64) -> Result<i32> {
-    i32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{value} does not fit in 32 bits")))
+    i32::try_from(value)
+        .map_err(|_| StoreError::Corrupt(format!("{value} does not fit in 32 bits")))
 }
 
 /// A queued task's row, as the scheduler's index reads it.
@@ -137,7 +138,8 @@ impl QueuedRow {
     }
 }
 
-const QUEUED_COLUMNS: &str = "t.id, t.job_id, j.queue, t.priority, t.pinned_agent, t.spec, t.last_agent,
+const QUEUED_COLUMNS: &str =
+    "t.id, t.job_id, j.queue, t.priority, t.pinned_agent, t.spec, t.last_agent,
      t.queued_at, t.task_key, s.mean_ms
      FROM tasks t JOIN jobs j ON j.id = t.job_id LEFT JOIN task_stats s ON s.task_key = t.task_key";
 
@@ -379,7 +381,15 @@ impl Store {
         .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
         let task: TaskSpec = serde_json::from_str(&row.spec)?;
         let job: JobSpec = serde_json::from_str(&row.job_spec)?;
-        let mut item = work_item(&job, row.job_id, row.created_at, task_id, &row.name, &task, 0);
+        let mut item = work_item(
+            &job,
+            row.job_id,
+            row.created_at,
+            task_id,
+            &row.name,
+            &task,
+            0,
+        );
         item.attempt_id = attempt_id;
         Ok(item)
     }
@@ -531,7 +541,9 @@ impl Store {
         .await)?
         .into_iter()
         .collect();
-        let sql = format!("SELECT {RUNNING_COLUMNS} WHERE t.job_id = $1 AND a.outcome = 'cancelled' AND a.finished_at = $2 ORDER BY a.id");
+        let sql = format!(
+            "SELECT {RUNNING_COLUMNS} WHERE t.job_id = $1 AND a.outcome = 'cancelled' AND a.finished_at = $2 ORDER BY a.id"
+        );
         let mut running = on_tx!(&mut tx, c => sqlx::query_as::<_, RunningAttempt>(sqlx::AssertSqlSafe(sql))
             .bind(job_id)
             .bind(now)

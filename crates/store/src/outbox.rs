@@ -154,7 +154,8 @@ impl Store {
 
     /// Up to `max` events after `sink`'s cursor, oldest first.
     pub async fn outbox_pending(&self, sink: &str, max: i64) -> Result<Vec<ExportEvent>> {
-        Ok(on_pool!(&self.reader, p => sqlx::query_as::<_, ExportEvent>(
+        Ok(
+            on_pool!(&self.reader, p => sqlx::query_as::<_, ExportEvent>(
             "SELECT e.id, e.attempt_id FROM export_events e
              WHERE e.id > COALESCE((SELECT cursor FROM export_sinks WHERE name = $1), 0)
                AND e.id <= COALESCE((SELECT cursor FROM export_sinks WHERE name = $3), 0)
@@ -164,7 +165,8 @@ impl Store {
         .bind(max)
         .bind(RESULTSDB_VIEW)
         .fetch_all(p)
-        .await)?)
+        .await)?,
+        )
     }
 
     /// Records that the receiver acknowledged every event up to `through`:

@@ -25,7 +25,8 @@ impl ScratchDatabase {
         getrandom::fill(&mut suffix)
             .map_err(|e| StoreError::Corrupt(format!("no randomness for a database name: {e}")))?;
         let name = format!("{prefix}_{}", hex::encode(suffix));
-        let mut admin = PgConnection::connect_with(&PgConnectOptions::from_str(server_url)?).await?;
+        let mut admin =
+            PgConnection::connect_with(&PgConnectOptions::from_str(server_url)?).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&mut admin)
             .await?;
