@@ -245,6 +245,12 @@ pub(crate) async fn connect(url: &DatabaseUrl) -> Result<Pools> {
         }
         DatabaseUrl::Postgres(url) => {
             let options = PgConnectOptions::from_str(url)?;
+            // One plain connection first: a server that is down or refuses
+            // us is reported at once with its cause, not after the pool's
+            // acquire timeout.
+            let probe =
+                <sqlx::postgres::PgConnection as sqlx::Connection>::connect_with(&options).await?;
+            sqlx::Connection::close(probe).await?;
             let writer = PgPoolOptions::new()
                 .max_connections(8)
                 .acquire_timeout(Duration::from_secs(30))
