@@ -105,6 +105,15 @@ impl PgDatabase {
     }
 }
 
+/// Why a test database could not be dropped.
+#[derive(Debug, thiserror::Error)]
+enum DropError {
+    #[error("failed to start a runtime to drop")]
+    Runtime(#[source] std::io::Error),
+    #[error("failed to drop")]
+    Drop(#[source] testfleet_store::StoreError),
+}
+
 impl Drop for PgDatabase {
     fn drop(&mut self) {
         let Some(scratch) = self.scratch.take() else {
@@ -114,19 +123,20 @@ impl Drop for PgDatabase {
         // unwinds): use a runtime of its own on a thread of its own, and
         // never panic here.
         let url = scratch.url().to_string();
-        let dropped = std::thread::spawn(move || -> Result<(), String> {
+        let dropped = std::thread::spawn(move || -> Result<(), DropError> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| e.to_string())?;
-            runtime
-                .block_on(scratch.drop())
-                .map_err(|e| format!("{e:?}"))
+                .map_err(DropError::Runtime)?;
+            runtime.block_on(scratch.drop()).map_err(DropError::Drop)
         })
         .join();
         match dropped {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("warning: failed to drop {url}: {e}"),
+            Ok(Err(e)) => {
+                let cause = std::error::Error::source(&e).map(ToString::to_string);
+                eprintln!("warning: {e} {url}: {}", cause.unwrap_or_default());
+            }
             Err(_) => eprintln!("warning: dropping {url} panicked"),
         }
     }
