@@ -7,7 +7,9 @@
 //! results carry `href`s, data values are lists. The mapping of testfleet's
 //! results is in docs/exporters.md.
 
-use std::collections::BTreeMap;
+mod json;
+mod query;
+
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -16,34 +18,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use testfleet_core::time_fmt::{format_millis, parse_rfc3339_millis};
-use testfleet_store::{
-    DataFilter, NewRdbResult, RDB_OUTCOMES, RdbGroup, RdbQuery, RdbResult, RdbTestcase,
-};
+use testfleet_store::{NewRdbResult, RDB_OUTCOMES, RdbGroup};
 
 use crate::Coordinator;
+use json::{
+    base_url, data_values, group_json, json_body, new_uuid, opt_str, result_json, testcase_json,
+};
+use query::{page_answer, paging, param, results_query, split_list};
 
 const PREFIX: &str = "/api/v2.0";
-/// ResultsDB's default page size.
-const QUERY_LIMIT: i64 = 20;
-/// Largest page served, so one request cannot load the whole table.
-const MAX_LIMIT: i64 = 10_000;
-
-/// Query keys with a meaning of their own; any other key filters on result data.
-const RESERVED: &[&str] = &[
-    "page",
-    "limit",
-    "since",
-    "outcome",
-    "groups",
-    "_sort",
-    "testcases",
-    "testcases:like",
-    "callback",
-    "_",
-    "_distinct_on",
-];
-
 /// Catches the ResultsDB view up with the outbox before a request is served.
 async fn view_caught_up(
     State(c): State<Arc<Coordinator>>,
@@ -120,256 +103,6 @@ fn store_error(e: testfleet_store::StoreError) -> ApiError {
         StatusCode::INTERNAL_SERVER_ERROR,
         format!("store error: {e}"),
     )
-}
-
-/// How clients reach us, from the request's `Host` (ResultsDB's hrefs are absolute).
-fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get("x-forwarded-host")
-        .or_else(|| headers.get(axum::http::header::HOST))
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    let proto = headers
-        .get("x-forwarded-proto")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("http");
-    format!("{proto}://{host}")
-}
-
-/// Percent-encodes a path segment or query value.
-fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn absolute(base: &str, url: &Option<String>) -> Option<String> {
-    url.as_ref().map(|u| {
-        if u.starts_with('/') {
-            format!("{base}{u}")
-        } else {
-            u.clone()
-        }
-    })
-}
-
-fn testcase_json(base: &str, t: &RdbTestcase) -> Value {
-    json!({
-        "name": t.name,
-        "ref_url": absolute(base, &t.ref_url),
-        "href": format!("{base}{PREFIX}/testcases/{}", enc(&t.name)),
-    })
-}
-
-fn group_json(base: &str, g: &RdbGroup) -> Value {
-    json!({
-        "uuid": g.uuid,
-        "description": g.description,
-        "ref_url": absolute(base, &g.ref_url),
-        "results": format!("{base}{PREFIX}/results?groups={}", enc(&g.uuid)),
-        "href": format!("{base}{PREFIX}/groups/{}", enc(&g.uuid)),
-    })
-}
-
-/// ResultsDB prints naive UTC timestamps with microseconds.
-fn submit_time(ms: i64) -> String {
-    let s = format_millis(ms);
-    format!("{}000", s.trim_end_matches('Z'))
-}
-
-fn result_json(base: &str, r: &RdbResult) -> Value {
-    json!({
-        "id": r.id,
-        "groups": r.groups,
-        "testcase": testcase_json(base, &r.testcase),
-        "submit_time": submit_time(r.submit_time),
-        "outcome": r.outcome,
-        "note": r.note,
-        "ref_url": absolute(base, &r.ref_url),
-        "data": r.data,
-        "href": format!("{base}{PREFIX}/results/{}", r.id),
-    })
-}
-
-/// Parses ISO 8601 as ResultsDB accepts it: a date, or a date and time with
-/// or without seconds, fraction and zone (no zone means UTC).
-fn parse_time(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let mut t = if s.len() == 10 {
-        format!("{s}T00:00:00")
-    } else {
-        s.replace(' ', "T")
-    };
-    let (date_time, zone) = match t.find(['Z', 'z']) {
-        Some(i) => (t[..i].to_owned(), "Z".to_owned()),
-        None => match t.get(10..).and_then(|rest| rest.rfind(['+', '-'])) {
-            Some(i) => (t[..10 + i].to_owned(), t[10 + i..].to_owned()),
-            None => (t.clone(), "Z".to_owned()),
-        },
-    };
-    t = date_time;
-    if t.len() == 16 {
-        t.push_str(":00");
-    }
-    parse_rfc3339_millis(&format!("{t}{zone}"))
-}
-
-fn split_list(v: &str) -> impl Iterator<Item = String> + '_ {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-}
-
-/// The last value of a query key (ResultsDB's parser keeps one).
-fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
-fn paging(params: &[(String, String)]) -> Result<(i64, i64), ApiError> {
-    let page = match param(params, "page") {
-        Some(p) => p.parse::<i64>().map_err(|_| {
-            error(
-                StatusCode::BAD_REQUEST,
-                format!("page: invalid literal for int(): {p}"),
-            )
-        })?,
-        None => 0,
-    };
-    let limit = match param(params, "limit") {
-        Some(l) => l.parse::<i64>().map_err(|_| {
-            error(
-                StatusCode::BAD_REQUEST,
-                format!("limit: invalid literal for int(): {l}"),
-            )
-        })?,
-        None => QUERY_LIMIT,
-    };
-    if page < 0 || limit < 1 {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "page must be >= 0 and limit >= 1",
-        ));
-    }
-    Ok((page, limit.min(MAX_LIMIT)))
-}
-
-/// `prev`/`next` URLs: the request's own URL with `page` replaced.
-fn prev_next(
-    base: &str,
-    uri: &Uri,
-    params: &[(String, String)],
-    page: i64,
-    more: bool,
-) -> (Value, Value) {
-    let url_for = |p: i64| {
-        let mut q: Vec<String> = params
-            .iter()
-            .filter(|(k, _)| k != "page" && k != "callback")
-            .map(|(k, v)| format!("{}={}", enc(k).replace("%3A", ":"), enc(v)))
-            .collect();
-        q.push(format!("page={p}"));
-        format!("{base}{}?{}", uri.path(), q.join("&"))
-    };
-    let prev = if page > 0 {
-        json!(url_for(page - 1))
-    } else {
-        Value::Null
-    };
-    let next = if more {
-        json!(url_for(page + 1))
-    } else {
-        Value::Null
-    };
-    (prev, next)
-}
-
-/// One page of a ResultsDB list: `rows` holds up to `limit + 1` rows (the
-/// extra one only tells that a next page exists).
-fn page_answer<T>(
-    base: &str,
-    uri: &Uri,
-    params: &[(String, String)],
-    (page, limit): (i64, i64),
-    mut rows: Vec<T>,
-    to_json: impl Fn(&str, &T) -> Value,
-) -> Response {
-    let more = rows.len() as i64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let (prev, next) = prev_next(base, uri, params, page, more);
-    let data: Vec<Value> = rows.iter().map(|r| to_json(base, r)).collect();
-    Json(json!({"prev": prev, "next": next, "data": data})).into_response()
-}
-
-fn results_query(params: &[(String, String)]) -> Result<RdbQuery, ApiError> {
-    let mut q = RdbQuery::default();
-    if let Some(outcomes) = param(params, "outcome") {
-        for o in split_list(outcomes) {
-            let o = o.to_uppercase();
-            if !RDB_OUTCOMES.contains(&o.as_str()) {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    format!("outcome '{o}' not one of {RDB_OUTCOMES:?}"),
-                ));
-            }
-            q.outcomes.push(o);
-        }
-    }
-    if let Some(since) = param(params, "since") {
-        let bad = || {
-            error(
-                StatusCode::BAD_REQUEST,
-                "'since' parameter not in ISO8601 format",
-            )
-        };
-        let mut parts = since.split(',');
-        q.since = Some(parts.next().and_then(parse_time).ok_or_else(bad)?);
-        if let Some(end) = parts.next() {
-            q.until = Some(parse_time(end).ok_or_else(bad)?);
-        }
-    }
-    q.groups = param(params, "groups")
-        .map(|v| split_list(v).collect())
-        .unwrap_or_default();
-    q.testcases = param(params, "testcases")
-        .map(|v| split_list(v).collect())
-        .unwrap_or_default();
-    q.testcases_like = param(params, "testcases:like")
-        .map(|v| split_list(v).collect())
-        .unwrap_or_default();
-    q.ascending = param(params, "_sort") == Some("asc:submit_time");
-    let mut data: BTreeMap<(String, bool), Vec<String>> = BTreeMap::new();
-    for (k, v) in params {
-        if RESERVED.contains(&k.as_str()) {
-            continue;
-        }
-        let (key, like) = match k.split_once(':') {
-            Some((key, "like")) => (key.to_owned(), true),
-            Some(_) => {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    format!("unknown filter modifier in '{k}'"),
-                ));
-            }
-            None => (k.clone(), false),
-        };
-        data.entry((key, like)).or_default().extend(split_list(v));
-    }
-    q.data = data
-        .into_iter()
-        .map(|((key, like), values)| DataFilter { key, like, values })
-        .collect();
-    Ok(q)
 }
 
 async fn healthcheck(State(c): State<Arc<Coordinator>>) -> ApiResult {
@@ -492,65 +225,6 @@ async fn get_result(
         .map_err(store_error)?
         .ok_or_else(not_found)?;
     Ok(Json(result_json(&base_url(&headers), &r)).into_response())
-}
-
-/// A JSON body, or ResultsDB's `Malformed Request` answer.
-fn json_body(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(error(
-            StatusCode::BAD_REQUEST,
-            "Malformed Request: expected a JSON object",
-        )),
-        Err(e) => Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("Malformed Request: {e}"),
-        )),
-    }
-}
-
-fn opt_str(m: &serde_json::Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
-    match m.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("{key} must be a string"),
-        )),
-    }
-}
-
-/// ResultsDB stores every data value as text: lists become one value per item.
-fn data_values(v: &Value) -> Vec<String> {
-    match v {
-        Value::String(s) => vec![s.clone()],
-        Value::Array(items) => items.iter().flat_map(data_values).collect(),
-        Value::Null => vec!["None".into()],
-        other => vec![other.to_string()],
-    }
-}
-
-/// A random (version 4) UUID for groups created without one, as ResultsDB does.
-fn new_uuid() -> String {
-    let mut b = [0u8; 16];
-    if getrandom::fill(&mut b).is_err() {
-        // No OS randomness: fall back to the clock, still unique enough for a name.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        b = t.to_le_bytes();
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
 }
 
 async fn create_result(
@@ -790,28 +464,4 @@ async fn create_group(
         Json(group_json(&base_url(&headers), &g)),
     )
         .into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn since_accepts_resultsdb_forms() {
-        let t = parse_time("2023-02-10T13:11:13Z").unwrap();
-        assert_eq!(parse_time("2023-02-10T13:11:13").unwrap(), t);
-        assert_eq!(parse_time("2023-02-10T13:11:13.000+00:00").unwrap(), t);
-        assert_eq!(parse_time("2023-02-10T14:11:13+01:00").unwrap(), t);
-        assert_eq!(
-            parse_time("2023-02-10").unwrap(),
-            t - (13 * 3600 + 11 * 60 + 13) * 1000
-        );
-        assert_eq!(parse_time("2023-02-10T13:11").unwrap(), t - 13_000);
-        assert!(parse_time("yesterday").is_none());
-    }
-
-    #[test]
-    fn submit_time_is_naive_with_microseconds() {
-        assert_eq!(submit_time(1_676_034_673_123), "2023-02-10T13:11:13.123000");
-    }
 }
