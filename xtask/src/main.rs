@@ -1,5 +1,6 @@
 //! Development chores: `cargo xtask test` installs what the test suite needs
-//! and runs it; `cargo xtask measure` prints the spine's performance figures;
+//! and runs it, then the slow group (`--fast` leaves it out), and lists the
+//! tests skipped for a missing peer; `cargo xtask measure` prints the spine's performance figures;
 //! `cargo xtask compare` measures testfleet's throughput against beanstalkd
 //! and graphile-worker (see compare.rs).
 //!
@@ -36,7 +37,7 @@ fn main() -> ExitCode {
         Some("compare") => compare::compare(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test [cargo test args…] | setup | measure | compare [--help]>"
+                "usage: cargo xtask <test [--fast] [--allow-skips] [cargo test args…] | setup | measure | compare [--help]>"
             );
             return ExitCode::from(2);
         }
@@ -143,15 +144,103 @@ fn setup() -> Result<()> {
     install_python_requirements("tests/peers/requirements.txt", ".requirements")
 }
 
-/// Installs, then runs the whole test suite with CI strictness (a missing
-/// peer fails instead of skipping).
-fn test(extra: &[String]) -> Result<()> {
-    setup()?;
-    run(Command::new(env!("CARGO"))
-        .current_dir(root())
-        .args(["test", "--workspace"])
-        .args(extra)
-        .env("CI", "true"))
+/// The test binaries of the slow group (`crates/*/tests/slow_*.rs`): their
+/// tests are `#[ignore = "slow: …"]`, so a plain `cargo test` skips them.
+const SLOW_TESTS: &str = "slow_*";
+
+/// `cargo xtask test [--fast] [--allow-skips] [cargo test args…] [-- harness args…]`:
+/// installs what the tests need, runs `cargo test --workspace`, then (unless
+/// `--fast`) the slow group, and prints how long each phase took and which
+/// tests were skipped for a missing peer.
+///
+/// It sets `CI=true` (a missing peer fails its test instead of skipping)
+/// unless `--allow-skips`, which also lets a failed install through; the
+/// test kit appends each skip to the file named by `TESTFLEET_SKIP_REPORT`.
+fn test(args: &[String]) -> Result<()> {
+    let mut fast = false;
+    let mut allow_skips = false;
+    let mut cargo_args = Vec::new();
+    let mut harness_args = Vec::new();
+    let mut after_separator = false;
+    for arg in args {
+        match arg.as_str() {
+            "--" if !after_separator => after_separator = true,
+            _ if after_separator => harness_args.push(arg.clone()),
+            "--fast" => fast = true,
+            "--allow-skips" => allow_skips = true,
+            _ => cargo_args.push(arg.clone()),
+        }
+    }
+    if let Err(e) = setup() {
+        if !allow_skips {
+            return Err(e);
+        }
+        eprintln!("xtask: warning: {e:#}; tests that need what is missing will be skipped");
+    }
+    let root = root();
+    let report = root.join("target/testfleet-skipped.txt");
+    std::fs::create_dir_all(root.join("target"))?;
+    if let Err(e) = std::fs::remove_file(&report)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(e).with_context(|| format!("failed to remove {}", report.display()));
+    }
+    let cargo_test = |phase_args: &[&str], harness: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(&root)
+            .args(["test", "--workspace"])
+            .args(phase_args)
+            .args(&cargo_args)
+            .arg("--")
+            .args(harness)
+            .args(&harness_args)
+            .env("TESTFLEET_SKIP_REPORT", &report);
+        if allow_skips {
+            cmd.env_remove("CI");
+        } else {
+            cmd.env("CI", "true");
+        }
+        cmd
+    };
+
+    let started = Instant::now();
+    let suite = run(&mut cargo_test(&[], &[]));
+    let suite_time = started.elapsed();
+    let slow = match (&suite, fast) {
+        (Ok(()), false) => {
+            let started = Instant::now();
+            let result = run(&mut cargo_test(&["--test", SLOW_TESTS], &["--ignored"]));
+            Some((result, started.elapsed()))
+        }
+        _ => None,
+    };
+
+    eprintln!(
+        "xtask: cargo test --workspace: {:.1} s",
+        suite_time.as_secs_f64()
+    );
+    match &slow {
+        Some((_, took)) => eprintln!(
+            "xtask: the slow group (--test {SLOW_TESTS} -- --ignored): {:.1} s",
+            took.as_secs_f64()
+        ),
+        None if fast => eprintln!("xtask: the slow group: not run (--fast)"),
+        None => eprintln!("xtask: the slow group: not run (the suite failed)"),
+    }
+    let skipped = std::fs::read_to_string(&report).unwrap_or_default();
+    let skipped: Vec<&str> = skipped.lines().filter(|l| !l.is_empty()).collect();
+    eprintln!(
+        "xtask: {} test(s) skipped for a missing peer",
+        skipped.len()
+    );
+    for line in &skipped {
+        eprintln!("  {line}");
+    }
+    suite?;
+    if let Some((result, _)) = slow {
+        result?;
+    }
+    Ok(())
 }
 
 /// Measures the spine's targets with the release binary and prints JSON.

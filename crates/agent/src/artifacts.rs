@@ -16,7 +16,25 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use testfleet_cas::manifest::MAX_MANIFEST_BYTES;
 use testfleet_cas::{BlobCache, CasError, Digest, Fetcher, Manifest, MaterializeStats};
+use testfleet_wire::artifact::ArtifactKind;
 use testfleet_wire::protocol::WorkItem;
+
+/// Why an artifact was not kept.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// The coordinator refused it or could not be reached.
+    #[error(transparent)]
+    Upload(#[from] testfleet_client::ClientError),
+    /// Its path would leave the directory it goes to.
+    #[error(transparent)]
+    Path(#[from] CasError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// Where an agent's inputs come from.
 #[derive(Clone)]
@@ -40,10 +58,10 @@ pub trait ArtifactSink: Send + Sync + std::fmt::Debug {
         &'a self,
         attempt_id: i64,
         path: &'a str,
-        kind: &'a str,
+        kind: ArtifactKind,
         digest: &'a Digest,
         file: &'a Path,
-    ) -> BoxFuture<'a, Result<(), String>>;
+    ) -> BoxFuture<'a, Result<(), ArtifactError>>;
 }
 
 /// Fetches the manifest `digest` names and writes its tree under `dest`.
@@ -73,7 +91,7 @@ pub async fn materialize_inputs(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kept {
     pub path: String,
-    pub kind: &'static str,
+    pub kind: ArtifactKind,
     pub file: PathBuf,
     pub size: u64,
 }
@@ -83,7 +101,7 @@ pub fn select_artifacts(
     item: &WorkItem,
     src: &Path,
     failed: bool,
-    logs: &[(&'static str, PathBuf)],
+    logs: &[(ArtifactKind, PathBuf)],
 ) -> (Vec<Kept>, Vec<String>) {
     let mut kept: Vec<Kept> = Vec::new();
     let mut notes = Vec::new();
@@ -94,18 +112,18 @@ pub fn select_artifacts(
             return (kept, notes);
         }
     };
-    let mut patterns: Vec<(&str, &'static str)> = item
+    let mut patterns: Vec<(&str, ArtifactKind)> = item
         .artifacts
         .always
         .iter()
-        .map(|p| (p.as_str(), "always"))
+        .map(|p| (p.as_str(), ArtifactKind::Always))
         .collect();
     if failed {
         patterns.extend(
             item.artifacts
                 .on_failure
                 .iter()
-                .map(|p| (p.as_str(), "on_failure")),
+                .map(|p| (p.as_str(), ArtifactKind::OnFailure)),
         );
     }
     for (pattern, kind) in patterns {
@@ -182,7 +200,7 @@ pub fn select_artifacts(
             let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
             kept.push(Kept {
                 path: format!(".testfleet/{kind}.log"),
-                kind,
+                kind: *kind,
                 file: file.clone(),
                 size,
             });
@@ -249,14 +267,14 @@ impl ArtifactSink for testfleet_client::AgentHttp {
         &'a self,
         attempt_id: i64,
         path: &'a str,
-        kind: &'a str,
+        kind: ArtifactKind,
         digest: &'a Digest,
         file: &'a Path,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), ArtifactError>> {
         Box::pin(async move {
-            self.put_artifact(attempt_id, path, kind, digest, file)
+            self.put_artifact(attempt_id, path, kind.as_str(), digest, file)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(ArtifactError::from)
         })
     }
 }
@@ -273,22 +291,25 @@ impl ArtifactSink for DirSink {
         &'a self,
         _attempt_id: i64,
         path: &'a str,
-        _kind: &'a str,
+        _kind: ArtifactKind,
         _digest: &'a Digest,
         file: &'a Path,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), ArtifactError>> {
         Box::pin(async move {
-            testfleet_cas::manifest::check_relative(path).map_err(|e| e.to_string())?;
+            testfleet_cas::manifest::check_relative(path)?;
             let dest = self.dir.join(path);
             if let Some(parent) = dest.parent() {
                 tokio::fs::create_dir_all(parent)
                     .await
-                    .map_err(|e| format!("{}: {e}", parent.display()))?;
+                    .map_err(|source| ArtifactError::Io {
+                        path: parent.to_owned(),
+                        source,
+                    })?;
             }
             tokio::fs::copy(file, &dest)
                 .await
                 .map(|_| ())
-                .map_err(|e| format!("{}: {e}", dest.display()))
+                .map_err(|source| ArtifactError::Io { path: dest, source })
         })
     }
 }
@@ -333,10 +354,10 @@ mod tests {
         // on_failure patterns and logs only when the attempt failed.
         let log = dir.path().join("x.stdout");
         std::fs::write(&log, "out").unwrap();
-        let (kept, _) = select_artifacts(&it, &src, true, &[("stdout", log)]);
+        let (kept, _) = select_artifacts(&it, &src, true, &[(ArtifactKind::Stdout, log)]);
         assert!(
             kept.iter()
-                .any(|k| k.path == ".testfleet/stdout.log" && k.kind == "stdout")
+                .any(|k| k.path == ".testfleet/stdout.log" && k.kind == ArtifactKind::Stdout)
         );
     }
 }

@@ -8,6 +8,7 @@
 pub mod artifacts;
 pub mod git;
 pub mod machine;
+pub mod outcome;
 pub mod process;
 pub mod runner;
 pub mod session;

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-use testfleet_core::{AttemptOutcome, Stage};
+use testfleet_core::Stage;
 use testfleet_formats::Format;
+use testfleet_wire::artifact::ArtifactKind;
 use testfleet_wire::protocol::{AttemptReport, WorkItem};
 use testfleet_wire::results::Results;
 use tokio::io::AsyncWriteExt;
@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use crate::artifacts::{
     ArtifactSink, InputSource, materialize_inputs, select_artifacts, upload_artifacts,
 };
+use crate::outcome::{ResultCounts, RunEnd, Setup, Verdict, classify, parses_results};
 use crate::process::{StepEnd, StepLimits, load_average, run_step_tee};
 
 /// What a run reports while it goes.
@@ -85,12 +86,21 @@ pub async fn run_work(
     );
     let _ = tokio::fs::write(&tee.0, b"").await;
     let _ = tokio::fs::write(&tee.1, b"").await;
-    let (outcome, reason, reason_data, results) =
+    let (verdict, results) =
         run_in(&item, &config, &run_dir, &events, &mut log, cancel, &tee).await;
+    let Verdict {
+        outcome,
+        reason,
+        reason_data,
+        ..
+    } = verdict;
     if let Some(sink) = &config.artifacts {
         let failed = !outcome.is_success();
         let src = run_dir.join("src");
-        let logs = [("stdout", tee.0.clone()), ("stderr", tee.1.clone())];
+        let logs = [
+            (ArtifactKind::Stdout, tee.0.clone()),
+            (ArtifactKind::Stderr, tee.1.clone()),
+        ];
         let (kept, notes) = select_artifacts(&item, &src, failed, &logs);
         for note in notes {
             log.line(&note).await;
@@ -128,13 +138,7 @@ pub async fn run_work(
     report
 }
 
-type RunResult = (
-    AttemptOutcome,
-    Option<String>,
-    Option<serde_json::Value>,
-    Vec<Results>,
-);
-
+/// Runs the steps of `item` in `run_dir` and decides how the run ended.
 async fn run_in(
     item: &WorkItem,
     config: &RunnerConfig,
@@ -143,28 +147,71 @@ async fn run_in(
     log: &mut LogWriter,
     cancel: watch::Receiver<bool>,
     tee: &(PathBuf, PathBuf),
-) -> RunResult {
-    let stage = |stage: Stage, detail: String| RunnerEvent::Stage { stage, detail };
+) -> (Verdict, Vec<Results>) {
     if item.steps.is_empty() {
         return (
-            AttemptOutcome::InfraError,
-            Some("the work item has no steps (is this a testfleet coordinator?)".into()),
-            Some(json!({"kind": "no_steps"})),
+            classify(RunEnd::NoSteps, ResultCounts::default()),
             Vec::new(),
         );
     }
-    let _ = tokio::fs::remove_dir_all(run_dir).await;
     let src = run_dir.join("src");
-    if let Err(e) = tokio::fs::create_dir_all(run_dir).await {
-        return infra(
+    if let Err(end) = prepare(item, config, run_dir, &src, events, log).await {
+        let verdict = classify(end, ResultCounts::default());
+        if let Some(line) = &verdict.log {
+            log.line(line).await;
+        }
+        return (verdict, Vec::new());
+    }
+    let stopped = run_steps(item, config, &src, events, log, cancel, tee).await;
+    let end = match &stopped {
+        Some((index, end, agent_load)) => RunEnd::Step {
+            index: *index,
+            step: &item.steps[*index],
+            end,
+            silence_timeout_s: item.silence_timeout.map_or(0, |d| d.0.as_secs()),
+            agent_load: *agent_load,
+        },
+        None => RunEnd::StepsPassed,
+    };
+    let parse = parses_results(&end);
+    if matches!(end, RunEnd::StepsPassed) {
+        let results = parse_results(item, &src, events, log).await;
+        return (classify(end, ResultCounts::of(&results)), results);
+    }
+    // A failed step's verdict does not depend on the results: say it first.
+    let verdict = classify(end, ResultCounts::default());
+    if let Some(line) = &verdict.log {
+        log.line(line).await;
+    }
+    let results = if parse {
+        parse_results(item, &src, events, log).await
+    } else {
+        Vec::new()
+    };
+    (verdict, results)
+}
+
+/// A fresh run directory with the checkout and the inputs in `src`.
+async fn prepare(
+    item: &WorkItem,
+    config: &RunnerConfig,
+    run_dir: &Path,
+    src: &Path,
+    events: &mpsc::Sender<RunnerEvent>,
+    log: &mut LogWriter,
+) -> Result<(), RunEnd<'static>> {
+    let failed = |stage: Setup, message: String| RunEnd::Setup { stage, message };
+    let stage = |stage: Stage, detail: String| RunnerEvent::Stage { stage, detail };
+    let _ = tokio::fs::remove_dir_all(run_dir).await;
+    tokio::fs::create_dir_all(run_dir).await.map_err(|e| {
+        failed(
+            Setup::RunDir,
             format!(
                 "failed to create the run directory {}: {e}",
                 run_dir.display()
             ),
-            "run_dir",
-        );
-    }
-
+        )
+    })?;
     match &item.source {
         Some(source) => {
             let _ = events
@@ -173,66 +220,66 @@ async fn run_in(
                     format!("checking out {} at {}", source.repo, source.rev),
                 ))
                 .await;
-            match crate::git::checkout(
+            let commit = crate::git::checkout(
                 &config.work_dir.join("git-mirrors"),
                 &source.repo,
                 &source.rev,
-                &src,
+                src,
             )
             .await
-            {
-                Ok(commit) => {
-                    log.line(&format!("checked out {} at {commit}", source.repo))
-                        .await
-                }
-                Err(e) => {
-                    let msg = format!("checkout failed: {e}");
-                    log.line(&msg).await;
-                    return infra(msg, "checkout");
-                }
-            }
+            .map_err(|e| failed(Setup::Checkout, format!("checkout failed: {e}")))?;
+            log.line(&format!("checked out {} at {commit}", source.repo))
+                .await;
         }
-        None => {
-            if let Err(e) = tokio::fs::create_dir_all(&src).await {
-                return infra(
-                    format!("failed to create {}: {e}", src.display()),
-                    "run_dir",
-                );
-            }
-        }
+        None => tokio::fs::create_dir_all(src).await.map_err(|e| {
+            failed(
+                Setup::RunDir,
+                format!("failed to create {}: {e}", src.display()),
+            )
+        })?,
     }
-
     if let Some(digest) = &item.inputs {
         let _ = events
             .send(stage(Stage::Git, format!("materializing inputs {digest}")))
             .await;
-        let Some(inputs) = &config.inputs else {
-            let msg = "the work item has inputs but this runner has no blob source".to_owned();
-            log.line(&msg).await;
-            return infra(msg, "inputs");
-        };
+        let inputs = config.inputs.as_ref().ok_or_else(|| {
+            failed(
+                Setup::Inputs,
+                "the work item has inputs but this runner has no blob source".to_owned(),
+            )
+        })?;
         let started = Instant::now();
-        match materialize_inputs(digest, inputs, &src).await {
-            Ok(st) => {
-                log.line(&format!(
-                    "inputs {digest}: {} files, {} bytes ({} fetched, {} bytes; {} corrupted in cache and fetched again) in {} ms",
-                    st.files,
-                    st.bytes,
-                    st.fetched,
-                    st.fetched_bytes,
-                    st.refetched,
-                    started.elapsed().as_millis()
-                ))
-                .await
-            }
-            Err(e) => {
-                let msg = format!("failed to materialize inputs {digest}: {e}");
-                log.line(&msg).await;
-                return infra(msg, "inputs");
-            }
-        }
+        let st = materialize_inputs(digest, inputs, src).await.map_err(|e| {
+            failed(
+                Setup::Inputs,
+                format!("failed to materialize inputs {digest}: {e}"),
+            )
+        })?;
+        log.line(&format!(
+            "inputs {digest}: {} files, {} bytes ({} fetched, {} bytes; {} corrupted in cache and fetched again) in {} ms",
+            st.files,
+            st.bytes,
+            st.fetched,
+            st.fetched_bytes,
+            st.refetched,
+            started.elapsed().as_millis()
+        ))
+        .await;
     }
+    Ok(())
+}
 
+/// Runs the steps in order; returns the step that stopped the run (its index, how it
+/// ended and the agent's load then), or `None` when every step exited with status 0.
+async fn run_steps(
+    item: &WorkItem,
+    config: &RunnerConfig,
+    src: &Path,
+    events: &mpsc::Sender<RunnerEvent>,
+    log: &mut LogWriter,
+    cancel: watch::Receiver<bool>,
+    tee: &(PathBuf, PathBuf),
+) -> Option<(usize, StepEnd, Option<f64>)> {
     let mut env = item.env.clone();
     env.insert(
         "TESTFLEET_INTEGRATION_ID".into(),
@@ -246,12 +293,11 @@ async fn run_in(
     for (i, step) in item.steps.iter().enumerate() {
         let mut step_env = env.clone();
         step_env.extend(step.env.clone());
-        let step_stage: Stage = step.stage.into();
         let _ = events
-            .send(stage(
-                step_stage,
-                format!("step {}/{}: {}", i + 1, item.steps.len(), step.run),
-            ))
+            .send(RunnerEvent::Stage {
+                stage: step.stage.into(),
+                detail: format!("step {}/{}: {}", i + 1, item.steps.len(), step.run),
+            })
             .await;
         log.line(&format!("$ {}", step.run)).await;
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
@@ -262,7 +308,7 @@ async fn run_in(
         };
         let run = run_step_tee(
             &step.run,
-            &src,
+            src,
             &step_env,
             limits,
             cancel.clone(),
@@ -279,109 +325,11 @@ async fn run_in(
         while let Ok(bytes) = out_rx.try_recv() {
             log.bytes(&bytes).await;
         }
-        let data = |kind: &str| json!({"kind": kind, "step": i, "stage": step.stage.as_str(), "command": step.run});
-        match end {
-            StepEnd::Exited(0) => {}
-            StepEnd::Exited(code) => {
-                let msg = format!(
-                    "step `{}` ({}) exited with status {code}",
-                    step.run, step.stage
-                );
-                log.line(&msg).await;
-                let mut d = data("exit_status");
-                d["exit_code"] = json!(code);
-                let results = parse_results(item, &src, events, log).await;
-                return (AttemptOutcome::Failed, Some(msg), Some(d), results);
-            }
-            StepEnd::Signalled(sig) => {
-                let msg = format!(
-                    "step `{}` ({}) was killed by signal {sig}",
-                    step.run, step.stage
-                );
-                log.line(&msg).await;
-                let mut d = data("signal");
-                d["signal"] = json!(sig);
-                let results = parse_results(item, &src, events, log).await;
-                return (AttemptOutcome::Crashed, Some(msg), Some(d), results);
-            }
-            StepEnd::TimedOut => {
-                let msg = format!(
-                    "step `{}` ({}) timed out after {}s; its process tree was killed",
-                    step.run,
-                    step.stage,
-                    step.timeout.0.as_secs()
-                );
-                log.line(&msg).await;
-                let mut d = data("step_timeout");
-                d["timeout_s"] = json!(step.timeout.0.as_secs());
-                d["agent_load"] = json!(load_average());
-                return (AttemptOutcome::TimedOut, Some(msg), Some(d), Vec::new());
-            }
-            StepEnd::Silent => {
-                let silence = item.silence_timeout.map_or(0, |d| d.0.as_secs());
-                let msg = format!(
-                    "stalled: step `{}` ({}) printed nothing for {silence}s; its process tree was killed",
-                    step.run, step.stage
-                );
-                log.line(&msg).await;
-                let mut d = data("silence");
-                d["silence_timeout_s"] = json!(silence);
-                d["agent_load"] = json!(load_average());
-                return (AttemptOutcome::Stalled, Some(msg), Some(d), Vec::new());
-            }
-            StepEnd::Cancelled => {
-                log.line("cancelled; the step's process tree was killed")
-                    .await;
-                return (
-                    AttemptOutcome::Cancelled,
-                    Some("cancelled".into()),
-                    Some(data("cancelled")),
-                    Vec::new(),
-                );
-            }
-            StepEnd::SpawnFailed(e) => {
-                let msg = format!("failed to start step `{}`: {e}", step.run);
-                log.line(&msg).await;
-                return infra(msg, "spawn");
-            }
+        if end != StepEnd::Exited(0) {
+            return Some((i, end, load_average()));
         }
     }
-    let results = parse_results(item, &src, events, log).await;
-    let failing: usize = results
-        .iter()
-        .flat_map(|r| &r.suites)
-        .flat_map(|s| &s.cases)
-        .filter(|c| c.is_failure())
-        .count();
-    let crashed: usize = results.iter().map(|r| r.crashed.len()).sum();
-    if crashed > 0 {
-        let msg = format!("{crashed} test program(s) crashed");
-        return (
-            AttemptOutcome::Crashed,
-            Some(msg),
-            Some(json!({"kind": "crashed", "count": crashed})),
-            results,
-        );
-    }
-    if failing > 0 {
-        let msg = format!("{failing} test case(s) failed");
-        return (
-            AttemptOutcome::Failed,
-            Some(msg),
-            Some(json!({"kind": "test_failures", "count": failing})),
-            results,
-        );
-    }
-    (AttemptOutcome::Passed, None, None, results)
-}
-
-fn infra(msg: String, kind: &str) -> RunResult {
-    (
-        AttemptOutcome::InfraError,
-        Some(msg),
-        Some(json!({"kind": kind})),
-        Vec::new(),
-    )
+    None
 }
 
 /// Parses the work item's result files (globs relative to the checkout).

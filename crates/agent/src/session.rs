@@ -7,12 +7,13 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use testfleet_core::Stage;
 use testfleet_core::time_fmt::format_millis;
 use testfleet_sio::{Client, ConnectError, ConnectOptions, Incoming};
 use testfleet_wire::protocol::{
-    AttemptReport, CancelWork, HandshakeAuth, LogChunk, PROTOCOL_VERSION, WorkItem, events,
+    AttemptReport, CancelWork, HandshakeAuth, LogChunk, PROTOCOL_VERSION, StatusUpdate, WorkItem,
+    events,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -64,29 +65,50 @@ impl State {
         format_millis(self.last_ts)
     }
 
-    fn status_payload(&mut self) -> Value {
+    fn status_payload(&mut self) -> StatusUpdate {
         let ts = self.next_timestamp();
+        // testfleet: the machine's load, kept with stopped attempts' reasons.
+        let load = crate::process::load_average();
         match &self.current {
-            None => {
-                json!({"status": "idle", "updateTimestamp": ts, "load": crate::process::load_average()})
-            }
-            Some(c) => {
-                let mut v = serde_json::to_value(&c.item).unwrap_or_else(|_| json!({}));
-                if let Some(obj) = v.as_object_mut() {
-                    // Keep the status small: the item's Qt keys and ids, not its steps.
-                    for key in ["steps", "env", "results", "artifacts", "source"] {
-                        obj.remove(key);
-                    }
-                    obj.insert("status".into(), json!(c.status.as_str()));
-                    obj.insert("detailMessage".into(), json!(c.detail));
-                    obj.insert("updateTimestamp".into(), json!(ts));
-                    // testfleet: the machine's load, kept with stopped attempts' reasons.
-                    obj.insert("load".into(), json!(crate::process::load_average()));
-                }
-                v
-            }
+            None => StatusUpdate::idle(ts, load),
+            Some(c) => StatusUpdate::working(&c.item, c.status.as_str(), &c.detail, ts, load),
         }
     }
+}
+
+/// Why the connection to the coordinator is given up (the agent reconnects).
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("failed to send `{event}`: {source}")]
+    Emit {
+        event: &'static str,
+        #[source]
+        source: testfleet_sio::EmitError,
+    },
+    #[error("report not acknowledged: {0}")]
+    Ack(#[source] testfleet_sio::AckError),
+}
+
+/// Sends `event` with `data`, naming the event when it fails.
+async fn emit(
+    client: &Client,
+    event: &'static str,
+    data: impl serde::Serialize,
+) -> Result<(), LinkError> {
+    client
+        .emit(event, data)
+        .await
+        .map_err(|source| LinkError::Emit { event, source })
+}
+
+async fn fetch_work(client: &Client) -> Result<(), LinkError> {
+    client
+        .emit_no_args(events::FETCH_WORK)
+        .await
+        .map_err(|source| LinkError::Emit {
+            event: events::FETCH_WORK,
+            source,
+        })
 }
 
 /// Runs the agent until `shutdown` completes. Returns an error only when the
@@ -200,14 +222,16 @@ async fn connected_loop(
 ) -> LoopEnd {
     // Say where we are, send what waited, and ask for work when idle.
     let status = state.status_payload();
-    if client.emit(events::STATUS_UPDATE, status).await.is_err() {
-        return LoopEnd::Lost("status update failed".into());
+    if let Err(e) = emit(client, events::STATUS_UPDATE, status).await {
+        return LoopEnd::Lost(e.to_string());
     }
     if let Err(e) = flush_outbox(state, client).await {
-        return LoopEnd::Lost(e);
+        return LoopEnd::Lost(e.to_string());
     }
-    if state.current.is_none() && client.emit_no_args(events::FETCH_WORK).await.is_err() {
-        return LoopEnd::Lost("fetchWork failed".into());
+    if state.current.is_none()
+        && let Err(e) = fetch_work(client).await
+    {
+        return LoopEnd::Lost(e.to_string());
     }
     let mut poll = tokio::time::interval(state.config.poll_interval);
     poll.tick().await;
@@ -220,7 +244,7 @@ async fn connected_loop(
                     Incoming::Disconnected { reason } => return LoopEnd::Lost(reason.to_string()),
                     Incoming::Event { name, args, ack } => {
                         if let Err(e) = on_event(state, client, &name, args, runner_tx).await {
-                            return LoopEnd::Lost(e);
+                            return LoopEnd::Lost(e.to_string());
                         }
                         if let Some(ack) = ack {
                             let _ = ack.send(Vec::new()).await;
@@ -231,12 +255,14 @@ async fn connected_loop(
             event = runner_rx.recv() => {
                 let Some(event) = event else { continue };
                 if let Err(e) = on_runner_event(state, client, event, runner_rx).await {
-                    return LoopEnd::Lost(e);
+                    return LoopEnd::Lost(e.to_string());
                 }
             }
             _ = poll.tick() => {
-                if state.current.is_none() && client.emit_no_args(events::FETCH_WORK).await.is_err() {
-                    return LoopEnd::Lost("fetchWork failed".into());
+                if state.current.is_none()
+                    && let Err(e) = fetch_work(client).await
+                {
+                    return LoopEnd::Lost(e.to_string());
                 }
             }
         }
@@ -249,7 +275,7 @@ async fn on_event(
     name: &str,
     args: Vec<Value>,
     runner_tx: &mpsc::Sender<RunnerEvent>,
-) -> Result<(), String> {
+) -> Result<(), LinkError> {
     let first = args.into_iter().next().unwrap_or(Value::Null);
     match name {
         events::SEND_WORK => {
@@ -277,10 +303,7 @@ async fn on_event(
                 cancel: cancel_tx,
             });
             let status = state.status_payload();
-            client
-                .emit(events::STATUS_UPDATE, status)
-                .await
-                .map_err(|e| e.to_string())?;
+            emit(client, events::STATUS_UPDATE, status).await?;
             let mut runner_config =
                 RunnerConfig::new(state.config.work_dir.clone(), state.config.kill_grace);
             runner_config.inputs = state.inputs.clone();
@@ -289,10 +312,7 @@ async fn on_event(
         }
         events::REQUEST_STATUS => {
             let status = state.status_payload();
-            client
-                .emit(events::STATUS_UPDATE, status)
-                .await
-                .map_err(|e| e.to_string())?;
+            emit(client, events::STATUS_UPDATE, status).await?;
         }
         events::CANCEL_WORK => match serde_json::from_value::<CancelWork>(first) {
             Ok(cancel) => {
@@ -316,7 +336,7 @@ async fn on_runner_event(
     client: &Client,
     event: RunnerEvent,
     runner_rx: &mut mpsc::Receiver<RunnerEvent>,
-) -> Result<(), String> {
+) -> Result<(), LinkError> {
     match event {
         RunnerEvent::Stage { stage, detail } => {
             if let Some(c) = &mut state.current {
@@ -324,10 +344,7 @@ async fn on_runner_event(
                 c.detail = detail;
             }
             let status = state.status_payload();
-            client
-                .emit(events::STATUS_UPDATE, status)
-                .await
-                .map_err(|e| e.to_string())?;
+            emit(client, events::STATUS_UPDATE, status).await?;
         }
         RunnerEvent::Output { offset, mut data } => {
             // Coalesce output that is already waiting into one message.
@@ -374,21 +391,18 @@ async fn on_runner_event(
 
 /// Sends what waits in the outbox, in order. A report is sent with an ack and
 /// stays until the coordinator confirms it.
-async fn flush_outbox(state: &mut State, client: &Client) -> Result<(), String> {
+async fn flush_outbox(state: &mut State, client: &Client) -> Result<(), LinkError> {
     while let Some(next) = state.outbox.front() {
         match next {
             Outgoing::Log(chunk) => {
-                client
-                    .emit(events::LOG_CHUNK, chunk)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                emit(client, events::LOG_CHUNK, chunk).await?;
                 state.outbox.pop_front();
             }
             Outgoing::Report(report) => {
                 let answer = client
                     .emit_with_ack(events::ATTEMPT_REPORT, report, Duration::from_secs(15))
                     .await
-                    .map_err(|e| format!("report not acknowledged: {e}"))?;
+                    .map_err(LinkError::Ack)?;
                 let ok = answer
                     .first()
                     .and_then(|v| v.get("ok"))
@@ -413,7 +427,7 @@ async fn finish_current(
     client: &Client,
     success: bool,
     reason: Option<String>,
-) -> Result<(), String> {
+) -> Result<(), LinkError> {
     if let Some(c) = &mut state.current {
         c.status = if success { Stage::Done } else { Stage::Error };
         c.detail = reason.unwrap_or_else(|| {
@@ -426,14 +440,8 @@ async fn finish_current(
     }
     let status = state.status_payload();
     state.current = None;
-    client
-        .emit(events::STATUS_UPDATE, status)
-        .await
-        .map_err(|e| e.to_string())?;
-    client
-        .emit_no_args(events::FETCH_WORK)
-        .await
-        .map_err(|e| e.to_string())
+    emit(client, events::STATUS_UPDATE, status).await?;
+    fetch_work(client).await
 }
 
 /// The agent's HTTP side: its blob cache and the coordinator's agent routes

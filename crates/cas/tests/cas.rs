@@ -2,10 +2,9 @@
 //! (`moto_server` from PyPI `moto[server]`, on a free loopback port).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -13,68 +12,20 @@ use testfleet_cas::{
     BlobBackend, BlobCache, BlobStore, CasError, Digest, Entry, EntryKind, HashCache, Manifest,
     S3Config, hash_tree, materialize,
 };
+use testfleet_testkit::moto::Moto;
+use testfleet_testkit::rng::pseudo_random;
 
 const LIMIT: u64 = 64 << 20;
 
-/// A moto S3 server on a free loopback port, stopped on drop.
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_moto() -> Option<Moto> {
-    let bin = testfleet_testpeers::peer_program("TESTFLEET_MOTO_SERVER", "moto_server")?;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("failed to start moto_server");
-    let moto = Moto {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-    };
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if http.get(&moto.endpoint).send().await.is_ok() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "moto_server did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Some(moto)
-}
-
 /// A fresh bucket on moto (moto does not check signatures).
 async fn s3_store(moto: &Moto, name: &str) -> BlobStore {
-    let resp = reqwest::Client::new()
-        .put(format!("{}/{name}", moto.endpoint))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        resp.status().is_success(),
-        "create bucket: {}",
-        resp.status()
-    );
+    // object_store's HTTP client needs a rustls provider; testfleet uses ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    moto.create_bucket(name);
     BlobStore::open(
         &BlobBackend::S3(S3Config {
             bucket: name.into(),
-            endpoint: Some(moto.endpoint.clone()),
+            endpoint: Some(moto.endpoint()),
             region: "us-east-1".into(),
             access_key_id: Some("testing".into()),
             secret_access_key: Some("testing".into()),
@@ -93,18 +44,6 @@ fn local_store(dir: &Path) -> BlobStore {
         LIMIT,
     )
     .unwrap()
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Every test of the suite, against one store.
@@ -353,7 +292,7 @@ async fn suite_on_local_directory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suite_on_s3_moto() {
-    let Some(moto) = start_moto().await else {
+    let Some(moto) = Moto::start() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -6,7 +6,10 @@ mod blobs;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use testfleet_wire::api::{AgentView, ErrorBody, JobView, LogSlice, StatsView, TaskDetail};
+use testfleet_wire::api::{
+    AgentView, ErrorBody, ExportersView, JobSummary, JobView, LogSlice, RetryView, StatsView,
+    TaskDetail, TaskPage, WhyView,
+};
 
 pub use blobs::{AgentHttp, UploadError, UploadReport};
 
@@ -171,7 +174,13 @@ impl ApiClient {
             .await
     }
 
-    pub async fn jobs(&self, limit: u32, state: Option<&str>) -> Result<Vec<JobView>, ClientError> {
+    /// The newest jobs, each with its tasks counted (not listed): see
+    /// [`ApiClient::job_tasks`] for the tasks.
+    pub async fn jobs(
+        &self,
+        limit: u32,
+        state: Option<&str>,
+    ) -> Result<Vec<JobSummary>, ClientError> {
         let mut req = self
             .http
             .get(format!("{}/api/v1/jobs", self.base))
@@ -180,6 +189,43 @@ impl ApiClient {
             req = req.query(&[("state", s)]);
         }
         self.send(req).await
+    }
+
+    /// A page of at most `limit` tasks of job `id` whose ids are greater than
+    /// `after` (`None` for the first page); the answer's `next_after` is the
+    /// next page's `after`.
+    pub async fn job_tasks(
+        &self,
+        id: i64,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<TaskPage, ClientError> {
+        let mut req = self
+            .http
+            .get(format!("{}/api/v1/jobs/{id}/tasks", self.base))
+            .query(&[("limit", limit.to_string())]);
+        if let Some(after) = after {
+            req = req.query(&[("after", after.to_string())]);
+        }
+        self.send(req).await
+    }
+
+    /// Queues the failed tasks of a finished job again as new attempts.
+    pub async fn retry_job(&self, id: i64) -> Result<RetryView, ClientError> {
+        self.send(
+            self.http
+                .post(format!("{}/api/v1/jobs/{id}/retry", self.base)),
+        )
+        .await
+    }
+
+    /// Queues one failed task again as a new attempt.
+    pub async fn retry_task(&self, id: i64) -> Result<RetryView, ClientError> {
+        self.send(
+            self.http
+                .post(format!("{}/api/v1/tasks/{id}/retry", self.base)),
+        )
+        .await
     }
 
     pub async fn cancel(&self, id: i64) -> Result<JobView, ClientError> {
@@ -243,7 +289,7 @@ impl ApiClient {
     }
 
     /// Why a task is still pending.
-    pub async fn why(&self, task: i64) -> Result<serde_json::Value, ClientError> {
+    pub async fn why(&self, task: i64) -> Result<WhyView, ClientError> {
         self.send(
             self.http
                 .get(format!("{}/api/v1/tasks/{task}/why", self.base)),
@@ -252,7 +298,7 @@ impl ApiClient {
     }
 
     /// The exporters' delivery status (pending, delivered, last error).
-    pub async fn exporters(&self) -> Result<serde_json::Value, ClientError> {
+    pub async fn exporters(&self) -> Result<ExportersView, ClientError> {
         self.send(self.http.get(format!("{}/api/v1/exporters", self.base)))
             .await
     }

@@ -11,6 +11,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod checks;
+
+pub use checks::{GlobError, check_glob};
+use checks::{Invalid, Seg, locate_json, locate_toml};
+
 use crate::labels::Requirements;
 use crate::state::StepStage;
 use crate::time_fmt::{UnixMillis, parse_rfc3339_millis};
@@ -169,14 +174,25 @@ pub struct ArtifactSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteSize(pub u64);
 
+/// Why a size such as `"100MB"` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ByteSizeError {
+    #[error("`{0}` is not a size; write it like \"100MB\" or \"2GiB\"")]
+    NotASize(String),
+    #[error("unknown size unit `{unit}` in `{text}`; use B, KB, MB, GB, KiB, MiB or GiB")]
+    UnknownUnit { unit: String, text: String },
+    #[error("`{0}` is too large")]
+    TooLarge(String),
+}
+
 impl ByteSize {
-    pub fn parse(text: &str) -> Result<ByteSize, String> {
+    pub fn parse(text: &str) -> Result<ByteSize, ByteSizeError> {
         let t = text.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let n: u64 = num
             .parse()
-            .map_err(|_| format!("`{text}` is not a size; write it like \"100MB\" or \"2GiB\""))?;
+            .map_err(|_| ByteSizeError::NotASize(text.to_owned()))?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" => 1000,
@@ -186,14 +202,15 @@ impl ByteSize {
             "g" | "gb" => 1000 * 1000 * 1000,
             "gib" => 1 << 30,
             other => {
-                return Err(format!(
-                    "unknown size unit `{other}` in `{text}`; use B, KB, MB, GB, KiB, MiB or GiB"
-                ));
+                return Err(ByteSizeError::UnknownUnit {
+                    unit: other.to_owned(),
+                    text: text.to_owned(),
+                });
             }
         };
         n.checked_mul(mult)
             .map(ByteSize)
-            .ok_or_else(|| format!("`{text}` is too large"))
+            .ok_or_else(|| ByteSizeError::TooLarge(text.to_owned()))
     }
 }
 
@@ -402,7 +419,10 @@ impl JobSpec {
                 message: inner.message().trim().to_owned(),
             }
         })?;
-        spec.validate()?;
+        spec.validate().map_err(|e| {
+            let at = locate_toml(src, &e.path);
+            e.into_error(at)
+        })?;
         Ok(spec)
     }
 
@@ -420,39 +440,39 @@ impl JobSpec {
                 message,
             }
         })?;
-        spec.validate()?;
+        spec.validate().map_err(|e| {
+            let at = locate_json(src, &e.path);
+            e.into_error(at)
+        })?;
         Ok(spec)
     }
 
-    /// Rules that span several fields.
-    fn validate(&self) -> Result<(), JobSpecError> {
-        let err = |field: String, message: String| JobSpecError {
-            line: None,
-            column: None,
-            field: Some(field),
-            message,
-        };
+    /// Rules serde cannot express: non-empty names, unique task names,
+    /// commands, and path globs that stay inside the checkout.
+    fn validate(&self) -> Result<(), Invalid> {
+        use Seg::{Index, Key};
         if self.name.trim().is_empty() {
-            return Err(err("name".into(), "must not be empty".into()));
+            return Err(Invalid::new(vec![Key("name")], "must not be empty"));
         }
         if let Some(inputs) = &self.inputs
             && inputs.trim().is_empty()
         {
-            return Err(err("inputs".into(), "must not be empty".into()));
+            return Err(Invalid::new(vec![Key("inputs")], "must not be empty"));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, task) in self.tasks.iter().enumerate() {
+            let at = |rest: &[Seg]| [&[Key("task"), Index(i)], rest].concat();
             if let Some(inputs) = &task.inputs
                 && inputs.trim().is_empty()
             {
-                return Err(err(format!("task[{i}].inputs"), "must not be empty".into()));
+                return Err(Invalid::new(at(&[Key("inputs")]), "must not be empty"));
             }
             if task.name.trim().is_empty() {
-                return Err(err(format!("task[{i}].name"), "must not be empty".into()));
+                return Err(Invalid::new(at(&[Key("name")]), "must not be empty"));
             }
             if !seen.insert(task.name.as_str()) {
-                return Err(err(
-                    format!("task[{i}].name"),
+                return Err(Invalid::new(
+                    at(&[Key("name")]),
                     format!(
                         "task name `{}` is used twice; task names must be unique in a job",
                         task.name
@@ -461,10 +481,32 @@ impl JobSpec {
             }
             for (j, step) in task.steps.iter().enumerate() {
                 if step.run.trim().is_empty() {
-                    return Err(err(
-                        format!("task[{i}].steps[{j}].run"),
-                        "must not be empty".into(),
+                    return Err(Invalid::new(
+                        at(&[Key("steps"), Index(j), Key("run")]),
+                        "must not be empty",
                     ));
+                }
+            }
+            for (j, result) in task.results.iter().enumerate() {
+                if let Err(e) = check_glob(&result.path) {
+                    return Err(Invalid::new(
+                        at(&[Key("results"), Index(j), Key("path")]),
+                        format!("result file {e}"),
+                    ));
+                }
+            }
+            let kinds = [
+                ("always", &task.artifacts.always),
+                ("on_failure", &task.artifacts.on_failure),
+            ];
+            for (kind, globs) in kinds {
+                for (j, glob) in globs.iter().enumerate() {
+                    if let Err(e) = check_glob(glob) {
+                        return Err(Invalid::new(
+                            at(&[Key("artifacts"), Key(kind), Index(j)]),
+                            format!("artifact {e}"),
+                        ));
+                    }
                 }
             }
         }
@@ -604,5 +646,93 @@ retries = { tests = 2, infra = 3 }
         );
         assert_eq!(e.field.as_deref(), Some("integration.timestamp"), "{e}");
         assert_eq!(e.line, Some(4), "{e}");
+    }
+
+    const ONE_TASK: &str =
+        "name = \"x\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"true\" }]\n";
+
+    #[test]
+    fn artifact_globs_leaving_the_checkout_are_refused_with_line_and_field() {
+        let e = toml_err(&format!(
+            "{ONE_TASK}artifacts = {{ always = [\"results/**\"], on_failure = [\"../../etc/passwd\"] }}\n"
+        ));
+        assert_eq!(
+            e.field.as_deref(),
+            Some("task[0].artifacts.on_failure[0]"),
+            "{e}"
+        );
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.contains("`../../etc/passwd`"), "{e}");
+        assert!(e.message.contains("leaves the checkout"), "{e}");
+        assert!(e.to_string().starts_with("line 5, column "), "{e}");
+
+        let e = toml_err(&format!(
+            "{ONE_TASK}[task.artifacts]\nalways = [\n  \"ok/*\",\n  \"/etc/shadow\",\n]\n"
+        ));
+        assert_eq!(
+            e.field.as_deref(),
+            Some("task[0].artifacts.always[1]"),
+            "{e}"
+        );
+        assert_eq!(e.line, Some(8), "{e}");
+        assert!(e.message.contains("absolute path"), "{e}");
+
+        let e = toml_err(&format!(
+            "{ONE_TASK}artifacts = {{ always = [\"C:\\\\Windows\\\\*\"] }}\n"
+        ));
+        assert_eq!(
+            e.field.as_deref(),
+            Some("task[0].artifacts.always[0]"),
+            "{e}"
+        );
+        assert!(e.message.contains("names a drive"), "{e}");
+    }
+
+    #[test]
+    fn result_globs_leaving_the_checkout_are_refused() {
+        let e = toml_err(&format!(
+            "{ONE_TASK}results = [{{ path = \"out/*.xml\" }}, {{ path = \"..\\\\up.xml\" }}]\n"
+        ));
+        assert_eq!(e.field.as_deref(), Some("task[0].results[1].path"), "{e}");
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.starts_with("result file glob"), "{e}");
+    }
+
+    #[test]
+    fn json_glob_errors_have_line_and_field() {
+        let src = "{\"name\": \"x\",\n \"task\": [{\"name\": \"t\",\n  \"steps\": [{\"stage\": \"test\", \"run\": \"true\"}],\n  \"artifacts\": {\"always\": [\"/etc/shadow\"]}}]}";
+        let e = JobSpec::from_json(src).unwrap_err();
+        assert_eq!(
+            e.field.as_deref(),
+            Some("task[0].artifacts.always[0]"),
+            "{e}"
+        );
+        assert_eq!(e.line, Some(4), "{e}");
+    }
+
+    #[test]
+    fn cross_field_errors_name_their_line_too() {
+        let src = "name = \"x\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"true\" }]\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"true\" }]\n";
+        let e = toml_err(src);
+        assert_eq!(e.line, Some(6), "{e}");
+    }
+
+    #[test]
+    fn sizes_parse_or_say_why_not() {
+        assert_eq!(ByteSize::parse("100MB"), Ok(ByteSize(100_000_000)));
+        assert_eq!(ByteSize::parse("2GiB"), Ok(ByteSize(2 << 30)));
+        assert_eq!(
+            ByteSize::parse("lots"),
+            Err(ByteSizeError::NotASize("lots".into()))
+        );
+        let e = ByteSize::parse("5 parsecs").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown size unit `parsecs` in `5 parsecs`; use B, KB, MB, GB, KiB, MiB or GiB"
+        );
+        assert_eq!(
+            ByteSize::parse("99999999999999GiB"),
+            Err(ByteSizeError::TooLarge("99999999999999GiB".into()))
+        );
     }
 }

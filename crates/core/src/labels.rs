@@ -105,16 +105,25 @@ impl Requirements {
     }
 }
 
+/// Why a label list such as `pool=bench,os=linux` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelListError {
+    #[error("label `{0}` is not of the form key=value")]
+    NotKeyValue(String),
+    #[error("label `{0}` has an empty key")]
+    EmptyKey(String),
+}
+
 /// Parses `k=v,k2=v2` as given on the agent's command line.
-pub fn parse_label_list(s: &str) -> Result<LabelSet, String> {
+pub fn parse_label_list(s: &str) -> Result<LabelSet, LabelListError> {
     let mut out = LabelSet::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = part
             .split_once('=')
-            .ok_or_else(|| format!("label `{part}` is not of the form key=value"))?;
+            .ok_or_else(|| LabelListError::NotKeyValue(part.to_owned()))?;
         let k = k.trim();
         if k.is_empty() {
-            return Err(format!("label `{part}` has an empty key"));
+            return Err(LabelListError::EmptyKey(part.to_owned()));
         }
         out.insert(k.to_owned(), v.trim().to_owned());
     }
@@ -150,8 +159,18 @@ mod tests {
 
     #[test]
     fn bad_label_lists_are_refused() {
-        assert!(parse_label_list("a=b,c").is_err());
-        assert!(parse_label_list("=b").is_err());
+        assert_eq!(
+            parse_label_list("a=b,c"),
+            Err(LabelListError::NotKeyValue("c".into()))
+        );
+        assert_eq!(
+            parse_label_list("=b"),
+            Err(LabelListError::EmptyKey("=b".into()))
+        );
+        assert_eq!(
+            LabelListError::NotKeyValue("c".into()).to_string(),
+            "label `c` is not of the form key=value"
+        );
         assert_eq!(labels(" a = b ,, c=d").len(), 2);
     }
 

@@ -18,8 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
+use testfleet_core::AttemptOutcome;
 use testfleet_core::time_fmt::format_millis;
-use testfleet_sio::{Client, ConnectError, ConnectOptions, EventStream, Incoming};
+use testfleet_sio::{
+    AckError, Client, ConnectError, ConnectOptions, EmitError, EventStream, Incoming,
+};
+use testfleet_wire::protocol::{AttemptReport, StatusUpdate, WorkItem, events};
 use tokio::sync::watch;
 
 use crate::recorder::Recorder;
@@ -46,13 +50,33 @@ pub(crate) struct SimAgent {
     last_ts: i64,
 }
 
-/// The work in hand: its ids and the keys echoed in status updates.
+/// Why a simulated agent stopped serving.
+#[derive(Debug, thiserror::Error)]
+enum SimError {
+    #[error("failed to send `{event}`: {source}")]
+    Emit {
+        event: &'static str,
+        #[source]
+        source: EmitError,
+    },
+    #[error("report of attempt {attempt_id} not acknowledged: {source}")]
+    Ack {
+        attempt_id: i64,
+        #[source]
+        source: AckError,
+    },
+    #[error("event stream ended")]
+    StreamEnded,
+    #[error("disconnected: {0}")]
+    Disconnected(String),
+}
+
+/// The work in hand: its ids and the item, echoed in status updates.
 struct Work {
     task_id: i64,
     attempt_id: i64,
     duration: Duration,
-    /// The item's fields without the bulky ones, as the real agent sends them.
-    status_base: serde_json::Map<String, Value>,
+    item: WorkItem,
 }
 
 impl SimAgent {
@@ -91,17 +115,17 @@ impl SimAgent {
         format_millis(self.last_ts)
     }
 
-    fn status(&mut self, work: Option<&Work>, status: &str, detail: &str) -> Value {
+    /// The status the real agent sends (without its load: the bench machine's load
+    /// says nothing about a simulated task).
+    fn status(&mut self, work: Option<&Work>, status: &str, detail: &str) -> StatusUpdate {
         let ts = self.next_timestamp();
         match work {
-            None => json!({"status": status, "updateTimestamp": ts}),
-            Some(w) => {
-                let mut obj = w.status_base.clone();
-                obj.insert("status".into(), json!(status));
-                obj.insert("detailMessage".into(), json!(detail));
-                obj.insert("updateTimestamp".into(), json!(ts));
-                Value::Object(obj)
-            }
+            None => StatusUpdate {
+                status: Some(status.to_owned()),
+                update_timestamp: Some(Value::String(ts)),
+                ..StatusUpdate::default()
+            },
+            Some(w) => StatusUpdate::working(&w.item, status, detail, ts, None),
         }
     }
 
@@ -110,19 +134,25 @@ impl SimAgent {
         work: Option<&Work>,
         status: &str,
         detail: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), SimError> {
         let payload = self.status(work, status, detail);
         self.client
-            .emit("statusUpdate", payload)
+            .emit(events::STATUS_UPDATE, payload)
             .await
-            .map_err(|e| format!("statusUpdate: {e}"))
+            .map_err(|source| SimError::Emit {
+                event: events::STATUS_UPDATE,
+                source,
+            })
     }
 
-    async fn fetch(&self) -> Result<(), String> {
+    async fn fetch(&self) -> Result<(), SimError> {
         self.client
-            .emit_no_args("fetchWork")
+            .emit_no_args(events::FETCH_WORK)
             .await
-            .map_err(|e| format!("fetchWork: {e}"))
+            .map_err(|source| SimError::Emit {
+                event: events::FETCH_WORK,
+                source,
+            })
     }
 
     /// Serves work until `stop` turns true or the connection ends.
@@ -140,7 +170,7 @@ impl SimAgent {
         self.client.disconnect().await;
     }
 
-    async fn serve(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), String> {
+    async fn serve(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), SimError> {
         self.emit_status(None, "idle", "").await?;
         self.fetch().await?;
         let mut poll = tokio::time::interval(IDLE_POLL);
@@ -155,8 +185,10 @@ impl SimAgent {
                 event = self.events.recv() => event,
             };
             let (name, args, ack) = match event {
-                None => return Err("event stream ended".into()),
-                Some(Incoming::Disconnected { reason }) => return Err(reason.to_string()),
+                None => return Err(SimError::StreamEnded),
+                Some(Incoming::Disconnected { reason }) => {
+                    return Err(SimError::Disconnected(reason.to_string()));
+                }
                 Some(Incoming::Event { name, args, ack }) => (name, args, ack),
             };
             if let Some(ack) = ack {
@@ -182,46 +214,51 @@ impl SimAgent {
     /// Checks a `sendWork` payload and records the delivery.
     fn accept(&mut self, args: Vec<Value>) -> Option<Work> {
         let item = args.into_iter().next().unwrap_or(Value::Null);
-        let Value::Object(mut obj) = item else {
+        if !item.is_object() {
             self.recorder.violation(format!(
                 "{}: sendWork without a work item: {item}",
                 self.hostname
             ));
             return None;
-        };
-        if obj.is_empty() {
+        }
+        if item.as_object().is_some_and(serde_json::Map::is_empty) {
             self.recorder
                 .violation(format!("{}: sendWork with an empty item", self.hostname));
             return None;
         }
-        let id = |key: &str| obj.get(key).and_then(Value::as_i64);
-        let (Some(task_id), Some(attempt_id)) = (id("taskId"), id("attemptId")) else {
+        let item: WorkItem = match serde_json::from_value(item) {
+            Ok(item) => item,
+            Err(e) => {
+                self.recorder.violation(format!(
+                    "{}: sendWork with a malformed work item: {e}",
+                    self.hostname
+                ));
+                return None;
+            }
+        };
+        let (Some(task_id), Some(attempt_id)) = (item.task_id, item.attempt_id) else {
             self.recorder.violation(format!(
                 "{}: work item without taskId/attemptId",
                 self.hostname
             ));
             return None;
         };
-        let duration_ms = obj
-            .get("env")
-            .and_then(|env| env.get(BENCH_MS_VAR))
-            .and_then(Value::as_str)
+        let duration_ms = item
+            .env
+            .get(BENCH_MS_VAR)
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(0);
         self.recorder.started(task_id, attempt_id);
-        for key in ["steps", "env", "results", "artifacts", "source"] {
-            obj.remove(key);
-        }
         Some(Work {
             task_id,
             attempt_id,
             duration: Duration::from_millis(duration_ms),
-            status_base: obj,
+            item,
         })
     }
 
     /// Runs one item: `new`, `test`, the sleep, the report, `done`, fetch.
-    async fn work(&mut self, work: Work, stop: &mut watch::Receiver<bool>) -> Result<(), String> {
+    async fn work(&mut self, work: Work, stop: &mut watch::Receiver<bool>) -> Result<(), SimError> {
         self.emit_status(Some(&work), "new", "work received")
             .await?;
         self.emit_status(Some(&work), "test", "running").await?;
@@ -239,8 +276,10 @@ impl SimAgent {
                     () = stopped(stop) => return Ok(()),
                 };
                 let (name, args, ack) = match event {
-                    None => return Err("event stream ended".into()),
-                    Some(Incoming::Disconnected { reason }) => return Err(reason.to_string()),
+                    None => return Err(SimError::StreamEnded),
+                    Some(Incoming::Disconnected { reason }) => {
+                        return Err(SimError::Disconnected(reason.to_string()));
+                    }
                     Some(Incoming::Event { name, args, ack }) => (name, args, ack),
                 };
                 if let Some(ack) = ack {
@@ -267,17 +306,17 @@ impl SimAgent {
             }
         }
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let report = json!({
-            "attemptId": work.attempt_id,
-            "outcome": "passed",
-            "reason": null,
-            "reason_data": null,
-            "results": [],
-            "duration_ms": duration_ms,
-        });
+        let report = AttemptReport {
+            attempt_id: work.attempt_id,
+            outcome: AttemptOutcome::Passed,
+            reason: None,
+            reason_data: None,
+            results: Vec::new(),
+            duration_ms: Some(duration_ms),
+        };
         match self
             .client
-            .emit_with_ack("tf:report", report, REPORT_ACK_TIMEOUT)
+            .emit_with_ack(events::ATTEMPT_REPORT, report, REPORT_ACK_TIMEOUT)
             .await
         {
             Ok(answer) => {
@@ -302,10 +341,10 @@ impl SimAgent {
                 self.recorder
                     .report_errors
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Err(format!(
-                    "report of attempt {} not acknowledged: {e}",
-                    work.attempt_id
-                ));
+                return Err(SimError::Ack {
+                    attempt_id: work.attempt_id,
+                    source: e,
+                });
             }
         }
         self.emit_status(Some(&work), "done", "finished").await?;

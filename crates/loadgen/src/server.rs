@@ -13,6 +13,17 @@ use testfleet_store::{DatabaseUrl, ScratchDatabase};
 
 use crate::BenchError;
 
+/// Why the in-process coordinator did not start (reported as [`BenchError::Server`]).
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("failed to start its runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("failed to listen: {0}")]
+    Listen(#[source] std::io::Error),
+    #[error("failed to build: {0}")]
+    Build(#[source] testfleet_server::ServerError),
+}
+
 /// A running in-process coordinator; stopped by [`LocalServer::stop`] or on drop.
 pub(crate) struct LocalServer {
     pub url: String,
@@ -49,7 +60,7 @@ impl LocalServer {
         let data_path = data_dir.path().to_owned();
         let secret = secret.to_owned();
         let (stop, mut stop_rx) = watch::channel(false);
-        let (ready_tx, ready_rx) = oneshot::channel::<Result<String, String>>();
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<String, StartError>>();
         let thread = std::thread::Builder::new()
             .name("bench-server".into())
             .spawn(move || {
@@ -61,7 +72,7 @@ impl LocalServer {
                 {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(format!("failed to start its runtime: {e}")));
+                        let _ = ready_tx.send(Err(StartError::Runtime(e)));
                         return;
                     }
                 };
@@ -69,14 +80,14 @@ impl LocalServer {
                     let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
                         Ok(l) => l,
                         Err(e) => {
-                            let _ = ready_tx.send(Err(format!("failed to listen: {e}")));
+                            let _ = ready_tx.send(Err(StartError::Listen(e)));
                             return;
                         }
                     };
                     let addr = match listener.local_addr() {
                         Ok(a) => a,
                         Err(e) => {
-                            let _ = ready_tx.send(Err(format!("failed to listen: {e}")));
+                            let _ = ready_tx.send(Err(StartError::Listen(e)));
                             return;
                         }
                     };
@@ -92,7 +103,7 @@ impl LocalServer {
                     let server = match Server::build(config).await {
                         Ok(s) => s,
                         Err(e) => {
-                            let _ = ready_tx.send(Err(format!("failed to build: {e}")));
+                            let _ = ready_tx.send(Err(StartError::Build(e)));
                             return;
                         }
                     };
@@ -109,7 +120,7 @@ impl LocalServer {
         let url = ready_rx
             .await
             .map_err(|_| BenchError::Server("its thread ended early".into()))?
-            .map_err(BenchError::Server)?;
+            .map_err(|e| BenchError::Server(e.to_string()))?;
         Ok(LocalServer {
             url,
             stop,

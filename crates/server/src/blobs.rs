@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -26,9 +26,10 @@ use serde_json::json;
 use testfleet_cas::{BlobBackend, BlobStore, CasError, Digest, Manifest};
 use testfleet_core::JobSpec;
 use testfleet_store::{NewArtifact, Store, StoreError, StoredArtifact};
-use testfleet_wire::api::{ErrorBody, MissingBlobs, MissingBlobsAnswer};
+use testfleet_wire::api::{MissingBlobs, MissingBlobsAnswer};
 
 use crate::coordinator::Coordinator;
+use crate::http_error::{ApiJson, ApiPath, ApiQuery, HttpError, method_not_allowed};
 
 /// Header naming the agent that calls `/api/v1/agent/…`.
 pub const AGENT_HOST_HEADER: &str = "x-testfleet-host";
@@ -102,60 +103,7 @@ struct St {
     b: Arc<Blobs>,
 }
 
-/// An error answer of this module.
-#[derive(Debug)]
-pub struct BlobError(StatusCode, String);
-
-impl IntoResponse for BlobError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: self.1,
-            field: None,
-            line: None,
-            column: None,
-        };
-        (self.0, Json(body)).into_response()
-    }
-}
-
-impl From<CasError> for BlobError {
-    fn from(e: CasError) -> BlobError {
-        let status = match &e {
-            CasError::InvalidDigest(_) | CasError::UnsafePath { .. } | CasError::Manifest(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            CasError::NotFound(_) => StatusCode::NOT_FOUND,
-            CasError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            CasError::Mismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            CasError::Transfer(_) => StatusCode::BAD_REQUEST,
-            CasError::Store(_) | CasError::Io { .. } | CasError::Config(_) => {
-                tracing::error!("blob store: {e}");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
-        BlobError(status, e.to_string())
-    }
-}
-
-impl From<StoreError> for BlobError {
-    fn from(e: StoreError) -> BlobError {
-        match e {
-            StoreError::NotFound(what) => {
-                BlobError(StatusCode::NOT_FOUND, format!("{what} not found"))
-            }
-            StoreError::Conflict(what) => BlobError(StatusCode::CONFLICT, what),
-            other => {
-                tracing::error!("store error: {other:?}");
-                BlobError(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("internal error: {other}"),
-                )
-            }
-        }
-    }
-}
-
-type Res<T> = Result<T, BlobError>;
+type Res<T> = Result<T, HttpError>;
 
 /// The routes of this module: client routes behind the auth guard, agent
 /// routes behind the agent's secret.
@@ -166,6 +114,7 @@ pub fn router(c: Arc<Coordinator>, b: Arc<Blobs>) -> Router {
         .route("/api/v1/jobs/{id}/artifacts", get(list_artifacts))
         .route("/api/v1/artifacts/{id}", get(download_artifact))
         .route("/api/v1/tasks/{id}/work", get(task_work))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             c.clone(),
             crate::auth::guard,
@@ -175,7 +124,8 @@ pub fn router(c: Arc<Coordinator>, b: Arc<Blobs>) -> Router {
         .route(
             "/api/v1/agent/attempts/{id}/artifacts",
             put(agent_put_artifact),
-        );
+        )
+        .method_not_allowed_fallback(method_not_allowed);
     guarded
         .merge(agent)
         // JSON bodies (digest lists); blob bodies are streams with limits of their own.
@@ -184,16 +134,11 @@ pub fn router(c: Arc<Coordinator>, b: Arc<Blobs>) -> Router {
 }
 
 fn digest_param(raw: &str) -> Res<Digest> {
-    raw.parse::<Digest>().map_err(BlobError::from)
+    raw.parse::<Digest>().map_err(HttpError::from)
 }
 
 fn id_param(kind: &str, raw: &str) -> Res<i64> {
-    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
-        BlobError(
-            StatusCode::BAD_REQUEST,
-            format!("`{raw}` is not a {kind} id (a positive integer)"),
-        )
-    })
+    HttpError::parse_id(kind, raw)
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -206,7 +151,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 /// `POST /api/v1/blobs/missing`.
 async fn missing(
     State(s): State<St>,
-    Json(req): Json<MissingBlobs>,
+    ApiJson(req): ApiJson<MissingBlobs>,
 ) -> Res<Json<MissingBlobsAnswer>> {
     let digests = req
         .digests
@@ -223,7 +168,7 @@ async fn missing(
 /// `PUT /api/v1/blobs/{digest}`: the body is the blob, streamed.
 async fn put_blob(
     State(s): State<St>,
-    Path(digest): Path<String>,
+    ApiPath(digest): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Res<Response> {
@@ -262,22 +207,22 @@ async fn stream_blob(b: &Blobs, d: &Digest, name: Option<&str>) -> Res<Response>
 }
 
 /// `GET /api/v1/blobs/{digest}`.
-async fn get_blob(State(s): State<St>, Path(digest): Path<String>) -> Res<Response> {
+async fn get_blob(State(s): State<St>, ApiPath(digest): ApiPath<String>) -> Res<Response> {
     stream_blob(&s.b, &digest_param(&digest)?, None).await
 }
 
 /// `GET /api/v1/jobs/{id}/artifacts`.
-async fn list_artifacts(State(s): State<St>, Path(id): Path<String>) -> Res<Response> {
+async fn list_artifacts(State(s): State<St>, ApiPath(id): ApiPath<String>) -> Res<Response> {
     let list = s.c.store.job_artifacts(id_param("job", &id)?).await?;
     Ok(Json(list).into_response())
 }
 
 /// `GET /api/v1/artifacts/{id}`: the artifact's content, streamed.
-async fn download_artifact(State(s): State<St>, Path(id): Path<String>) -> Res<Response> {
+async fn download_artifact(State(s): State<St>, ApiPath(id): ApiPath<String>) -> Res<Response> {
     let a = s.c.store.artifact(id_param("artifact", &id)?).await?;
     let d = Digest::parse_prefixed(&a.digest)?;
     match stream_blob(&s.b, &d, Some(&a.path)).await {
-        Err(BlobError(StatusCode::NOT_FOUND, _)) => Err(BlobError(
+        Err(e) if e.status() == StatusCode::NOT_FOUND => Err(HttpError::new(
             StatusCode::GONE,
             format!(
                 "the content of artifact {id} (`{}`) is no longer stored (retention)",
@@ -290,7 +235,7 @@ async fn download_artifact(State(s): State<St>, Path(id): Path<String>) -> Res<R
 
 /// `GET /api/v1/tasks/{id}/work`: the work item the task's last attempt ran
 /// (or would run), for `testfleet repro`.
-async fn task_work(State(s): State<St>, Path(id): Path<String>) -> Res<Response> {
+async fn task_work(State(s): State<St>, ApiPath(id): ApiPath<String>) -> Res<Response> {
     let task = id_param("task", &id)?;
     let attempt = s.c.store.last_attempt(task).await?;
     let item = s.c.store.work_item_for_task(task, attempt).await?;
@@ -306,7 +251,7 @@ async fn agent_identity(s: &St, headers: &HeaderMap, peer: Option<SocketAddr>) -
             .map(str::to_owned)
     };
     let Some(host) = text(AGENT_HOST_HEADER).filter(|h| !h.trim().is_empty()) else {
-        return Err(BlobError(
+        return Err(HttpError::new(
             StatusCode::UNAUTHORIZED,
             format!(
                 "agent routes need the `{AGENT_HOST_HEADER}` and `{AGENT_SECRET_HEADER}` headers"
@@ -316,9 +261,7 @@ async fn agent_identity(s: &St, headers: &HeaderMap, peer: Option<SocketAddr>) -
     let secret = text(AGENT_SECRET_HEADER);
     let key = Digest::of(format!("{host}\0{}", secret.as_deref().unwrap_or("")).as_bytes());
     // A revoked or rotated secret bumps the epoch: cached checks end at once.
-    let epoch =
-        s.c.agent_secrets_epoch
-            .load(std::sync::atomic::Ordering::Relaxed);
+    let epoch = s.c.auth.agent_secrets_epoch();
     let fresh = {
         let mut seen = s.b.verified.lock().unwrap_or_else(|p| p.into_inner());
         seen.retain(|_, (at, e)| at.elapsed() < VERIFIED_FOR && *e == epoch);
@@ -327,11 +270,11 @@ async fn agent_identity(s: &St, headers: &HeaderMap, peer: Option<SocketAddr>) -
     if fresh {
         return Ok(host);
     }
-    if let Err(reason) = crate::sio::check_agent_secret(&s.c, &host, secret).await {
+    if let Err(reason) = crate::auth::check_agent_secret(&s.c, &host, secret).await {
         if let Some(peer) = peer {
-            tokio::time::sleep(s.c.auth_failures.failed(peer.ip())).await;
+            tokio::time::sleep(s.c.auth.failed(peer.ip())).await;
         }
-        return Err(BlobError(StatusCode::UNAUTHORIZED, reason));
+        return Err(HttpError::new(StatusCode::UNAUTHORIZED, reason.to_string()));
     }
     s.b.verified
         .lock()
@@ -345,7 +288,7 @@ type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
 /// `GET /api/v1/agent/blobs/{digest}`: inputs, for agents.
 async fn agent_get_blob(
     State(s): State<St>,
-    Path(digest): Path<String>,
+    ApiPath(digest): ApiPath<String>,
     peer: Peer,
     headers: HeaderMap,
 ) -> Res<Response> {
@@ -363,8 +306,8 @@ struct ArtifactQuery {
 /// `PUT /api/v1/agent/attempts/{id}/artifacts?path=&kind=&digest=`.
 async fn agent_put_artifact(
     State(s): State<St>,
-    Path(id): Path<String>,
-    Query(q): Query<ArtifactQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ArtifactQuery>,
     peer: Peer,
     headers: HeaderMap,
     body: Body,
@@ -372,15 +315,12 @@ async fn agent_put_artifact(
     let host = agent_identity(&s, &headers, peer.map(|p| p.0.0)).await?;
     let attempt = id_param("attempt", &id)?;
     testfleet_cas::manifest::check_relative(&q.path)?;
-    if !["always", "on_failure", "stdout", "stderr"].contains(&q.kind.as_str()) {
-        return Err(BlobError(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "unknown artifact kind `{}` (always, on_failure, stdout or stderr)",
-                q.kind
-            ),
-        ));
-    }
+    let kind: testfleet_wire::artifact::ArtifactKind =
+        q.kind
+            .parse()
+            .map_err(|e: testfleet_wire::artifact::UnknownArtifactKind| {
+                HttpError::new(StatusCode::BAD_REQUEST, e.to_string())
+            })?;
     let d = Digest::parse_prefixed(&q.digest)?;
     let slot = s.c.store.artifact_slot(attempt, &host).await?;
     let limit = slot
@@ -393,7 +333,7 @@ async fn agent_put_artifact(
     if let Some(size) = declared
         && size > left
     {
-        return Err(BlobError(
+        return Err(HttpError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "artifact `{}` ({size} bytes) is over what is left of the task's artifact limit ({left} of {limit} bytes)",
@@ -407,7 +347,7 @@ async fn agent_put_artifact(
         .put_stream_limited(&d, declared, body.into_data_stream(), left)
         .await
         .map_err(|e| match e {
-            CasError::TooLarge { .. } => BlobError(
+            CasError::TooLarge { .. } => HttpError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
                     "artifact `{}` is over what is left of the task's artifact limit ({left} of {limit} bytes)",
@@ -418,7 +358,7 @@ async fn agent_put_artifact(
         })?;
     let new = NewArtifact {
         path: q.path.clone(),
-        kind: q.kind.clone(),
+        kind,
         digest: d.to_hex(),
         size,
     };
@@ -433,7 +373,7 @@ async fn agent_put_artifact(
             Json(json!({"id": id, "digest": new.digest, "size": size})),
         )
             .into_response()),
-        StoredArtifact::OverLimit { used, limit } => Err(BlobError(
+        StoredArtifact::OverLimit { used, limit } => Err(HttpError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "artifact `{}` ({size} bytes) would take the attempt over its artifact limit ({used} of {limit} bytes used)",
@@ -448,7 +388,7 @@ async fn agent_put_artifact(
 pub(crate) async fn check_job_inputs(
     blobs: Option<&Blobs>,
     spec: &JobSpec,
-) -> Result<(), (StatusCode, String)> {
+) -> Result<(), HttpError> {
     let mut wanted: Vec<(String, &str)> = Vec::new();
     if let Some(i) = &spec.inputs {
         wanted.push(("inputs".into(), i));
@@ -460,7 +400,7 @@ pub(crate) async fn check_job_inputs(
     }
     for (field, value) in wanted {
         let d = Digest::parse_prefixed(value).map_err(|_| {
-            (
+            HttpError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!(
                     "field `{field}`: `{value}` is not an uploaded input tree; submit the job with `testfleet submit`, which uploads the directory and sends its digest (`sha256:<64 hex digits>`)"
@@ -468,9 +408,9 @@ pub(crate) async fn check_job_inputs(
             )
         })?;
         let Some(blobs) = blobs else {
-            return Err((
+            return Err(HttpError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "this coordinator has no blob store".into(),
+                "this coordinator has no blob store",
             ));
         };
         match blobs
@@ -480,21 +420,21 @@ pub(crate) async fn check_job_inputs(
         {
             Ok(bytes) => {
                 Manifest::from_bytes(&bytes, Some(&d)).map_err(|e| {
-                    (
+                    HttpError::new(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         format!("field `{field}`: blob {d} is not a valid input manifest: {e}"),
                     )
                 })?;
             }
             Err(CasError::NotFound(_)) => {
-                return Err((
+                return Err(HttpError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     format!(
                         "field `{field}`: the input manifest {d} is not stored; upload the tree first (`testfleet submit` does)"
                     ),
                 ));
             }
-            Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+            Err(e) => return Err(HttpError::internal("blob store", &e)),
         }
     }
     Ok(())
@@ -591,19 +531,20 @@ pub async fn enforce_retention(
 /// The routes of this module with a description each, for the OpenAPI document.
 pub(crate) fn openapi_paths() -> serde_json::Value {
     let digest = json!({"name": "digest", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "description": "SHA-256, 64 lowercase hex digits"});
-    let id = |what: &str| json!({"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1}, "description": format!("{what} id")});
-    let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let id = crate::openapi::id_param;
+    let err = crate::openapi::error_response;
+    let digest_value = json!({"type": "string", "pattern": "^(sha256:)?[0-9a-f]{64}$"});
+    let created = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Created"}}});
+    // A relative path: no empty, `.` or `..` component, no leading `/`, no NUL.
+    let segment = r"([^/\u0000.][^/\u0000]*|\.[^/\u0000.][^/\u0000]*|\.\.[^/\u0000]+)";
+    let relative_path = format!("^{segment}(/{segment})*$");
     let bytes =
         json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}});
-    let agent_headers = json!([
-        {"name": AGENT_HOST_HEADER, "in": "header", "required": true, "schema": {"type": "string"}},
-        {"name": AGENT_SECRET_HEADER, "in": "header", "required": false, "schema": {"type": "string"}}
-    ]);
     json!({
         "/api/v1/blobs/missing": {"post": {
             "summary": "Which blobs are missing",
             "description": "The client sends the digests of an input tree (its files and its manifest) and uploads only the ones returned. Writes need authentication.",
-            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": {"digests": {"type": "array", "items": {"type": "string"}}}}}}},
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["digests"], "properties": {"digests": {"type": "array", "items": digest_value}}}}}},
             "responses": {"200": {"description": "Missing digests and the largest blob accepted", "content": {"application/json": {"schema": {"type": "object", "properties": {"missing": {"type": "array", "items": {"type": "string"}}, "max_blob_bytes": {"type": "integer"}}}}}}, "400": err("Malformed digest")}
         }},
         "/api/v1/blobs/{digest}": {
@@ -612,7 +553,7 @@ pub(crate) fn openapi_paths() -> serde_json::Value {
                 "description": "Streamed; the content must hash to the digest. Refused with 413 past the size limit (before reading when Content-Length says so). Writes need authentication.",
                 "parameters": [digest],
                 "requestBody": {"required": true, "content": bytes},
-                "responses": {"201": {"description": "Stored (or already stored)"}, "413": err("Over the size limit"), "422": err("Content does not match the digest")}
+                "responses": {"201": {"description": "Stored (or already stored)", "content": created}, "413": err("Over the size limit"), "422": err("Content does not match the digest")}
             },
             "get": {
                 "summary": "Download a blob",
@@ -635,23 +576,23 @@ pub(crate) fn openapi_paths() -> serde_json::Value {
             "summary": "A task's work item",
             "description": "What the task's last attempt ran, as sent to the agent (for `testfleet repro`).",
             "parameters": [id("task")],
-            "responses": {"200": {"description": "The work item (docs/protocol.md)"}, "404": err("No such task")}
+            "responses": {"200": {"description": "The work item (docs/protocol.md)", "content": {"application/json": {"schema": {"type": "object"}}}}, "404": err("No such task")}
         }},
         "/api/v1/agent/blobs/{digest}": {"get": {
             "summary": "Download a blob (agents)",
             "description": "Inputs for agents, authenticated by hostname and agent secret.",
-            "parameters": [digest, agent_headers[0], agent_headers[1]],
+            "parameters": [digest],
             "responses": {"200": {"description": "The blob, streamed", "content": bytes}, "401": err("Unknown agent or wrong secret"), "404": err("No such blob")}
         }},
         "/api/v1/agent/attempts/{id}/artifacts": {"put": {
             "summary": "Upload an artifact (agents)",
             "description": "Streamed; only the attempt that holds its task, on the agent running it, may add artifacts (409 otherwise). Refused with 413 past the task's artifact limit.",
-            "parameters": [id("attempt"), agent_headers[0], agent_headers[1],
-                {"name": "path", "in": "query", "required": true, "schema": {"type": "string"}, "description": "Relative path; no `..`, not absolute"},
+            "parameters": [id("attempt"),
+                {"name": "path", "in": "query", "required": true, "schema": {"type": "string", "pattern": relative_path}, "description": "Relative path; no `..` or `.` component, not absolute"},
                 {"name": "kind", "in": "query", "required": true, "schema": {"type": "string", "enum": ["always", "on_failure", "stdout", "stderr"]}},
-                {"name": "digest", "in": "query", "required": true, "schema": {"type": "string"}}],
+                {"name": "digest", "in": "query", "required": true, "schema": digest_value}],
             "requestBody": {"required": true, "content": bytes},
-            "responses": {"201": {"description": "Recorded"}, "400": err("Unsafe path or bad digest"), "401": err("Unknown agent or wrong secret"), "409": err("The attempt does not hold its task"), "413": err("Over the artifact limit"), "422": err("Content does not match the digest")}
+            "responses": {"201": {"description": "Recorded", "content": created}, "400": err("Unsafe path or bad digest"), "401": err("Unknown agent or wrong secret"), "404": err("No such attempt"), "409": err("The attempt does not hold its task"), "413": err("Over the artifact limit"), "422": err("Content does not match the digest")}
         }}
     })
 }
@@ -729,25 +670,25 @@ mod tests {
             ))
             .unwrap()
         };
-        let (status, msg) = check_job_inputs(Some(&blobs), &job("testdata"))
+        let e = check_job_inputs(Some(&blobs), &job("testdata"))
             .await
             .unwrap_err();
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-        assert!(msg.contains("not an uploaded input tree"), "{msg}");
+        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e.message().contains("not an uploaded input tree"), "{e}");
         let missing = Digest::of(b"never uploaded");
-        let (_, msg) = check_job_inputs(Some(&blobs), &job(&format!("sha256:{missing}")))
+        let e = check_job_inputs(Some(&blobs), &job(&format!("sha256:{missing}")))
             .await
             .unwrap_err();
-        assert!(msg.contains("is not stored"), "{msg}");
+        assert!(e.message().contains("is not stored"), "{e}");
         let not_manifest = Digest::of(b"plain file");
         blobs
             .store
             .put_bytes(&not_manifest, Bytes::from_static(b"plain file"))
             .await
             .unwrap();
-        let (_, msg) = check_job_inputs(Some(&blobs), &job(&format!("sha256:{not_manifest}")))
+        let e = check_job_inputs(Some(&blobs), &job(&format!("sha256:{not_manifest}")))
             .await
             .unwrap_err();
-        assert!(msg.contains("not a valid input manifest"), "{msg}");
+        assert!(e.message().contains("not a valid input manifest"), "{e}");
     }
 }

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::AgentAuthError;
+
 /// Everything the coordinator needs to run. Its `Debug` names the hosts that
 /// have secrets, never the secrets.
 #[derive(Clone)]
@@ -20,6 +22,10 @@ pub struct ServerConfig {
     pub agent_secret: Option<String>,
     /// Per-host secrets; a host listed here must use its own secret.
     pub host_secrets: BTreeMap<String, String>,
+    /// Start without any agent secret: every host may connect as an agent,
+    /// take work and report results. Off unless asked for (a trusted
+    /// network); see [`ServerConfig::check_agent_access`].
+    pub allow_any_agent: bool,
     /// Dev mode: `queryWork` and `mockItem` are allowed.
     pub dev: bool,
     /// How long an agent may be disconnected before its running attempt is
@@ -70,6 +76,7 @@ impl std::fmt::Debug for ServerConfig {
                 "host_secrets",
                 &self.host_secrets.keys().collect::<Vec<_>>(),
             )
+            .field("allow_any_agent", &self.allow_any_agent)
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
             .field("database", &self.database_url().to_string())
@@ -122,6 +129,7 @@ impl ServerConfig {
             database: None,
             agent_secret: None,
             host_secrets: BTreeMap::new(),
+            allow_any_agent: false,
             dev: false,
             lease_timeout: Duration::from_secs(10),
             agent_retention: Duration::from_secs(7 * 24 * 3600),
@@ -148,8 +156,23 @@ impl ServerConfig {
         self.agent_secret.is_some() || !self.host_secrets.is_empty()
     }
 
-    /// Checks an agent's secret; `Err` holds the reason shown to the agent.
-    pub fn check_agent_secret(&self, hostname: &str, secret: Option<&str>) -> Result<(), String> {
+    /// Refuses a coordinator that would let any host connect as an agent
+    /// (no shared secret, no per-host secret) unless that was asked for
+    /// with `allow_any_agent`.
+    pub fn check_agent_access(&self) -> Result<(), ConfigError> {
+        if self.agents_authenticated() || self.allow_any_agent {
+            Ok(())
+        } else {
+            Err(ConfigError::NoAgentSecret)
+        }
+    }
+
+    /// Checks an agent's secret against the configured ones.
+    pub fn check_agent_secret(
+        &self,
+        hostname: &str,
+        secret: Option<&str>,
+    ) -> Result<(), AgentAuthError> {
         let expected = match self.host_secrets.get(hostname) {
             Some(s) => Some(s.as_str()),
             None => self.agent_secret.as_deref(),
@@ -158,14 +181,29 @@ impl ServerConfig {
             if self.host_secrets.is_empty() {
                 return Ok(());
             }
-            return Err(format!("no secret is configured for host `{hostname}`"));
+            return Err(AgentAuthError::NotConfigured(hostname.to_owned()));
         };
         match secret {
-            None => Err("missing secret in auth payload".to_owned()),
+            None => Err(AgentAuthError::Missing),
             Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
-            Some(_) => Err(format!("wrong secret for host `{hostname}`")),
+            Some(_) => Err(AgentAuthError::Wrong(hostname.to_owned())),
         }
     }
+}
+
+/// A configuration the coordinator refuses to start with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// No agent secret and `allow_any_agent` not set.
+    #[error(
+        "no agent secret is configured, so any host that reaches this coordinator could connect as an agent, take work and report results. \
+         Set a secret shared by the agents (--agent-secret, TESTFLEET_AGENT_SECRET or `agent_secret` in the config file's [server] section) \
+         or per-host secrets ([server.host_secrets] in the config file), \
+         and give each agent its secret (testfleet agent --secret or TESTFLEET_AGENT_SECRET); \
+         `testfleet agents secret set|rotate HOST` can then give a host its own stored secret. \
+         On a trusted network, start with --allow-any-agent (TESTFLEET_ALLOW_ANY_AGENT=true or `allow_any_agent = true` in [server]) instead"
+    )]
+    NoAgentSecret,
 }
 
 /// Compares without an early exit, so timing does not tell how much matched.
@@ -190,18 +228,48 @@ mod tests {
         c.agent_secret = Some("shared".into());
         c.host_secrets.insert("special".into(), "own".into());
         assert!(c.check_agent_secret("a", Some("shared")).is_ok());
-        assert!(
-            c.check_agent_secret("a", Some("nope"))
-                .unwrap_err()
-                .contains("wrong secret")
+        assert_eq!(
+            c.check_agent_secret("a", Some("nope")),
+            Err(AgentAuthError::Wrong("a".into()))
         );
-        assert!(
-            c.check_agent_secret("a", None)
-                .unwrap_err()
-                .contains("missing secret")
+        assert_eq!(
+            c.check_agent_secret("a", None).unwrap_err().to_string(),
+            "missing secret in auth payload"
         );
         assert!(c.check_agent_secret("special", Some("own")).is_ok());
         assert!(c.check_agent_secret("special", Some("shared")).is_err());
+        c.agent_secret = None;
+        assert_eq!(
+            c.check_agent_secret("other", Some("shared")),
+            Err(AgentAuthError::NotConfigured("other".into())),
+            "per-host secrets only: an unlisted host is refused"
+        );
+    }
+
+    #[test]
+    fn no_open_door_for_agents_unless_asked_for() {
+        let mut c = ServerConfig::new("127.0.0.1:0".parse().unwrap(), "/tmp".into());
+        let refused = c.check_agent_access().unwrap_err();
+        assert_eq!(refused, ConfigError::NoAgentSecret);
+        let message = refused.to_string();
+        for hint in [
+            "--agent-secret",
+            "TESTFLEET_AGENT_SECRET",
+            "[server]",
+            "host_secrets",
+            "testfleet agents secret",
+            "--allow-any-agent",
+        ] {
+            assert!(message.contains(hint), "`{hint}` missing from: {message}");
+        }
+        c.allow_any_agent = true;
+        assert!(c.check_agent_access().is_ok());
+        c.allow_any_agent = false;
+        c.agent_secret = Some("shared".into());
+        assert!(c.check_agent_access().is_ok());
+        c.agent_secret = None;
+        c.host_secrets.insert("bench1".into(), "own".into());
+        assert!(c.check_agent_access().is_ok());
     }
 }
 

@@ -6,9 +6,11 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::Html;
 use axum::routing::get;
+use serde::Deserialize;
+use testfleet_wire::api::OutcomeCounts;
 
 use crate::coordinator::Coordinator;
 
@@ -53,16 +55,17 @@ async fn index(State(c): State<Arc<Coordinator>>) -> Html<String> {
             esc(&labels.join(", "))
         );
     }
-    body.push_str("</table><h2>Jobs</h2><table><tr><th>id</th><th>name</th><th>state</th><th>tasks</th><th>tests</th><th>created</th></tr>");
+    body.push_str("</table><h2>Jobs</h2><table><tr><th>id</th><th>name</th><th>state</th><th>tasks done</th><th>outcomes</th><th>retried</th><th>created</th></tr>");
+    // Summaries: counts per state and outcome, never the tasks themselves.
     for j in c.store.jobs(50, None).await.unwrap_or_default() {
-        let done = j.tasks.iter().filter(|t| t.state.is_terminal()).count();
         let _ = write!(
             body,
-            "<tr><td><a href=\"/jobs/{id}\">{id}</a></td><td>{}</td><td class={s}>{s}</td><td>{done}/{}</td><td>{} passed, {} failed</td><td>{}</td></tr>",
+            "<tr><td><a href=\"/jobs/{id}\">{id}</a></td><td>{}</td><td class={s}>{s}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&j.name),
-            j.tasks.len(),
-            j.counts.pass,
-            j.counts.fail + j.counts.error + j.counts.crash,
+            j.tasks.finished(),
+            j.tasks.total,
+            outcome_text(&j.outcomes),
+            j.retried,
             esc(&j.created_at),
             id = j.id,
             s = j.state,
@@ -72,17 +75,67 @@ async fn index(State(c): State<Arc<Coordinator>>) -> Html<String> {
     page("fleet", &body)
 }
 
-async fn job_page(State(c): State<Arc<Coordinator>>, Path(id): Path<i64>) -> Html<String> {
-    let Ok(job) = c.store.job(id).await else {
+/// The non-zero outcome counts, as `3 passed, 1 failed`.
+fn outcome_text(o: &OutcomeCounts) -> String {
+    let parts: Vec<String> = [
+        (o.passed, "passed"),
+        (o.flaky, "flaky"),
+        (o.failed, "failed"),
+        (o.timed_out, "timed out"),
+        (o.stalled, "stalled"),
+        (o.crashed, "crashed"),
+        (o.infra_error, "infra error"),
+        (o.cancelled, "cancelled"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, name)| format!("{n} {name}"))
+    .collect();
+    parts.join(", ")
+}
+
+/// The tasks shown on one job page; the rest are a link away.
+const TASKS_PER_PAGE: i64 = 500;
+
+#[derive(Debug, Deserialize)]
+struct JobPageQuery {
+    after: Option<i64>,
+}
+
+async fn job_page(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<i64>,
+    Query(q): Query<JobPageQuery>,
+) -> Html<String> {
+    let Ok(job) = c.store.job_summary(id).await else {
+        return page("not found", "<p>No such job.</p>");
+    };
+    let Ok(tasks) = c
+        .store
+        .job_tasks(id, q.after.filter(|a| *a > 0), TASKS_PER_PAGE)
+        .await
+    else {
         return page("not found", "<p>No such job.</p>");
     };
     let mut body = format!(
-        "<p>state: <b class={s}>{s}</b>, queue {}</p>",
+        "<p>state: <b class={s}>{s}</b>, queue {}; tasks: {} of {} done ({}), {} retried</p>",
         esc(&job.queue),
+        job.tasks.finished(),
+        job.tasks.total,
+        outcome_text(&job.outcomes),
+        job.retried,
         s = job.state
     );
+    if let Some(next) = tasks.next_after {
+        let _ = write!(
+            body,
+            "<p>Showing {} tasks. <a href=\"/jobs/{id}?after={next}\">next tasks</a></p>",
+            tasks.tasks.len()
+        );
+    }
+    let tasks = tasks.tasks;
     body.push_str("<table><tr><th>task</th><th>state</th><th>stage</th><th>outcome</th><th>agent</th><th>tests</th><th>detail</th></tr>");
-    for t in &job.tasks {
+    for t in &tasks {
         let _ = write!(
             body,
             "<tr><td>{}</td><td class={s}>{s}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td></tr>",
@@ -97,7 +150,7 @@ async fn job_page(State(c): State<Arc<Coordinator>>, Path(id): Path<i64>) -> Htm
         );
     }
     body.push_str("</table><h2>Benchmarks</h2><table><tr><th>task</th><th>case</th><th>data</th><th>metric</th><th>value</th></tr>");
-    for t in &job.tasks {
+    for t in &tasks {
         for m in &t.metrics {
             let _ = write!(
                 body,

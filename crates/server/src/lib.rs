@@ -10,6 +10,7 @@ pub mod config;
 mod coordinator;
 mod dashboard;
 pub mod exporters;
+pub mod http_error;
 mod openapi;
 mod reports;
 mod rest;
@@ -21,7 +22,7 @@ pub mod tls;
 use std::future::Future;
 use std::sync::Arc;
 
-pub use config::{KnownFailure, ServerConfig};
+pub use config::{ConfigError, KnownFailure, ServerConfig};
 pub use coordinator::{Clock, Coordinator, SystemClock};
 use socketioxide::SocketIo;
 use testfleet_store::{Store, StoreError};
@@ -30,6 +31,9 @@ use tokio::net::TcpListener;
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// A configuration the coordinator refuses to start with.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
     #[error("failed to open the store")]
     Store(#[from] StoreError),
     #[error("failed to serve HTTP")]
@@ -59,16 +63,22 @@ impl Server {
         config: ServerConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Server, ServerError> {
+        // Before the store is opened: a refused configuration creates nothing.
+        config.check_agent_access()?;
         let store = Store::connect(&config.database_url()).await?;
         Server::build_with_store(config, store, clock).await
     }
 
     /// Builds a coordinator on an open store (SQLite or PostgreSQL).
+    ///
+    /// Refuses a configuration without any agent secret unless
+    /// `allow_any_agent` is set ([`ServerConfig::check_agent_access`]).
     pub async fn build_with_store(
         config: ServerConfig,
         store: Store,
         clock: Arc<dyn Clock>,
     ) -> Result<Server, ServerError> {
+        config.check_agent_access()?;
         // HTTP clients (exporters) need a rustls provider; testfleet uses ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let config = Arc::new(config);

@@ -1,7 +1,14 @@
 //! The OpenAPI 3.1 description of the REST API, served at `/api/v1/openapi.json`.
 //!
-//! Written by hand and kept honest by a test that every route of the router
-//! is described here.
+//! Written by hand and kept honest twice: a unit test checks that every route
+//! of the router is described here, and `crates/server/tests/openapi.rs` runs
+//! schemathesis against a real server, so every documented answer (status,
+//! content type, schema) is one the server gives and every refused request
+//! is one the document says is refused.
+//!
+//! The answers that come from layers rather than handlers (the auth guard,
+//! the agent headers, the path/query/body extractors) are added to every
+//! operation they apply to by [`complete`], so a route added later gets them.
 
 use axum::Json;
 use serde_json::{Value, json};
@@ -13,6 +20,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/jobs", "get"),
     ("/api/v1/jobs/{id}", "get"),
     ("/api/v1/jobs/{id}/cancel", "post"),
+    ("/api/v1/jobs/{id}/retry", "post"),
+    ("/api/v1/tasks/{id}/retry", "post"),
+    ("/api/v1/jobs/{id}/tasks", "get"),
     ("/api/v1/tasks/{id}", "get"),
     ("/api/v1/tasks/{id}/log", "get"),
     ("/api/v1/jobs/{id}/report", "get"),
@@ -36,12 +46,77 @@ pub async fn document() -> Json<Value> {
     Json(spec())
 }
 
-fn id_param(what: &str) -> Value {
-    json!({"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1}, "description": format!("{what} id")})
+/// An `id` path parameter: a positive 64-bit integer (anything else is a 400).
+pub(crate) fn id_param(what: &str) -> Value {
+    json!({"name": "id", "in": "path", "required": true,
+        "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": i64::MAX},
+        "description": format!("{what} id")})
 }
 
-fn error_response(desc: &str) -> Value {
+/// An error answer: JSON [`ErrorBody`](testfleet_wire::api::ErrorBody).
+pub(crate) fn error_response(desc: &str) -> Value {
     json!({"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+/// Paths the agent routes serve: authenticated by the agent's headers, not the guard.
+const AGENT_PREFIX: &str = "/api/v1/agent/";
+
+/// Adds to every operation the answers of the layers it goes through: the
+/// auth guard (401, 403 and the security requirement: optional for reads,
+/// which are open unless configured otherwise, required for writes), the
+/// agent's headers on agent routes (401), the path and query extractors
+/// (400) and the JSON body extractor (400, 413, 415, 422).
+fn complete(doc: &mut Value) {
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(operations) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in operations.iter_mut() {
+            let has_params = op["parameters"].as_array().is_some_and(|p| !p.is_empty());
+            let json_body = op["requestBody"]["content"]
+                .as_object()
+                .is_some_and(|c| c.len() == 1 && c.contains_key("application/json"));
+            let has_body = op["requestBody"].is_object();
+            let Some(responses) = op["responses"].as_object_mut() else {
+                continue;
+            };
+            let mut add = |code: &str, desc: &str| {
+                responses
+                    .entry(code)
+                    .or_insert_with(|| error_response(desc));
+            };
+            if has_params {
+                add("400", "A path or query parameter is not what is documented");
+            }
+            if json_body {
+                add("400", "The body is not valid JSON");
+                add("415", "The body is not sent as `application/json`");
+                add("422", "The JSON body does not have the documented shape");
+            }
+            if has_body {
+                add("413", "The body is over the size limit");
+            }
+            let security = if path.starts_with(AGENT_PREFIX) {
+                add("401", "Unknown agent or wrong agent secret");
+                json!([{"agentHost": [], "agentSecret": []}])
+            } else {
+                add(
+                    "401",
+                    "Authentication required (a write, or reads are closed) or refused",
+                );
+                add("403", "The credentials do not allow this");
+                if method == "get" || method == "head" {
+                    json!([{}, {"bearerAuth": []}, {"basicAuth": []}])
+                } else {
+                    json!([{"bearerAuth": []}, {"basicAuth": []}])
+                }
+            };
+            op["security"] = security;
+        }
+    }
 }
 
 pub fn spec() -> Value {
@@ -62,8 +137,59 @@ pub fn spec() -> Value {
                 "kind": {"type": "string", "enum": ["always", "on_failure", "stdout", "stderr"]},
                 "digest": {"type": "string"}, "size": {"type": "integer"}, "created_at": {"type": "string"}}}),
         );
+        schemas.insert("JobSummary".into(), job_summary_schema());
+        schemas.insert(
+            "TaskPage".into(),
+            json!({"type": "object", "required": ["job_id", "total", "tasks", "next_after"], "properties": {
+                "job_id": {"type": "integer"}, "total": {"type": "integer", "minimum": 0},
+                "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}},
+                "next_after": {"type": ["integer", "null"]}}}),
+        );
+        schemas.insert(
+            "Created".into(),
+            json!({"type": "object", "required": ["digest", "size"], "properties": {
+                "id": {"type": "integer"}, "digest": {"type": "string"}, "size": {"type": "integer"}}}),
+        );
     }
+    if let Some(components) = doc["components"].as_object_mut() {
+        components.insert("securitySchemes".into(), security_schemes());
+    }
+    complete(&mut doc);
     doc
+}
+
+/// A job in the list: its tasks counted per state and per outcome of their
+/// last attempt ([`JobSummary`](testfleet_wire::api::JobSummary)).
+fn job_summary_schema() -> Value {
+    let counts = |names: &[&str]| {
+        let props: serde_json::Map<String, Value> = names
+            .iter()
+            .map(|n| ((*n).to_owned(), json!({"type": "integer", "minimum": 0})))
+            .collect();
+        json!({"type": "object", "required": names, "properties": props})
+    };
+    json!({"type": "object",
+        "required": ["id", "name", "queue", "priority", "state", "created_at", "tasks", "outcomes", "attempts", "retried"],
+        "properties": {
+            "id": {"type": "integer"}, "name": {"type": "string"}, "queue": {"type": "string"}, "priority": {"type": "integer"},
+            "state": {"type": "string", "enum": ["queued", "running", "passed", "failed", "cancelled"]},
+            "created_at": {"type": "string"}, "finished_at": {"type": ["string", "null"]},
+            "integration_id": {"type": ["string", "null"]},
+            "tasks": counts(&["total", "queued", "running", "passed", "failed", "cancelled"]),
+            "outcomes": counts(&["passed", "failed", "flaky", "timed_out", "stalled", "crashed", "infra_error", "cancelled"]),
+            "attempts": {"type": "integer", "minimum": 0},
+            "retried": {"type": "integer", "minimum": 0}}})
+}
+
+/// How callers authenticate (docs/security.md). Writes from an allowed
+/// network need no credentials; HTTP Digest (RFC 7616) is accepted like Basic.
+fn security_schemes() -> Value {
+    json!({
+        "bearerAuth": {"type": "http", "scheme": "bearer", "description": "An API token (`testfleet token add`)"},
+        "basicAuth": {"type": "http", "scheme": "basic", "description": "A user and password; HTTP Digest with the same user works too"},
+        "agentHost": {"type": "apiKey", "in": "header", "name": crate::blobs::AGENT_HOST_HEADER, "description": "The agent's hostname"},
+        "agentSecret": {"type": "apiKey", "in": "header", "name": crate::blobs::AGENT_SECRET_HEADER, "description": "The agent's secret (shared or per host)"}
+    })
 }
 
 fn base_spec() -> Value {
@@ -85,17 +211,18 @@ fn base_spec() -> Value {
                     }},
                     "responses": {
                         "201": {"description": "Queued", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
+                        "400": error_response("The body is not UTF-8"),
                         "413": error_response("Body too large"),
                         "422": error_response("Invalid job file")
                     }
                 },
                 "get": {
-                    "summary": "List jobs, newest first",
+                    "summary": "List jobs, newest first, with their tasks counted per state and outcome (not the tasks: see /api/v1/jobs/{id}/tasks)",
                     "parameters": [
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": 1000, "default": 50}},
                         {"name": "state", "in": "query", "schema": {"type": "string", "enum": ["queued", "running", "passed", "failed", "cancelled"]}}
                     ],
-                    "responses": {"200": {"description": "Jobs", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}}}}, "400": error_response("Bad query")}
+                    "responses": {"200": {"description": "Jobs", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/JobSummary"}}}}}, "400": error_response("Bad query")}
                 }
             },
             "/api/v1/jobs/{id}": {"get": {
@@ -103,10 +230,27 @@ fn base_spec() -> Value {
                 "parameters": [id_param("job")],
                 "responses": {"200": {"description": "The job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}}, "404": error_response("No such job")}
             }},
+            "/api/v1/jobs/{id}/tasks": {"get": {
+                "summary": "A page of a job's tasks in id order; ask for the next page with `after` = the answer's `next_after` (absent on the last page)",
+                "parameters": [id_param("job"),
+                    {"name": "after", "in": "query", "schema": {"type": "integer", "format": "int64", "minimum": 0, "maximum": i64::MAX, "default": 0}, "description": "Tasks with a greater id (the previous page's `next_after`)"},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": testfleet_wire::api::MAX_TASK_PAGE, "default": testfleet_wire::api::MAX_TASK_PAGE}}],
+                "responses": {"200": {"description": "A page of tasks", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskPage"}}}}, "400": error_response("Bad query"), "404": error_response("No such job")}
+            }},
             "/api/v1/jobs/{id}/cancel": {"post": {
                 "summary": "Cancel a job: queued tasks end, running agents are told to stop",
                 "parameters": [id_param("job")],
                 "responses": {"200": {"description": "The cancelled job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}}, "404": error_response("No such job")}
+            }},
+            "/api/v1/jobs/{id}/retry": {"post": {
+                "summary": "Retry a finished job: its failed tasks are queued again as new attempts (their retry budgets are not refilled)",
+                "parameters": [id_param("job")],
+                "responses": {"200": {"description": "The tasks queued again and the job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Retry"}}}}, "404": error_response("No such job"), "409": error_response("The job is still running, or none of its tasks failed")}
+            }},
+            "/api/v1/tasks/{id}/retry": {"post": {
+                "summary": "Retry one failed task as a new attempt (its job may still be running)",
+                "parameters": [id_param("task")],
+                "responses": {"200": {"description": "The task queued again and its job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Retry"}}}}, "404": error_response("No such task"), "409": error_response("The task did not fail (it is queued, running, passed or cancelled)")}
             }},
             "/api/v1/tasks/{id}": {"get": {
                 "summary": "Show a task with its attempts",
@@ -116,8 +260,8 @@ fn base_spec() -> Value {
             "/api/v1/tasks/{id}/log": {"get": {
                 "summary": "A slice of a task's log (its latest attempt unless `attempt` is given); follow with `offset = next_offset` until `complete`",
                 "parameters": [id_param("task"),
-                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                    {"name": "attempt", "in": "query", "schema": {"type": "integer"}}],
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX}, "description": "Byte offset into the log"},
+                    {"name": "attempt", "in": "query", "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": i64::MAX}, "description": "An attempt id of the task (default: its latest)"}],
                 "responses": {"200": {"description": "Log slice", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LogSlice"}}}}, "404": error_response("No such task")}
             }},
             "/api/v1/jobs/{id}/report": {"get": {
@@ -150,7 +294,7 @@ fn base_spec() -> Value {
             }},
             "/api/v1/openapi.json": {"get": {
                 "summary": "This document",
-                "responses": {"200": {"description": "OpenAPI 3.1"}}
+                "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}}
             }}
         },
         "components": {"schemas": {
@@ -172,6 +316,9 @@ fn base_spec() -> Value {
                 "agent": {"type": ["string", "null"]}, "pinned_agent": {"type": ["string", "null"]},
                 "detail_message": {"type": ["string", "null"]}, "attempts": {"type": "integer"}, "flaky": {"type": "boolean"},
                 "counts": {"type": "object"}, "metrics": {"type": "array"}}},
+            "Retry": {"type": "object", "required": ["retried", "job"], "properties": {
+                "retried": {"type": "array", "items": {"type": "integer"}, "description": "The ids of the tasks queued again"},
+                "job": {"$ref": "#/components/schemas/Job"}}},
             "LogSlice": {"type": "object", "properties": {
                 "task_id": {"type": "integer"}, "attempt_id": {"type": ["integer", "null"]}, "offset": {"type": "integer"},
                 "next_offset": {"type": "integer"}, "data": {"type": "string"}, "complete": {"type": "boolean"}}}
@@ -192,6 +339,6 @@ mod tests {
                 "{method} {path} is missing from the OpenAPI document"
             );
         }
-        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(12 + 7));
+        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(15 + 7));
     }
 }

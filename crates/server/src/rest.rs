@@ -4,90 +4,20 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use testfleet_core::{JobSpec, JobSpecError, JobState};
-use testfleet_store::StoreError;
-use testfleet_wire::api::{ErrorBody, StatsView};
+use testfleet_core::{JobSpec, JobState};
+use testfleet_wire::api::{MAX_TASK_PAGE, StatsView, WhyView};
 
 use crate::auth::Identity;
-use crate::coordinator::{Coordinator, SubmitError};
+use crate::coordinator::Coordinator;
+use crate::http_error::{ApiBytes, ApiPath, ApiQuery, HttpError};
 
-/// An error answer: a status and a JSON [`ErrorBody`].
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    body: ErrorBody,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, error: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            body: ErrorBody {
-                error: error.into(),
-                field: None,
-                line: None,
-                column: None,
-            },
-        }
-    }
-
-    fn bad_request(error: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, error)
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> ApiError {
-        match e {
-            StoreError::Conflict(what) => ApiError::new(StatusCode::CONFLICT, what),
-            StoreError::NotFound(what) => {
-                ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
-            }
-            other => {
-                tracing::error!("store error: {other:?}");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("internal error: {other}"),
-                )
-            }
-        }
-    }
-}
-
-impl From<JobSpecError> for ApiError {
-    fn from(e: JobSpecError) -> ApiError {
-        ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            body: ErrorBody {
-                error: format!("invalid job file: {e}"),
-                field: e.field,
-                line: e.line,
-                column: e.column,
-            },
-        }
-    }
-}
-
-impl From<SubmitError> for ApiError {
-    fn from(e: SubmitError) -> ApiError {
-        match e {
-            SubmitError::Invalid(msg) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, msg),
-            SubmitError::Store(s) => s.into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
-    }
-}
+/// Every error answer of the REST API: a status and a JSON [`ErrorBody`](testfleet_wire::api::ErrorBody).
+pub type ApiError = HttpError;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -97,6 +27,9 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/api/v1/jobs", post(submit_job).get(list_jobs))
         .route("/api/v1/jobs/{id}", get(show_job))
         .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
+        .route("/api/v1/jobs/{id}/retry", post(retry_job))
+        .route("/api/v1/tasks/{id}/retry", post(retry_task))
+        .route("/api/v1/jobs/{id}/tasks", get(job_tasks))
         .route("/api/v1/tasks/{id}", get(show_task))
         .route("/api/v1/tasks/{id}/log", get(task_log))
         .route("/api/v1/jobs/{id}/report", get(job_report))
@@ -107,6 +40,8 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/api/v1/agents", get(list_agents))
         .route("/api/v1/openapi.json", get(crate::openapi::document))
         .route("/healthz", get(|| async { "ok" }))
+        // After every route: a wrong method is a JSON 405 too.
+        .method_not_allowed_fallback(crate::http_error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             coordinator.clone(),
             crate::auth::guard,
@@ -122,9 +57,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
 }
 
 fn parse_id(kind: &str, raw: &str) -> ApiResult<i64> {
-    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
-        ApiError::bad_request(format!("`{raw}` is not a {kind} id (a positive integer)"))
-    })
+    HttpError::parse_id(kind, raw)
 }
 
 /// `POST /api/v1/jobs`: a TOML job file, or its JSON form.
@@ -133,7 +66,7 @@ async fn submit_job(
     Extension(who): Extension<Identity>,
     blobs: Option<Extension<Arc<crate::blobs::Blobs>>>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> ApiResult<Response> {
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("the job file is not valid UTF-8"))?;
@@ -148,9 +81,7 @@ async fn submit_job(
     } else {
         JobSpec::from_toml(text)?
     };
-    crate::blobs::check_job_inputs(blobs.as_deref().map(|b| &**b), &spec)
-        .await
-        .map_err(|(status, msg)| ApiError::new(status, msg))?;
+    crate::blobs::check_job_inputs(blobs.as_deref().map(|b| &**b), &spec).await?;
     let name = spec.name.clone();
     let view = c.submit(spec).await?;
     c.audit(
@@ -176,7 +107,7 @@ struct ListQuery {
 
 async fn list_jobs(
     State(c): State<Arc<Coordinator>>,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
     let state = q
         .state
@@ -186,21 +117,55 @@ async fn list_jobs(
                 .map_err(|e| ApiError::bad_request(e.to_string()))
         })
         .transpose()?;
-    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit {limit} is out of range; use 1 to 1000"
+        )));
+    }
     Ok(Json(c.store.jobs(limit, state).await?).into_response())
 }
 
 async fn show_job(
     State(c): State<Arc<Coordinator>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     Ok(Json(c.store.job(parse_id("job", &id)?).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct TaskPageQuery {
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/jobs/{id}/tasks?after=&limit=`: a page of the job's tasks in
+/// id order; the answer's `next_after` is the next page's `after`.
+async fn job_tasks(
+    State(c): State<Arc<Coordinator>>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TaskPageQuery>,
+) -> ApiResult<Response> {
+    let id = parse_id("job", &id)?;
+    let max = i64::from(MAX_TASK_PAGE);
+    let limit = q.limit.unwrap_or(max);
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit {limit} is out of range; use 1 to {max}"
+        )));
+    }
+    if let Some(after) = q.after.filter(|a| *a < 0) {
+        return Err(ApiError::bad_request(format!(
+            "after {after} is not a task id; use the previous page's `next_after`, or 0 for the first page"
+        )));
+    }
+    Ok(Json(c.store.job_tasks(id, q.after, limit).await?).into_response())
 }
 
 async fn cancel_job(
     State(c): State<Arc<Coordinator>>,
     Extension(who): Extension<Identity>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     let id = parse_id("job", &id)?;
     let view = c.cancel(id).await?;
@@ -209,9 +174,38 @@ async fn cancel_job(
     Ok(Json(view).into_response())
 }
 
+/// `POST /api/v1/jobs/{id}/retry`: the failed tasks of a finished job
+/// queued again as new attempts.
+async fn retry_job(
+    State(c): State<Arc<Coordinator>>,
+    Extension(who): Extension<Identity>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    let id = parse_id("job", &id)?;
+    let view = c.retry_job(id).await?;
+    let tasks = serde_json::json!({"tasks": view.retried});
+    c.audit(&who, "retry", Some(&format!("job {id}")), Some(&tasks))
+        .await;
+    Ok(Json(view).into_response())
+}
+
+/// `POST /api/v1/tasks/{id}/retry`: one failed task queued again as a new
+/// attempt.
+async fn retry_task(
+    State(c): State<Arc<Coordinator>>,
+    Extension(who): Extension<Identity>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    let id = parse_id("task", &id)?;
+    let view = c.retry_task(id).await?;
+    c.audit(&who, "retry", Some(&format!("task {id}")), None)
+        .await;
+    Ok(Json(view).into_response())
+}
+
 async fn show_task(
     State(c): State<Arc<Coordinator>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     Ok(Json(c.store.task(parse_id("task", &id)?).await?).into_response())
 }
@@ -224,8 +218,8 @@ struct LogQuery {
 
 async fn task_log(
     State(c): State<Arc<Coordinator>>,
-    Path(id): Path<String>,
-    Query(q): Query<LogQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogQuery>,
 ) -> ApiResult<Response> {
     let task = parse_id("task", &id)?;
     Ok(Json(
@@ -238,7 +232,7 @@ async fn task_log(
 
 async fn attempt_results(
     State(c): State<Arc<Coordinator>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     Ok(Json(c.store.attempt_results(parse_id("attempt", &id)?).await?).into_response())
 }
@@ -249,7 +243,7 @@ async fn list_agents(State(c): State<Arc<Coordinator>>) -> ApiResult<Response> {
 
 async fn attempt_summary(
     State(c): State<Arc<Coordinator>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     let ctx = c.store.attempt_context(parse_id("attempt", &id)?).await?;
     Ok(Json(crate::reports::run_summary(&ctx)).into_response())
@@ -264,8 +258,8 @@ struct ReportQuery {
 /// JUnit XML document (default) or Taskotron-style TAP 13.
 async fn job_report(
     State(c): State<Arc<Coordinator>>,
-    Path(id): Path<String>,
-    Query(q): Query<ReportQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> ApiResult<Response> {
     let results = c.store.job_results(parse_id("job", &id)?).await?;
     match q.format.as_deref().unwrap_or("junit") {
@@ -288,11 +282,15 @@ async fn job_report(
 /// `GET /api/v1/tasks/{id}/why`: why a task is still pending, in words.
 async fn task_why(
     State(c): State<Arc<Coordinator>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     let task = parse_id("task", &id)?;
     let reasons = c.why(task).await?;
-    Ok(Json(serde_json::json!({"task_id": task, "reasons": reasons})).into_response())
+    Ok(Json(WhyView {
+        reasons,
+        task_id: task,
+    })
+    .into_response())
 }
 
 /// `GET /api/v1/stats`: attempts stopped per threshold, runtime history per

@@ -8,7 +8,6 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 
-use socketioxide::extract::SocketRef;
 use testfleet_core::LabelSet;
 use testfleet_core::time_fmt::UnixMillis;
 use testfleet_store::{QueuedTask, RunningAttempt};
@@ -48,23 +47,59 @@ pub struct RuntimeLimit {
     pub stop_at: UnixMillis,
     pub limit_ms: i64,
     /// How the limit came about, for the stopped attempt's reason.
-    pub basis: serde_json::Value,
+    pub basis: testfleet_wire::reason::RuntimeBasis,
+}
+
+/// Where an agent is in its conversation with the coordinator. Its running
+/// attempt, if any, is kept beside it in [`AgentSlot::running`]: an agent
+/// keeps its attempt while it is offline, until its lease runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentState {
+    /// Not connected to this coordinator; `since` is when it went away
+    /// (`None`: not seen since start-up). `claiming`: a claim made for it
+    /// before it went away has not been answered yet.
+    Offline {
+        since: Option<UnixMillis>,
+        claiming: bool,
+    },
+    /// Connected, with no open `fetchWork`.
+    Idle,
+    /// Connected, with an unanswered `fetchWork` open (the long poll).
+    Waiting,
+    /// Connected; a task is being claimed for it (the store has not answered
+    /// yet): it gets nothing else meanwhile.
+    Claiming,
+}
+
+impl AgentState {
+    /// Not connected, no claim pending, never seen since start-up.
+    pub const UNSEEN: AgentState = AgentState::Offline {
+        since: None,
+        claiming: false,
+    };
+
+    pub fn online(self) -> bool {
+        !matches!(self, AgentState::Offline { .. })
+    }
+
+    /// A claim for this agent is in flight, connected or not.
+    pub fn claiming(self) -> bool {
+        matches!(
+            self,
+            AgentState::Claiming | AgentState::Offline { claiming: true, .. }
+        )
+    }
 }
 
 /// One agent as the coordinator tracks it.
 #[derive(Debug)]
 pub struct AgentSlot {
     pub labels: LabelSet,
-    pub socket: Option<SocketRef>,
-    /// Connected now (set together with `socket`).
-    pub connected: bool,
+    /// Connected or not, waiting for work, being claimed for. Changed
+    /// through the transition methods below.
+    state: AgentState,
     /// Identifies the current connection; events from a replaced one are dropped.
     pub connection: u64,
-    /// An unanswered `fetchWork` is open (the long poll).
-    pub waiting: bool,
-    /// A task is being claimed for this agent (the store has not answered
-    /// yet): it gets nothing else meanwhile.
-    pub claiming: bool,
     pub running: Option<RunningAttempt>,
     /// The connection the running attempt was sent on (0: before a restart).
     pub dispatched_on: u64,
@@ -75,7 +110,6 @@ pub struct AgentSlot {
     pub load: Option<f64>,
     pub last_update_ts: Option<UnixMillis>,
     pub last_connected: Option<UnixMillis>,
-    pub offline_since: Option<UnixMillis>,
     pub last_status_request: UnixMillis,
 }
 
@@ -83,11 +117,8 @@ impl AgentSlot {
     pub fn new(labels: LabelSet) -> AgentSlot {
         AgentSlot {
             labels,
-            socket: None,
-            connected: false,
+            state: AgentState::UNSEEN,
             connection: 0,
-            waiting: false,
-            claiming: false,
             running: None,
             dispatched_on: 0,
             runtime_limit: None,
@@ -96,13 +127,89 @@ impl AgentSlot {
             load: None,
             last_update_ts: None,
             last_connected: None,
-            offline_since: None,
             last_status_request: 0,
         }
     }
 
+    pub fn state(&self) -> AgentState {
+        self.state
+    }
+
     pub fn online(&self) -> bool {
-        self.connected
+        self.state.online()
+    }
+
+    /// Connected with a `fetchWork` open.
+    pub fn waiting(&self) -> bool {
+        self.state == AgentState::Waiting
+    }
+
+    /// When it went offline, while it is offline.
+    pub fn offline_since(&self) -> Option<UnixMillis> {
+        match self.state {
+            AgentState::Offline { since, .. } => since,
+            _ => None,
+        }
+    }
+
+    /// It connected (again) on `connection`. A fetch of an older connection
+    /// is gone; a claim in flight stays in flight.
+    pub fn connected(&mut self, connection: u64, now: UnixMillis) {
+        self.state = if self.state.claiming() {
+            AgentState::Claiming
+        } else {
+            AgentState::Idle
+        };
+        self.connection = connection;
+        self.last_connected = Some(now);
+        self.last_update_ts = None;
+    }
+
+    /// Its connection ended at `now`.
+    pub fn disconnected(&mut self, now: UnixMillis) {
+        self.state = AgentState::Offline {
+            since: Some(now),
+            claiming: self.state.claiming(),
+        };
+    }
+
+    /// Loaded at start-up with an attempt it was running: offline since
+    /// `now`, so its lease counts from the coordinator's start.
+    pub fn resumed_offline(&mut self, now: UnixMillis) {
+        self.state = AgentState::Offline {
+            since: Some(now),
+            claiming: false,
+        };
+    }
+
+    /// It asked for work (`fetchWork`). Ignored while offline or while a
+    /// claim for it is in flight (the fetch crossed that pick).
+    pub fn fetch_opened(&mut self) {
+        if matches!(self.state, AgentState::Idle | AgentState::Waiting) {
+            self.state = AgentState::Waiting;
+        }
+    }
+
+    /// A task was picked for it: it gets nothing else until the claim is
+    /// answered. Only a waiting agent can be picked.
+    pub fn claim_started(&mut self) {
+        if self.state == AgentState::Waiting {
+            self.state = AgentState::Claiming;
+        }
+    }
+
+    /// Its claim was answered: `sent` when it got the work, else it still
+    /// waits for some. An agent that went offline meanwhile stays offline.
+    pub fn claim_answered(&mut self, sent: bool) {
+        self.state = match self.state {
+            AgentState::Claiming if sent => AgentState::Idle,
+            AgentState::Claiming => AgentState::Waiting,
+            AgentState::Offline { since, .. } => AgentState::Offline {
+                since,
+                claiming: false,
+            },
+            other => other,
+        };
     }
 
     /// The openQA-style scale of this agent's time limits (label `timeout_scale`).
@@ -321,7 +428,7 @@ impl Scheduler {
                 online.len()
             ));
         } else {
-            let waiting = idle.iter().filter(|(_, s)| s.waiting).count();
+            let waiting = idle.iter().filter(|(_, s)| s.waiting()).count();
             if waiting == 0 {
                 reasons.push(format!(
                     "{} matching agent(s) are idle but have not asked for work yet",
@@ -460,7 +567,7 @@ mod tests {
         assert_eq!(s.head_for("a"), Some(1));
         // With b online, a skips it and b gets it.
         for slot in s.agents.values_mut() {
-            slot.connected = true;
+            slot.connected(1, 0);
         }
         assert_eq!(s.head_for("a"), None);
         assert_eq!(s.head_for("b"), Some(1));
@@ -492,5 +599,80 @@ mod tests {
             why.contains("agent `a`: `pool` must be benchmark, it has nothing"),
             "{why}"
         );
+    }
+
+    #[test]
+    fn an_agent_moves_through_its_states() {
+        let mut slot = AgentSlot::new(LabelSet::new());
+        assert_eq!(slot.state(), AgentState::UNSEEN);
+        slot.fetch_opened();
+        assert_eq!(slot.state(), AgentState::UNSEEN, "no fetch while offline");
+        slot.connected(1, 100);
+        assert_eq!(slot.state(), AgentState::Idle);
+        assert_eq!(slot.last_connected, Some(100));
+        slot.claim_started();
+        assert_eq!(
+            slot.state(),
+            AgentState::Idle,
+            "only a waiting agent is picked"
+        );
+        slot.fetch_opened();
+        assert!(slot.waiting());
+        slot.claim_started();
+        assert_eq!(slot.state(), AgentState::Claiming);
+        slot.fetch_opened();
+        assert_eq!(
+            slot.state(),
+            AgentState::Claiming,
+            "a fetch crossed the pick"
+        );
+        slot.claim_answered(false);
+        assert!(slot.waiting(), "nothing was sent: it still waits");
+        slot.claim_started();
+        slot.claim_answered(true);
+        assert_eq!(slot.state(), AgentState::Idle);
+        slot.disconnected(200);
+        assert!(!slot.online());
+        assert_eq!(slot.offline_since(), Some(200));
+    }
+
+    #[test]
+    fn a_claim_in_flight_survives_a_reconnect() {
+        let mut slot = AgentSlot::new(LabelSet::new());
+        slot.connected(1, 0);
+        slot.fetch_opened();
+        slot.claim_started();
+        slot.disconnected(10);
+        assert!(slot.state().claiming() && !slot.online());
+        slot.connected(2, 20);
+        assert_eq!(
+            slot.state(),
+            AgentState::Claiming,
+            "the new connection gets nothing else until the claim is answered"
+        );
+        slot.disconnected(30);
+        slot.claim_answered(true);
+        assert_eq!(
+            slot.state(),
+            AgentState::Offline {
+                since: Some(30),
+                claiming: false
+            }
+        );
+        slot.connected(3, 40);
+        assert_eq!(slot.state(), AgentState::Idle);
+    }
+
+    #[test]
+    fn only_online_agents_count_for_a_retry_elsewhere() {
+        let mut s = sched_with(&["a", "b"]);
+        let mut t = task(1, "q", 0, None, 0);
+        t.last_agent = Some("a".into());
+        s.enqueue(t);
+        if let Some(b) = s.agents.get_mut("b") {
+            b.connected(1, 0);
+            b.disconnected(5);
+        }
+        assert_eq!(s.head_for("a"), Some(1), "b went offline: a may retry");
     }
 }

@@ -44,13 +44,43 @@ enum Client {
 #[error("{0}")]
 struct Refused(String);
 
+/// Why a handshake's `auth` payload is refused.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("missing auth payload: expected {{clientType, hostname, secret}}")]
+    MissingAuth,
+    #[error("malformed auth payload: {0}")]
+    MalformedAuth(#[source] serde_json::Error),
+    #[error("missing hostname in auth payload")]
+    MissingHostname,
+    #[error("invalid hostname in auth payload")]
+    InvalidHostname,
+    #[error("unsupported clientType `{0}` (expected `agent` or `browser`)")]
+    UnsupportedClientType(String),
+    #[error("missing clientType in auth payload (expected `agent` or `browser`)")]
+    MissingClientType,
+}
+
+/// Why an agent's event was not applied (the agent gets it as an `error` event).
+#[derive(Debug, thiserror::Error)]
+enum EventError {
+    #[error("missing event payload")]
+    Missing,
+    #[error("malformed {what}: {source}")]
+    Malformed {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 enum AgentEvent {
-    Status(Result<StatusUpdate, String>),
+    Status(Result<StatusUpdate, EventError>),
     Fetch,
     Query,
     Mock,
-    Log(Result<LogChunk, String>),
-    Report(Result<AttemptReport, String>, AckSender),
+    Log(Result<LogChunk, EventError>),
+    Report(Result<AttemptReport, EventError>, AckSender),
 }
 
 pub fn register(io: &SocketIo, coordinator: Arc<Coordinator>) {
@@ -80,15 +110,15 @@ async fn check_handshake(
         tracing::warn!(?peer, "refused socket.io handshake: {reason}");
         Refused(reason)
     };
-    let (client, secret) = classify(auth.0.ok()).map_err(refuse)?;
+    let (client, secret) = classify(auth.0.ok()).map_err(|e| refuse(e.to_string()))?;
     if let Client::Agent { hostname, .. } = &client
-        && let Err(reason) = check_agent_secret(&coordinator, hostname, secret).await
+        && let Err(reason) = crate::auth::check_agent_secret(&coordinator, hostname, secret).await
     {
         if let Some(ip) = peer {
             // Guessing secrets is slowed down like guessing passwords.
-            tokio::time::sleep(coordinator.auth_failures.failed(ip.ip())).await;
+            tokio::time::sleep(coordinator.auth.failed(ip.ip())).await;
         }
-        return Err(refuse(reason));
+        return Err(refuse(reason.to_string()));
     }
     // Handlers go on before the CONNECT answer, for agents and browsers
     // alike: a client may send its first event as soon as it sees that
@@ -106,58 +136,20 @@ async fn check_handshake(
     Ok(())
 }
 
-/// A host's own secret (stored hashed, set with `testfleet agents secret`)
-/// wins; then per-host secrets of the config file; then the shared secret.
-pub(crate) async fn check_agent_secret(
-    coordinator: &Coordinator,
-    hostname: &str,
-    secret: Option<String>,
-) -> Result<(), String> {
-    match coordinator.store.agent_secret(hostname).await {
-        Ok(Some(stored)) if stored.revoked => {
-            Err(format!("the secret of host `{hostname}` has been revoked"))
-        }
-        Ok(Some(stored)) => {
-            let Some(secret) = secret else {
-                return Err("missing secret in auth payload".to_owned());
-            };
-            let ok = tokio::task::spawn_blocking(move || {
-                crate::auth::verify_secret(&secret, &stored.secret_hash)
-            })
-            .await
-            .unwrap_or(false);
-            if ok {
-                Ok(())
-            } else {
-                Err(format!("wrong secret for host `{hostname}`"))
-            }
-        }
-        Ok(None) => coordinator
-            .config
-            .check_agent_secret(hostname, secret.as_deref()),
-        Err(e) => {
-            tracing::error!("failed to look up the agent secret: {e}");
-            Err("the coordinator could not check the secret; try again".to_owned())
-        }
-    }
-}
-
 /// Decides who connects (and the secret to check), or why not.
-fn classify(auth: Option<Value>) -> Result<(Client, Option<String>), String> {
+fn classify(auth: Option<Value>) -> Result<(Client, Option<String>), HandshakeError> {
     let auth: HandshakeAuth = match auth {
-        None | Some(Value::Null) => {
-            return Err("missing auth payload: expected {clientType, hostname, secret}".to_owned());
-        }
-        Some(v) => serde_json::from_value(v).map_err(|e| format!("malformed auth payload: {e}"))?,
+        None | Some(Value::Null) => return Err(HandshakeError::MissingAuth),
+        Some(v) => serde_json::from_value(v).map_err(HandshakeError::MalformedAuth)?,
     };
     match auth.client_type.as_deref() {
         Some("agent") => {
             let hostname = auth.hostname.as_deref().map(str::trim).unwrap_or_default();
             if hostname.is_empty() {
-                return Err("missing hostname in auth payload".to_owned());
+                return Err(HandshakeError::MissingHostname);
             }
             if hostname.len() > 255 || hostname.chars().any(|c| c.is_control() || c == '/') {
-                return Err("invalid hostname in auth payload".to_owned());
+                return Err(HandshakeError::InvalidHostname);
             }
             let client = Client::Agent {
                 hostname: hostname.to_owned(),
@@ -167,12 +159,8 @@ fn classify(auth: Option<Value>) -> Result<(Client, Option<String>), String> {
             Ok((client, auth.secret))
         }
         Some("browser") => Ok((Client::Browser, None)),
-        Some(other) => Err(format!(
-            "unsupported clientType `{other}` (expected `agent` or `browser`)"
-        )),
-        None => {
-            Err("missing clientType in auth payload (expected `agent` or `browser`)".to_owned())
-        }
+        Some(other) => Err(HandshakeError::UnsupportedClientType(other.to_owned())),
+        None => Err(HandshakeError::MissingClientType),
     }
 }
 
@@ -371,7 +359,7 @@ async fn run_agent_events(
             AgentEvent::Report(Ok(report), ack) => {
                 let answer = match coordinator.attempt_report(&hostname, report).await {
                     Ok(()) => serde_json::json!({"ok": true}),
-                    Err(e) => serde_json::json!({"ok": false, "error": e}),
+                    Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
                 };
                 let _ = ack.send(&answer);
             }
@@ -379,34 +367,36 @@ async fn run_agent_events(
                 // Answered both ways: the ack if one was asked for, and the
                 // `error` event every malformed event gets.
                 tracing::warn!(agent = %hostname, "malformed event: {e}");
+                let e = e.to_string();
                 let _ = socket.emit(events::ERROR, &e);
                 let _ = ack.send(&serde_json::json!({"ok": false, "error": e}));
             }
             AgentEvent::Status(Err(e)) | AgentEvent::Log(Err(e)) => {
                 tracing::warn!(agent = %hostname, "malformed event: {e}");
-                let _ = socket.emit(events::ERROR, &e);
+                let _ = socket.emit(events::ERROR, &e.to_string());
             }
         }
     }
 }
 
 /// A status update may be `{}`, missing or `null` (idle).
-fn decode_optional(v: Option<Value>) -> Result<StatusUpdate, String> {
+fn decode_optional(v: Option<Value>) -> Result<StatusUpdate, EventError> {
     match v {
         None | Some(Value::Null) => Ok(StatusUpdate::default()),
-        Some(v) => serde_json::from_value(v).map_err(|e| format!("malformed statusUpdate: {e}")),
+        Some(v) => serde_json::from_value(v).map_err(|source| EventError::Malformed {
+            what: "statusUpdate",
+            source,
+        }),
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(v: Option<Value>) -> Result<T, String> {
-    let v = v.ok_or_else(|| "missing event payload".to_owned())?;
-    serde_json::from_value(v).map_err(|e| {
-        format!(
-            "malformed {}: {e}",
-            std::any::type_name::<T>()
-                .rsplit("::")
-                .next()
-                .unwrap_or("payload")
-        )
+fn decode<T: serde::de::DeserializeOwned>(v: Option<Value>) -> Result<T, EventError> {
+    let v = v.ok_or(EventError::Missing)?;
+    serde_json::from_value(v).map_err(|source| EventError::Malformed {
+        what: std::any::type_name::<T>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("payload"),
+        source,
     })
 }

@@ -3,37 +3,26 @@
 //! (the Python `resultsdb-api` client is driven from crates/testfleet/tests).
 //! Agents are plain socket.io clients that report benchmark results.
 
-use std::net::TcpListener as StdListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use testfleet_client::ApiClient;
 use testfleet_server::exporters::{ExportersConfig, InfluxApi, InfluxConfig};
-use testfleet_server::{Server, ServerConfig};
-use testfleet_sio::{Client, ConnectOptions, EventStream, Incoming};
+use testfleet_sio::{Client, EventStream, Incoming};
+use testfleet_testkit::peers::{INFLUXD, require_peer};
+use testfleet_testkit::process::free_port;
+use testfleet_testkit::server::TestServer;
+use testfleet_testkit::sio::idle_agent;
 
-/// `influxd`, or `None` (with a notice) outside CI; under CI=true it must exist.
+/// `influxd`, or `None` under the peer rule.
 fn influxd() -> Option<PathBuf> {
-    for p in ["/usr/bin/influxd", "/usr/local/bin/influxd"] {
-        if Path::new(p).exists() {
-            return Some(p.into());
-        }
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("influxd is missing; `cargo xtask test` installs Debian's influxdb");
-    }
-    eprintln!("skipping: no influxd (apt-get install influxdb, or run `cargo xtask test`)");
-    None
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let found = ["/usr/bin/influxd", "/usr/local/bin/influxd"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or("no influxd in /usr/bin or /usr/local/bin");
+    require_peer(&INFLUXD, found)
 }
 
 /// An `influxd` with its own data directory and ports; killed on drop.
@@ -153,26 +142,13 @@ impl Drop for Influx {
     }
 }
 
-struct Harness {
-    url: String,
-    api: ApiClient,
-    _dir: tempfile::TempDir,
-}
-
-async fn start(exporters: ExportersConfig) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut config = ServerConfig::new(addr, dir.path().to_owned());
-    config.exporters = exporters;
-    let server = Server::build(config).await.unwrap();
-    tokio::spawn(server.serve(listener, std::future::pending()));
-    let url = format!("http://{addr}");
-    Harness {
-        api: ApiClient::new(&url),
-        url,
-        _dir: dir,
-    }
+async fn start(exporters: ExportersConfig) -> TestServer {
+    TestServer::in_tempdir(|config| {
+        // Its agents are plain socket.io clients without a secret.
+        config.allow_any_agent = true;
+        config.exporters = exporters;
+    })
+    .await
 }
 
 fn influx_exporters(url: &str) -> ExportersConfig {
@@ -201,15 +177,7 @@ async fn agent(url: &str, name: &str) -> (Client, EventStream) {
                     "arch": "x86_64", "cpu_model": "Intel Core i7-7700K", "cores": 8,
                     "compiler": "12.2.0"},
     });
-    let (client, events) = Client::connect(url, ConnectOptions::default().with_auth(auth))
-        .await
-        .unwrap();
-    client
-        .emit("statusUpdate", json!({"status": "idle"}))
-        .await
-        .unwrap();
-    client.emit_no_args("fetchWork").await.unwrap();
-    (client, events)
+    idle_agent(url, auth).await
 }
 
 /// 2023-02-10T13:11:11Z, the time of integration 1, in ns. Each job's integration
@@ -265,7 +233,7 @@ async fn take_work(client: &Client, events: &mut EventStream) -> Value {
 
 /// Runs one job on `agent`: takes the work and reports `results`.
 async fn run_job(
-    h: &Harness,
+    h: &TestServer,
     client: &Client,
     events: &mut EventStream,
     n: u32,
@@ -283,7 +251,7 @@ async fn run_job(
     attempt
 }
 
-async fn wait_status(h: &Harness, ok: impl Fn(&Value) -> bool) -> Value {
+async fn wait_status(h: &TestServer, ok: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let s: Value = reqwest::get(format!("{}/api/v1/exporters", h.url))

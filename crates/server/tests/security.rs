@@ -4,40 +4,46 @@
 
 use std::process::Command;
 use std::time::Duration;
-use testfleet_testpeers::peer_python;
 
 use base64::Engine;
 use md5::Md5;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use testfleet_server::ServerConfig;
 use testfleet_server::auth::{hash_secret, new_token, user_record};
-use testfleet_server::{Server, ServerConfig};
 use testfleet_sio::{Client, ConnectError, ConnectOptions, Incoming};
+use testfleet_testkit::peer_python;
+use testfleet_testkit::server::TestServer;
 
 const JOB: &str =
     "name = \"sec\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"true\" }]\n";
 
+/// A coordinator with users `alice` (argon2 and Digest) and `legacy`
+/// (argon2 only), a token and a revoked token.
 struct Harness {
-    url: String,
-    coordinator: std::sync::Arc<testfleet_server::Coordinator>,
+    server: TestServer,
     token: String,
     revoked_token: String,
-    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = TestServer;
+
+    fn deref(&self) -> &TestServer {
+        &self.server
+    }
 }
 
 async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut config = ServerConfig::new(addr, dir.path().to_owned());
-    config.agent_secret = Some("shared".into());
-    // No address is trusted unless a case says so.
-    config.auth.allowed_cidrs.clear();
-    tweak(&mut config);
-    let server = Server::build(config).await.unwrap();
-    let coordinator = server.coordinator.clone();
-    let store = &coordinator.store;
-    let realm = coordinator.config.auth.realm.clone();
+    let server = TestServer::in_tempdir(|config| {
+        config.agent_secret = Some("shared".into());
+        // No address is trusted unless a case says so.
+        config.auth.allowed_cidrs.clear();
+        tweak(config);
+    })
+    .await;
+    let store = &server.coordinator.store;
+    let realm = server.coordinator.config.auth.realm.clone();
     store
         .save_user(
             &user_record("alice", "correct horse", false, &realm).unwrap(),
@@ -58,13 +64,10 @@ async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Harness {
         .await
         .unwrap();
     store.revoke_token("old", 1).await.unwrap();
-    tokio::spawn(server.serve(listener, std::future::pending()));
     Harness {
-        url: format!("http://{addr}"),
-        coordinator,
+        server,
         token,
         revoked_token,
-        _dir: dir,
     }
 }
 

@@ -6,9 +6,10 @@
 use testfleet_core::job::TaskSpec;
 use testfleet_core::time_fmt::{UnixMillis, format_millis};
 use testfleet_wire::api::ArtifactView;
+use testfleet_wire::artifact::{ArtifactKind, UnknownArtifactKind};
 
 use crate::db::{Backend, on_pool, on_tx};
-use crate::{Result, Store, StoreError};
+use crate::{Missing, Result, Store, StoreError};
 
 /// The running attempt an agent adds artifacts to.
 #[derive(Debug, Clone)]
@@ -25,7 +26,7 @@ pub struct ArtifactSlot {
 #[derive(Debug, Clone)]
 pub struct NewArtifact {
     pub path: String,
-    pub kind: String,
+    pub kind: ArtifactKind,
     pub digest: String,
     pub size: u64,
 }
@@ -126,7 +127,10 @@ fn view(row: ViewRow) -> Result<ArtifactView> {
             })
             .transpose()?,
         path: row.path,
-        kind: row.kind,
+        kind: row
+            .kind
+            .parse()
+            .map_err(|e: UnknownArtifactKind| StoreError::Corrupt(e.to_string()))?,
         digest: row.digest,
         size: u64::try_from(row.size).unwrap_or(0),
         created_at: format_millis(row.created_at),
@@ -150,7 +154,7 @@ impl Store {
             .fetch_optional(p)
             .await)?;
             return Err(match exists {
-                None => StoreError::NotFound(format!("attempt {attempt_id}")),
+                None => StoreError::NotFound(Missing::Attempt(attempt_id)),
                 Some(r) => StoreError::Conflict(format!(
                     "attempt {attempt_id} is not running on `{host}` (agent `{}`, outcome {}); only the attempt that holds its task may add artifacts",
                     r.agent,
@@ -223,7 +227,7 @@ impl Store {
         .bind(row.task_id)
         .bind(row.job_id)
         .bind(&new.path)
-        .bind(&new.kind)
+        .bind(new.kind.as_str())
         .bind(&new.digest)
         .bind(i64::try_from(new.size).unwrap_or(i64::MAX))
         .bind(now)
@@ -242,7 +246,7 @@ impl Store {
         .fetch_optional(p)
         .await)?;
         if exists.is_none() {
-            return Err(StoreError::NotFound(format!("job {job_id}")));
+            return Err(StoreError::NotFound(Missing::Job(job_id)));
         }
         let rows = on_pool!(&self.reader, p => sqlx::query_as::<_, ViewRow>(view_sql!(
             "WHERE r.job_id = $1 ORDER BY r.task_id, a.number, r.path"
@@ -259,7 +263,7 @@ impl Store {
             .bind(id)
             .fetch_optional(p)
             .await)?
-            .ok_or_else(|| StoreError::NotFound(format!("artifact {id}")))?;
+            .ok_or_else(|| StoreError::NotFound(Missing::Artifact(id)))?;
         view(row)
     }
 
@@ -399,7 +403,7 @@ mod tests {
     fn art(path: &str, size: u64) -> NewArtifact {
         NewArtifact {
             path: path.into(),
-            kind: "always".into(),
+            kind: ArtifactKind::Always,
             digest: "ab".repeat(32),
             size,
         }

@@ -9,11 +9,11 @@
 //! finishes of an attempt, the second updates nothing); the task then moves
 //! on only `WHERE current_attempt = <this attempt> AND state = 'running'`.
 
-use serde_json::Value;
 use testfleet_core::job::TaskSpec;
 use testfleet_core::state::{AfterAttempt, RetryUse, after_attempt};
 use testfleet_core::time_fmt::UnixMillis;
 use testfleet_core::{AttemptOutcome, JobState, Stage, TaskState};
+use testfleet_wire::reason::ReasonData;
 
 use crate::batch::{FinishArgs, JobCache};
 use crate::db::{Backend, Tx, on_tx};
@@ -401,7 +401,7 @@ async fn end_attempt_sqlite(
     )
     .bind(args.outcome.as_str())
     .bind(args.reason.as_deref())
-    .bind(args.reason_data.as_ref().map(Value::to_string))
+    .bind(args.reason_data.as_ref().map(ReasonData::to_json_text))
     .bind(results_json)
     .bind(args.stage.map(Stage::as_str))
     .bind(args.now)
@@ -444,7 +444,7 @@ async fn end_attempt_postgres(
     )
     .bind(args.outcome.as_str())
     .bind(args.reason.as_deref())
-    .bind(args.reason_data.as_ref().map(Value::to_string))
+    .bind(args.reason_data.as_ref().map(ReasonData::to_json_text))
     .bind(results_json)
     .bind(args.stage.map(Stage::as_str))
     .bind(args.now)

@@ -12,10 +12,10 @@
 //! opposite orders; the database then aborts one of them (deadlock), and
 //! its operations run again alone, retried while the conflict lasts.
 
-use serde_json::Value;
 use testfleet_core::job::JobSpec;
 use testfleet_core::time_fmt::UnixMillis;
 use testfleet_core::{AttemptOutcome, JobState, Stage};
+use testfleet_wire::reason::ReasonData;
 use testfleet_wire::results::Results;
 use tokio::sync::{mpsc, oneshot};
 
@@ -74,7 +74,7 @@ pub(crate) struct FinishArgs {
     pub by_agent: Option<String>,
     pub outcome: AttemptOutcome,
     pub reason: Option<String>,
-    pub reason_data: Option<Value>,
+    pub reason_data: Option<ReasonData>,
     pub results: Option<Vec<Results>>,
     pub stage: Option<Stage>,
     pub now: UnixMillis,

@@ -16,6 +16,7 @@ mod ops;
 mod outbox;
 mod progress;
 mod resultsdb;
+mod retry;
 mod scratch;
 mod security;
 mod views;
@@ -32,6 +33,7 @@ pub use resultsdb::{
     DataFilter, NewRdbResult, RDB_OUTCOMES, RdbGroup, RdbQuery, RdbResult, RdbTestcase,
     job_group_uuid,
 };
+pub use retry::Retried;
 pub use scratch::ScratchDatabase;
 pub use security::{AuditEntry, StoredAgentSecret, StoredToken, StoredUser, TokenEntry, UserEntry};
 pub use views::{AttemptContext, StoredAgent, summarize};
@@ -55,11 +57,54 @@ pub enum StoreError {
     #[error("{0}")]
     BadUrl(String),
     #[error("{0} not found")]
-    NotFound(String),
+    NotFound(Missing),
     #[error("{0}")]
     Conflict(String),
     #[error("stored value is invalid: {0}")]
     Corrupt(String),
+}
+
+/// What a [`StoreError::NotFound`] looked for: the kind of record and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    Job(i64),
+    Task(i64),
+    Attempt(i64),
+    /// An attempt asked for by its number within a task.
+    AttemptOfTask {
+        number: i64,
+        task: i64,
+    },
+    Artifact(i64),
+    /// A ResultsDB result.
+    Result(i64),
+    /// A ResultsDB testcase, by name.
+    Testcase(String),
+    /// A ResultsDB group, by UUID.
+    Group(String),
+    User(String),
+    /// An API token that exists and is not revoked, by name.
+    ActiveToken(String),
+    /// An agent secret that is not revoked, by host name.
+    ActiveAgentSecret(String),
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Missing::Job(id) => write!(f, "job {id}"),
+            Missing::Task(id) => write!(f, "task {id}"),
+            Missing::Attempt(id) => write!(f, "attempt {id}"),
+            Missing::AttemptOfTask { number, task } => write!(f, "attempt {number} of task {task}"),
+            Missing::Artifact(id) => write!(f, "artifact {id}"),
+            Missing::Result(id) => write!(f, "result {id}"),
+            Missing::Testcase(name) => write!(f, "testcase `{name}`"),
+            Missing::Group(uuid) => write!(f, "group {uuid}"),
+            Missing::User(name) => write!(f, "user `{name}`"),
+            Missing::ActiveToken(name) => write!(f, "active token `{name}`"),
+            Missing::ActiveAgentSecret(host) => write!(f, "active secret for host `{host}`"),
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {

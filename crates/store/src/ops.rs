@@ -1,17 +1,17 @@
 //! The store's operations, one function per state change (graphile-worker's
 //! shape): submit, claim, stage, finish, cancel, logs, agents.
 
-use serde_json::Value;
 use testfleet_core::job::{JobSpec, TaskSpec};
 use testfleet_core::time_fmt::UnixMillis;
 use testfleet_core::{AttemptOutcome, JobState, LabelSet, Requirements, Stage, TaskState};
 use testfleet_wire::protocol::{WorkItem, WorkOrigin};
+use testfleet_wire::reason::ReasonData;
 use testfleet_wire::results::Results;
 
 use crate::attempts::refresh_job_state;
 use crate::batch::{FinishArgs, WriteOp};
 use crate::db::{on_pool, on_tx};
-use crate::{Result, Store, StoreError};
+use crate::{Missing, Result, Store, StoreError};
 
 /// How much a retry's priority is raised so that stragglers go first.
 pub const RETRY_PRIORITY_BOOST: i32 = 100;
@@ -107,7 +107,7 @@ pub(crate) fn narrow(value: i64) -> Result<i32> {
 
 /// A queued task's row, as the scheduler's index reads it.
 #[derive(sqlx::FromRow)]
-struct QueuedRow {
+pub(crate) struct QueuedRow {
     id: i64,
     job_id: i64,
     queue: String,
@@ -121,7 +121,7 @@ struct QueuedRow {
 }
 
 impl QueuedRow {
-    fn into_task(self) -> Result<QueuedTask> {
+    pub(crate) fn into_task(self) -> Result<QueuedTask> {
         let spec: TaskSpec = serde_json::from_str(&self.spec)?;
         Ok(QueuedTask {
             id: self.id,
@@ -138,7 +138,7 @@ impl QueuedRow {
     }
 }
 
-const QUEUED_COLUMNS: &str =
+pub(crate) const QUEUED_COLUMNS: &str =
     "t.id, t.job_id, j.queue, t.priority, t.pinned_agent, t.spec, t.last_agent,
      t.queued_at, t.task_key, s.mean_ms
      FROM tasks t JOIN jobs j ON j.id = t.job_id LEFT JOIN task_stats s ON s.task_key = t.task_key";
@@ -378,7 +378,7 @@ impl Store {
         .bind(task_id)
         .fetch_optional(p)
         .await)?
-        .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
+        .ok_or_else(|| StoreError::NotFound(Missing::Task(task_id)))?;
         let task: TaskSpec = serde_json::from_str(&row.spec)?;
         let job: JobSpec = serde_json::from_str(&row.job_spec)?;
         let mut item = work_item(
@@ -407,7 +407,7 @@ impl Store {
         by_agent: Option<&str>,
         outcome: AttemptOutcome,
         reason: Option<&str>,
-        reason_data: Option<&Value>,
+        reason_data: Option<&ReasonData>,
         results: Option<&[Results]>,
         stage: Option<Stage>,
         now: UnixMillis,
@@ -514,7 +514,7 @@ impl Store {
             .fetch_optional(c)
             .await)?;
         if exists.is_none() {
-            return Err(StoreError::NotFound(format!("job {job_id}")));
+            return Err(StoreError::NotFound(Missing::Job(job_id)));
         }
         // Tasks first: this update waits for claims of them in flight and
         // then no claim can win any more, so the attempts update after it

@@ -15,7 +15,7 @@ use testfleet_wire::protocol::MachineInfo;
 use testfleet_wire::results::{Case, CaseOutcome, Results};
 
 use crate::db::{Backend, Tx, on_pool, on_tx};
-use crate::{Result, Store, StoreError};
+use crate::{Missing, Result, Store, StoreError};
 
 /// The outcomes ResultsDB accepts.
 pub const RDB_OUTCOMES: [&str; 4] = ["PASSED", "INFO", "FAILED", "NEEDS_INSPECTION"];
@@ -154,7 +154,7 @@ async fn attempt_facts(tx: &mut Tx, attempt_id: i64) -> Result<AttemptFacts> {
     .bind(attempt_id)
     .fetch_optional(c)
     .await)?
-    .ok_or_else(|| StoreError::NotFound(format!("attempt {attempt_id}")))?;
+    .ok_or_else(|| StoreError::NotFound(Missing::Attempt(attempt_id)))?;
     let AttemptRow {
         task_id,
         task_name,
@@ -540,7 +540,7 @@ impl Store {
         tx.commit().await?;
         self.rdb_result(id)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("result {id}")))
+            .ok_or_else(|| StoreError::NotFound(Missing::Result(id)))
     }
 
     pub async fn rdb_result(&self, id: i64) -> Result<Option<RdbResult>> {
@@ -683,7 +683,7 @@ impl Store {
         tx.commit().await?;
         self.rdb_testcase(name)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("testcase {name}")))
+            .ok_or_else(|| StoreError::NotFound(Missing::Testcase(name.to_owned())))
     }
 
     pub async fn rdb_testcase(&self, name: &str) -> Result<Option<RdbTestcase>> {
@@ -724,7 +724,7 @@ impl Store {
         tx.commit().await?;
         self.rdb_group(&group.uuid)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("group {}", group.uuid)))
+            .ok_or_else(|| StoreError::NotFound(Missing::Group(group.uuid.to_string())))
     }
 
     pub async fn rdb_group(&self, uuid: &str) -> Result<Option<RdbGroup>> {

@@ -5,7 +5,7 @@ use serde_json::Value;
 use testfleet_core::time_fmt::{UnixMillis, format_millis};
 
 use crate::db::on_pool;
-use crate::{Result, Store, StoreError};
+use crate::{Missing, Result, Store, StoreError};
 
 /// A stored user.
 #[derive(Clone, PartialEq, sqlx::FromRow)]
@@ -171,7 +171,7 @@ impl Store {
             .await
             .map(|d| d.rows_affected()))?;
         if done == 0 {
-            return Err(StoreError::NotFound(format!("user `{name}`")));
+            return Err(StoreError::NotFound(Missing::User(name.to_owned())));
         }
         Ok(())
     }
@@ -240,7 +240,7 @@ impl Store {
         .await
         .map(|d| d.rows_affected()))?;
         if done == 0 {
-            return Err(StoreError::NotFound(format!("active token `{name}`")));
+            return Err(StoreError::NotFound(Missing::ActiveToken(name.to_owned())));
         }
         Ok(())
     }
@@ -304,8 +304,8 @@ impl Store {
         .await
         .map(|d| d.rows_affected()))?;
         if done == 0 {
-            return Err(StoreError::NotFound(format!(
-                "active secret for host `{hostname}`"
+            return Err(StoreError::NotFound(Missing::ActiveAgentSecret(
+                hostname.to_owned(),
             )));
         }
         Ok(())

@@ -4,7 +4,6 @@
 //! private `*Row` structs below and converted into the wire types here, so a
 //! column's type is checked once, by name, on either engine.
 
-use serde_json::Value;
 use testfleet_core::time_fmt::{UnixMillis, format_millis};
 use testfleet_core::{AttemptOutcome, JobState, LabelSet, TaskState};
 use testfleet_wire::api::{
@@ -12,10 +11,13 @@ use testfleet_wire::api::{
     TaskView, ThresholdStats,
 };
 use testfleet_wire::protocol::{MachineInfo, WorkLogEntry};
+use testfleet_wire::reason::{ReasonData, ReasonKind};
 use testfleet_wire::results::{CaseOutcome, Results};
 
+mod jobs;
+
 use crate::db::{Backend, on_pool};
-use crate::{Result, Store, StoreError};
+use crate::{Missing, Result, Store, StoreError};
 
 /// Largest log slice returned at once.
 const MAX_LOG_SLICE: usize = 1 << 20;
@@ -123,7 +125,7 @@ impl AttemptRow {
             reason_data: self
                 .reason_data
                 .as_deref()
-                .map(serde_json::from_str::<Value>)
+                .map(serde_json::from_str::<ReasonData>)
                 .transpose()?,
             started_at: format_millis(self.started_at),
             finished_at: time_text(self.finished_at),
@@ -301,7 +303,7 @@ impl Store {
         .bind(job_id)
         .fetch_optional(p)
         .await)?
-        .ok_or_else(|| StoreError::NotFound(format!("job {job_id}")))?;
+        .ok_or_else(|| StoreError::NotFound(Missing::Job(job_id)))?;
         let sql = format!("SELECT {TASK_COLUMNS} FROM tasks t WHERE t.job_id = $1 ORDER BY t.id");
         let tasks =
             on_pool!(&self.reader, p => sqlx::query_as::<_, TaskRow>(sqlx::AssertSqlSafe(sql))
@@ -334,22 +336,6 @@ impl Store {
         })
     }
 
-    /// The newest jobs first, without their tasks' results.
-    pub async fn jobs(&self, limit: i64, state: Option<JobState>) -> Result<Vec<JobView>> {
-        let ids = on_pool!(&self.reader, p => sqlx::query_scalar::<_, i64>(
-            "SELECT id FROM jobs WHERE ($1 IS NULL OR state = $1) ORDER BY id DESC LIMIT $2",
-        )
-        .bind(state.map(JobState::as_str))
-        .bind(limit)
-        .fetch_all(p)
-        .await)?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.push(self.job(id).await?);
-        }
-        Ok(out)
-    }
-
     /// One task with its attempts.
     pub async fn task(&self, task_id: i64) -> Result<TaskDetail> {
         // Show the stages agents have reported, not the ones still queued.
@@ -360,7 +346,7 @@ impl Store {
             .bind(task_id)
             .fetch_optional(p)
             .await)?
-            .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
+            .ok_or_else(|| StoreError::NotFound(Missing::Task(task_id)))?;
         let task = row.into_view()?;
         let attempts = self.attempts(task_id).await?;
         Ok(TaskDetail {
@@ -390,7 +376,7 @@ impl Store {
         .bind(attempt_id)
         .fetch_optional(p)
         .await)?
-        .ok_or_else(|| StoreError::NotFound(format!("attempt {attempt_id}")))?;
+        .ok_or_else(|| StoreError::NotFound(Missing::Attempt(attempt_id)))?;
         match results {
             Some(text) => Ok(serde_json::from_str(&text)?),
             None => Ok(Vec::new()),
@@ -413,7 +399,7 @@ impl Store {
             .bind(task_id)
             .fetch_optional(p)
             .await)?
-            .ok_or_else(|| StoreError::NotFound(format!("attempt {id} of task {task_id}")))
+            .ok_or_else(|| StoreError::NotFound(Missing::AttemptOfTask { number: id, task: task_id }))
             .map(Some)?,
             None => {
                 on_pool!(&self.reader, p => sqlx::query_scalar::<_, String>(
@@ -422,7 +408,7 @@ impl Store {
                 .bind(task_id)
                 .fetch_optional(p)
                 .await)?
-                .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
+                .ok_or_else(|| StoreError::NotFound(Missing::Task(task_id)))?;
                 on_pool!(&self.reader, p => sqlx::query_as::<_, LogAttemptRow>(
                     "SELECT id, outcome IS NOT NULL AS done FROM attempts WHERE task_id = $1
                      ORDER BY number DESC LIMIT 1",
@@ -569,7 +555,7 @@ impl Store {
         .bind(attempt_id)
         .fetch_optional(p)
         .await)?
-        .ok_or_else(|| StoreError::NotFound(format!("attempt {attempt_id}")))?;
+        .ok_or_else(|| StoreError::NotFound(Missing::Attempt(attempt_id)))?;
         let job_id = row.job_id;
         let spec: testfleet_core::JobSpec = serde_json::from_str(&row.spec)?;
         let integration = spec.integration.as_ref();
@@ -647,6 +633,9 @@ impl Store {
                 "CAST(reason_data::json ->> 'agent_load' AS DOUBLE PRECISION)",
             ),
         };
+        let thresholds = ReasonKind::THRESHOLDS
+            .map(|k| format!("'{}'", k.as_str()))
+            .join(", ");
         // The casts make the aggregates REAL on SQLite and DOUBLE PRECISION
         // (not NUMERIC) on PostgreSQL, even when every load is a whole number.
         let sql = format!(
@@ -657,7 +646,7 @@ impl Store {
                     CAST(MAX({load}) AS DOUBLE PRECISION) AS max_agent_load
              FROM attempts
              WHERE outcome IN ('timed_out', 'stalled', 'infra_error') AND reason_data IS NOT NULL
-               AND {kind} IN ('step_timeout', 'silence', 'runtime_threshold', 'lease_expired')
+               AND {kind} IN ({thresholds})
              GROUP BY threshold ORDER BY threshold"
         );
         let rows = on_pool!(&self.reader, p => sqlx::query_as::<_, ThresholdStatsRow>(sqlx::AssertSqlSafe(sql))

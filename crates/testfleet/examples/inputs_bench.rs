@@ -98,6 +98,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config =
         testfleet_server::ServerConfig::new("127.0.0.1:0".parse()?, scratch.path().join("server"));
     config.blobs.max_blob_bytes = 4 << 30;
+    // Loopback only; the bench's agent side presents no secret.
+    config.allow_any_agent = true;
     let server = testfleet_server::Server::build(config).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);

@@ -103,6 +103,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-run failed tasks as new attempts: every failed task of a finished
+    /// job, or one failed task with --task. Needs write access (a token or a
+    /// user, as `cancel` does).
+    Retry {
+        /// The finished job whose failed tasks to re-run.
+        #[arg(required_unless_present = "task", conflicts_with = "task")]
+        job: Option<i64>,
+        /// Re-run this one failed task instead (its job may still be running).
+        #[arg(long, value_name = "TASK")]
+        task: Option<i64>,
+        /// Follow the job until it ends; the exit code says whether it passed.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a task's log.
     Logs {
         task: i64,
@@ -123,7 +139,10 @@ pub enum Command {
     /// platform, executed tests with their values, crashed tests with logs.
     Summary { attempt: i64 },
     /// The exporters' delivery status: pending and delivered points, last error.
-    Exporters,
+    Exporters {
+        #[arg(long)]
+        json: bool,
+    },
     /// Say why a task is still pending.
     Why {
         task: i64,
@@ -337,6 +356,14 @@ pub struct ServerArgs {
     /// A secret shared by all agents.
     #[arg(long, env = "TESTFLEET_AGENT_SECRET", hide_env_values = true)]
     pub agent_secret: Option<String>,
+    /// Start without any agent secret: every host that reaches the
+    /// coordinator may connect as an agent (a trusted network only).
+    #[arg(
+        long,
+        env = "TESTFLEET_ALLOW_ANY_AGENT",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub allow_any_agent: bool,
     /// Allow the dev-mode events `queryWork` and `mockItem`.
     #[arg(long)]
     pub dev: bool,
@@ -405,4 +432,7 @@ pub struct BenchArgs {
     /// directory); `postgres://…` measures PostgreSQL. Its tables must be empty.
     #[arg(long)]
     pub database: Option<String>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -3,6 +3,9 @@
 //! `main` parses arguments, resolves configuration and calls into the
 //! library crates; errors map to the exit codes documented in the README.
 
+#[macro_use]
+mod out;
+
 mod blob_settings;
 mod cli;
 mod cmd;
@@ -41,6 +44,8 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(cmd::run(cli)) {
         Ok(code) => ExitCode::from(code),
+        // `testfleet … | head`: the reader has all it wanted.
+        Err(e) if out::is_closed(&e) => ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(cmd::exit_code_for(&e))

@@ -49,6 +49,8 @@ pub struct ServerSection {
     pub agent_secret: Option<String>,
     #[serde(default)]
     pub host_secrets: BTreeMap<String, String>,
+    /// Start without any agent secret (a trusted network only).
+    pub allow_any_agent: Option<bool>,
     pub dev: Option<bool>,
     pub lease_timeout: Option<String>,
     pub request_status_interval: Option<String>,
@@ -273,6 +275,9 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> Result<ServerConfi
         .or_else(|| s.agent_secret.clone())
         .filter(|s| !s.is_empty());
     config.host_secrets = s.host_secrets.clone();
+    config.allow_any_agent = args.allow_any_agent || s.allow_any_agent.unwrap_or(false);
+    // Refused here, before anything is opened or bound (exit status 2).
+    config.check_agent_access()?;
     config.dev = args.dev || s.dev.unwrap_or(false);
     config.lease_timeout = duration(
         "server.lease_timeout",

@@ -8,14 +8,15 @@
 //! log, or anywhere in the database files.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::json;
 use testfleet_core::JobState;
 use testfleet_sio::{Client, ConnectError, ConnectOptions};
+use testfleet_testkit::process::ServerProcess;
 
 const SHARED_SECRET: &str = "shared-SeCrEt-4f9c2e81";
 const CONFIG_HOST_SECRET: &str = "cfghost-SeCrEt-71ab0c55";
@@ -48,66 +49,14 @@ fn run(cmd: &mut Command, captured: &mut String) -> Output {
     out
 }
 
-struct Server {
-    child: Child,
-    url: String,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path, config: &Path, data: &Path) -> Server {
-        let stdout = dir.join("server.stdout");
-        let stderr = dir.join("server.stderr");
-        let child = testfleet(config)
+/// A server process whose stdout and stderr are kept for the check.
+fn start_server(config: &Path, data: &Path) -> ServerProcess {
+    ServerProcess::start_capturing(
+        testfleet(config)
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
-            .env("TESTFLEET_AGENT_SECRET", SHARED_SECRET)
-            .stdout(File::create(&stdout).unwrap())
-            .stderr(File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let url = loop {
-            let text = std::fs::read_to_string(&stdout).unwrap_or_default();
-            if let Some(url) = text.split_whitespace().find(|w| w.starts_with("http://")) {
-                break url.to_owned();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not start: {text}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        Server {
-            child,
-            url,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// Stops the server (SIGTERM, so it shuts down as usual) and returns
-    /// everything it printed.
-    fn stop(mut self) -> String {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        std::fs::read_to_string(&self.stdout).unwrap()
-            + &std::fs::read_to_string(&self.stderr).unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            .env("TESTFLEET_AGENT_SECRET", SHARED_SECRET),
+    )
 }
 
 /// `curl --digest` (credentials through a config file, not argv): the
@@ -184,8 +133,8 @@ async fn no_secret_reaches_the_logs_the_audit_log_or_the_database() {
         ),
     )
     .unwrap();
-    let server = Server::start(dir.path(), &config, &data);
-    let url = server.url.clone();
+    let server = start_server(&config, &data);
+    let url = server.url().to_owned();
     // Output of the CLI, the admin commands and the agent (all at trace).
     let mut others = String::new();
 

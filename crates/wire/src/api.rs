@@ -23,6 +23,119 @@ pub struct JobView {
     pub counts: CaseCounts,
 }
 
+/// A job in a list (`GET /api/v1/jobs`): its counts, not its tasks. The
+/// tasks are read from `GET /api/v1/jobs/{id}/tasks`, a page at a time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSummary {
+    pub id: i64,
+    pub name: String,
+    pub queue: String,
+    pub priority: i32,
+    pub state: JobState,
+    /// RFC 3339.
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub integration_id: Option<String>,
+    /// The job's tasks per state.
+    pub tasks: TaskStateCounts,
+    /// The job's tasks per outcome of their last attempt; tasks never run
+    /// have none and are not counted here.
+    pub outcomes: OutcomeCounts,
+    /// Attempts over all tasks.
+    pub attempts: u64,
+    /// Tasks run more than once (retried or re-triggered).
+    pub retried: u64,
+}
+
+/// Tasks per state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStateCounts {
+    /// Every task of the job.
+    pub total: u64,
+    pub queued: u64,
+    pub running: u64,
+    pub passed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+impl TaskStateCounts {
+    /// Adds `n` tasks in `state` (and to the total).
+    pub fn add(&mut self, state: TaskState, n: u64) {
+        self.total += n;
+        *match state {
+            TaskState::Queued => &mut self.queued,
+            TaskState::Running => &mut self.running,
+            TaskState::Passed => &mut self.passed,
+            TaskState::Failed => &mut self.failed,
+            TaskState::Cancelled => &mut self.cancelled,
+        } += n;
+    }
+
+    /// Tasks that have finished (passed, failed or cancelled).
+    pub fn finished(&self) -> u64 {
+        self.passed + self.failed + self.cancelled
+    }
+}
+
+/// Tasks per outcome of their last attempt.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeCounts {
+    pub passed: u64,
+    pub failed: u64,
+    pub flaky: u64,
+    pub timed_out: u64,
+    pub stalled: u64,
+    pub crashed: u64,
+    pub infra_error: u64,
+    pub cancelled: u64,
+}
+
+impl OutcomeCounts {
+    /// Adds `n` tasks whose last attempt ended with `outcome`.
+    pub fn add(&mut self, outcome: AttemptOutcome, n: u64) {
+        *match outcome {
+            AttemptOutcome::Passed => &mut self.passed,
+            AttemptOutcome::Failed => &mut self.failed,
+            AttemptOutcome::Flaky => &mut self.flaky,
+            AttemptOutcome::TimedOut => &mut self.timed_out,
+            AttemptOutcome::Stalled => &mut self.stalled,
+            AttemptOutcome::Crashed => &mut self.crashed,
+            AttemptOutcome::InfraError => &mut self.infra_error,
+            AttemptOutcome::Cancelled => &mut self.cancelled,
+        } += n;
+    }
+
+    /// How many tasks have an outcome.
+    pub fn total(&self) -> u64 {
+        self.passed
+            + self.failed
+            + self.flaky
+            + self.timed_out
+            + self.stalled
+            + self.crashed
+            + self.infra_error
+            + self.cancelled
+    }
+}
+
+/// The most tasks one [`TaskPage`] carries; larger `limit`s are clamped.
+pub const MAX_TASK_PAGE: u32 = 1000;
+
+/// One page of a job's tasks (`GET /api/v1/jobs/{id}/tasks`), in task id
+/// order. Ask for the next page with `after=<next_after>`; the last page has
+/// no `next_after`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskPage {
+    pub job_id: i64,
+    /// How many tasks the job has in all.
+    pub total: u64,
+    pub tasks: Vec<TaskView>,
+    /// The cursor of the next page: the id of this page's last task, when
+    /// more tasks follow.
+    pub next_after: Option<i64>,
+}
+
 /// One task of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskView {
@@ -97,7 +210,7 @@ pub struct AttemptView {
     pub stage: Option<String>,
     pub outcome: Option<AttemptOutcome>,
     pub reason: Option<String>,
-    pub reason_data: Option<Value>,
+    pub reason_data: Option<crate::reason::ReasonData>,
     pub started_at: String,
     pub finished_at: Option<String>,
 }
@@ -207,7 +320,7 @@ pub struct ArtifactView {
     /// output of a failed attempt.
     pub path: String,
     /// `always`, `on_failure`, `stdout` or `stderr`.
-    pub kind: String,
+    pub kind: crate::artifact::ArtifactKind,
     pub digest: String,
     pub size: u64,
     /// RFC 3339.
@@ -265,4 +378,57 @@ pub struct FlakyStats {
     /// Finished (passed or failed) tasks of this key.
     pub runs: i64,
     pub task_key: String,
+}
+
+/// `GET /api/v1/tasks/{id}/why`: why a task is still pending, in words.
+///
+/// Fields in alphabetical order: the answer was first built as a
+/// `serde_json` map, which sorts its keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhyView {
+    /// One sentence per reason; empty when nothing holds the task back.
+    pub reasons: Vec<String>,
+    pub task_id: i64,
+}
+
+/// `GET /api/v1/exporters`: the delivery state of every configured sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportersView {
+    pub exporters: Vec<ExporterStatus>,
+}
+
+/// One exporter's outbox: what waits, what went, the last failure.
+///
+/// Fields in alphabetical order, as the `serde_json` map it replaced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExporterStatus {
+    /// Whether the coordinator's configuration names this sink.
+    pub configured: bool,
+    /// Points (InfluxDB) or results (ResultsDB) acknowledged by the receiver.
+    pub delivered: i64,
+    /// Items the receiver refused as malformed; skipped, never retried.
+    pub dropped: i64,
+    /// Failed deliveries since the last success.
+    pub failures: i64,
+    pub last_error: Option<String>,
+    /// RFC 3339.
+    pub last_error_at: Option<String>,
+    /// RFC 3339.
+    pub last_success_at: Option<String>,
+    /// `influxdb` or `resultsdb`.
+    pub name: String,
+    /// Finished attempts not yet delivered.
+    pub pending: i64,
+    /// Where the sink delivers, when configured.
+    pub url: Option<String>,
+}
+
+/// `POST /api/v1/jobs/{id}/retry` and `POST /api/v1/tasks/{id}/retry`: the
+/// failed tasks queued again for a new attempt, and their job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryView {
+    /// The ids of the tasks queued again, in id order.
+    pub retried: Vec<i64>,
+    /// The job as it is after the retry (running or queued again).
+    pub job: JobView,
 }

@@ -4,5 +4,7 @@
 //! Everything here is plain data with serde derives; no IO.
 
 pub mod api;
+pub mod artifact;
 pub mod protocol;
+pub mod reason;
 pub mod results;

@@ -191,9 +191,12 @@ fn is_default_artifacts(a: &ArtifactSpec) -> bool {
     a.always.is_empty() && a.on_failure.is_empty() && a.max_size.is_none()
 }
 
-/// A `statusUpdate` as received. Every field is optional because agents
-/// differ: Qt's sends `{}` when idle, testfleet's sends its ids too.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// A `statusUpdate`, as testfleet's agent sends it and the coordinator receives it.
+/// Every field is optional because agents differ: Qt's sends `{}` when idle,
+/// testfleet's sends its ids and load too. The keys Qt's agents fill in loosely
+/// (`integrationId` as a string or a number, `updateTimestamp` as text or
+/// milliseconds) stay JSON values; keys nobody here knows are kept in `rest`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatusUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -203,6 +206,28 @@ pub struct StatusUpdate {
         skip_serializing_if = "Option::is_none"
     )]
     pub integration_id: Option<Value>,
+    #[serde(
+        rename = "integrationURL",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub integration_url: Option<String>,
+    #[serde(
+        rename = "integrationTimestamp",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub integration_timestamp: Option<String>,
+    #[serde(
+        rename = "integrationData",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub integration_data: Option<Vec<IntegrationChange>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha: Option<String>,
     #[serde(
         rename = "detailMessage",
         default,
@@ -216,13 +241,76 @@ pub struct StatusUpdate {
         skip_serializing_if = "Option::is_none"
     )]
     pub update_timestamp: Option<Value>,
+    #[serde(rename = "jobId", default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<i64>,
+    #[serde(rename = "taskId", default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<i64>,
     #[serde(rename = "attemptId", default, skip_serializing_if = "Option::is_none")]
     pub attempt_id: Option<i64>,
+    #[serde(rename = "jobName", default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    #[serde(rename = "taskName", default, skip_serializing_if = "Option::is_none")]
+    pub task_name: Option<String>,
+    /// testfleet: the machine's 1-minute load average (kept with the reasons of
+    /// attempts stopped by a threshold). Anything but a number reads as unknown.
+    #[serde(
+        default,
+        deserialize_with = "number_or_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub load: Option<f64>,
     #[serde(flatten)]
     pub rest: serde_json::Map<String, Value>,
 }
 
+/// A number, or `None` for anything else (a status update is never refused for it).
+fn number_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    Ok(Option::<Value>::deserialize(d)?
+        .as_ref()
+        .and_then(Value::as_f64))
+}
+
 impl StatusUpdate {
+    /// An idle agent's status.
+    pub fn idle(update_timestamp: String, load: Option<f64>) -> StatusUpdate {
+        StatusUpdate {
+            status: Some("idle".to_owned()),
+            update_timestamp: Some(Value::String(update_timestamp)),
+            load,
+            ..StatusUpdate::default()
+        }
+    }
+
+    /// The status of an agent working on `item`: the item's Qt keys and ids (not its
+    /// steps, environment or specs, which keeps the update small), the stage and its
+    /// detail.
+    pub fn working(
+        item: &WorkItem,
+        status: &str,
+        detail: &str,
+        update_timestamp: String,
+        load: Option<f64>,
+    ) -> StatusUpdate {
+        StatusUpdate {
+            status: Some(status.to_owned()),
+            integration_id: Some(Value::String(item.integration_id.clone())),
+            integration_url: item.integration_url.clone(),
+            integration_timestamp: Some(item.integration_timestamp.clone()),
+            integration_data: Some(item.integration_data.clone()),
+            branch: Some(item.branch.clone()),
+            sha: Some(item.sha.clone()),
+            detail_message: Some(Value::String(detail.to_owned())),
+            update_timestamp: Some(Value::String(update_timestamp)),
+            job_id: item.job_id,
+            task_id: item.task_id,
+            attempt_id: item.attempt_id,
+            job_name: item.job_name.clone(),
+            task_name: item.task_name.clone(),
+            load,
+            rest: serde_json::Map::new(),
+        }
+    }
+
     /// `integrationId` as text, whether the agent sent a string or a number.
     pub fn integration_id_text(&self) -> Option<String> {
         match self.integration_id.as_ref()? {
@@ -271,7 +359,7 @@ pub struct AttemptReport {
     pub reason: Option<String>,
     /// Structured details of the reason (step, exit code, timeout).
     #[serde(default)]
-    pub reason_data: Option<Value>,
+    pub reason_data: Option<crate::reason::ReasonData>,
     /// Parsed result files, when the task named any.
     #[serde(default)]
     pub results: Vec<crate::results::Results>,
@@ -305,4 +393,81 @@ pub struct WorkLogEntry {
     pub status: String,
     /// RFC 3339.
     pub timestamp: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn item() -> WorkItem {
+        serde_json::from_value(json!({
+            "integrationId": "42", "integrationURL": null,
+            "integrationTimestamp": "2024-01-02T03:04:05.000Z",
+            "integrationData": [{"subject": "s", "sha": "abc", "url": "u"}],
+            "branch": "dev", "sha": "abc", "jobId": 1, "taskId": 2, "attemptId": 3,
+            "jobName": "j", "taskName": "t",
+            "env": {"A": "1"}
+        }))
+        .expect("work item")
+    }
+
+    #[test]
+    fn working_status_carries_the_qt_keys_and_ids_but_not_the_steps() {
+        let update = StatusUpdate::working(
+            &item(),
+            "testing",
+            "step 1/1",
+            "2024-01-02T03:04:06.000Z".into(),
+            Some(0.5),
+        );
+        let v = serde_json::to_value(&update).expect("json");
+        assert_eq!(
+            v,
+            json!({"status": "testing", "integrationId": "42",
+                   "integrationTimestamp": "2024-01-02T03:04:05.000Z",
+                   "integrationData": [{"subject": "s", "sha": "abc", "url": "u"}],
+                   "branch": "dev", "sha": "abc", "detailMessage": "step 1/1",
+                   "updateTimestamp": "2024-01-02T03:04:06.000Z",
+                   "jobId": 1, "taskId": 2, "attemptId": 3, "jobName": "j", "taskName": "t",
+                   "load": 0.5})
+        );
+        let back: StatusUpdate = serde_json::from_value(v).expect("parse");
+        assert_eq!(back, update);
+        assert!(back.rest.is_empty());
+    }
+
+    #[test]
+    fn idle_status_and_what_other_agents_send() {
+        let idle = StatusUpdate::idle("2024-01-02T03:04:06.000Z".into(), None);
+        assert_eq!(
+            serde_json::to_value(&idle).expect("json"),
+            json!({"status": "idle", "updateTimestamp": "2024-01-02T03:04:06.000Z"})
+        );
+        // Qt's agent: `{}` when idle; a numeric id; unknown keys; a load that is no number.
+        let qt: StatusUpdate = serde_json::from_value(json!({})).expect("empty");
+        assert_eq!(qt, StatusUpdate::default());
+        let odd: StatusUpdate = serde_json::from_value(
+            json!({"status": "building", "integrationId": 7, "updateTimestamp": 1_700_000_000_000i64,
+                   "load": "high", "extra": true}),
+        )
+        .expect("lenient");
+        assert_eq!(odd.integration_id_text().as_deref(), Some("7"));
+        assert_eq!(odd.load, None);
+        assert_eq!(odd.rest.get("extra"), Some(&json!(true)));
+    }
+
+    #[test]
+    fn report_reason_data_is_typed() {
+        let report: AttemptReport = serde_json::from_value(json!({
+            "attemptId": 3, "outcome": "failed", "reason": "1 test case(s) failed",
+            "reason_data": {"kind": "test_failures", "count": 1}
+        }))
+        .expect("report");
+        assert_eq!(
+            report.reason_data,
+            Some(crate::reason::ReasonData::TestFailures { count: 1 })
+        );
+    }
 }

@@ -433,6 +433,11 @@ impl QtBuilder {
         self.scratch = line;
     }
 
+    /// Whether some function is known to be running (the crash candidate).
+    pub(crate) fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
     /// Marks which function runs now (`None` between functions).
     pub(crate) fn set_running(&mut self, function: Option<(&str, Option<&str>)>) {
         self.running = function.map(|(f, t)| (f.to_string(), t.map(str::to_string)));

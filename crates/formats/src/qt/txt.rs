@@ -210,10 +210,14 @@ fn parse_loc(loc: &str) -> (String, Option<u64>) {
     (loc.to_string(), None)
 }
 
-/// `     5,000 events per iteration (total: 5,000, iterations: 1)`.
+/// `     5,000 events per iteration (total: 5,000, iterations: 1)` for a `QBENCHMARK`, or
+/// `     42 bytes` for a result set with `QTest::setBenchmarkResult`, which QtTest prints
+/// without the per-iteration tail (its other loggers say one iteration of that value).
 pub(crate) fn parse_metric_line(l: &str) -> Option<Metric> {
     let l = l.trim();
-    let (head, tail) = l.split_once(" per iteration")?;
+    let Some((head, tail)) = l.split_once(" per iteration") else {
+        return parse_custom_metric(l);
+    };
     let (value, unit) = head.split_once(' ')?;
     let value = parse_number(value)?;
     let unit = unit.trim();
@@ -244,6 +248,26 @@ pub(crate) fn parse_metric_line(l: &str) -> Option<Metric> {
         total,
         iterations,
         variance,
+    })
+}
+
+/// `42 bytes`: a value and a unit QtTest knows, nothing else, so that a stray line of
+/// program output after a `RESULT` block is not taken for a metric.
+fn parse_custom_metric(l: &str) -> Option<Metric> {
+    let (value, unit) = l.split_once(' ')?;
+    let value = parse_number(value)?;
+    let unit = unit.trim();
+    let name = metric_for_unit(unit);
+    if name == unit {
+        return None;
+    }
+    Some(Metric {
+        name,
+        unit: unit.to_string(),
+        value,
+        total: Some(value),
+        iterations: Some(1),
+        variance: None,
     })
 }
 
@@ -278,5 +302,68 @@ mod tests {
         assert_eq!(m.value, 200_000_158.0);
         assert_eq!(m.total, Some(200_000_158.0));
         assert_eq!(m.iterations, Some(1));
+    }
+    /// Regression: a metric set with `QTest::setBenchmarkResult` is printed without
+    /// "per iteration" and was dropped; the CSV logger's line for the same run is the
+    /// reference.
+    #[test]
+    fn custom_metric_without_per_iteration_is_kept() {
+        let txt = "********* Start testing of tst_X *********\n\
+                   PASS   : tst_X::bytesMetric()\n\
+                   RESULT : tst_X::bytesMetric():\n\
+                   \x20    42 bytes\n\
+                   PASS   : tst_X::tagged(a)\n\
+                   RESULT : tst_X::tagged():\"a\":\n\
+                   \x20    1,500 CPU cycles\n\
+                   \x20    7 widgets\n\
+                   Totals: 2 passed, 0 failed, 0 skipped, 0 blacklisted, 1ms\n\
+                   ********* Finished testing of tst_X *********\n";
+        let r = parse(txt.as_bytes());
+        let csv = "\"bytesMetric\",\"\",\"BytesAllocated\",42.5,42.5,1\n\
+                   \"tagged\",\"a\",\"CPUCycles\",1500,1500,1\n";
+        let reference = super::super::csv::parse(csv.as_bytes());
+        let rows = |r: &Results| {
+            r.cases()
+                .flat_map(|c| {
+                    c.metrics.iter().map(|m| {
+                        (
+                            c.name.clone(),
+                            c.data_tag.clone(),
+                            m.name.clone(),
+                            m.unit.clone(),
+                            m.iterations,
+                            m.value.round(),
+                        )
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        let got = rows(&r);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].0, "bytesMetric");
+        assert_eq!(
+            (got[0].2.as_str(), got[0].3.as_str()),
+            ("BytesAllocated", "bytes")
+        );
+        assert_eq!(got[0].5, 42.0);
+        assert_eq!(got[1].5, 1500.0);
+        let want = rows(&reference);
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!((&g.0, &g.1, &g.2, &g.3, g.4), (&w.0, &w.1, &w.2, &w.3, w.4));
+        }
+        // `7 widgets` names no QtTest unit: program output, not a metric.
+        assert!(r.complete, "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn custom_metric_line_needs_a_known_unit() {
+        let m = parse_metric_line("     42 bytes").expect("metric");
+        assert_eq!(
+            (m.value, m.total, m.iterations),
+            (42.0, Some(42.0), Some(1))
+        );
+        assert!(parse_metric_line("7 widgets").is_none());
+        assert!(parse_metric_line("Received signal 11").is_none());
+        assert!(parse_metric_line("bytes 42").is_none());
     }
 }

@@ -189,6 +189,14 @@ pub(crate) fn parse<R: BufRead>(input: R, format: Format) -> Results {
         emit(&mut b, function.as_deref(), p);
     }
     let complete = !errored && saw_anything && closed && !testcase_open && function.is_none();
+    // A function that crashed before logging anything (or after its last data row ended)
+    // is still named by its open `<TestFunction>`.
+    if !complete
+        && !b.is_running()
+        && let Some(f) = function.as_deref().filter(|f| !f.is_empty())
+    {
+        b.set_running(Some((f, None)));
+    }
     let mut results = b.finish(complete);
     if !saw_anything {
         results.warnings.push("no QtTest XML elements found".into());
@@ -260,4 +268,73 @@ fn benchmark(b: &mut QtBuilder, function: Option<&str>, e: &BytesStart<'_>) {
         variance: variance.as_deref().and_then(parse_number),
     };
     b.benchmark(function.unwrap_or(""), tag.as_deref(), metric);
+}
+
+#[cfg(test)]
+mod tests {
+    use testfleet_wire::results::CaseOutcome;
+
+    use super::*;
+
+    const HEAD: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+                        <TestCase name=\"tst_X\">\n\
+                        <TestFunction name=\"initTestCase\">\n\
+                        <Incident type=\"pass\" file=\"\" line=\"0\" />\n\
+                        <Duration msecs=\"0.1\"/>\n\
+                        </TestFunction>\n\
+                        <TestFunction name=\"crashes\">\n";
+
+    /// Regression: a file ending inside `<TestFunction name="crashes">` recorded the
+    /// crash with no function.
+    #[test]
+    fn crash_inside_an_open_function_names_it() {
+        for format in [Format::QtXml, Format::QtLightXml] {
+            let input = if format == Format::QtXml {
+                HEAD.to_string()
+            } else {
+                HEAD.replacen("<TestCase name=\"tst_X\">\n", "", 1)
+            };
+            let r = parse(input.as_bytes(), format);
+            assert!(!r.complete, "{format:?}");
+            assert_eq!(r.crashed.len(), 1, "{format:?}: {:?}", r.crashed);
+            assert_eq!(
+                r.crashed[0].function.as_deref(),
+                Some("crashes"),
+                "{format:?}"
+            );
+            let case = r.cases().find(|c| c.name == "crashes").expect("case");
+            assert_eq!(case.outcome, CaseOutcome::Crash);
+        }
+    }
+
+    #[test]
+    fn crash_after_a_message_keeps_the_message() {
+        let input = format!(
+            "{HEAD}<Message type=\"qdebug\" file=\"\" line=\"0\">\n\
+             <Description><![CDATA[about to crash]]></Description>\n</Message>\n"
+        );
+        let r = parse(input.as_bytes(), Format::QtXml);
+        assert_eq!(r.crashed.len(), 1, "{:?}", r.crashed);
+        assert_eq!(r.crashed[0].function.as_deref(), Some("crashes"));
+        assert!(
+            r.crashed[0].log.contains("about to crash"),
+            "{:?}",
+            r.crashed
+        );
+    }
+
+    #[test]
+    fn closed_function_is_not_a_crash_candidate() {
+        let input =
+            format!("{HEAD}<Incident type=\"pass\" file=\"\" line=\"0\" />\n</TestFunction>\n");
+        let r = parse(input.as_bytes(), Format::QtXml);
+        assert!(!r.complete);
+        let case = r.cases().find(|c| c.name == "crashes").expect("case");
+        assert_eq!(case.outcome, CaseOutcome::Pass);
+        assert!(
+            r.crashed.iter().all(|c| c.function.is_none()),
+            "{:?}",
+            r.crashed
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! values, parsing of the `Authorization` auth-params, the expected
 //! `response`, and per-(nonce, cnonce) counts that refuse replays.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -200,11 +201,16 @@ pub fn digest_ha1(user: &str, realm: &str, password: &str) -> (String, String) {
     )
 }
 
+/// Digest credentials that are not a list of auth-params.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed Digest credentials")]
+pub struct MalformedDigest;
+
 /// Splits the auth-params of a Digest `Authorization` header
 /// (`key=token` or `key="quoted \"string\""`, comma separated) into
 /// lowercase keys and unquoted values.
-pub fn parse_auth_params(input: &str) -> Result<HashMap<String, String>, &'static str> {
-    const MALFORMED: &str = "malformed Digest credentials";
+pub fn parse_auth_params(input: &str) -> Result<HashMap<String, String>, MalformedDigest> {
+    const MALFORMED: MalformedDigest = MalformedDigest;
     let mut params = HashMap::new();
     let mut chars = input.chars().peekable();
     loop {
@@ -320,7 +326,8 @@ pub(super) async fn identify_digest(
     credentials: &str,
 ) -> Result<Option<Identity>, AuthError> {
     let auth = &c.config.auth;
-    let p = parse_auth_params(credentials).map_err(AuthError::invalid)?;
+    let p = parse_auth_params(credentials)
+        .map_err(|e| AuthError::Invalid(Cow::Owned(e.to_string())))?;
     let get = |key: &'static str| -> Result<&str, AuthError> {
         p.get(key)
             .map(String::as_str)
@@ -421,7 +428,8 @@ pub(super) async fn identify_digest(
     // with a fresh one and a replayer gets nothing.
     let count = u32::from_str_radix(nc, 16).unwrap_or(0);
     if !c
-        .digest_counts
+        .auth
+        .digest_counts()
         .advance(nonce, cnonce, count, unix_now(), auth.digest_nonce_lifetime)
     {
         tracing::warn!(user = %user.name, "Digest nonce count reused (replay?)");

@@ -9,12 +9,21 @@ use testfleet_store::StoredUser;
 
 use super::digest::digest_ha1;
 
+/// Why a secret could not be hashed or made.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("failed to hash the secret: {0}")]
+    Hash(argon2::password_hash::Error),
+    #[error("the operating system gave no randomness: {0}")]
+    Random(getrandom::Error),
+}
+
 /// Hashes a password or agent secret with argon2id (PHC string).
-pub fn hash_secret(secret: &str) -> Result<String, String> {
+pub fn hash_secret(secret: &str) -> Result<String, HashError> {
     Argon2::default()
         .hash_password(secret.as_bytes())
         .map(|h| h.to_string())
-        .map_err(|e| format!("failed to hash: {e}"))
+        .map_err(HashError::Hash)
 }
 
 /// Checks a secret against an argon2 PHC hash.
@@ -25,18 +34,18 @@ pub fn verify_secret(secret: &str, hash: &str) -> bool {
 }
 
 /// A new random API token (shown once) and the hash to store.
-pub fn new_token() -> Result<(String, String), String> {
+pub fn new_token() -> Result<(String, String), HashError> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness: {e}"))?;
+    getrandom::fill(&mut bytes).map_err(HashError::Random)?;
     let token = format!("tf_{}", hex::encode(bytes));
     let hash = token_hash(&token);
     Ok((token, hash))
 }
 
 /// A new random agent secret.
-pub fn new_secret() -> Result<String, String> {
+pub fn new_secret() -> Result<String, HashError> {
     let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness: {e}"))?;
+    getrandom::fill(&mut bytes).map_err(HashError::Random)?;
     Ok(hex::encode(bytes))
 }
 
@@ -53,7 +62,7 @@ pub fn user_record(
     password: &str,
     admin: bool,
     realm: &str,
-) -> Result<StoredUser, String> {
+) -> Result<StoredUser, HashError> {
     let (md5, sha256) = digest_ha1(name, realm, password);
     Ok(StoredUser {
         name: name.to_owned(),

@@ -6,10 +6,9 @@
 //! Secrets never reach a log: only names, addresses and outcomes do.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -21,14 +20,20 @@ use testfleet_wire::api::ErrorBody;
 
 use crate::coordinator::Coordinator;
 
+mod agent;
 mod digest;
 mod hash;
+mod state;
 
+pub use agent::{AgentAuthError, check_agent_secret};
 pub use digest::{
-    DigestAlgorithm, DigestCounts, NonceCheck, NonceKey, digest_ha1, digest_response,
-    parse_auth_params,
+    DigestAlgorithm, DigestCounts, MalformedDigest, NonceCheck, NonceKey, digest_ha1,
+    digest_response, parse_auth_params,
 };
-pub use hash::{hash_secret, new_secret, new_token, token_hash, user_record, verify_secret};
+pub use hash::{
+    HashError, hash_secret, new_secret, new_token, token_hash, user_record, verify_secret,
+};
+pub use state::{AuthState, FailureLimiter};
 
 use digest::{identify_digest, unix_now};
 
@@ -69,16 +74,21 @@ impl Default for AuthConfig {
 /// The realm unless configured.
 pub const DEFAULT_REALM: &str = "testfleet";
 
+/// A realm that cannot be sent inside a challenge's quoted string.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not a usable realm (1 to 100 printable ASCII characters, no quotes or backslashes)"
+)]
+pub struct InvalidRealm(pub String);
+
 /// Checks a configured realm: it is sent inside a quoted string.
-pub fn validate_realm(realm: &str) -> Result<(), String> {
+pub fn validate_realm(realm: &str) -> Result<(), InvalidRealm> {
     if realm.is_empty()
         || realm.len() > 100
         || !realm.chars().all(|c| c.is_ascii_graphic() || c == ' ')
         || realm.contains(['"', '\\'])
     {
-        return Err(format!(
-            "`{realm}` is not a usable realm (1 to 100 printable ASCII characters, no quotes or backslashes)"
-        ));
+        return Err(InvalidRealm(realm.to_owned()));
     }
     Ok(())
 }
@@ -99,45 +109,6 @@ impl Identity {
             Identity::User { name, .. } => format!("user:{name}"),
             Identity::Token { name, .. } => format!("token:{name}"),
         }
-    }
-}
-
-/// Slows down repeated failed authentication from one address.
-#[derive(Debug, Default)]
-pub struct FailureLimiter {
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
-}
-
-impl FailureLimiter {
-    /// Failures within this window count together.
-    const WINDOW: Duration = Duration::from_secs(60);
-    /// Failures allowed before answers slow down.
-    const FREE: u32 = 5;
-
-    /// The delay to apply before answering this address's next failure.
-    pub fn failed(&self, ip: IpAddr) -> Duration {
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if map.len() > 10_000 {
-            map.retain(|_, (_, since)| now.duration_since(*since) < Self::WINDOW);
-        }
-        let entry = map.entry(ip).or_insert((0, now));
-        if now.duration_since(entry.1) > Self::WINDOW {
-            *entry = (0, now);
-        }
-        entry.0 += 1;
-        match entry.0.saturating_sub(Self::FREE) {
-            0 => Duration::ZERO,
-            // 200 ms, 400 ms, 800 ms … at most 5 s per answer.
-            over => Duration::from_millis((100u64 << over.min(6)).min(5_000)),
-        }
-    }
-
-    pub fn succeeded(&self, ip: IpAddr) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&ip);
     }
 }
 
@@ -294,7 +265,7 @@ pub async fn guard(
     );
     let ip = peer(&request);
     let result = identify(&c, request.method(), request.uri(), request.headers(), ip).await;
-    let limiter = &c.auth_failures;
+    let limiter = &c.auth;
     let auth = &c.config.auth;
     match result {
         Ok(Some(identity)) => {
@@ -378,24 +349,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failures_slow_down_after_a_few() {
-        let l = FailureLimiter::default();
-        let ip: IpAddr = "10.1.2.3".parse().unwrap();
-        for _ in 0..5 {
-            assert!(l.failed(ip).is_zero());
-        }
-        assert_eq!(l.failed(ip), Duration::from_millis(200));
-        assert_eq!(l.failed(ip), Duration::from_millis(400));
-        l.succeeded(ip);
-        assert!(l.failed(ip).is_zero());
-    }
-
-    #[test]
     fn realms_are_checked() {
         assert!(validate_realm("testfleet").is_ok());
         assert!(validate_realm("ci fleet@example.org").is_ok());
         assert!(validate_realm("").is_err());
         assert!(validate_realm("a\"b").is_err());
         assert!(validate_realm("a\nb").is_err());
+        assert_eq!(
+            validate_realm("a\"b").unwrap_err().to_string(),
+            "`a\"b` is not a usable realm (1 to 100 printable ASCII characters, no quotes or backslashes)"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! the scheduler lock; claims commit in the store's batches without it.
 
 use super::*;
+use testfleet_wire::reason::RuntimeBasis;
 
 impl Coordinator {
     /// Hands queued work to every agent with an open fetch.
@@ -35,18 +36,17 @@ impl Coordinator {
                     let Some(slot) = sched.agents.get_mut(&host) else {
                         continue;
                     };
-                    slot.claiming = false;
                     match claim {
                         Ok(Some(claimed)) if cancelled_job => {
                             // The job was cancelled while its claim committed.
-                            slot.waiting = true;
+                            slot.claim_answered(false);
                             again = true;
                             cancelled.push(claimed.attempt);
                         }
                         Ok(Some(claimed)) => {
-                            slot.waiting = false;
+                            slot.claim_answered(true);
                             slot.status = Some(Stage::New.as_str().to_owned());
-                            if let Some(socket) = &slot.socket
+                            if let Some(socket) = self.sockets.get(&host)
                                 && let Err(e) = socket.emit(events::SEND_WORK, &claimed.work)
                             {
                                 // The lease reaps it if the agent does not come back.
@@ -68,12 +68,12 @@ impl Coordinator {
                         }
                         Ok(None) => {
                             // Cancelled meanwhile: the agent still wants work.
-                            slot.waiting = true;
+                            slot.claim_answered(false);
                             again = true;
                         }
                         Err(e) => {
                             tracing::error!(task = task.id, "failed to claim task: {e}");
-                            slot.waiting = true;
+                            slot.claim_answered(false);
                             sched.enqueue(task.clone());
                         }
                     }
@@ -125,7 +125,10 @@ pub(super) fn runtime_limit(
             let ms = d.as_millis() as f64 * scale;
             (
                 ms,
-                json!({"source": "max_runtime", "max_runtime_ms": d.as_millis() as u64, "timeout_scale": scale}),
+                RuntimeBasis::MaxRuntime {
+                    max_runtime_ms: d.as_millis() as u64,
+                    timeout_scale: scale,
+                },
             )
         }
         None => {
@@ -138,8 +141,14 @@ pub(super) fn runtime_limit(
             let ms = (stats.p95_ms * factor).max(config.runtime_floor.as_millis() as f64) * scale;
             (
                 ms,
-                json!({"source": "history", "task_key": run.task_key, "runs": stats.runs, "p95_ms": stats.p95_ms,
-                       "mean_ms": stats.mean_ms, "factor": factor, "timeout_scale": scale}),
+                RuntimeBasis::History {
+                    task_key: run.task_key.clone(),
+                    runs: stats.runs,
+                    p95_ms: stats.p95_ms,
+                    mean_ms: stats.mean_ms,
+                    factor,
+                    timeout_scale: scale,
+                },
             )
         }
     };
@@ -157,7 +166,7 @@ pub(super) fn pick_work(sched: &mut Scheduler) -> Vec<(String, testfleet_store::
     let waiting: Vec<String> = sched
         .agents
         .iter()
-        .filter(|(_, s)| s.online() && s.waiting && !s.claiming && s.running.is_none())
+        .filter(|(_, s)| s.waiting() && s.running.is_none())
         .map(|(h, _)| h.clone())
         .collect();
     let mut picks = Vec::new();
@@ -166,8 +175,7 @@ pub(super) fn pick_work(sched: &mut Scheduler) -> Vec<(String, testfleet_store::
             continue;
         };
         if let Some(slot) = sched.agents.get_mut(&host) {
-            slot.waiting = false;
-            slot.claiming = true;
+            slot.claim_started();
         }
         sched.reserve(&task.queue);
         picks.push((host, task));

@@ -3,6 +3,7 @@
 //! the task's end.
 
 use super::*;
+use testfleet_wire::reason::ReasonData;
 
 impl Coordinator {
     /// Frees the agent's slot of a finishing attempt (call under the lock,
@@ -28,7 +29,7 @@ impl Coordinator {
         run: &RunningAttempt,
         outcome: AttemptOutcome,
         reason: Option<&str>,
-        reason_data: Option<&Value>,
+        reason_data: Option<&ReasonData>,
         results: Option<&[testfleet_wire::results::Results]>,
     ) {
         let stage = match outcome {

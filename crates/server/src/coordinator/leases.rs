@@ -8,10 +8,10 @@
 
 use std::sync::atomic::Ordering;
 
-use serde_json::json;
 use testfleet_core::AttemptOutcome;
 use testfleet_core::time_fmt::UnixMillis;
 use testfleet_store::RunningAttempt;
+use testfleet_wire::reason::ReasonData;
 
 use super::{Coordinator, humanize};
 
@@ -22,7 +22,7 @@ impl Coordinator {
     pub(super) async fn reap_leases(
         &self,
         now: UnixMillis,
-    ) -> Vec<(RunningAttempt, AttemptOutcome, String, serde_json::Value)> {
+    ) -> Vec<(RunningAttempt, AttemptOutcome, String, ReasonData)> {
         let lease = i64::try_from(self.config.lease_timeout.as_millis()).unwrap_or(i64::MAX);
         let last = self.leases_renewed_at.load(Ordering::Relaxed);
         if now.saturating_sub(last) < lease / 4 {
@@ -34,7 +34,7 @@ impl Coordinator {
             let connected = sched
                 .agents
                 .iter()
-                .filter(|(_, s)| s.socket.is_some() && s.running.is_some())
+                .filter(|(_, s)| s.online() && s.running.is_some())
                 .map(|(name, _)| name.clone())
                 .collect();
             let mine = sched
@@ -72,7 +72,7 @@ impl Coordinator {
                     run,
                     AttemptOutcome::InfraError,
                     reason,
-                    json!({"kind": "lease_expired"}),
+                    ReasonData::LeaseExpired,
                 )
             })
             .collect()

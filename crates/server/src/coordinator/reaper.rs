@@ -2,12 +2,13 @@
 //! agents, status requests.
 
 use super::*;
+use testfleet_wire::reason::{ReasonData, RuntimeBasis};
 
 impl Coordinator {
     /// Agents whose secret was revoked or rotated since the last check are
     /// disconnected; their reconnect is checked against the new secret.
     pub(super) async fn disconnect_revoked_agents(&self) {
-        let since = self.secrets_checked_at.load(Ordering::Relaxed);
+        let since = self.auth.secrets_checked_at();
         // Wall-clock time: the admin command stamps changes with it.
         let now = SystemClock.now_millis();
         let changed = match self.store.agent_secrets_changed_since(since).await {
@@ -17,14 +18,9 @@ impl Coordinator {
                 return;
             }
         };
-        self.secrets_checked_at.store(now, Ordering::Relaxed);
-        if changed.is_empty() {
-            return;
-        }
-        self.agent_secrets_epoch.fetch_add(1, Ordering::Relaxed);
-        let sched = self.sched.lock().await;
+        self.auth.secrets_checked(now, !changed.is_empty());
         for host in changed {
-            if let Some(socket) = sched.agents.get(&host).and_then(|s| s.socket.clone()) {
+            if let Some(socket) = self.sockets.get(&host) {
                 tracing::warn!(agent = %host, "agent secret revoked or rotated: disconnecting");
                 let _ = socket.emit(
                     events::ERROR,
@@ -62,15 +58,18 @@ impl Coordinator {
                 "stalled: running for {}s, beyond its limit of {}s ({})",
                 elapsed / 1000,
                 limit.limit_ms / 1000,
-                if limit.basis["source"] == "max_runtime" {
-                    "max_runtime"
-                } else {
-                    "derived from this task's history"
+                match limit.basis {
+                    RuntimeBasis::MaxRuntime { .. } => "max_runtime",
+                    RuntimeBasis::History { .. } => "derived from this task's history",
                 }
             );
-            let data = json!({"kind": "runtime_threshold", "elapsed_ms": elapsed, "limit_ms": limit.limit_ms,
-                              "basis": limit.basis, "agent_load": load});
-            if let Some(socket) = sched.agents.get(&run.agent).and_then(|s| s.socket.as_ref()) {
+            let data = ReasonData::RuntimeThreshold {
+                elapsed_ms: elapsed,
+                limit_ms: limit.limit_ms,
+                basis: limit.basis.clone(),
+                agent_load: load,
+            };
+            if let Some(socket) = self.sockets.get(&run.agent) {
                 let _ = socket.emit(
                     events::CANCEL_WORK,
                     &CancelWork {
@@ -85,7 +84,7 @@ impl Coordinator {
         let expired: Vec<RunningAttempt> = sched
             .agents
             .values()
-            .filter(|s| s.offline_since.is_some_and(|t| now - t >= lease))
+            .filter(|s| s.offline_since().is_some_and(|t| now - t >= lease))
             .filter_map(|s| s.running.clone())
             .collect();
         for run in expired {
@@ -99,18 +98,20 @@ impl Coordinator {
                 run,
                 AttemptOutcome::InfraError,
                 reason,
-                json!({"kind": "lease_expired"}),
+                ReasonData::LeaseExpired,
             ));
         }
         let normal =
             i64::try_from(self.config.request_status_interval.as_millis()).unwrap_or(i64::MAX);
         let in_test = i64::try_from(self.config.request_status_interval_in_test.as_millis())
             .unwrap_or(i64::MAX);
-        for slot in sched.agents.values_mut() {
-            let Some(socket) = &slot.socket else { continue };
+        for (host, slot) in sched.agents.iter_mut() {
             if slot.running.is_none() {
                 continue;
             }
+            let Some(socket) = self.sockets.get(host) else {
+                continue;
+            };
             let interval = if slot.status.as_deref() == Some("test") {
                 in_test
             } else {

@@ -17,9 +17,9 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
 use testfleet_core::time_fmt::format_millis;
 use testfleet_store::Store;
+use testfleet_wire::api::{ErrorBody, ExporterStatus, ExportersView};
 use tokio::task::JoinHandle;
 
 pub use influx::{InfluxApi, InfluxConfig, influx_body};
@@ -223,11 +223,16 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
 
 async fn status(
     State(c): State<Arc<Coordinator>>,
-) -> Result<Json<Value>, (axum::http::StatusCode, Json<Value>)> {
+) -> Result<Json<ExportersView>, (axum::http::StatusCode, Json<ErrorBody>)> {
     let sinks = c.store.outbox_status().await.map_err(|e| {
         (
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"error": format!("failed to read the outbox: {e}")})),
+            Json(ErrorBody {
+                error: format!("failed to read the outbox: {e}"),
+                field: None,
+                line: None,
+                column: None,
+            }),
         )
     })?;
     let cfg = &c.config.exporters;
@@ -236,22 +241,23 @@ async fn status(
         RESULTSDB_SINK => cfg.resultsdb.as_ref().map(|r| r.url.clone()),
         _ => None,
     };
-    let list: Vec<Value> = sinks
+    let exporters = sinks
         .into_iter()
         .map(|s| {
-            json!({
-                "name": s.name,
-                "configured": url_of(&s.name).is_some(),
-                "url": url_of(&s.name),
-                "pending": s.pending,
-                "delivered": s.delivered,
-                "dropped": s.dropped,
-                "failures": s.failures,
-                "last_error": s.last_error,
-                "last_error_at": s.last_error_at.map(format_millis),
-                "last_success_at": s.last_success_at.map(format_millis),
-            })
+            let url = url_of(&s.name);
+            ExporterStatus {
+                configured: url.is_some(),
+                url,
+                pending: s.pending,
+                delivered: s.delivered,
+                dropped: s.dropped,
+                failures: s.failures,
+                last_error: s.last_error,
+                last_error_at: s.last_error_at.map(format_millis),
+                last_success_at: s.last_success_at.map(format_millis),
+                name: s.name,
+            }
         })
         .collect();
-    Ok(Json(json!({ "exporters": list })))
+    Ok(Json(ExportersView { exporters }))
 }

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use testfleet_store::{NewRdbResult, RDB_OUTCOMES, RdbGroup};
 
 use crate::Coordinator;
+use crate::http_error::HttpError;
 use json::{
     base_url, data_values, group_json, json_body, new_uuid, opt_str, result_json, testcase_json,
 };
@@ -83,18 +84,13 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
 type Params = Query<Vec<(String, String)>>;
 type ApiResult = Result<Response, ApiError>;
 
-/// An error answer: ResultsDB's `{message}` body with a status.
-#[derive(Debug)]
-struct ApiError(StatusCode, String);
+/// An error answer: the server's one [`HttpError`], with ResultsDB's
+/// `{message}` body (see [`error`]).
+type ApiError = HttpError;
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "message": self.1 }))).into_response()
-    }
-}
-
+/// An error answer with ResultsDB's `{message}` body.
 fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
-    ApiError(status, message.into())
+    HttpError::new(status, message).resultsdb()
 }
 
 fn store_error(e: testfleet_store::StoreError) -> ApiError {

@@ -3,6 +3,7 @@
 use testfleet_core::AttemptOutcome;
 use testfleet_core::time_fmt::format_millis;
 use testfleet_store::{NewArtifact, Store, StoreError, StoredArtifact};
+use testfleet_wire::artifact::ArtifactKind;
 
 use crate::support::{INTEGRATION, claim, parse, simple_job, submit};
 
@@ -16,7 +17,7 @@ contract_tests!(
 fn art(path: &str, size: u64) -> NewArtifact {
     NewArtifact {
         path: path.into(),
-        kind: "always".into(),
+        kind: ArtifactKind::Always,
         digest: "ab".repeat(32),
         size,
     }
@@ -132,7 +133,7 @@ async fn artifacts_are_listed_per_job_and_attempt(store: Store) {
         .attempt_id;
     assert_eq!(store.last_attempt(queued[0].id).await.unwrap(), Some(a));
     let mut stdout = art("stdout.log", 42);
-    stdout.kind = "stdout".into();
+    stdout.kind = ArtifactKind::Stdout;
     stdout.digest = "cd".repeat(32);
     for (attempt, host, new) in [
         (b, "h2", art("results/b.xml", 7)),
@@ -210,7 +211,7 @@ async fn artifacts_are_listed_per_job_and_attempt(store: Store) {
     );
     let out = &list[1];
     assert_eq!(out.job_id, job_id);
-    assert_eq!(out.kind, "stdout");
+    assert_eq!(out.kind, ArtifactKind::Stdout);
     assert_eq!(out.digest, stdout.digest);
     assert_eq!(out.created_at, format_millis(3_000));
     assert_eq!(&store.artifact(out.id).await.unwrap(), out);

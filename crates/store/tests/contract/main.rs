@@ -10,8 +10,9 @@
 //! database can show: several coordinators racing on one PostgreSQL.
 //!
 //! PostgreSQL is `postgres://postgres@127.0.0.1:5432`; each test gets its own
-//! database, dropped afterwards. Outside CI a test skips (with a notice) when
-//! the server is unreachable; under `CI=true` that is a failure.
+//! database, dropped afterwards. When the server is unreachable the test
+//! kit's peer rule applies: outside CI the test is reported as skipped
+//! (`SKIPPED …` on stderr), under `CI=true` it fails.
 
 /// Generates, for every `async fn name(store: Store)` listed, the tests
 /// `sqlite::name` and `postgres::name` that run it on each backend.
@@ -40,11 +41,14 @@ macro_rules! contract_tests {
 mod agents;
 mod artifacts;
 mod concurrency;
+mod finish;
 mod fixture;
+mod job_list;
 mod jobs;
 mod logs;
 mod outbox;
 mod resultsdb;
+mod retry;
 mod security;
 mod support;
 mod views;

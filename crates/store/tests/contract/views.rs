@@ -5,6 +5,7 @@ use testfleet_core::{AttemptOutcome, JobState, LabelSet};
 use testfleet_store::{AttemptContext, Store, StoreError, TaskStats};
 use testfleet_wire::api::{CaseCounts, MetricView};
 use testfleet_wire::protocol::MachineInfo;
+use testfleet_wire::reason::{ReasonData, StepRef};
 
 use crate::support::{INTEGRATION, as_json, claim, parse, qtest_results, simple_job, submit};
 
@@ -13,6 +14,7 @@ contract_tests!(
     results_are_counted_per_task_and_job,
     attempt_context_names_the_integration_and_machine,
     runtime_history_and_flaky_statistics,
+    reason_data_reads_back_typed_and_old_rows_unchanged,
     threshold_statistics_group_stopped_attempts_by_kind,
 );
 
@@ -29,15 +31,15 @@ async fn jobs_lists_newest_first_and_filters_by_state(store: Store) {
     let (second, _) = submit(&store, &parse(INTEGRATION), 2_000).await;
     let (third, _) = submit(&store, &simple_job("third", 3, 0, 2), 3_000).await;
     let ids =
-        |jobs: Vec<testfleet_wire::api::JobView>| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
+        |jobs: Vec<testfleet_wire::api::JobSummary>| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
     assert_eq!(
         ids(store.jobs(10, None).await.unwrap()),
         vec![third, second, first]
     );
     assert_eq!(ids(store.jobs(2, None).await.unwrap()), vec![third, second]);
     let listed = store.jobs(10, None).await.unwrap();
-    assert_eq!(listed[0].tasks.len(), 3);
-    assert_eq!(listed[0], store.job(third).await.unwrap());
+    assert_eq!(listed[0].tasks.total, 3);
+    assert_eq!(listed[0], store.job_summary(third).await.unwrap());
 
     let a = claim(&store, q1[0].id, "agent-1", 4_000)
         .await
@@ -338,7 +340,8 @@ async fn threshold_statistics_group_stopped_attempts_by_kind(store: Store) {
                 None,
                 *outcome,
                 Some("stopped"),
-                Some(data),
+                // Most of these are shapes older versions wrote: kept as they were.
+                Some(&reason(data)),
                 None,
                 None,
                 *at,
@@ -359,4 +362,59 @@ async fn threshold_statistics_group_stopped_attempts_by_kind(store: Store) {
              "max_runtime_ms": 4_000, "mean_agent_load": 0.5, "max_agent_load": 0.5},
         ])
     );
+}
+
+fn reason(data: &serde_json::Value) -> ReasonData {
+    serde_json::from_value(data.clone()).expect("any JSON object is reason data")
+}
+
+/// `reason_data` is typed by its `kind`; a row of a kind this version does not know,
+/// or of a known kind in an older shape, still reads, and reads back as it was written.
+async fn reason_data_reads_back_typed_and_old_rows_unchanged(store: Store) {
+    let (_, queued) = submit(&store, &simple_job("reasons", 3, 0, 0), 1_000).await;
+    let typed = ReasonData::ExitStatus {
+        step: StepRef {
+            step: 0,
+            stage: "test".into(),
+            command: "make check".into(),
+        },
+        exit_code: 2,
+    };
+    let unknown = json!({"kind": "from_the_future", "detail": {"a": [1, 2]}});
+    let old_shape = json!({"kind": "runtime_threshold", "basis": "p95", "agent_load": 1.5});
+    let written = [typed.clone(), reason(&unknown), reason(&old_shape)];
+    for (data, task) in written.iter().zip(&queued) {
+        let a = claim(&store, task.id, "agent-1", 1_000)
+            .await
+            .attempt
+            .attempt_id;
+        store
+            .finish_attempt(
+                a,
+                None,
+                AttemptOutcome::Failed,
+                Some("failed"),
+                Some(data),
+                None,
+                None,
+                2_000,
+            )
+            .await
+            .unwrap();
+    }
+    let mut read = Vec::new();
+    for task in &queued {
+        let detail = store.task(task.id).await.unwrap();
+        read.push(
+            detail.attempts_list[0]
+                .reason_data
+                .clone()
+                .expect("reason data"),
+        );
+    }
+    assert_eq!(read[0], typed);
+    assert!(matches!(read[1], ReasonData::Other(_)), "{:?}", read[1]);
+    assert_eq!(serde_json::to_value(&read[1]).unwrap(), unknown);
+    assert_eq!(read[2].kind_str(), Some("runtime_threshold"));
+    assert_eq!(serde_json::to_value(&read[2]).unwrap(), old_shape);
 }

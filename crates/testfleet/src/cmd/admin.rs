@@ -85,7 +85,7 @@ pub async fn users(action: UsersCommand, file: &FileConfig) -> Result<u8> {
             store
                 .audit("admin:cli", None, "user add", Some(&name), None, now())
                 .await?;
-            println!("user `{name}` saved{}", if admin { " (admin)" } else { "" });
+            outln!("user `{name}` saved{}", if admin { " (admin)" } else { "" })?;
         }
         UsersCommand::Remove { name, data } => {
             let store = open(&data, file).await?;
@@ -93,11 +93,11 @@ pub async fn users(action: UsersCommand, file: &FileConfig) -> Result<u8> {
             store
                 .audit("admin:cli", None, "user remove", Some(&name), None, now())
                 .await?;
-            println!("user `{name}` removed");
+            outln!("user `{name}` removed")?;
         }
         UsersCommand::List { data } => {
             let store = open(&data, file).await?;
-            println!("{}", serde_json::to_string_pretty(&store.users().await?)?);
+            outln!("{}", serde_json::to_string_pretty(&store.users().await?)?)?;
         }
     }
     Ok(exit::OK)
@@ -115,7 +115,7 @@ pub async fn tokens(action: TokensCommand, file: &FileConfig) -> Result<u8> {
             eprintln!(
                 "token `{name}` created; it is shown once, keep it (e.g. export TESTFLEET_TOKEN=…):"
             );
-            println!("{token}");
+            outln!("{token}")?;
         }
         TokensCommand::Revoke { name, data } => {
             let store = open(&data, file).await?;
@@ -123,11 +123,11 @@ pub async fn tokens(action: TokensCommand, file: &FileConfig) -> Result<u8> {
             store
                 .audit("admin:cli", None, "token revoke", Some(&name), None, now())
                 .await?;
-            println!("token `{name}` revoked");
+            outln!("token `{name}` revoked")?;
         }
         TokensCommand::List { data } => {
             let store = open(&data, file).await?;
-            println!("{}", serde_json::to_string_pretty(&store.tokens().await?)?);
+            outln!("{}", serde_json::to_string_pretty(&store.tokens().await?)?)?;
         }
     }
     Ok(exit::OK)
@@ -152,7 +152,7 @@ pub async fn agents(action: AgentsCommand, file: &FileConfig) -> Result<u8> {
                     now(),
                 )
                 .await?;
-            println!("secret of host `{host}` set");
+            outln!("secret of host `{host}` set")?;
         }
         SecretCommand::Rotate { host, data } => {
             let store = open(&data, file).await?;
@@ -173,7 +173,7 @@ pub async fn agents(action: AgentsCommand, file: &FileConfig) -> Result<u8> {
             eprintln!(
                 "new secret of host `{host}` (shown once; its agent is disconnected until it uses it):"
             );
-            println!("{secret}");
+            outln!("{secret}")?;
         }
         SecretCommand::Revoke { host, data } => {
             let store = open(&data, file).await?;
@@ -188,7 +188,7 @@ pub async fn agents(action: AgentsCommand, file: &FileConfig) -> Result<u8> {
                     now(),
                 )
                 .await?;
-            println!("secret of host `{host}` revoked; its agent is disconnected and refused");
+            outln!("secret of host `{host}` revoked; its agent is disconnected and refused")?;
         }
     }
     Ok(exit::OK)

@@ -21,16 +21,21 @@ pub async fn run(api: &ApiClient, action: ArtifactsCommand) -> Result<u8> {
         ArtifactsCommand::List { job, json } => {
             let list = api.job_artifacts(job).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                outln!("{}", serde_json::to_string_pretty(&list)?)?;
             } else if list.is_empty() {
-                println!("job {job} has no artifacts");
+                outln!("job {job} has no artifacts")?;
             } else {
-                println!(
+                outln!(
                     "{:>6}  {:<24} {:>7}  {:<11} {:<10} {:>12}  PATH",
-                    "ID", "TASK", "ATTEMPT", "OUTCOME", "KIND", "BYTES"
-                );
+                    "ID",
+                    "TASK",
+                    "ATTEMPT",
+                    "OUTCOME",
+                    "KIND",
+                    "BYTES"
+                )?;
                 for a in list {
-                    println!(
+                    outln!(
                         "{:>6}  {:<24} {:>7}  {:<11} {:<10} {:>12}  {}",
                         a.id,
                         a.task_name,
@@ -39,7 +44,7 @@ pub async fn run(api: &ApiClient, action: ArtifactsCommand) -> Result<u8> {
                         a.kind,
                         a.size,
                         a.path
-                    );
+                    )?;
                 }
             }
             Ok(exit::OK)
@@ -114,7 +119,7 @@ pub async fn run(api: &ApiClient, action: ArtifactsCommand) -> Result<u8> {
                     b.finish_and_clear();
                 }
                 total += n;
-                println!("{}", dest.display());
+                outln!("{}", dest.display())?;
             }
             eprintln!(
                 "downloaded {} artifact(s), {total} bytes, in {:.2}s",

@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use testfleet_client::ApiClient;
 use testfleet_core::{JobState, TaskState};
-use testfleet_wire::api::{JobView, StatsView, TaskView};
+use testfleet_wire::api::{
+    ExportersView, JobSummary, JobView, RetryView, StatsView, TaskView, WhyView,
+};
 
 use crate::cli::Command;
 use crate::exit;
@@ -38,19 +40,19 @@ pub async fn run(api: &ApiClient, command: Command) -> Result<u8> {
             };
             if !wait {
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&view)?);
+                    outln!("{}", serde_json::to_string_pretty(&view)?)?;
                 } else {
-                    println!(
+                    outln!(
                         "submitted job {} ({} task(s)); follow it with: testfleet watch {}",
                         view.id,
                         view.tasks.len(),
                         view.id
-                    );
+                    )?;
                 }
                 return Ok(exit::OK);
             }
             if !json {
-                println!("submitted job {} ({} task(s))", view.id, view.tasks.len());
+                outln!("submitted job {} ({} task(s))", view.id, view.tasks.len())?;
             }
             watch(api, view.id, json).await
         }
@@ -58,102 +60,95 @@ pub async fn run(api: &ApiClient, command: Command) -> Result<u8> {
         Command::Jobs { limit, state, json } => {
             let jobs = api.jobs(limit, state.as_deref()).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&jobs)?);
+                outln!("{}", serde_json::to_string_pretty(&jobs)?)?;
             } else if jobs.is_empty() {
-                println!("no jobs");
+                outln!("no jobs")?;
             } else {
-                println!(
-                    "{:>6}  {:<10} {:>7}  {:<24} NAME",
-                    "ID", "STATE", "TASKS", "CREATED"
-                );
-                for j in jobs {
-                    let done = j.tasks.iter().filter(|t| t.state.is_terminal()).count();
-                    println!(
-                        "{:>6}  {:<10} {:>3}/{:<3}  {:<24} {}",
-                        j.id,
-                        j.state,
-                        done,
-                        j.tasks.len(),
-                        j.created_at,
-                        j.name
-                    );
-                }
+                out!("{}", render_jobs(&jobs))?;
             }
             Ok(exit::OK)
         }
         Command::Show { job, json } => {
             let view = api.job(job).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&view)?);
+                outln!("{}", serde_json::to_string_pretty(&view)?)?;
             } else {
-                print!("{}", render_job(&view));
+                out!("{}", render_job(&view))?;
             }
             Ok(exit::OK)
         }
         Command::Cancel { job, json } => {
             let view = api.cancel(job).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&view)?);
+                outln!("{}", serde_json::to_string_pretty(&view)?)?;
             } else {
-                println!("job {} is {}", view.id, view.state);
+                outln!("job {} is {}", view.id, view.state)?;
             }
             Ok(exit::OK)
         }
         Command::Logs { task, follow, json } => logs(api, task, follow, json).await,
         Command::Report { job, format } => {
-            print!("{}", api.job_report(job, &format).await?);
+            out!("{}", api.job_report(job, &format).await?)?;
             Ok(exit::OK)
         }
-        Command::Exporters => {
-            println!("{}", serde_json::to_string_pretty(&api.exporters().await?)?);
+        Command::Exporters { json } => {
+            let view = api.exporters().await?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&view)?)?;
+            } else {
+                out!("{}", render_exporters(&view))?;
+            }
             Ok(exit::OK)
         }
         Command::Why { task, json } => {
             let why = api.why(task).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&why)?);
+                outln!("{}", serde_json::to_string_pretty(&why)?)?;
             } else {
-                println!("task {task}:");
-                for reason in why["reasons"].as_array().into_iter().flatten() {
-                    println!("  - {}", reason.as_str().unwrap_or_default());
-                }
+                out!("{}", render_why(&why))?;
             }
             Ok(exit::OK)
         }
+        Command::Retry {
+            job,
+            task,
+            wait,
+            json,
+        } => retry(api, job, task, wait, json).await,
         Command::Stats { json } => {
             let stats = api.stats().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&stats)?);
+                outln!("{}", serde_json::to_string_pretty(&stats)?)?;
             } else {
-                print!("{}", render_stats(&stats));
+                out!("{}", render_stats(&stats))?;
             }
             Ok(exit::OK)
         }
         Command::Summary { attempt } => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&api.attempt_summary(attempt).await?)?
-            );
+            )?;
             Ok(exit::OK)
         }
         Command::Agents { json, .. } => {
             let agents = api.agents().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&agents)?);
+                outln!("{}", serde_json::to_string_pretty(&agents)?)?;
             } else if agents.is_empty() {
-                println!("no agents have connected yet");
+                outln!("no agents have connected yet")?;
             } else {
-                println!("{:<24} {:<8} {:<10} LABELS", "HOST", "ONLINE", "STATUS");
+                outln!("{:<24} {:<8} {:<10} LABELS", "HOST", "ONLINE", "STATUS")?;
                 for a in agents {
                     let labels: Vec<String> =
                         a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    println!(
+                    outln!(
                         "{:<24} {:<8} {:<10} {}",
                         a.hostname,
                         if a.online { "yes" } else { "no" },
                         a.status.as_deref().unwrap_or("-"),
                         labels.join(",")
-                    );
+                    )?;
                 }
             }
             Ok(exit::OK)
@@ -256,7 +251,7 @@ pub async fn watch(api: &ApiClient, job_id: i64, json: bool) -> Result<u8> {
                     bar.set_message(line.clone());
                 }
             } else if !json && last.get(&t.id) != Some(&line) {
-                println!("{:<28} {line}", t.name);
+                outln!("{:<28} {line}", t.name)?;
                 let _ = std::io::stdout().flush();
             }
             last.insert(t.id, line);
@@ -272,9 +267,9 @@ pub async fn watch(api: &ApiClient, job_id: i64, json: bool) -> Result<u8> {
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&job)?);
+        outln!("{}", serde_json::to_string_pretty(&job)?)?;
     } else {
-        print!("\n{}", render_job(&job));
+        out!("\n{}", render_job(&job))?;
     }
     Ok(job_exit(&job))
 }
@@ -339,14 +334,12 @@ pub fn render_job(job: &JobView) -> String {
 
 async fn logs(api: &ApiClient, task: i64, follow: bool, json: bool) -> Result<u8> {
     let mut offset = 0;
-    let mut stdout = std::io::stdout();
     loop {
         let slice = api.task_log(task, offset).await?;
         if json {
-            println!("{}", serde_json::to_string(&slice)?);
+            outln!("{}", serde_json::to_string(&slice)?)?;
         } else {
-            stdout.write_all(slice.data.as_bytes())?;
-            stdout.flush()?;
+            crate::out::write_bytes(slice.data.as_bytes())?;
         }
         offset = slice.next_offset;
         if !follow || (slice.complete && slice.data.is_empty()) {
@@ -356,6 +349,120 @@ async fn logs(api: &ApiClient, task: i64, follow: bool, json: bool) -> Result<u8
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
+}
+
+/// The `jobs` table: one line per job with its tasks counted (done of all,
+/// failed, retried), from the list's summaries.
+fn render_jobs(jobs: &[JobSummary]) -> String {
+    let mut out = format!(
+        "{:>6}  {:<10} {:>13}  {:>6}  {:>7}  {:<24} NAME\n",
+        "ID", "STATE", "TASKS DONE", "FAILED", "RETRIED", "CREATED"
+    );
+    for j in jobs {
+        let o = &j.outcomes;
+        let failed = o.failed + o.timed_out + o.stalled + o.crashed + o.infra_error;
+        out.push_str(&format!(
+            "{:>6}  {:<10} {:>13}  {:>6}  {:>7}  {:<24} {}\n",
+            j.id,
+            j.state,
+            format!("{}/{}", j.tasks.finished(), j.tasks.total),
+            failed,
+            j.retried,
+            j.created_at,
+            j.name
+        ));
+    }
+    out
+}
+
+/// `testfleet retry JOB` or `testfleet retry --task TASK`.
+async fn retry(
+    api: &ApiClient,
+    job: Option<i64>,
+    task: Option<i64>,
+    wait: bool,
+    json: bool,
+) -> Result<u8> {
+    let view = match (job, task) {
+        (_, Some(task)) => api.retry_task(task).await?,
+        (Some(job), None) => api.retry_job(job).await?,
+        (None, None) => anyhow::bail!("name a job, or a task with --task"),
+    };
+    if !wait {
+        if json {
+            outln!("{}", serde_json::to_string_pretty(&view)?)?;
+        } else {
+            out!("{}", render_retry(&view))?;
+        }
+        return Ok(exit::OK);
+    }
+    if !json {
+        out!("{}", render_retry(&view))?;
+    }
+    watch(api, view.job.id, json).await
+}
+
+/// What a retry queued again, by task name.
+fn render_retry(view: &RetryView) -> String {
+    let names: Vec<String> = view
+        .retried
+        .iter()
+        .map(|id| {
+            view.job.tasks.iter().find(|t| t.id == *id).map_or_else(
+                || format!("task {id}"),
+                |t| format!("{} (task {id})", t.name),
+            )
+        })
+        .collect();
+    format!(
+        "job {}: {} failed task(s) queued again: {}; follow it with: testfleet watch {}\n",
+        view.job.id,
+        view.retried.len(),
+        names.join(", "),
+        view.job.id
+    )
+}
+
+fn render_why(why: &WhyView) -> String {
+    let mut out = format!("task {}:\n", why.task_id);
+    if why.reasons.is_empty() {
+        out.push_str("  - nothing holds it back; it goes to the next free agent that matches\n");
+    }
+    for reason in &why.reasons {
+        out.push_str(&format!("  - {reason}\n"));
+    }
+    out
+}
+
+fn render_exporters(view: &ExportersView) -> String {
+    if view.exporters.is_empty() {
+        return "no exporters configured (see docs/exporters.md)\n".to_owned();
+    }
+    let mut out = format!(
+        "{:<12} {:<10} {:>8} {:>10} {:>8} {:>8}  LAST ERROR\n",
+        "NAME", "CONFIGURED", "PENDING", "DELIVERED", "DROPPED", "FAILURES"
+    );
+    for e in &view.exporters {
+        let last_error = match (&e.last_error, &e.last_error_at) {
+            (Some(msg), Some(at)) => format!("{at}: {}", truncate(msg, 60)),
+            (Some(msg), None) => truncate(msg, 60),
+            _ => "-".to_owned(),
+        };
+        out.push_str(&format!(
+            "{:<12} {:<10} {:>8} {:>10} {:>8} {:>8}  {}\n",
+            e.name,
+            if e.configured { "yes" } else { "no" },
+            e.pending,
+            e.delivered,
+            e.dropped,
+            e.failures,
+            last_error
+        ));
+        if let Some(url) = &e.url {
+            out.push_str(&format!("{:<12} → {url}\n", ""));
+        }
+    }
+    out
 }
 
 fn render_stats(stats: &StatsView) -> String {
@@ -396,4 +503,59 @@ fn render_stats(stats: &StatsView) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use testfleet_wire::api::{OutcomeCounts, TaskStateCounts};
+
+    use super::*;
+
+    #[test]
+    fn jobs_table_prints_the_summaries_counts() {
+        let job = JobSummary {
+            id: 7,
+            name: "nightly".into(),
+            queue: "linux".into(),
+            priority: 0,
+            state: JobState::Running,
+            created_at: "2024-01-01T00:00:00Z".into(),
+            finished_at: None,
+            integration_id: None,
+            tasks: TaskStateCounts {
+                total: 20_000,
+                queued: 4_000,
+                running: 3,
+                passed: 15_990,
+                failed: 5,
+                cancelled: 2,
+            },
+            outcomes: OutcomeCounts {
+                passed: 15_990,
+                failed: 6,
+                timed_out: 1,
+                cancelled: 2,
+                ..OutcomeCounts::default()
+            },
+            attempts: 16_010,
+            retried: 4,
+        };
+        let text = render_jobs(&[job]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].contains("TASKS DONE") && lines[0].contains("RETRIED"));
+        let fields: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            fields,
+            [
+                "7",
+                "running",
+                "15997/20000",
+                "7",
+                "4",
+                "2024-01-01T00:00:00Z",
+                "nightly"
+            ]
+        );
+    }
 }

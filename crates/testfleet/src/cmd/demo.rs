@@ -53,11 +53,11 @@ pub async fn run(data_dir: Option<PathBuf>, keep_serving: bool) -> Result<u8> {
     };
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("failed to create {}", data_dir.display()))?;
-    println!("testfleet demo — data in {}", data_dir.display());
+    outln!("testfleet demo — data in {}", data_dir.display())?;
 
     let repo = data_dir.join("example-src");
     write_example_repo(&repo).await?;
-    println!("  example project: {} (a git repository)", repo.display());
+    outln!("  example project: {} (a git repository)", repo.display())?;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -72,7 +72,7 @@ pub async fn run(data_dir: Option<PathBuf>, keep_serving: bool) -> Result<u8> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (stop_server_tx, stop_server_rx) = watch::channel(false);
     let server_task = tokio::spawn(server.serve(listener, wait_true(stop_server_rx)));
-    println!("  coordinator: {url}");
+    outln!("  coordinator: {url}")?;
 
     let mut agent_tasks = Vec::new();
     for name in AGENTS {
@@ -86,7 +86,7 @@ pub async fn run(data_dir: Option<PathBuf>, keep_serving: bool) -> Result<u8> {
     }
     let api = ApiClient::new(&url);
     wait_for_agents(&api).await?;
-    println!("  agents: {} connected\n", AGENTS.join(", "));
+    outln!("  agents: {} connected\n", AGENTS.join(", "))?;
 
     let job_file = EXAMPLE_JOB
         .replace("@REPO@", &repo.display().to_string())
@@ -95,21 +95,22 @@ pub async fn run(data_dir: Option<PathBuf>, keep_serving: bool) -> Result<u8> {
             &format!("{}", 1000 + started.elapsed().as_nanos() % 9000),
         );
     let job = api.submit(&job_file).await?;
-    println!(
+    outln!(
         "submitted job {} `{}` with {} task(s):",
         job.id,
         job.name,
         job.tasks.len()
-    );
+    )?;
     let code = super::client::watch(&api, job.id, false).await?;
 
-    println!(
+    outln!(
         "\ndashboard: {url}/jobs/{}   (API: {url}/api/v1/jobs/{})",
-        job.id, job.id
-    );
-    println!("finished in {:.1}s", started.elapsed().as_secs_f64());
+        job.id,
+        job.id
+    )?;
+    outln!("finished in {:.1}s", started.elapsed().as_secs_f64())?;
     if keep_serving {
-        println!("serving until Ctrl-C…");
+        outln!("serving until Ctrl-C…")?;
         super::shutdown_signal().await;
     }
     let _ = stop_tx.send(true);

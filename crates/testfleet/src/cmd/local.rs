@@ -186,7 +186,7 @@ pub async fn run_job(
         let report = run_printing(item, config).await;
         let ok = report.outcome.is_success();
         all_ok &= ok;
-        println!("{}: {}", task.name, status_line(&report));
+        outln!("{}: {}", task.name, status_line(&report))?;
         if !ok || keep_temp {
             eprintln!("run directory kept: {}", run_dir.display());
         }
@@ -228,11 +228,11 @@ pub async fn repro(api: &ApiClient, task: i64, keep_temp: bool) -> Result<u8> {
             .unwrap_or_default()
     );
     let report = run_printing(item, config).await;
-    println!("{}", status_line(&report));
+    outln!("{}", status_line(&report))?;
     if keep_temp {
-        println!("kept {}", run_dir.display());
-        println!("checkout: {}", run_dir.join("src").display());
-        println!("log: {}", run_dir.with_extension("log").display());
+        outln!("kept {}", run_dir.display())?;
+        outln!("checkout: {}", run_dir.join("src").display())?;
+        outln!("log: {}", run_dir.with_extension("log").display())?;
     } else {
         let _ = std::fs::remove_dir_all(&work);
     }

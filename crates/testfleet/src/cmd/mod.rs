@@ -2,6 +2,7 @@
 
 mod admin;
 mod artifacts;
+mod bench;
 mod client;
 mod demo;
 mod local;
@@ -40,34 +41,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             keep_temp,
             work_dir,
         } => local::run_job(&job, task.as_deref(), keep_temp, work_dir).await,
-        Command::Bench(args) => {
-            let config = testfleet_loadgen::BenchConfig {
-                server: cli.server.clone(),
-                agents: args.agents,
-                tasks: args.tasks,
-                workload: args.workload,
-                seed: args.seed,
-                policy_compare: args.policy_compare,
-                secret: args.secret,
-                timeout: args.timeout.into(),
-                batch: args.batch,
-                progress: true,
-                status_requests: true,
-                database: args
-                    .database
-                    .as_deref()
-                    .map(str::parse::<testfleet_store::DatabaseUrl>)
-                    .transpose()
-                    .map_err(|e| anyhow::anyhow!("--database: {e}"))?,
-            };
-            let report = testfleet_loadgen::run(config).await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(if report.is_clean() {
-                exit::OK
-            } else {
-                exit::JOB_FAILED
-            })
-        }
+        Command::Bench(args) => bench::run(args, cli.server.clone()).await,
         Command::Users { action } => admin::users(action, &file).await,
         Command::Tokens { action } => admin::tokens(action, &file).await,
         Command::Store { action } => store::run(action, &file).await,
@@ -95,7 +69,7 @@ async fn serve(config: testfleet_server::ServerConfig) -> Result<u8> {
     let addr = listener.local_addr()?;
     if !config.agents_authenticated() {
         tracing::warn!(
-            "no agent secret configured (--agent-secret or TESTFLEET_AGENT_SECRET): any agent may connect"
+            "--allow-any-agent: no agent secret configured, any host may connect as an agent"
         );
     }
     let data_dir = config.data_dir.clone();
@@ -109,10 +83,10 @@ async fn serve(config: testfleet_server::ServerConfig) -> Result<u8> {
         testfleet_server::tls::server_config(files)?;
     }
     let server = testfleet_server::Server::build(config).await?;
-    println!(
+    outln!(
         "testfleet server listening on {scheme}://{addr} (data in {})",
         data_dir.display()
-    );
+    )?;
     server.serve(listener, shutdown_signal()).await?;
     Ok(exit::OK)
 }

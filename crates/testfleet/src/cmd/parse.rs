@@ -15,9 +15,9 @@ pub fn run(path: &Path, format: Option<&str>, json: bool) -> Result<u8> {
     let results = testfleet_formats::parse_file(path, format)
         .with_context(|| format!("failed to parse {}", path.display()))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        outln!("{}", serde_json::to_string_pretty(&results)?)?;
     } else {
-        print!("{}", testfleet_formats::render_table(&results));
+        out!("{}", testfleet_formats::render_table(&results))?;
     }
     Ok(exit::OK)
 }

@@ -53,7 +53,7 @@ async fn copy(from: &DatabaseUrl, to: &DatabaseUrl, json: bool) -> Result<u8> {
             tables: &'a [TableCount],
             rows: u64,
         }
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&Json {
                 from: from.to_string(),
@@ -61,7 +61,7 @@ async fn copy(from: &DatabaseUrl, to: &DatabaseUrl, json: bool) -> Result<u8> {
                 tables: &report.tables,
                 rows: report.rows(),
             })?
-        );
+        )?;
     } else {
         let width = report
             .tables
@@ -70,14 +70,14 @@ async fn copy(from: &DatabaseUrl, to: &DatabaseUrl, json: bool) -> Result<u8> {
             .max()
             .unwrap_or(0);
         for t in &report.tables {
-            println!("{:<width$}  {:>10}", t.table, t.rows);
+            outln!("{:<width$}  {:>10}", t.table, t.rows)?;
         }
-        println!(
+        outln!(
             "{:<width$}  {:>10}  rows in {} tables, counted in {to}",
             "total",
             report.rows(),
             report.tables.len()
-        );
+        )?;
     }
     Ok(exit::OK)
 }

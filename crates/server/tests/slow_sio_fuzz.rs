@@ -8,6 +8,10 @@
 //! `error` event.
 //!
 //! `TESTFLEET_FUZZ_SEED=<n>` replays a run; the seed is printed.
+//!
+//! In the slow group (it fuzzes for 15 s): ignored by a plain `cargo test`,
+//! run by `cargo xtask test` (not `--fast`) or
+//! `cargo test -p testfleet-server --test slow_sio_fuzz -- --ignored`.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,8 +19,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use testfleet_server::{Server, ServerConfig};
 use testfleet_sio::{Client, ConnectOptions, EventStream, Incoming};
+use testfleet_testkit::Rng;
+use testfleet_testkit::server::TestServer;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -29,35 +34,14 @@ const FUZZ_TIME: Duration = Duration::from_secs(15);
 const DEEP_JOB: &str = "name = \"deep\"\n[[task]]\nname = \"t\"\nrequires = { pool = \"deep\" }\nsteps = [{ stage = \"test\", run = \"true\" }]\n";
 const GOOD_JOB: &str = "name = \"good\"\n[[task]]\nname = \"t\"\nrequires = { pool = \"good\" }\nsteps = [{ stage = \"test\", run = \"true\" }]\n";
 
-/// SplitMix64: small, seeded, good enough to pick test inputs.
-#[derive(Clone)]
-struct Rng(u64);
+/// Fuzz inputs drawn from the kit's seeded RNG.
+trait FuzzInput {
+    fn len(&mut self) -> usize;
+    fn string(&mut self) -> String;
+    fn value(&mut self, depth: u32) -> Value;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.below(one_in) == 0
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-
+impl FuzzInput for Rng {
     /// A length, usually small, sometimes large.
     fn len(&mut self) -> usize {
         match self.below(10) {
@@ -109,7 +93,7 @@ impl Rng {
             0 => Value::Null,
             1 => json!(self.chance(2)),
             2 => {
-                let any = (self.next() >> 1) as i64;
+                let any = (self.next_u64() >> 1) as i64;
                 json!(*self.pick(&[0i64, -1, 1, i64::MAX, i64::MIN, any]))
             }
             3 => json!(*self.pick(&[0.5f64, -1e308, 1e308, f64::MIN_POSITIVE])),
@@ -544,6 +528,7 @@ async fn expect_event(events: &mut EventStream, name: &str) -> Vec<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: cargo xtask test runs it (cargo test --test slow_sio_fuzz -- --ignored)"]
 async fn fuzzed_socketio_frames_neither_crash_nor_starve_the_coordinator() {
     let seed = std::env::var("TESTFLEET_FUZZ_SEED")
         .ok()
@@ -560,15 +545,12 @@ async fn fuzzed_socketio_frames_neither_crash_nor_starve_the_coordinator() {
         default_hook(info);
     }));
 
-    let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut config = ServerConfig::new(addr, dir.path().to_owned());
-    config.agent_secret = Some(SECRET.into());
-    config.max_socket_payload = MAX_PAYLOAD;
-    let server = Server::build(config).await.unwrap();
-    let server_task = tokio::spawn(server.serve(listener, std::future::pending()));
-    let url = format!("http://{addr}");
+    let server = TestServer::in_tempdir(|config| {
+        config.agent_secret = Some(SECRET.into());
+        config.max_socket_payload = MAX_PAYLOAD;
+    })
+    .await;
+    let (addr, url) = (server.addr, server.url.clone());
     let ws_url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
     let http = reqwest::Client::new();
 
@@ -730,7 +712,7 @@ async fn fuzzed_socketio_frames_neither_crash_nor_starve_the_coordinator() {
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..4u64 {
-        let mut rng = Rng(seed ^ (w.wrapping_mul(0x5851_F42D_4C95_7F2D)));
+        let mut rng = Rng::new(seed ^ (w.wrapping_mul(0x5851_F42D_4C95_7F2D)));
         let (ws_url, frames, sessions) = (ws_url.clone(), frames.clone(), sessions.clone());
         let (agents, errors, held) = (agents.clone(), errors.clone(), held.clone());
         let (http, url) = (http.clone(), url.clone());
@@ -895,7 +877,7 @@ async fn fuzzed_socketio_frames_neither_crash_nor_starve_the_coordinator() {
         finished >= 5,
         "the good agent finished only {finished} tasks"
     );
-    assert!(!server_task.is_finished(), "the server stopped");
+    assert!(server.is_serving(), "the server stopped");
     assert!(
         !browser_reader.is_finished(),
         "the browser's connection ended"

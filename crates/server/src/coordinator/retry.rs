@@ -1,0 +1,42 @@
+//! Retries on a user's request (`testfleet retry`): the failed tasks of a
+//! finished job, or one failed task, queued again. The store commits the
+//! retry first (one conditional update, see `testfleet_store::retry`); the
+//! tasks then enter the scheduler's index and are dispatched.
+
+use testfleet_store::Retried;
+use testfleet_wire::api::RetryView;
+
+use super::*;
+
+impl Coordinator {
+    /// Queues every failed task of a finished job again as new attempts.
+    pub async fn retry_job(&self, job_id: i64) -> Result<RetryView, StoreError> {
+        let retried = self.store.retry_job(job_id, self.now()).await?;
+        self.queue_retried(retried).await
+    }
+
+    /// Queues one failed task again as a new attempt.
+    pub async fn retry_task(&self, task_id: i64) -> Result<RetryView, StoreError> {
+        let retried = self.store.retry_task(task_id, self.now()).await?;
+        self.queue_retried(retried).await
+    }
+
+    async fn queue_retried(&self, retried: Retried) -> Result<RetryView, StoreError> {
+        let ids: Vec<i64> = retried.tasks.iter().map(|t| t.id).collect();
+        {
+            let mut sched = self.sched.lock().await;
+            // A cancelled job retried by a user runs again: its new claims
+            // are sent, not ended as claims that raced the cancel.
+            sched.cancelled_jobs.remove(&retried.job_id);
+            for task in retried.tasks {
+                sched.enqueue(task);
+            }
+        }
+        self.dispatch_wake.notify_one();
+        tracing::info!(job_id = retried.job_id, tasks = ?ids, "failed tasks queued again on request");
+        Ok(RetryView {
+            retried: ids,
+            job: self.store.job(retried.job_id).await?,
+        })
+    }
+}

@@ -1,0 +1,162 @@
+//! `testfleet bench`: the load test's report as a table, or as JSON with
+//! `--json` (as every read command does).
+
+use anyhow::Result;
+use testfleet_loadgen::{BenchReport, CompareReport, RunReport};
+
+use crate::cli::BenchArgs;
+use crate::exit;
+
+pub async fn run(args: BenchArgs, server: Option<String>) -> Result<u8> {
+    let config = testfleet_loadgen::BenchConfig {
+        server,
+        agents: args.agents,
+        tasks: args.tasks,
+        workload: args.workload,
+        seed: args.seed,
+        policy_compare: args.policy_compare,
+        secret: args.secret,
+        timeout: args.timeout.into(),
+        batch: args.batch,
+        progress: true,
+        status_requests: true,
+        database: args
+            .database
+            .as_deref()
+            .map(str::parse::<testfleet_store::DatabaseUrl>)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--database: {e}"))?,
+    };
+    let report = testfleet_loadgen::run(config).await?;
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        out!("{}", render(&report))?;
+    }
+    Ok(if report.is_clean() {
+        exit::OK
+    } else {
+        exit::JOB_FAILED
+    })
+}
+
+/// The report as text: one block per run, then the verdict.
+pub fn render(report: &BenchReport) -> String {
+    match report {
+        BenchReport::Single(r) => {
+            let mut out = render_run(r);
+            out.push_str(&verdict(r.is_clean()));
+            out
+        }
+        BenchReport::Compare(c) => render_compare(c),
+    }
+}
+
+fn render_compare(c: &CompareReport) -> String {
+    let d = &c.distribution;
+    let mut out = format!(
+        "policy comparison: {} agents, {} tasks, {} workload (seed {}; Pareto alpha {}, {}–{} ms); lower bound {:.1} s\n",
+        c.agents, c.tasks, c.workload, c.seed, d.alpha, d.min_ms, d.max_ms, c.lower_bound_s
+    );
+    out.push_str("\n== random submission order\n");
+    out.push_str(&render_run(&c.fifo));
+    out.push_str("\n== longest first\n");
+    out.push_str(&render_run(&c.longest_first_submit_order));
+    out.push_str(&format!(
+        "\nlost {}, duplicated {} (both runs)\n",
+        c.lost, c.duplicated
+    ));
+    out.push_str(&verdict(
+        c.fifo.is_clean() && c.longest_first_submit_order.is_clean(),
+    ));
+    out
+}
+
+fn render_run(r: &RunReport) -> String {
+    let mut out = String::new();
+    let mut row = |label: &str, value: String| out.push_str(&format!("{label:<22} {value}\n"));
+    row(
+        "run",
+        format!(
+            "{} agents, {} tasks, {} workload, seed {}, server {}",
+            r.agents, r.tasks, r.workload, r.seed, r.server
+        ),
+    );
+    row("throughput", format!("{:.1} tasks/s", r.tasks_per_second));
+    let pct = |p: &testfleet_loadgen::Percentiles| {
+        format!(
+            "p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms",
+            p.p50, p.p99, p.max
+        )
+    };
+    row("submit to start", pct(&r.submit_to_start_ms));
+    row("finish overhead", pct(&r.start_to_finish_overhead_ms));
+    row(
+        "makespan",
+        format!(
+            "{:.2} s (lower bound {:.2} s{})",
+            r.makespan_s,
+            r.lower_bound_s,
+            r.makespan_ratio
+                .map(|x| format!(", ratio {x:.2}"))
+                .unwrap_or_default()
+        ),
+    );
+    row(
+        "work",
+        format!(
+            "{:.1} s in all, longest task {:.2} s, submitted in {:.2} s",
+            r.total_work_s, r.longest_task_s, r.submit_s
+        ),
+    );
+    row(
+        "tasks",
+        format!(
+            "{} finished, {} lost, {} not submitted, {} duplicated ({} extra deliveries, {} foreign)",
+            r.finished,
+            r.lost,
+            r.not_submitted,
+            r.duplicated,
+            r.duplicate_deliveries,
+            r.foreign_deliveries
+        ),
+    );
+    row(
+        "errors",
+        format!(
+            "{} report errors, {} disconnects, {} protocol violations{}",
+            r.report_errors,
+            r.disconnects,
+            r.protocol_violations,
+            if r.timed_out {
+                "; the run timed out"
+            } else {
+                ""
+            }
+        ),
+    );
+    let known = |v: Option<String>| v.unwrap_or_else(|| "unknown".to_owned());
+    row(
+        "coordinator",
+        format!(
+            "{} not passed, {} extra attempts",
+            known(r.server_not_passed.map(|n| n.to_string())),
+            known(r.server_extra_attempts.map(|n| n.to_string()))
+        ),
+    );
+    for (reason, n) in &r.server_retry_reasons {
+        row("  retried because", format!("{reason} ({n})"));
+    }
+    for example in r.violation_examples.iter().chain(&r.server_retry_examples) {
+        row("  e.g.", example.clone());
+    }
+    out
+}
+
+fn verdict(clean: bool) -> String {
+    if clean {
+        "verdict: clean (no task lost or duplicated, no errors)\n".to_owned()
+    } else {
+        "verdict: NOT clean (see lost, duplicated and errors above)\n".to_owned()
+    }
+}

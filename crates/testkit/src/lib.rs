@@ -1,0 +1,39 @@
+//! testfleet's test kit (a dev-dependency only): the scaffolding the
+//! integration tests share, written once.
+//!
+//! - [`peers`]: where the third-party peers live and the peer rule: a missing
+//!   peer fails the test under `CI=true` and is reported as skipped outside
+//!   CI (`SKIPPED <test>: …` on the real stderr, and a line in the file named
+//!   by `TESTFLEET_SKIP_REPORT`, which `cargo xtask test` sums up).
+//! - [`process`]: a `testfleet server` process (URL and port from its first
+//!   line, killed on drop) and a child killed on drop.
+//! - [`moto`]: a `moto_server` (the S3 fake) on a free port, stopped on drop.
+//! - [`rng`]: a small seeded RNG, so every random test input replays.
+//! - [`postgres`] (feature `postgres`): a scratch database on the test
+//!   PostgreSQL server, dropped with its value.
+//! - [`server`], [`agent`], [`wait`], [`sio`] (feature `server`): a
+//!   coordinator and agents in the test's process, a manual clock, waiting
+//!   for jobs and agents, and plain socket.io agents.
+//!
+//! Helpers here panic with a clear message when something they set up fails:
+//! that is the test failing, which is what a test wants.
+
+pub mod moto;
+pub mod peers;
+pub mod process;
+pub mod rng;
+
+#[cfg(feature = "postgres")]
+pub mod postgres;
+
+#[cfg(feature = "server")]
+pub mod agent;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+pub mod sio;
+#[cfg(feature = "server")]
+pub mod wait;
+
+pub use peers::{Peer, in_ci, peer_program, peer_python, require_peer, skip, workspace_root};
+pub use rng::Rng;

@@ -1,0 +1,212 @@
+//! Processes a test starts: a `testfleet server` (its URL read from the first
+//! line it prints, killed on drop) and any child killed on drop.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A loopback port that was free a moment ago (for programs that cannot
+/// listen on port 0 and say which port they got).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+#[derive(Debug)]
+pub struct KillOnDrop(pub Child);
+
+impl KillOnDrop {
+    /// Spawns `cmd`; panics with the command when it cannot start.
+    pub fn spawn(cmd: &mut Command) -> KillOnDrop {
+        KillOnDrop(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("failed to start {cmd:?}: {e}")),
+        )
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `testfleet server` process. Dropping it is a SIGKILL; [`stop`] is a
+/// SIGTERM and returns what the server printed.
+///
+/// [`stop`]: ServerProcess::stop
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: KillOnDrop,
+    url: String,
+    output: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl ServerProcess {
+    /// Starts `cmd`, a `testfleet server … --listen ADDR` command line, and
+    /// waits for the URL it prints (`http://…` or `https://…`, without a
+    /// trailing `/`). Its stdout is kept (see [`ServerProcess::stop`]); its
+    /// stderr goes where `cmd` says, nowhere by default.
+    pub fn start(cmd: &mut Command) -> ServerProcess {
+        cmd.stderr(Stdio::null());
+        ServerProcess::spawn(cmd, false)
+    }
+
+    /// As [`ServerProcess::start`], keeping stderr too.
+    pub fn start_capturing(cmd: &mut Command) -> ServerProcess {
+        ServerProcess::spawn(cmd, true)
+    }
+
+    fn spawn(cmd: &mut Command, capture_stderr: bool) -> ServerProcess {
+        cmd.stdout(Stdio::piped());
+        if capture_stderr {
+            cmd.stderr(Stdio::piped());
+        }
+        let mut child = KillOnDrop::spawn(cmd);
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
+        if let Some(stderr) = child.0.stderr.take() {
+            readers.push(keep(stderr, output.clone()));
+        }
+        let mut stdout = BufReader::new(
+            child
+                .0
+                .stdout
+                .take()
+                .unwrap_or_else(|| panic!("no stdout from {cmd:?}")),
+        );
+        let mut line = String::new();
+        let url = loop {
+            line.clear();
+            match stdout.read_line(&mut line) {
+                Ok(0) | Err(_) => {
+                    let status = child.0.wait();
+                    for reader in readers.drain(..) {
+                        let _ = reader.join();
+                    }
+                    panic!(
+                        "the server exited ({status:?}) before printing its URL: {cmd:?}\n{}",
+                        String::from_utf8_lossy(&lock(&output))
+                    );
+                }
+                Ok(_) => {
+                    lock(&output).extend_from_slice(line.as_bytes());
+                    if let Some(url) = line
+                        .split_whitespace()
+                        .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+                    {
+                        break url.trim_end_matches('/').to_owned();
+                    }
+                }
+            }
+        };
+        // Keep reading, so the server never writes into a closed pipe.
+        readers.push(keep(stdout, output.clone()));
+        ServerProcess {
+            child,
+            url,
+            output,
+            readers,
+        }
+    }
+
+    /// The URL the server printed, e.g. `http://127.0.0.1:40123`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The port of [`ServerProcess::url`].
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {}", self.url))
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the server with SIGTERM (a normal shutdown; SIGKILL after 10 s)
+    /// and returns everything it printed that was kept.
+    pub fn stop(mut self) -> String {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        String::from_utf8_lossy(&lock(&self.output)).into_owned()
+    }
+}
+
+/// Reads `from` to its end into `into`, on a thread of its own.
+fn keep(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        while let Ok(n) = from.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            lock(&into).extend_from_slice(&chunk[..n]);
+        }
+    })
+}
+
+fn lock(output: &Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
+    output
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_and_port_come_from_the_first_line_and_stop_returns_the_output() {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "trap 'echo stopped; exit 0' TERM; echo 'listening on http://127.0.0.1:4321/'; \
+             echo err >&2; while :; do sleep 0.05; done",
+        ]);
+        let server = ServerProcess::start_capturing(&mut cmd);
+        assert_eq!(server.url(), "http://127.0.0.1:4321");
+        assert_eq!(server.port(), 4321);
+        let started = Instant::now();
+        let output = server.stop();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "SIGTERM stops it"
+        );
+        assert!(
+            output.contains("listening on") && output.contains("stopped"),
+            "SIGTERM, not SIGKILL: {output}"
+        );
+        assert!(output.contains("err"), "{output}");
+    }
+
+    #[test]
+    #[should_panic(expected = "before printing its URL")]
+    fn a_server_that_exits_first_is_a_clear_failure() {
+        ServerProcess::start(Command::new("sh").args(["-c", "echo no url here"]));
+    }
+}
