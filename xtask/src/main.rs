@@ -188,7 +188,8 @@ fn test(args: &[String]) -> Result<()> {
     let cargo_test = |phase_args: &[&str], harness: &[&str]| {
         let mut cmd = Command::new(env!("CARGO"));
         cmd.current_dir(&root)
-            .args(["test", "--workspace"])
+            // Every failing test binary is reported, not only the first.
+            .args(["test", "--workspace", "--no-fail-fast"])
             .args(phase_args)
             .args(&cargo_args)
             .arg("--")
