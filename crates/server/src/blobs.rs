@@ -213,13 +213,13 @@ async fn get_blob(State(s): State<St>, ApiPath(digest): ApiPath<String>) -> Res<
 
 /// `GET /api/v1/jobs/{id}/artifacts`.
 async fn list_artifacts(State(s): State<St>, ApiPath(id): ApiPath<String>) -> Res<Response> {
-    let list = s.c.store.job_artifacts(id_param("job", &id)?).await?;
+    let list = s.c.views().job_artifacts(id_param("job", &id)?).await?;
     Ok(Json(list).into_response())
 }
 
 /// `GET /api/v1/artifacts/{id}`: the artifact's content, streamed.
 async fn download_artifact(State(s): State<St>, ApiPath(id): ApiPath<String>) -> Res<Response> {
-    let a = s.c.store.artifact(id_param("artifact", &id)?).await?;
+    let a = s.c.views().artifact(id_param("artifact", &id)?).await?;
     let d = Digest::parse_prefixed(&a.digest)?;
     match stream_blob(&s.b, &d, Some(&a.path)).await {
         Err(e) if e.status() == StatusCode::NOT_FOUND => Err(HttpError::new(
@@ -237,8 +237,7 @@ async fn download_artifact(State(s): State<St>, ApiPath(id): ApiPath<String>) ->
 /// (or would run), for `testfleet repro`.
 async fn task_work(State(s): State<St>, ApiPath(id): ApiPath<String>) -> Res<Response> {
     let task = id_param("task", &id)?;
-    let attempt = s.c.store.last_attempt(task).await?;
-    let item = s.c.store.work_item_for_task(task, attempt).await?;
+    let item = s.c.views().task_work(task).await?;
     Ok(Json(item).into_response())
 }
 
@@ -322,7 +321,7 @@ async fn agent_put_artifact(
                 HttpError::new(StatusCode::BAD_REQUEST, e.to_string())
             })?;
     let d = Digest::parse_prefixed(&q.digest)?;
-    let slot = s.c.store.artifact_slot(attempt, &host).await?;
+    let slot = s.c.views().artifact_slot(attempt, &host).await?;
     let limit = slot
         .task
         .artifacts
@@ -362,12 +361,7 @@ async fn agent_put_artifact(
         digest: d.to_hex(),
         size,
     };
-    match s
-        .c
-        .store
-        .add_artifact(attempt, &host, &new, limit, s.c.now())
-        .await?
-    {
+    match s.c.add_artifact(attempt, &host, &new, limit).await? {
         StoredArtifact::Added { id } => Ok((
             StatusCode::CREATED,
             Json(json!({"id": id, "digest": new.digest, "size": size})),

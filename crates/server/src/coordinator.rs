@@ -3,7 +3,11 @@
 //! `jobs` (submit, cancel, why), `agents` (agent events), `dispatch`,
 //! `finish` (an attempt's end and re-triggers), `reaper` (periodic work),
 //! `leases`, `fleet` (what browsers and the agents' list see), `devmode`,
-//! and `sockets` (the agents' socket.io handles).
+//! `sockets` (the agents' socket.io handles) and `records` (the writes HTTP
+//! handlers ask for: artifact records, ResultsDB creates).
+//!
+//! The store is private to this module: handlers read through
+//! [`Coordinator::views`] and write through named methods.
 //!
 //! The store is the truth; the in-memory [`Scheduler`] is an index rebuilt from
 //! it at start-up. One mutex owns the scheduler, and every change that touches
@@ -38,6 +42,7 @@ mod fleet;
 mod jobs;
 mod leases;
 mod reaper;
+mod records;
 mod retry;
 mod sockets;
 
@@ -46,6 +51,7 @@ pub use jobs::SubmitError;
 use crate::auth::AuthState;
 use crate::config::ServerConfig;
 use crate::scheduler::{AgentSlot, RuntimeLimit, Scheduler};
+use crate::views::Views;
 use sockets::Sockets;
 
 /// Where the coordinator reads the time; tests inject their own.
@@ -74,7 +80,11 @@ pub enum ReportError {
 
 /// The coordinator's shared state.
 pub struct Coordinator {
-    pub store: Store,
+    /// The truth. Private to the coordinator and its submodules: handlers
+    /// read through `views` and write through the coordinator's methods.
+    store: Store,
+    /// The handlers' read-only handle on `store`.
+    views: Views,
     pub config: Arc<ServerConfig>,
     io: SocketIo,
     clock: Arc<dyn Clock>,
@@ -142,6 +152,7 @@ impl Coordinator {
             "coordinator state loaded"
         );
         let coordinator = Arc::new(Coordinator {
+            views: Views::new(store.clone()),
             store,
             config,
             io,
@@ -184,6 +195,11 @@ impl Coordinator {
 
     pub fn now(&self) -> UnixMillis {
         self.clock.now_millis()
+    }
+
+    /// The handlers' read-only handle on the store.
+    pub fn views(&self) -> &Views {
+        &self.views
     }
 
     /// Stops background work and closes the store.

@@ -57,7 +57,7 @@ async fn index(State(c): State<Arc<Coordinator>>) -> Html<String> {
     }
     body.push_str("</table><h2>Jobs</h2><table><tr><th>id</th><th>name</th><th>state</th><th>tasks done</th><th>outcomes</th><th>retried</th><th>created</th></tr>");
     // Summaries: counts per state and outcome, never the tasks themselves.
-    for j in c.store.jobs(50, None).await.unwrap_or_default() {
+    for j in c.views().jobs(50, None).await.unwrap_or_default() {
         let _ = write!(
             body,
             "<tr><td><a href=\"/jobs/{id}\">{id}</a></td><td>{}</td><td class={s}>{s}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -107,11 +107,11 @@ async fn job_page(
     Path(id): Path<i64>,
     Query(q): Query<JobPageQuery>,
 ) -> Html<String> {
-    let Ok(job) = c.store.job_summary(id).await else {
+    let Ok(job) = c.views().job_summary(id).await else {
         return page("not found", "<p>No such job.</p>");
     };
     let Ok(tasks) = c
-        .store
+        .views()
         .job_tasks(id, q.after.filter(|a| *a > 0), TASKS_PER_PAGE)
         .await
     else {

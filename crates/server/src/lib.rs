@@ -18,6 +18,7 @@ mod resultsdb;
 mod scheduler;
 mod sio;
 pub mod tls;
+pub mod views;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub use coordinator::{Clock, Coordinator, SystemClock};
 use socketioxide::SocketIo;
 use testfleet_store::{Store, StoreError};
 use tokio::net::TcpListener;
+pub use views::Views;
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -88,16 +90,17 @@ impl Server {
             .max_payload(config.max_socket_payload)
             .max_buffer_size(4096)
             .build_layer();
-        let coordinator = Coordinator::start(store, config.clone(), io.clone(), clock).await?;
+        // The background tasks below own the store's other handles; the
+        // coordinator keeps its own private (handlers go through it).
+        let coordinator =
+            Coordinator::start(store.clone(), config.clone(), io.clone(), clock).await?;
         sio::register(&io, coordinator.clone());
         // Delivery tasks stop by themselves once the store is closed at shutdown.
-        exporters::start(coordinator.store.clone(), &config.exporters);
-        exporters::view::start(coordinator.store.clone());
+        exporters::start(store.clone(), &config.exporters);
+        exporters::view::start(store.clone());
         let blob_store = Arc::new(blobs::Blobs::open(&config.blobs, &config.data_dir)?);
         let clock_of = coordinator.clone();
-        blobs::start_retention(coordinator.store.clone(), blob_store.clone(), move || {
-            clock_of.now()
-        });
+        blobs::start_retention(store, blob_store.clone(), move || clock_of.now());
         let router = rest::router(coordinator.clone())
             .merge(blobs::router(coordinator.clone(), blob_store.clone()))
             .layer(axum::Extension(blob_store))

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use testfleet_core::{JobSpec, JobState};
-use testfleet_wire::api::{MAX_TASK_PAGE, StatsView, WhyView};
+use testfleet_wire::api::{MAX_TASK_PAGE, WhyView};
 
 use crate::auth::Identity;
 use crate::coordinator::Coordinator;
@@ -123,14 +123,14 @@ async fn list_jobs(
             "limit {limit} is out of range; use 1 to 1000"
         )));
     }
-    Ok(Json(c.store.jobs(limit, state).await?).into_response())
+    Ok(Json(c.views().jobs(limit, state).await?).into_response())
 }
 
 async fn show_job(
     State(c): State<Arc<Coordinator>>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    Ok(Json(c.store.job(parse_id("job", &id)?).await?).into_response())
+    Ok(Json(c.views().job(parse_id("job", &id)?).await?).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,7 +159,7 @@ async fn job_tasks(
             "after {after} is not a task id; use the previous page's `next_after`, or 0 for the first page"
         )));
     }
-    Ok(Json(c.store.job_tasks(id, q.after, limit).await?).into_response())
+    Ok(Json(c.views().job_tasks(id, q.after, limit).await?).into_response())
 }
 
 async fn cancel_job(
@@ -207,7 +207,7 @@ async fn show_task(
     State(c): State<Arc<Coordinator>>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    Ok(Json(c.store.task(parse_id("task", &id)?).await?).into_response())
+    Ok(Json(c.views().task(parse_id("task", &id)?).await?).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,7 +223,7 @@ async fn task_log(
 ) -> ApiResult<Response> {
     let task = parse_id("task", &id)?;
     Ok(Json(
-        c.store
+        c.views()
             .task_log(task, q.attempt, q.offset.unwrap_or(0))
             .await?,
     )
@@ -234,7 +234,7 @@ async fn attempt_results(
     State(c): State<Arc<Coordinator>>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    Ok(Json(c.store.attempt_results(parse_id("attempt", &id)?).await?).into_response())
+    Ok(Json(c.views().attempt_results(parse_id("attempt", &id)?).await?).into_response())
 }
 
 async fn list_agents(State(c): State<Arc<Coordinator>>) -> ApiResult<Response> {
@@ -245,7 +245,7 @@ async fn attempt_summary(
     State(c): State<Arc<Coordinator>>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let ctx = c.store.attempt_context(parse_id("attempt", &id)?).await?;
+    let ctx = c.views().attempt_context(parse_id("attempt", &id)?).await?;
     Ok(Json(crate::reports::run_summary(&ctx)).into_response())
 }
 
@@ -261,7 +261,7 @@ async fn job_report(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> ApiResult<Response> {
-    let results = c.store.job_results(parse_id("job", &id)?).await?;
+    let results = c.views().job_results(parse_id("job", &id)?).await?;
     match q.format.as_deref().unwrap_or("junit") {
         "junit" => Ok((
             [(header::CONTENT_TYPE, "application/xml")],
@@ -296,10 +296,5 @@ async fn task_why(
 /// `GET /api/v1/stats`: attempts stopped per threshold, runtime history per
 /// task key, flaky counts per task key.
 async fn stats(State(c): State<Arc<Coordinator>>) -> ApiResult<Response> {
-    Ok(Json(StatsView {
-        flaky: c.store.flaky_stats(100).await?,
-        runtimes: c.store.runtime_stats(100).await?,
-        thresholds: c.store.threshold_stats().await?,
-    })
-    .into_response())
+    Ok(Json(c.views().stats(100).await?).into_response())
 }

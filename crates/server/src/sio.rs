@@ -202,7 +202,7 @@ fn register_browser_handlers(socket: &SocketRef, coordinator: Arc<Coordinator>) 
     socket.on(events::GET_WORK_LOG, move |socket: SocketRef| {
         let c = coordinator.clone();
         async move {
-            match c.store.work_log(500).await {
+            match c.views().work_log(500).await {
                 Ok(log) => {
                     let _ = socket.emit(events::WORK_LOG_DATA, &log);
                 }

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use testfleet_server::ServerConfig;
 use testfleet_server::auth::{hash_secret, new_token, user_record};
 use testfleet_sio::{Client, ConnectError, ConnectOptions, Incoming};
+use testfleet_store::Store;
 use testfleet_testkit::peer_python;
 use testfleet_testkit::server::TestServer;
 
@@ -22,6 +23,9 @@ const JOB: &str =
 /// (argon2 only), a token and a revoked token.
 struct Harness {
     server: TestServer,
+    /// A handle of its own on the coordinator's database, as `testfleet
+    /// admin` opens one: the coordinator keeps its store to itself.
+    store: Store,
     token: String,
     revoked_token: String,
 }
@@ -42,7 +46,9 @@ async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Harness {
         tweak(config);
     })
     .await;
-    let store = &server.coordinator.store;
+    let store = Store::connect(&server.coordinator.config.database_url())
+        .await
+        .unwrap();
     let realm = server.coordinator.config.auth.realm.clone();
     store
         .save_user(
@@ -66,6 +72,7 @@ async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Harness {
     store.revoke_token("old", 1).await.unwrap();
     Harness {
         server,
+        store,
         token,
         revoked_token,
     }
@@ -410,7 +417,7 @@ async fn every_mutating_endpoint_answers_each_caller_as_intended() {
     .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     // Who did what is in the audit log.
-    let audit = h.coordinator.store.audit_log(50).await.unwrap();
+    let audit = h.store.audit_log(50).await.unwrap();
     assert!(
         audit
             .iter()
@@ -446,7 +453,7 @@ async fn an_allowed_network_writes_without_credentials_and_closed_reads_need_the
     .await
     .unwrap();
     assert_eq!(resp.status().as_u16(), 201);
-    let audit = h.coordinator.store.audit_log(5).await.unwrap();
+    let audit = h.store.audit_log(5).await.unwrap();
     assert_eq!(audit[0].actor, "ip:127.0.0.1");
 
     let h = start(|c| c.auth.read_open = false).await;
@@ -690,7 +697,7 @@ async fn a_replayed_digest_answer_is_refused_as_stale() {
         digest_challenges(&replay).iter().all(|c| c.2),
         "a replay is answered stale=true, so honest clients retry with a fresh nonce"
     );
-    let jobs = h.coordinator.store.jobs(10, None).await.unwrap();
+    let jobs = h.coordinator.views().jobs(10, None).await.unwrap();
     assert_eq!(jobs.len(), 1, "the replay submitted nothing");
 }
 
@@ -709,7 +716,7 @@ async fn curl_authenticates_with_digest_sha256() {
             && log.contains("algorithm=SHA-256"),
         "curl answered the SHA-256 challenge: {log}"
     );
-    let audit = h.coordinator.store.audit_log(5).await.unwrap();
+    let audit = h.store.audit_log(5).await.unwrap();
     assert!(
         audit
             .iter()
@@ -779,7 +786,7 @@ async fn python_requests_authenticates_with_digest() {
         ["MD5", "SHA-256"].contains(&algorithm),
         "requests answered a Digest challenge: {out}"
     );
-    let audit = h.coordinator.store.audit_log(5).await.unwrap();
+    let audit = h.store.audit_log(5).await.unwrap();
     assert!(
         audit
             .iter()
@@ -840,7 +847,7 @@ async fn connect(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_with_a_revoked_secret_is_disconnected_and_cannot_fetch_work() {
     let h = start(|_| {}).await;
-    let store = &h.coordinator.store;
+    let store = &h.store;
     store
         .put_agent_secret("bench1", &hash_secret("own-secret").unwrap(), 0)
         .await

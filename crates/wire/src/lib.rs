@@ -8,3 +8,4 @@ pub mod artifact;
 pub mod protocol;
 pub mod reason;
 pub mod results;
+pub mod resultsdb;

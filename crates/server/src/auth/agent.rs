@@ -28,7 +28,7 @@ pub async fn check_agent_secret(
     hostname: &str,
     secret: Option<String>,
 ) -> Result<(), AgentAuthError> {
-    match coordinator.store.agent_secret(hostname).await {
+    match coordinator.views().agent_secret(hostname).await {
         Ok(Some(stored)) if stored.revoked => Err(AgentAuthError::Revoked(hostname.to_owned())),
         Ok(Some(stored)) => {
             let secret = secret.ok_or(AgentAuthError::Missing)?;

@@ -383,7 +383,7 @@ pub(super) async fn identify_digest(
     }
     let given = get("response")?.to_ascii_lowercase();
     let user = c
-        .store
+        .views()
         .user(name)
         .await
         .map_err(|_| AuthError::invalid("user lookup failed"))?;

@@ -152,7 +152,7 @@ pub async fn identify(
             .map_err(|_| AuthError::invalid("malformed Authorization header"))?;
         if let Some(token) = value.strip_prefix("Bearer ") {
             let stored = c
-                .store
+                .views()
                 .token_by_hash(&token_hash(token.trim()))
                 .await
                 .map_err(|_| AuthError::invalid("token lookup failed"))?;
@@ -178,7 +178,7 @@ pub async fn identify(
                 .split_once(':')
                 .ok_or(AuthError::invalid("malformed Basic credentials"))?;
             let user = c
-                .store
+                .views()
                 .user(name)
                 .await
                 .map_err(|_| AuthError::invalid("user lookup failed"))?;

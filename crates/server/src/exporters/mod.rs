@@ -224,7 +224,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
 async fn status(
     State(c): State<Arc<Coordinator>>,
 ) -> Result<Json<ExportersView>, (axum::http::StatusCode, Json<ErrorBody>)> {
-    let sinks = c.store.outbox_status().await.map_err(|e| {
+    let sinks = c.views().outbox_status().await.map_err(|e| {
         (
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             Json(ErrorBody {

@@ -5,11 +5,16 @@
 //! posting an attempt, the reporter asks the receiver which of that attempt's
 //! uids it already holds and posts only the others, so a retry after a lost
 //! answer (or a coordinator restart) does not post a result twice.
+//!
+//! The bodies it posts and the pages it reads are `testfleet_wire::resultsdb`
+//! types, the ones the coordinator's own ResultsDB API reads and answers.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
-use serde_json::{Value, json};
 use testfleet_store::{ExportEvent, RdbResult, Store};
+use testfleet_wire::resultsdb::{
+    GroupRef, NewGroup, NewResult, NewTestcase, Page, TestResult, TestcaseRef,
+};
 
 use super::{Delivered, DeliveryError, status_error, transport_error};
 
@@ -50,16 +55,16 @@ impl ResultsDbSink {
         for event in batch {
             let results = store.rdb_attempt_results(event.attempt_id).await?;
             // Groups go as objects, so the receiver learns their description and link.
-            let mut groups = std::collections::BTreeMap::new();
+            let mut groups = BTreeMap::new();
             for uuid in results.iter().flat_map(|r| &r.groups) {
                 if !groups.contains_key(uuid)
                     && let Some(g) = store.rdb_group(uuid).await?
                 {
-                    let group = json!({
-                        "uuid": g.uuid,
-                        "description": g.description,
-                        "ref_url": self.absolute(&g.ref_url),
-                    });
+                    let group = NewGroup {
+                        description: g.description,
+                        ref_url: self.config.absolute(&g.ref_url),
+                        uuid: Some(g.uuid),
+                    };
                     groups.insert(uuid.clone(), group);
                 }
             }
@@ -83,7 +88,7 @@ impl ResultsDbSink {
         &self,
         attempt_id: i64,
         results: &[RdbResult],
-        groups: &std::collections::BTreeMap<String, Value>,
+        groups: &BTreeMap<String, NewGroup>,
     ) -> Result<i64, DeliveryError> {
         let present = self.posted_uids(attempt_id).await?;
         let mut posted = 0;
@@ -92,7 +97,7 @@ impl ResultsDbSink {
             if uid.is_some_and(|u| present.contains(u)) {
                 continue;
             }
-            let body = self.result_body(r, groups);
+            let body = self.config.result_body(r, groups)?;
             let response = self
                 .http
                 .post(format!("{}/results", self.api()))
@@ -133,46 +138,175 @@ impl ResultsDbSink {
                     status_error(status, &text)
                 )));
             }
-            let page: Value = response.json().await.map_err(|e| transport_error(&e))?;
-            for r in page["data"].as_array().into_iter().flatten() {
-                for v in r["data"]["tf_uid"].as_array().into_iter().flatten() {
-                    if let Some(s) = v.as_str() {
-                        uids.insert(s.to_owned());
-                    }
+            let text = response.text().await.map_err(|e| transport_error(&e))?;
+            let page: Page<TestResult> = serde_json::from_str(&text).map_err(|e| {
+                DeliveryError::Retry(format!(
+                    "duplicate check failed: {u} did not answer a ResultsDB page of results: {e}"
+                ))
+            })?;
+            for r in page.data {
+                if let Some(values) = r.data.get("tf_uid") {
+                    uids.extend(values.0.iter().cloned());
                 }
             }
-            url = page["next"].as_str().map(str::to_owned);
+            url = page.next;
         }
         Ok(uids)
     }
+}
 
+impl ResultsDbReporterConfig {
     fn absolute(&self, url: &Option<String>) -> Option<String> {
         url.as_ref().map(|u| {
             if u.starts_with('/') {
-                format!("{}{u}", self.config.public_url.trim_end_matches('/'))
+                format!("{}{u}", self.public_url.trim_end_matches('/'))
             } else {
                 u.clone()
             }
         })
     }
 
+    /// The body posted for `r`: testcase and groups as objects, so the
+    /// receiver learns their links and descriptions.
     fn result_body(
         &self,
         r: &RdbResult,
-        groups: &std::collections::BTreeMap<String, Value>,
-    ) -> Value {
-        let groups: Vec<Value> = r
-            .groups
-            .iter()
-            .map(|u| groups.get(u).cloned().unwrap_or_else(|| json!(u)))
-            .collect();
-        json!({
-            "testcase": {"name": r.testcase.name, "ref_url": self.absolute(&r.testcase.ref_url)},
-            "outcome": r.outcome,
-            "note": r.note,
-            "ref_url": self.absolute(&r.ref_url),
-            "groups": groups,
-            "data": r.data,
+        groups: &BTreeMap<String, NewGroup>,
+    ) -> Result<NewResult, DeliveryError> {
+        let outcome = r
+            .outcome
+            .parse()
+            .map_err(|e| DeliveryError::Refused(format!("result {}: {e}", r.id)))?;
+        Ok(NewResult {
+            data: r
+                .data
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone().into()))
+                .collect(),
+            groups: r
+                .groups
+                .iter()
+                .map(|u| {
+                    groups.get(u).map_or_else(
+                        || GroupRef::Uuid(u.clone()),
+                        |g| GroupRef::Object(g.clone()),
+                    )
+                })
+                .collect(),
+            note: r.note.clone(),
+            outcome,
+            ref_url: self.absolute(&r.ref_url),
+            testcase: TestcaseRef::Object(NewTestcase {
+                name: r.testcase.name.clone(),
+                ref_url: self.absolute(&r.testcase.ref_url),
+            }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use testfleet_store::{RdbGroup, RdbTestcase};
+
+    use super::*;
+
+    /// What the reporter posts is read by the served API's own request type
+    /// and becomes the same result there.
+    #[test]
+    fn the_posted_body_is_what_the_served_api_reads() {
+        let config = ResultsDbReporterConfig {
+            url: "http://receiver/api/v2.0".into(),
+            public_url: "https://coordinator/".into(),
+        };
+        let r = RdbResult {
+            id: 9,
+            testcase: RdbTestcase {
+                name: "suite.case(row 1)".into(),
+                ref_url: None,
+            },
+            outcome: "NEEDS_INSPECTION".into(),
+            note: Some("crashed".into()),
+            ref_url: Some("/api/v1/tasks/3/log?attempt=4".into()),
+            submit_time: 0,
+            groups: vec!["g-job".into(), "g-bare".into()],
+            data: BTreeMap::from([
+                ("item".into(), vec!["a".into(), "b".into()]),
+                ("tf_uid".into(), vec!["4.0".into()]),
+            ]),
+        };
+        let job = RdbGroup {
+            uuid: "g-job".into(),
+            description: Some("nightly".into()),
+            ref_url: Some("/api/v1/jobs/1".into()),
+        };
+        let groups = BTreeMap::from([(
+            job.uuid.clone(),
+            NewGroup {
+                description: job.description.clone(),
+                ref_url: config.absolute(&job.ref_url),
+                uuid: Some(job.uuid.clone()),
+            },
+        )]);
+        let body = config.result_body(&r, &groups).unwrap();
+        // `reqwest`'s `.json()` sends serde_json's bytes.
+        let sent = serde_json::to_vec(&body).unwrap();
+        let read = NewResult::from_json(&sent).unwrap();
+        assert_eq!(read, body);
+
+        let stored = crate::resultsdb::json::new_result(read);
+        assert_eq!(stored.testcase, r.testcase.name);
+        assert_eq!(stored.testcase_ref_url, None);
+        assert_eq!(stored.outcome, r.outcome);
+        assert_eq!(stored.note, r.note);
+        assert_eq!(
+            stored.ref_url.as_deref(),
+            Some("https://coordinator/api/v1/tasks/3/log?attempt=4")
+        );
+        assert_eq!(
+            stored.groups,
+            [
+                RdbGroup {
+                    ref_url: Some("https://coordinator/api/v1/jobs/1".into()),
+                    ..job
+                },
+                RdbGroup {
+                    uuid: "g-bare".into(),
+                    description: None,
+                    ref_url: None,
+                },
+            ]
+        );
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+        };
+        assert_eq!(
+            stored.data,
+            pairs(&[("item", "a"), ("item", "b"), ("tf_uid", "4.0")])
+        );
+    }
+
+    #[test]
+    fn a_stored_outcome_resultsdb_does_not_know_is_refused_not_posted() {
+        let config = ResultsDbReporterConfig {
+            url: "http://receiver/api/v2.0".into(),
+            public_url: "http://c".into(),
+        };
+        let r = RdbResult {
+            id: 1,
+            testcase: RdbTestcase {
+                name: "t".into(),
+                ref_url: None,
+            },
+            outcome: "SKIPPED".into(),
+            note: None,
+            ref_url: None,
+            submit_time: 0,
+            groups: vec![],
+            data: BTreeMap::new(),
+        };
+        match config.result_body(&r, &BTreeMap::new()) {
+            Err(DeliveryError::Refused(msg)) => assert!(msg.contains("SKIPPED"), "{msg}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 }

@@ -1,11 +1,12 @@
 //! JSON shapes of the ResultsDB API: testcases, groups and results as
 //! ResultsDB's serializer prints them (absolute `href`s, naive timestamps),
-//! and the parsing of posted JSON bodies.
+//! built as `testfleet_wire::resultsdb` structs, and posted bodies turned
+//! into the store's inputs.
 
 use axum::http::{HeaderMap, StatusCode};
-use serde_json::{Value, json};
 use testfleet_core::time_fmt::format_millis;
-use testfleet_store::{RdbGroup, RdbResult, RdbTestcase};
+use testfleet_store::{NewRdbResult, RdbGroup, RdbResult, RdbTestcase};
+use testfleet_wire::resultsdb::{BodyError, Group, NewGroup, NewResult, TestResult, Testcase};
 
 use super::{ApiError, PREFIX, error};
 
@@ -46,22 +47,22 @@ fn absolute(base: &str, url: &Option<String>) -> Option<String> {
     })
 }
 
-pub(super) fn testcase_json(base: &str, t: &RdbTestcase) -> Value {
-    json!({
-        "name": t.name,
-        "ref_url": absolute(base, &t.ref_url),
-        "href": format!("{base}{PREFIX}/testcases/{}", enc(&t.name)),
-    })
+pub(super) fn testcase_json(base: &str, t: &RdbTestcase) -> Testcase {
+    Testcase {
+        href: format!("{base}{PREFIX}/testcases/{}", enc(&t.name)),
+        name: t.name.clone(),
+        ref_url: absolute(base, &t.ref_url),
+    }
 }
 
-pub(super) fn group_json(base: &str, g: &RdbGroup) -> Value {
-    json!({
-        "uuid": g.uuid,
-        "description": g.description,
-        "ref_url": absolute(base, &g.ref_url),
-        "results": format!("{base}{PREFIX}/results?groups={}", enc(&g.uuid)),
-        "href": format!("{base}{PREFIX}/groups/{}", enc(&g.uuid)),
-    })
+pub(super) fn group_json(base: &str, g: &RdbGroup) -> Group {
+    Group {
+        description: g.description.clone(),
+        href: format!("{base}{PREFIX}/groups/{}", enc(&g.uuid)),
+        ref_url: absolute(base, &g.ref_url),
+        results: format!("{base}{PREFIX}/results?groups={}", enc(&g.uuid)),
+        uuid: g.uuid.clone(),
+    }
 }
 
 /// ResultsDB prints naive UTC timestamps with microseconds.
@@ -70,56 +71,58 @@ fn submit_time(ms: i64) -> String {
     format!("{}000", s.trim_end_matches('Z'))
 }
 
-pub(super) fn result_json(base: &str, r: &RdbResult) -> Value {
-    json!({
-        "id": r.id,
-        "groups": r.groups,
-        "testcase": testcase_json(base, &r.testcase),
-        "submit_time": submit_time(r.submit_time),
-        "outcome": r.outcome,
-        "note": r.note,
-        "ref_url": absolute(base, &r.ref_url),
-        "data": r.data,
-        "href": format!("{base}{PREFIX}/results/{}", r.id),
-    })
-}
-
-/// A JSON body, or ResultsDB's `Malformed Request` answer.
-pub(super) fn json_body(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(error(
-            StatusCode::BAD_REQUEST,
-            "Malformed Request: expected a JSON object",
-        )),
-        Err(e) => Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("Malformed Request: {e}"),
-        )),
+pub(super) fn result_json(base: &str, r: &RdbResult) -> TestResult {
+    TestResult {
+        data: r
+            .data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into()))
+            .collect(),
+        groups: r.groups.clone(),
+        href: format!("{base}{PREFIX}/results/{}", r.id),
+        id: r.id,
+        note: r.note.clone(),
+        outcome: r.outcome.clone(),
+        ref_url: absolute(base, &r.ref_url),
+        submit_time: submit_time(r.submit_time),
+        testcase: testcase_json(base, &r.testcase),
     }
 }
 
-pub(super) fn opt_str(
-    m: &serde_json::Map<String, Value>,
-    key: &str,
-) -> Result<Option<String>, ApiError> {
-    match m.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("{key} must be a string"),
-        )),
+/// A refused body: ResultsDB's 400 with the field named.
+pub(super) fn bad_body(e: BodyError) -> ApiError {
+    error(StatusCode::BAD_REQUEST, e.to_string())
+}
+
+/// A posted group as the store takes it; one without a uuid gets a new one.
+pub(super) fn new_group(g: NewGroup) -> RdbGroup {
+    RdbGroup {
+        uuid: g.uuid.unwrap_or_else(new_uuid),
+        description: g.description,
+        ref_url: g.ref_url,
     }
 }
 
-/// ResultsDB stores every data value as text: lists become one value per item.
-pub(super) fn data_values(v: &Value) -> Vec<String> {
-    match v {
-        Value::String(s) => vec![s.clone()],
-        Value::Array(items) => items.iter().flat_map(data_values).collect(),
-        Value::Null => vec!["None".into()],
-        other => vec![other.to_string()],
+/// A posted result as the store takes it: one (key, value) pair per data value.
+/// (Crate-visible so the exporter's tests check that what it posts is read.)
+pub(crate) fn new_result(body: NewResult) -> NewRdbResult {
+    let testcase = body.testcase.into_testcase();
+    NewRdbResult {
+        testcase: testcase.name,
+        testcase_ref_url: testcase.ref_url,
+        outcome: body.outcome.as_str().to_owned(),
+        note: body.note,
+        ref_url: body.ref_url,
+        groups: body
+            .groups
+            .into_iter()
+            .map(|g| new_group(g.into_group()))
+            .collect(),
+        data: body
+            .data
+            .into_iter()
+            .flat_map(|(k, v)| v.0.into_iter().map(move |v| (k.clone(), v)))
+            .collect(),
     }
 }
 
@@ -153,5 +156,49 @@ mod tests {
     #[test]
     fn submit_time_is_naive_with_microseconds() {
         assert_eq!(submit_time(1_676_034_673_123), "2023-02-10T13:11:13.123000");
+    }
+
+    /// The bytes these answers had when they were built with `json!`, which
+    /// ResultsDB clients read.
+    #[test]
+    fn answers_keep_their_bytes() {
+        let t = RdbTestcase {
+            name: "a b/c".into(),
+            ref_url: Some("/x".into()),
+        };
+        let g = RdbGroup {
+            uuid: "u-1".into(),
+            description: None,
+            ref_url: Some("http://e/".into()),
+        };
+        let r = RdbResult {
+            id: 7,
+            testcase: t.clone(),
+            outcome: "PASSED".into(),
+            note: None,
+            ref_url: Some("/log".into()),
+            submit_time: 1_676_034_673_123,
+            groups: vec!["u-1".into()],
+            data: [
+                ("tf_uid".to_owned(), vec!["1.0".to_owned()]),
+                ("item".to_owned(), vec!["a".to_owned(), "b".to_owned()]),
+            ]
+            .into(),
+        };
+        fn text(v: &impl serde::Serialize) -> String {
+            serde_json::to_string(v).unwrap()
+        }
+        assert_eq!(
+            text(&testcase_json("http://h", &t)),
+            r#"{"href":"http://h/api/v2.0/testcases/a%20b%2Fc","name":"a b/c","ref_url":"http://h/x"}"#
+        );
+        assert_eq!(
+            text(&group_json("http://h", &g)),
+            r#"{"description":null,"href":"http://h/api/v2.0/groups/u-1","ref_url":"http://e/","results":"http://h/api/v2.0/results?groups=u-1","uuid":"u-1"}"#
+        );
+        assert_eq!(
+            text(&result_json("http://h", &r)),
+            r#"{"data":{"item":["a","b"],"tf_uid":["1.0"]},"groups":["u-1"],"href":"http://h/api/v2.0/results/7","id":7,"note":null,"outcome":"PASSED","ref_url":"http://h/log","submit_time":"2023-02-10T13:11:13.123000","testcase":{"href":"http://h/api/v2.0/testcases/a%20b%2Fc","name":"a b/c","ref_url":"http://h/x"}}"#
+        );
     }
 }

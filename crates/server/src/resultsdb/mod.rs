@@ -7,7 +7,7 @@
 //! results carry `href`s, data values are lists. The mapping of testfleet's
 //! results is in docs/exporters.md.
 
-mod json;
+pub(crate) mod json;
 mod query;
 
 use std::sync::Arc;
@@ -17,14 +17,11 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
-use testfleet_store::{NewRdbResult, RDB_OUTCOMES, RdbGroup};
+use testfleet_wire::resultsdb::{List, Message, NewGroup, NewResult, NewTestcase};
 
 use crate::Coordinator;
 use crate::http_error::HttpError;
-use json::{
-    base_url, data_values, group_json, json_body, new_uuid, opt_str, result_json, testcase_json,
-};
+use json::{bad_body, base_url, group_json, new_group, new_result, result_json, testcase_json};
 use query::{page_answer, paging, param, results_query, split_list};
 
 const PREFIX: &str = "/api/v2.0";
@@ -34,7 +31,7 @@ async fn view_caught_up(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    if let Err(e) = crate::exporters::view::catch_up(&c.store).await {
+    if let Err(e) = c.catch_up_resultsdb_view().await {
         tracing::warn!("failed to catch the ResultsDB view up: {e}");
     }
     next.run(request).await
@@ -102,13 +99,16 @@ fn store_error(e: testfleet_store::StoreError) -> ApiError {
 }
 
 async fn healthcheck(State(c): State<Arc<Coordinator>>) -> ApiResult {
-    c.store.rdb_testcases(&[], &[], 0, 1).await.map_err(|e| {
+    c.views().rdb_testcases(&[], &[], 0, 1).await.map_err(|e| {
         error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("Unable to communicate with database: {e}"),
         )
     })?;
-    Ok(Json(json!({"message": "Health check OK"})).into_response())
+    Ok(Json(Message {
+        message: "Health check OK".into(),
+    })
+    .into_response())
 }
 
 async fn list_results(
@@ -131,7 +131,7 @@ async fn results_page(
     let q = results_query(&params)?;
     // One row more than asked tells whether there is a next page.
     let rows = c
-        .store
+        .views()
         .rdb_results(&q, page.saturating_mul(limit), limit + 1)
         .await
         .map_err(store_error)?;
@@ -152,7 +152,7 @@ async fn testcase_results(
     uri: Uri,
     Query(mut params): Params,
 ) -> ApiResult {
-    if c.store
+    if c.views()
         .rdb_testcase(&name)
         .await
         .map_err(store_error)?
@@ -172,7 +172,7 @@ async fn group_results(
     uri: Uri,
     Query(mut params): Params,
 ) -> ApiResult {
-    if c.store
+    if c.views()
         .rdb_group(&uuid)
         .await
         .map_err(store_error)?
@@ -199,12 +199,12 @@ async fn latest_results(
         .map(|v| split_list(v).collect())
         .unwrap_or_default();
     let rows = c
-        .store
+        .views()
         .rdb_latest(&q, &distinct_on)
         .await
         .map_err(store_error)?;
-    let data: Vec<Value> = rows.iter().map(|r| result_json(&base, r)).collect();
-    Ok(Json(json!({"data": data})).into_response())
+    let data = rows.iter().map(|r| result_json(&base, r)).collect();
+    Ok(Json(List { data }).into_response())
 }
 
 async fn get_result(
@@ -215,7 +215,7 @@ async fn get_result(
     let not_found = || error(StatusCode::NOT_FOUND, "Result not found");
     let id: i64 = id.parse().map_err(|_| not_found())?;
     let r = c
-        .store
+        .views()
         .rdb_result(id)
         .await
         .map_err(store_error)?
@@ -228,96 +228,8 @@ async fn create_result(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let m = json_body(&body)?;
-    let outcome = match m.get("outcome") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_uppercase(),
-        _ => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "outcome: missing required parameter",
-            ));
-        }
-    };
-    if !RDB_OUTCOMES.contains(&outcome.as_str()) {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("outcome must be one of {RDB_OUTCOMES:?}"),
-        ));
-    }
-    let (testcase, testcase_ref_url) = match m.get("testcase") {
-        Some(Value::String(s)) if !s.is_empty() => (s.clone(), None),
-        Some(Value::Object(t)) => match t.get("name") {
-            Some(Value::String(n)) if !n.is_empty() => (n.clone(), opt_str(t, "ref_url")?),
-            _ => return Err(error(StatusCode::BAD_REQUEST, "testcase.name not set")),
-        },
-        Some(Value::String(_)) => {
-            return Err(error(StatusCode::BAD_REQUEST, "testcase name not set"));
-        }
-        _ => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "testcase: missing required parameter",
-            ));
-        }
-    };
-    let mut groups = Vec::new();
-    match m.get("groups") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(items)) => {
-            for g in items {
-                groups.push(match g {
-                    Value::String(uuid) => RdbGroup {
-                        uuid: uuid.clone(),
-                        description: None,
-                        ref_url: None,
-                    },
-                    Value::Object(o) => RdbGroup {
-                        uuid: opt_str(o, "uuid")?.unwrap_or_else(new_uuid),
-                        description: opt_str(o, "description")?,
-                        ref_url: opt_str(o, "ref_url")?,
-                    },
-                    _ => {
-                        return Err(error(
-                            StatusCode::BAD_REQUEST,
-                            "groups: expected uuids or group objects",
-                        ));
-                    }
-                });
-            }
-        }
-        Some(_) => return Err(error(StatusCode::BAD_REQUEST, "groups must be a list")),
-    }
-    let mut data = Vec::new();
-    match m.get("data") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(d)) => {
-            let bad: Vec<&String> = d.keys().filter(|k| k.contains(':')).collect();
-            if !bad.is_empty() {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    format!("Colon not allowed in key name: {bad:?}"),
-                ));
-            }
-            for (k, v) in d {
-                data.extend(data_values(v).into_iter().map(|v| (k.clone(), v)));
-            }
-        }
-        Some(_) => return Err(error(StatusCode::BAD_REQUEST, "data must be an object")),
-    }
-    let new = NewRdbResult {
-        testcase,
-        testcase_ref_url,
-        outcome,
-        note: opt_str(&m, "note")?,
-        ref_url: opt_str(&m, "ref_url")?,
-        groups,
-        data,
-    };
-    let r = c
-        .store
-        .rdb_create_result(&new, c.now())
-        .await
-        .map_err(store_error)?;
+    let new = new_result(NewResult::from_json(&body).map_err(bad_body)?);
+    let r = c.rdb_create_result(&new).await.map_err(store_error)?;
     Ok((
         StatusCode::CREATED,
         Json(result_json(&base_url(&headers), &r)),
@@ -340,7 +252,7 @@ async fn list_testcases(
         .map(|v| split_list(v).collect())
         .unwrap_or_default();
     let rows = c
-        .store
+        .views()
         .rdb_testcases(&names, &like, page.saturating_mul(limit), limit + 1)
         .await
         .map_err(store_error)?;
@@ -360,7 +272,7 @@ async fn get_testcase(
     headers: HeaderMap,
 ) -> ApiResult {
     let t = c
-        .store
+        .views()
         .rdb_testcase(&name)
         .await
         .map_err(store_error)?
@@ -373,19 +285,9 @@ async fn create_testcase(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let m = json_body(&body)?;
-    let name = match opt_str(&m, "name")? {
-        Some(n) if !n.is_empty() => n,
-        _ => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "name: missing required parameter",
-            ));
-        }
-    };
+    let new = NewTestcase::from_json(&body).map_err(bad_body)?;
     let t = c
-        .store
-        .rdb_put_testcase(&name, opt_str(&m, "ref_url")?.as_deref())
+        .rdb_put_testcase(&new.name, new.ref_url.as_deref())
         .await
         .map_err(store_error)?;
     Ok((
@@ -409,7 +311,7 @@ async fn list_groups(
             .unwrap_or_default()
     };
     let rows = c
-        .store
+        .views()
         .rdb_groups(
             &list("uuid"),
             &list("description"),
@@ -435,7 +337,7 @@ async fn get_group(
     headers: HeaderMap,
 ) -> ApiResult {
     let g = c
-        .store
+        .views()
         .rdb_group(&uuid)
         .await
         .map_err(store_error)?
@@ -448,13 +350,8 @@ async fn create_group(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let m = json_body(&body)?;
-    let group = RdbGroup {
-        uuid: opt_str(&m, "uuid")?.unwrap_or_else(new_uuid),
-        description: opt_str(&m, "description")?,
-        ref_url: opt_str(&m, "ref_url")?,
-    };
-    let g = c.store.rdb_put_group(&group).await.map_err(store_error)?;
+    let group = new_group(NewGroup::from_json(&body).map_err(bad_body)?);
+    let g = c.rdb_put_group(&group).await.map_err(store_error)?;
     Ok((
         StatusCode::CREATED,
         Json(group_json(&base_url(&headers), &g)),

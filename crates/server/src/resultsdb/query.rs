@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
 use testfleet_core::time_fmt::parse_rfc3339_millis;
-use testfleet_store::{DataFilter, RDB_OUTCOMES, RdbQuery};
+use testfleet_store::{DataFilter, RdbQuery};
+use testfleet_wire::resultsdb::{Outcome, Page};
 
 use super::json::enc;
 use super::{ApiError, error};
@@ -108,7 +109,7 @@ fn prev_next(
     params: &[(String, String)],
     page: i64,
     more: bool,
-) -> (Value, Value) {
+) -> (Option<String>, Option<String>) {
     let url_for = |p: i64| {
         let mut q: Vec<String> = params
             .iter()
@@ -118,48 +119,36 @@ fn prev_next(
         q.push(format!("page={p}"));
         format!("{base}{}?{}", uri.path(), q.join("&"))
     };
-    let prev = if page > 0 {
-        json!(url_for(page - 1))
-    } else {
-        Value::Null
-    };
-    let next = if more {
-        json!(url_for(page + 1))
-    } else {
-        Value::Null
-    };
+    let prev = (page > 0).then(|| url_for(page - 1));
+    let next = more.then(|| url_for(page + 1));
     (prev, next)
 }
 
 /// One page of a ResultsDB list: `rows` holds up to `limit + 1` rows (the
 /// extra one only tells that a next page exists).
-pub(super) fn page_answer<T>(
+pub(super) fn page_answer<T, U: Serialize>(
     base: &str,
     uri: &Uri,
     params: &[(String, String)],
     (page, limit): (i64, i64),
     mut rows: Vec<T>,
-    to_json: impl Fn(&str, &T) -> Value,
+    to_json: impl Fn(&str, &T) -> U,
 ) -> Response {
     let more = rows.len() as i64 > limit;
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let (prev, next) = prev_next(base, uri, params, page, more);
-    let data: Vec<Value> = rows.iter().map(|r| to_json(base, r)).collect();
-    Json(json!({"prev": prev, "next": next, "data": data})).into_response()
+    let data = rows.iter().map(|r| to_json(base, r)).collect();
+    Json(Page { data, next, prev }).into_response()
 }
 
 pub(super) fn results_query(params: &[(String, String)]) -> Result<RdbQuery, ApiError> {
     let mut q = RdbQuery::default();
     if let Some(outcomes) = param(params, "outcome") {
         for o in split_list(outcomes) {
-            let o = o.to_uppercase();
-            if !RDB_OUTCOMES.contains(&o.as_str()) {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    format!("outcome '{o}' not one of {RDB_OUTCOMES:?}"),
-                ));
-            }
-            q.outcomes.push(o);
+            let o = o
+                .parse::<Outcome>()
+                .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+            q.outcomes.push(o.as_str().to_owned());
         }
     }
     if let Some(since) = param(params, "since") {
