@@ -21,6 +21,7 @@ use crate::ops::{
     Claimed, FinishEffect, QueuedTask, RETRY_PRIORITY_BOOST, RunningAttempt, TaskStats, narrow,
     work_item,
 };
+use crate::views::jobs;
 use crate::{Result, StoreError};
 
 /// How many recent durations a task key keeps.
@@ -508,6 +509,12 @@ pub(crate) async fn record_runtime(tx: &mut Tx, key: &str, durations_ms: &[i64])
 /// reads every committed task, so of two coordinators ending a job's last
 /// two tasks, the later one sees both; and the hot transactions never wait
 /// on a job's row lock.
+///
+/// A finished job's counts (`views::jobs`) are counted here, under that
+/// lock and in the caller's transaction, and stored with its state; a job
+/// that is queued or running again has them cleared. Every change of a
+/// job's state other than a claim's `queued` → `running` comes through
+/// here, or clears them itself (`Store::retrigger`).
 pub(crate) async fn refresh_job_state(
     tx: &mut Tx,
     job_id: i64,
@@ -539,18 +546,21 @@ pub(crate) async fn refresh_job_state(
                 .map_err(|e| StoreError::Corrupt(e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
-    let job_state = JobState::from_tasks(states);
+    let mut job_state = JobState::from_tasks(states);
     if !job_state.is_terminal() && stored == Some(job_state.as_str()) {
         // Most task ends leave a running job running.
         return Ok(job_state);
     }
+    let counts = if job_state.is_terminal() {
+        // The counts are one snapshot of the tasks; the state is taken from
+        // it too, so the two stored never disagree.
+        let counts = jobs::count_job_in(tx, job_id).await?;
+        job_state = counts.job_state();
+        job_state.is_terminal().then_some(counts)
+    } else {
+        None
+    };
     let finished_at = job_state.is_terminal().then_some(now);
-    on_tx!(tx, c => sqlx::query("UPDATE jobs SET state = $1, finished_at = $2 WHERE id = $3")
-        .bind(job_state.as_str())
-        .bind(finished_at)
-        .bind(job_id)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
+    jobs::store_job_state(tx, job_id, job_state, finished_at, counts.as_ref()).await?;
     Ok(job_state)
 }

@@ -247,7 +247,8 @@ fn ended_runs(done: &[WriteDone]) -> Vec<(String, Vec<i64>)> {
 
 /// Records the runs' durations (each key once, in key order, so writers
 /// lock history rows in one order) and recomputes the state of every job in
-/// `ids` (in id order) inside `tx`.
+/// `ids` (in id order) inside `tx`; a job that finished gets its counts
+/// stored with its state (`refresh_job_state`).
 async fn settle_in(
     tx: &mut Tx,
     runs: &[(String, Vec<i64>)],

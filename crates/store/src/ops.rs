@@ -459,11 +459,10 @@ impl Store {
             .bind(task_id)
             .fetch_one(c)
             .await)?;
-        on_tx!(&mut tx, c => sqlx::query("UPDATE jobs SET state = 'running', finished_at = NULL WHERE id = $1")
-            .bind(row.job_id)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected()))?;
+        // The job runs again: its stored counts (if it had finished) are
+        // cleared with its finish time, so the list counts it live.
+        crate::views::jobs::store_job_state(&mut tx, row.job_id, JobState::Running, None, None)
+            .await?;
         let mut task = row.into_task()?;
         tx.commit().await?;
         task.priority = task.priority.saturating_add(RETRY_PRIORITY_BOOST);

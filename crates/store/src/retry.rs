@@ -7,6 +7,9 @@
 //! A retried task prefers another agent than the one its failed attempt
 //! ran on, as automatic retries do. It keeps its failure counts: its retry
 //! budgets are not refilled, and a pass on the new attempt marks it flaky.
+//! The job's state is recomputed in the same transaction
+//! (`attempts::refresh_job_state`), which clears the counts it stored when
+//! it finished: the jobs list counts it live until it finishes again.
 
 use testfleet_core::time_fmt::UnixMillis;
 use testfleet_core::{JobState, TaskState};

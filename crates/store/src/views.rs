@@ -14,7 +14,7 @@ use testfleet_wire::protocol::{MachineInfo, WorkLogEntry};
 use testfleet_wire::reason::{ReasonData, ReasonKind};
 use testfleet_wire::results::{CaseOutcome, Results};
 
-mod jobs;
+pub(crate) mod jobs;
 
 use crate::db::{Backend, on_pool};
 use crate::{Missing, Result, Store, StoreError};

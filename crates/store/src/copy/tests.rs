@@ -17,8 +17,10 @@ const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// insertion order, and enough log chunks for several pages.
 const FILL: &[&str] = &[
     r#"INSERT INTO jobs VALUES
-        (1, 'job-a', 'default', 5, '{"name":"job-a"}', 'passed', 1700000000000, 1700000001000, 'int-1'),
-        (2, 'jöb-b ✓', 'nightly', -3, '{}', 'running', 1700000002000, NULL, NULL)"#,
+        (1, 'job-a', 'default', 5, '{"name":"job-a"}', 'passed', 1700000000000, 1700000001000, 'int-1',
+         0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0),
+        (2, 'jöb-b ✓', 'nightly', -3, '{}', 'running', 1700000002000, NULL, NULL,
+         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"#,
     r#"INSERT INTO tasks VALUES
         (1, 1, 't1', '{"name":"t1"}', 5, NULL, 'passed', 'done', 'passed', NULL, 'agent-a', 1, 1, 0, 0, 1, NULL, 10, 20, 'job-a/t1', 0),
         (2, 2, 't2', '{}', -3, 'agent-b', 'running', 'test', NULL, 'a message', 'agent-b', 2, 1, 0, 1, 0, 'agent-a', 30, 40, 'jöb-b ✓/t2', 2)"#,

@@ -1,10 +1,16 @@
 //! The jobs list carries counts, not tasks; a job's tasks come a page at a time.
+//!
+//! A finished job's counts are stored on its row and read from there; the
+//! tests in `stored` look at those columns with a plain pool on the same
+//! database, and compare them with the live count by clearing them.
 
 use testfleet_core::{AttemptOutcome, JobState, TaskState};
 use testfleet_store::{FinishEffect, Store, StoreError};
 use testfleet_wire::api::{JobSummary, OutcomeCounts, TaskStateCounts};
 
 use crate::support::{claim, simple_job, submit};
+
+mod stored;
 
 contract_tests!(
     summaries_count_tasks_per_state_and_outcome,
