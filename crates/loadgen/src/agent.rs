@@ -48,6 +48,43 @@ pub(crate) struct SimAgent {
     events: EventStream,
     recorder: Arc<Recorder>,
     last_ts: i64,
+    /// When this agent asked for work while idle (the claim being timed).
+    fetching_since: Option<tokio::time::Instant>,
+    /// The results some reports carry (see [`BigReports`]).
+    big_reports: Option<BigReports>,
+}
+
+/// Every `every`-th task (by task id) reports `results`: a large report, to
+/// time claims while the coordinator finishes big reports.
+#[derive(Clone)]
+pub(crate) struct BigReports {
+    pub every: i64,
+    pub results: Arc<Vec<testfleet_wire::results::Results>>,
+}
+
+impl BigReports {
+    /// One suite of `cases` passed test cases.
+    pub fn new(every: usize, cases: usize) -> BigReports {
+        use testfleet_wire::results::{Case, Results, Suite};
+        let suite = Suite {
+            name: "tst_bench_report".to_owned(),
+            cases: (0..cases)
+                .map(|i| Case {
+                    duration_ms: Some(0.25),
+                    ..Case::new(format!("case_{i:05}"), None)
+                })
+                .collect(),
+            ..Suite::default()
+        };
+        BigReports {
+            every: i64::try_from(every.max(1)).unwrap_or(i64::MAX),
+            results: Arc::new(vec![Results {
+                format: "junit".to_owned(),
+                suites: vec![suite],
+                ..Results::default()
+            }]),
+        }
+    }
 }
 
 /// Why a simulated agent stopped serving.
@@ -86,6 +123,7 @@ impl SimAgent {
         hostname: String,
         secret: Option<&str>,
         recorder: Arc<Recorder>,
+        big_reports: Option<BigReports>,
     ) -> Result<SimAgent, ConnectError> {
         let auth = json!({
             "clientType": "agent",
@@ -101,6 +139,8 @@ impl SimAgent {
             client,
             events,
             recorder,
+            fetching_since: None,
+            big_reports,
             last_ts: 0,
         })
     }
@@ -145,7 +185,9 @@ impl SimAgent {
             })
     }
 
-    async fn fetch(&self) -> Result<(), SimError> {
+    async fn fetch(&mut self) -> Result<(), SimError> {
+        self.fetching_since
+            .get_or_insert_with(tokio::time::Instant::now);
         self.client
             .emit_no_args(events::FETCH_WORK)
             .await
@@ -249,6 +291,9 @@ impl SimAgent {
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(0);
         self.recorder.started(task_id, attempt_id);
+        if let Some(since) = self.fetching_since.take() {
+            self.recorder.claimed(since.elapsed());
+        }
         Some(Work {
             task_id,
             attempt_id,
@@ -311,7 +356,10 @@ impl SimAgent {
             outcome: AttemptOutcome::Passed,
             reason: None,
             reason_data: None,
-            results: Vec::new(),
+            results: match &self.big_reports {
+                Some(big) if work.task_id % big.every == 0 => big.results.as_ref().clone(),
+                _ => Vec::new(),
+            },
             duration_ms: Some(duration_ms),
         };
         match self

@@ -113,6 +113,11 @@ pub struct BenchConfig {
     /// directory; a PostgreSQL URL names the server on which each run gets
     /// a fresh database of its own (dropped after the run).
     pub database: Option<testfleet_store::DatabaseUrl>,
+    /// Every `report_every`-th task (by id; 0 = none) reports a result
+    /// file of `report_cases` test cases, so claims can be timed while the
+    /// coordinator finishes large reports.
+    pub report_every: usize,
+    pub report_cases: usize,
 }
 
 impl BenchConfig {
@@ -130,6 +135,8 @@ impl BenchConfig {
             progress: false,
             status_requests: true,
             database: None,
+            report_every: 0,
+            report_cases: 0,
         }
     }
 }
@@ -146,6 +153,11 @@ pub struct RunReport {
     /// Finished tasks / (last finish − first submit).
     pub tasks_per_second: f64,
     pub submit_to_start_ms: Percentiles,
+    /// From an idle agent's `fetchWork` to the `sendWork` that answered it
+    /// (while work was queued): the claim as an agent sees it.
+    pub fetch_to_work_ms: Percentiles,
+    /// Tasks whose report carried `report_cases` test cases.
+    pub big_reports: usize,
     /// From a task's delivery to its acknowledged report, minus its synthetic run time.
     pub start_to_finish_overhead_ms: Percentiles,
     /// Last finish − first submit.
@@ -372,6 +384,8 @@ async fn drive(
 ) -> Result<RunReport, BenchError> {
     let recorder = Arc::new(Recorder::new());
     let api = ApiClient::new(url);
+    let big_reports = (config.report_every > 0 && config.report_cases > 0)
+        .then(|| agent::BigReports::new(config.report_every, config.report_cases));
 
     // Connect every agent before submitting anything.
     let mut connecting = JoinSet::new();
@@ -379,9 +393,10 @@ async fn drive(
         let url = url.to_owned();
         let secret = secret.to_owned();
         let recorder = recorder.clone();
+        let big_reports = big_reports.clone();
         connecting.spawn(async move {
             let hostname = format!("bench-sim-{i:04}");
-            SimAgent::connect(&url, hostname.clone(), Some(&secret), recorder)
+            SimAgent::connect(&url, hostname.clone(), Some(&secret), recorder, big_reports)
                 .await
                 .map_err(|source| BenchError::Connect {
                     agent: hostname,
@@ -648,6 +663,15 @@ fn summarize(config: &BenchConfig, r: &Records, submitted: usize, submit_s: f64)
             0.0
         },
         submit_to_start_ms: Percentiles::of(submit_to_start),
+        fetch_to_work_ms: Percentiles::of(r.claims_ms.clone()),
+        big_reports: if config.report_every > 0 && config.report_cases > 0 {
+            r.finishes
+                .keys()
+                .filter(|id| **id % i64::try_from(config.report_every).unwrap_or(i64::MAX) == 0)
+                .count()
+        } else {
+            0
+        },
         start_to_finish_overhead_ms: Percentiles::of(overhead),
         makespan_s: round3(makespan),
         lower_bound_s: round3(lower_bound),

@@ -30,6 +30,9 @@ pub(crate) struct Records {
     /// Protocol violations seen by agents (first few kept verbatim).
     pub violations: Vec<String>,
     pub violation_count: u64,
+    /// Claim latencies in milliseconds: from an agent's first `fetchWork`
+    /// while idle to the `sendWork` that answered it.
+    pub claims_ms: Vec<f64>,
 }
 
 /// Shared by the agents and the driver of one run.
@@ -78,6 +81,10 @@ impl Recorder {
                 .or_default()
                 .push(Mark { attempt_id, at });
         });
+    }
+
+    pub fn claimed(&self, waited: Duration) {
+        self.with(|r| r.claims_ms.push(waited.as_secs_f64() * 1000.0));
     }
 
     pub fn finished(&self, task_id: i64, attempt_id: i64) {

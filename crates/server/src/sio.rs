@@ -72,6 +72,14 @@ enum EventError {
         #[source]
         source: serde_json::Error,
     },
+    /// Decoded straight from the packet's text (no intermediate JSON tree:
+    /// a report may carry 10,000 test cases).
+    #[error("malformed {what}: {source}")]
+    Undecodable {
+        what: &'static str,
+        #[source]
+        source: socketioxide::ParserError,
+    },
 }
 
 enum AgentEvent {
@@ -267,8 +275,12 @@ fn register_agent_handlers(socket: &SocketRef) -> mpsc::Receiver<AgentEvent> {
     let t = tx.clone();
     socket.on(
         events::ATTEMPT_REPORT,
-        move |socket: SocketRef, data: TryData<Value>, ack: AckSender| {
-            push(&t, &socket, AgentEvent::Report(decode(data.0.ok()), ack));
+        move |socket: SocketRef, data: TryData<AttemptReport>, ack: AckSender| {
+            let report = data.0.map_err(|source| EventError::Undecodable {
+                what: "AttemptReport",
+                source,
+            });
+            push(&t, &socket, AgentEvent::Report(report, ack));
             async {}
         },
     );

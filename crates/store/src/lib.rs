@@ -165,6 +165,9 @@ pub struct Store {
     batcher: batch::Batcher,
     /// How long a new attempt's lease runs (ms); see [`Store::set_lease`].
     lease_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Held while this process maps outbox events into the ResultsDB view
+    /// (`outbox`): on SQLite an event is mapped in several transactions.
+    materializing: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -185,6 +188,7 @@ impl Store {
             progress,
             batcher,
             lease_ms: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(DEFAULT_LEASE_MS)),
+            materializing: std::sync::Arc::default(),
         })
     }
 

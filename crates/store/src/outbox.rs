@@ -6,8 +6,14 @@
 //! whose cost grows with the size of a report stays out of that transaction
 //! (and so out of the claims' group commit): the ResultsDB view is built by a
 //! consumer of the outbox, [`Store::materialize_pending`], which maps each
-//! event's results and moves its own cursor in one transaction, so every
-//! event is mapped exactly once, whichever coordinator runs it.
+//! event's results and moves its own cursor. On PostgreSQL that is one
+//! transaction per batch of events, under the cursor's row lock, so every
+//! event is mapped exactly once, whichever coordinator runs it. On SQLite,
+//! whose one writer connection also serves the claims' group commit, an
+//! event is mapped [`SQLITE_CHUNK`] rows per transaction so a 10,000-case
+//! report never holds the writer for long; an interrupted event is mapped
+//! again from the start (its partial rows deleted first), and the cursor
+//! moves with its last chunk.
 //!
 //! Each sink (InfluxDB, an external ResultsDB) keeps a cursor into
 //! `export_events`. A sink reads the events after its cursor, delivers them, and
@@ -58,6 +64,46 @@ struct UnmappedEvent {
     results: Option<String>,
 }
 
+/// View rows per transaction when SQLite maps a large report (see the
+/// module's documentation): about 15 ms of the one writer connection.
+pub(crate) const SQLITE_CHUNK: usize = 50;
+
+/// After each chunk the mapping sleeps this many times as long as the chunk
+/// took, so claims and finishes get the writer at least three quarters of
+/// the time while a large report is mapped.
+const SQLITE_IDLE_FACTOR: u32 = 3;
+
+/// The ResultsDB view's cursor, creating its row when missing. On
+/// PostgreSQL the row stays locked until the transaction ends, so
+/// coordinators sharing the database take turns.
+async fn view_cursor(tx: &mut Tx) -> Result<i64> {
+    on_tx!(tx, c => sqlx::query("INSERT INTO export_sinks (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+        .bind(RESULTSDB_VIEW)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    let read = match tx.backend() {
+        Backend::Sqlite => "SELECT cursor FROM export_sinks WHERE name = $1",
+        Backend::Postgres => "SELECT cursor FROM export_sinks WHERE name = $1 FOR UPDATE",
+    };
+    Ok(on_tx!(tx, c => sqlx::query_scalar(read)
+        .bind(RESULTSDB_VIEW)
+        .fetch_one(c)
+        .await)?)
+}
+
+/// Moves the ResultsDB view's cursor past event `id` (created at `at`).
+async fn move_view_cursor(tx: &mut Tx, id: i64, at: UnixMillis) -> Result<()> {
+    on_tx!(tx, c => sqlx::query("UPDATE export_sinks SET cursor = $1, last_success_at = $2 WHERE name = $3")
+        .bind(id)
+        .bind(at)
+        .bind(RESULTSDB_VIEW)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
 /// Appends the export event of a finished attempt. Called from
 /// `finish_attempt`, inside its transaction.
 pub(crate) async fn record_finished(
@@ -83,22 +129,66 @@ impl Store {
     /// cursor into the ResultsDB tables and moves the cursor, in one
     /// transaction. Returns how many events were mapped (0: caught up).
     pub async fn materialize_pending(&self, max: i64) -> Result<usize> {
-        let mut tx = self.writer.begin().await?;
-        on_tx!(&mut tx, c => sqlx::query("INSERT INTO export_sinks (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
-            .bind(RESULTSDB_VIEW)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected()))?;
-        // The cursor's row lock makes coordinators that share a PostgreSQL
-        // database take turns; SQLite has one writer anyway.
-        let read = match tx.backend() {
-            Backend::Sqlite => "SELECT cursor FROM export_sinks WHERE name = $1",
-            Backend::Postgres => "SELECT cursor FROM export_sinks WHERE name = $1 FOR UPDATE",
-        };
-        let cursor: i64 = on_tx!(&mut tx, c => sqlx::query_scalar(read)
-            .bind(RESULTSDB_VIEW)
-            .fetch_one(c)
+        let _one_at_a_time = self.materializing.lock().await;
+        match self.writer.backend() {
+            Backend::Sqlite => self.materialize_chunked(max).await,
+            Backend::Postgres => self.materialize_batch(max).await,
+        }
+    }
+
+    /// SQLite: up to `max` events, each in transactions of [`SQLITE_CHUNK`]
+    /// rows, the first deleting what an interrupted run left, the last moving
+    /// the cursor. The caller holds `materializing`.
+    async fn materialize_chunked(&self, max: i64) -> Result<usize> {
+        let mut mapped = 0;
+        while mapped < max {
+            let mut tx = self.writer.begin().await?;
+            let cursor = view_cursor(&mut tx).await?;
+            let event = on_tx!(&mut tx, c => sqlx::query_as::<_, UnmappedEvent>(
+                "SELECT e.id, e.attempt_id, e.created_at, a.results
+                 FROM export_events e JOIN attempts a ON a.id = e.attempt_id
+                 WHERE e.id > $1 ORDER BY e.id LIMIT 1",
+            )
+            .bind(cursor)
+            .fetch_optional(c)
             .await)?;
+            let Some(event) = event else {
+                break;
+            };
+            let results: Vec<Results> = match &event.results {
+                Some(text) => serde_json::from_str(text)?,
+                None => Vec::new(),
+            };
+            let rows = crate::resultsdb::attempt_rows(&mut tx, event.attempt_id, &results).await?;
+            crate::resultsdb::delete_attempt_rows(&mut tx, event.attempt_id).await?;
+            let mut chunks = rows.chunks(SQLITE_CHUNK).peekable();
+            let mut started = std::time::Instant::now();
+            loop {
+                let chunk = chunks.next().unwrap_or(&[]);
+                crate::resultsdb::insert_rows(&mut tx, chunk, event.created_at, event.attempt_id)
+                    .await?;
+                if chunks.peek().is_none() {
+                    move_view_cursor(&mut tx, event.id, event.created_at).await?;
+                    tx.commit().await?;
+                    break;
+                }
+                tx.commit().await?;
+                // Leave the writer to the claims' group commit for a while:
+                // the view takes at most a quarter of the writer's time.
+                tokio::time::sleep(started.elapsed() * SQLITE_IDLE_FACTOR).await;
+                started = std::time::Instant::now();
+                tx = self.writer.begin().await?;
+            }
+            mapped += 1;
+        }
+        Ok(usize::try_from(mapped).unwrap_or(usize::MAX))
+    }
+
+    /// PostgreSQL: up to `max` events in one transaction under the cursor's
+    /// row lock (coordinators sharing the database take turns).
+    async fn materialize_batch(&self, max: i64) -> Result<usize> {
+        let mut tx = self.writer.begin().await?;
+        let cursor = view_cursor(&mut tx).await?;
         let events = on_tx!(&mut tx, c => sqlx::query_as::<_, UnmappedEvent>(
             "SELECT e.id, e.attempt_id, e.created_at, a.results
              FROM export_events e JOIN attempts a ON a.id = e.attempt_id
@@ -108,9 +198,10 @@ impl Store {
         .bind(max)
         .fetch_all(c)
         .await)?;
-        let Some(last) = events.last().map(|e| e.id) else {
+        let Some(last) = events.last() else {
             return Ok(0);
         };
+        let (last_id, last_at) = (last.id, last.created_at);
         for event in &events {
             let results: Vec<Results> = match &event.results {
                 Some(text) => serde_json::from_str(text)?,
@@ -119,13 +210,7 @@ impl Store {
             crate::resultsdb::materialize(&mut tx, event.attempt_id, &results, event.created_at)
                 .await?;
         }
-        on_tx!(&mut tx, c => sqlx::query("UPDATE export_sinks SET cursor = $1, last_success_at = $2 WHERE name = $3")
-            .bind(last)
-            .bind(events.last().map_or(0, |e| e.created_at))
-            .bind(RESULTSDB_VIEW)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected()))?;
+        move_view_cursor(&mut tx, last_id, last_at).await?;
         tx.commit().await?;
         Ok(events.len())
     }

@@ -223,6 +223,52 @@ pub(crate) async fn materialize(
     results: &[Results],
     now: UnixMillis,
 ) -> Result<()> {
+    let rows = attempt_rows(tx, attempt_id, results).await?;
+    insert_rows(tx, &rows, now, attempt_id).await
+}
+
+/// Inserts `rows`, the view rows of `attempt_id` (or a slice of them).
+pub(crate) async fn insert_rows(
+    tx: &mut Tx,
+    rows: &[NewRdbResult],
+    now: UnixMillis,
+    attempt_id: i64,
+) -> Result<()> {
+    for row in rows {
+        insert_result(tx, row, now, Some(attempt_id)).await?;
+    }
+    Ok(())
+}
+
+/// Removes the view rows of `attempt_id`: what an interrupted, chunked
+/// mapping of it left behind, before it is mapped again from the start.
+pub(crate) async fn delete_attempt_rows(tx: &mut Tx, attempt_id: i64) -> Result<()> {
+    for sql in [
+        "DELETE FROM rdb_result_data WHERE result_id IN (SELECT id FROM rdb_results WHERE attempt_id = $1)",
+        "DELETE FROM rdb_result_groups WHERE result_id IN (SELECT id FROM rdb_results WHERE attempt_id = $1)",
+    ] {
+        on_tx!(tx, c => sqlx::query(sql)
+            .bind(attempt_id)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+    }
+    on_tx!(tx, c => sqlx::query("DELETE FROM rdb_results WHERE attempt_id = $1")
+        .bind(attempt_id)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// The ResultsDB view rows of an attempt's results: one per test case, plus
+/// one per crash that no case records.
+pub(crate) async fn attempt_rows(
+    tx: &mut Tx,
+    attempt_id: i64,
+    results: &[Results],
+) -> Result<Vec<NewRdbResult>> {
+    let mut rows = Vec::new();
     let facts = attempt_facts(tx, attempt_id).await?;
     let mut seq = 0usize;
     for r in results {
@@ -258,7 +304,7 @@ pub(crate) async fn materialize(
                     groups: vec![facts.group.clone()],
                     data,
                 };
-                insert_result(tx, &new, now, Some(attempt_id)).await?;
+                rows.push(new);
             }
         }
         for crash in &r.crashed {
@@ -285,10 +331,10 @@ pub(crate) async fn materialize(
                 groups: vec![facts.group.clone()],
                 data,
             };
-            insert_result(tx, &new, now, Some(attempt_id)).await?;
+            rows.push(new);
         }
     }
-    Ok(())
+    Ok(rows)
 }
 
 async fn upsert_testcase(tx: &mut Tx, name: &str, ref_url: Option<&str>) -> Result<()> {

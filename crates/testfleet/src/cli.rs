@@ -432,6 +432,13 @@ pub struct BenchArgs {
     /// directory); `postgres://…` measures PostgreSQL. Its tables must be empty.
     #[arg(long)]
     pub database: Option<String>,
+    /// Every N-th task (by id) reports a result file of --report-cases
+    /// test cases, to time claims while large reports are finished (0: none).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub report_every: usize,
+    /// Test cases in each large report (with --report-every).
+    #[arg(long, default_value_t = 10_000, value_name = "CASES")]
+    pub report_cases: usize,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,

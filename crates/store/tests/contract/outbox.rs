@@ -9,6 +9,7 @@ use crate::support::{catch_up, claim, passing_results, simple_job, submit};
 contract_tests!(
     finishes_with_results_enter_the_outbox,
     sinks_move_their_cursor_on_ack_only,
+    a_large_report_is_mapped_once_whole,
 );
 
 /// Runs one attempt of each task and finishes it with `results[i]`.
@@ -243,5 +244,49 @@ async fn sinks_move_their_cursor_on_ack_only(store: Store) {
             pending: 2,
             ..status("resultsdb")
         }
+    );
+}
+
+/// A report of more cases than SQLite maps per transaction (50) ends up in
+/// the view whole and once, and the events after it still follow in order.
+async fn a_large_report_is_mapped_once_whole(store: Store) {
+    let mut big = passing_results("tst_big", "case_0");
+    let template = big[0].suites[0].cases[0].clone();
+    big[0].suites[0].cases = (0..250)
+        .map(|i| testfleet_wire::results::Case {
+            name: format!("case_{i}"),
+            ..template.clone()
+        })
+        .collect();
+    let attempts = finish_each(
+        &store,
+        2,
+        &[Some(big), Some(passing_results("tst_small", "one"))],
+    )
+    .await;
+    assert_eq!(store.materialize_pending(1).await.unwrap(), 1);
+    let mapped = store.rdb_attempt_results(attempts[0]).await.unwrap();
+    assert_eq!(mapped.len(), 250);
+    let mut names: Vec<&str> = mapped.iter().map(|r| r.testcase.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), 250, "every case once");
+    assert!(
+        store
+            .rdb_attempt_results(attempts[1])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!store.resultsdb_view_caught_up().await.unwrap());
+    assert_eq!(store.materialize_pending(10).await.unwrap(), 1);
+    assert!(store.resultsdb_view_caught_up().await.unwrap());
+    assert_eq!(
+        store.rdb_attempt_results(attempts[0]).await.unwrap().len(),
+        250
+    );
+    assert_eq!(
+        store.rdb_attempt_results(attempts[1]).await.unwrap().len(),
+        1
     );
 }

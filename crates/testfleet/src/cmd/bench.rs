@@ -26,6 +26,8 @@ pub async fn run(args: BenchArgs, server: Option<String>) -> Result<u8> {
             .map(str::parse::<testfleet_store::DatabaseUrl>)
             .transpose()
             .map_err(|e| anyhow::anyhow!("--database: {e}"))?,
+        report_every: args.report_every,
+        report_cases: args.report_cases,
     };
     let report = testfleet_loadgen::run(config).await?;
     if args.json {
@@ -90,6 +92,10 @@ fn render_run(r: &RunReport) -> String {
         )
     };
     row("submit to start", pct(&r.submit_to_start_ms));
+    row("fetch to work", pct(&r.fetch_to_work_ms));
+    if r.big_reports > 0 {
+        row("large reports", format!("{} finished", r.big_reports));
+    }
     row("finish overhead", pct(&r.start_to_finish_overhead_ms));
     row(
         "makespan",
