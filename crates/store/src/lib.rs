@@ -15,6 +15,7 @@ mod db;
 mod ops;
 mod outbox;
 mod progress;
+mod rdb_view;
 mod resultsdb;
 mod retry;
 mod scratch;

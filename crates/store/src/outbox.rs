@@ -159,13 +159,13 @@ impl Store {
                 Some(text) => serde_json::from_str(text)?,
                 None => Vec::new(),
             };
-            let rows = crate::resultsdb::attempt_rows(&mut tx, event.attempt_id, &results).await?;
-            crate::resultsdb::delete_attempt_rows(&mut tx, event.attempt_id).await?;
+            let rows = crate::rdb_view::attempt_rows(&mut tx, event.attempt_id, &results).await?;
+            crate::rdb_view::delete_attempt_rows(&mut tx, event.attempt_id).await?;
             let mut chunks = rows.chunks(SQLITE_CHUNK).peekable();
             let mut started = std::time::Instant::now();
             loop {
                 let chunk = chunks.next().unwrap_or(&[]);
-                crate::resultsdb::insert_rows(&mut tx, chunk, event.created_at, event.attempt_id)
+                crate::rdb_view::insert_rows(&mut tx, chunk, event.created_at, event.attempt_id)
                     .await?;
                 if chunks.peek().is_none() {
                     move_view_cursor(&mut tx, event.id, event.created_at).await?;
@@ -207,7 +207,7 @@ impl Store {
                 Some(text) => serde_json::from_str(text)?,
                 None => Vec::new(),
             };
-            crate::resultsdb::materialize(&mut tx, event.attempt_id, &results, event.created_at)
+            crate::rdb_view::materialize(&mut tx, event.attempt_id, &results, event.created_at)
                 .await?;
         }
         move_view_cursor(&mut tx, last_id, last_at).await?;

@@ -6,13 +6,11 @@
 //! filtering them is plain SQL over indexed tables, as in ResultsDB itself.
 //! The mapping is documented in docs/exporters.md.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use sqlx::{Database, Encode, QueryBuilder, Type};
-use testfleet_core::JobSpec;
 use testfleet_core::time_fmt::UnixMillis;
-use testfleet_wire::protocol::MachineInfo;
-use testfleet_wire::results::{Case, CaseOutcome, Results};
+use testfleet_wire::results::{Case, CaseOutcome};
 
 use crate::db::{Backend, Tx, on_pool, on_tx};
 use crate::{Missing, Result, Store, StoreError};
@@ -21,7 +19,7 @@ use crate::{Missing, Result, Store, StoreError};
 pub const RDB_OUTCOMES: [&str; 4] = ["PASSED", "INFO", "FAILED", "NEEDS_INSPECTION"];
 
 /// Longest note kept for a mapped result; the full message stays in the attempt's results.
-const NOTE_MAX: usize = 1000;
+pub(crate) const NOTE_MAX: usize = 1000;
 
 /// Most ids bound in one `IN (…)` list, well under both engines' parameter limits.
 const IN_LIST_MAX: usize = 1000;
@@ -118,226 +116,7 @@ pub fn testcase_name(suite: &str, case: &Case) -> String {
     }
 }
 
-fn cut(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
-}
-
-/// What every result of one attempt shares.
-struct AttemptFacts {
-    common: Vec<(String, String)>,
-    group: RdbGroup,
-    ref_url: String,
-}
-
-/// The stored facts [`AttemptFacts`] is built from.
-#[derive(sqlx::FromRow)]
-struct AttemptRow {
-    task_id: i64,
-    task_name: String,
-    job_id: i64,
-    /// The job's spec, JSON.
-    spec: String,
-    agent: String,
-    /// The agent's `MachineInfo`, JSON.
-    machine: Option<String>,
-}
-
-async fn attempt_facts(tx: &mut Tx, attempt_id: i64) -> Result<AttemptFacts> {
-    let row = on_tx!(tx, c => sqlx::query_as::<_, AttemptRow>(
-        "SELECT t.id AS task_id, t.name AS task_name, t.job_id, j.spec, a.agent, g.machine
-         FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
-         LEFT JOIN agents g ON g.hostname = a.agent WHERE a.id = $1",
-    )
-    .bind(attempt_id)
-    .fetch_optional(c)
-    .await)?
-    .ok_or_else(|| StoreError::NotFound(Missing::Attempt(attempt_id)))?;
-    let AttemptRow {
-        task_id,
-        task_name,
-        job_id,
-        spec,
-        agent,
-        machine,
-    } = row;
-    let spec: JobSpec = serde_json::from_str(&spec)?;
-    let machine: Option<MachineInfo> = machine.as_deref().map(serde_json::from_str).transpose()?;
-    let integration = spec.integration.as_ref();
-    let integration_id = integration
-        .map(|i| i.id.clone())
-        .unwrap_or_else(|| format!("tf-{job_id}"));
-    // A Taskotron-style trigger puts what was tested in the job's environment;
-    // otherwise the item is the integration.
-    let item = spec
-        .env
-        .get("ITEM")
-        .cloned()
-        .unwrap_or(integration_id.clone());
-    let item_type = spec
-        .env
-        .get("ITEM_TYPE")
-        .cloned()
-        .unwrap_or_else(|| "testfleet_integration".to_owned());
-    let mut common = vec![
-        ("item".to_owned(), item),
-        ("type".to_owned(), item_type),
-        ("host".to_owned(), agent),
-        ("job_id".to_owned(), job_id.to_string()),
-        ("job".to_owned(), spec.name.clone()),
-        ("task_id".to_owned(), task_id.to_string()),
-        ("task".to_owned(), task_name),
-        ("attempt_id".to_owned(), attempt_id.to_string()),
-        ("integration_id".to_owned(), integration_id),
-    ];
-    if let Some(m) = machine.filter(|m| !m.arch.is_empty()) {
-        common.push(("arch".to_owned(), m.arch));
-    }
-    if let Some(branch) = integration.and_then(|i| i.branch.clone()) {
-        common.push(("branch".to_owned(), branch));
-    }
-    let sha = integration
-        .and_then(|i| i.sha.clone())
-        .or_else(|| spec.source.as_ref().map(|s| s.rev.clone()));
-    if let Some(sha) = sha {
-        common.push(("sha".to_owned(), sha));
-    }
-    Ok(AttemptFacts {
-        common,
-        group: RdbGroup {
-            uuid: job_group_uuid(job_id),
-            description: Some(spec.name),
-            ref_url: Some(format!("/api/v1/jobs/{job_id}")),
-        },
-        ref_url: format!("/api/v1/tasks/{task_id}/log?attempt={attempt_id}"),
-    })
-}
-
-/// Maps an attempt's results into ResultsDB results: one per case, plus one
-/// per crashed test program that no crashed case already stands for.
-pub(crate) async fn materialize(
-    tx: &mut Tx,
-    attempt_id: i64,
-    results: &[Results],
-    now: UnixMillis,
-) -> Result<()> {
-    let rows = attempt_rows(tx, attempt_id, results).await?;
-    insert_rows(tx, &rows, now, attempt_id).await
-}
-
-/// Inserts `rows`, the view rows of `attempt_id` (or a slice of them).
-pub(crate) async fn insert_rows(
-    tx: &mut Tx,
-    rows: &[NewRdbResult],
-    now: UnixMillis,
-    attempt_id: i64,
-) -> Result<()> {
-    for row in rows {
-        insert_result(tx, row, now, Some(attempt_id)).await?;
-    }
-    Ok(())
-}
-
-/// Removes the view rows of `attempt_id`: what an interrupted, chunked
-/// mapping of it left behind, before it is mapped again from the start.
-pub(crate) async fn delete_attempt_rows(tx: &mut Tx, attempt_id: i64) -> Result<()> {
-    for sql in [
-        "DELETE FROM rdb_result_data WHERE result_id IN (SELECT id FROM rdb_results WHERE attempt_id = $1)",
-        "DELETE FROM rdb_result_groups WHERE result_id IN (SELECT id FROM rdb_results WHERE attempt_id = $1)",
-    ] {
-        on_tx!(tx, c => sqlx::query(sql)
-            .bind(attempt_id)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected()))?;
-    }
-    on_tx!(tx, c => sqlx::query("DELETE FROM rdb_results WHERE attempt_id = $1")
-        .bind(attempt_id)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
-    Ok(())
-}
-
-/// The ResultsDB view rows of an attempt's results: one per test case, plus
-/// one per crash that no case records.
-pub(crate) async fn attempt_rows(
-    tx: &mut Tx,
-    attempt_id: i64,
-    results: &[Results],
-) -> Result<Vec<NewRdbResult>> {
-    let mut rows = Vec::new();
-    let facts = attempt_facts(tx, attempt_id).await?;
-    let mut seq = 0usize;
-    for r in results {
-        let mut crashed_cases = HashSet::new();
-        for suite in &r.suites {
-            for case in &suite.cases {
-                if case.outcome == CaseOutcome::Crash {
-                    crashed_cases.insert((suite.name.as_str(), case.name.as_str()));
-                }
-                let mut data = facts.common.clone();
-                data.push(("format".into(), r.format.clone()));
-                data.push(("case_outcome".into(), case.outcome.as_str().into()));
-                if let Some(tag) = &case.data_tag {
-                    data.push(("data_tag".into(), tag.clone()));
-                }
-                if let Some(ms) = case.duration_ms {
-                    data.push(("duration_ms".into(), ms.to_string()));
-                }
-                if case.flags.flaky {
-                    data.push(("flaky".into(), "true".into()));
-                }
-                for m in &case.metrics {
-                    data.push((format!("metric.{}", m.name), m.value.to_string()));
-                }
-                data.push(("tf_uid".into(), format!("{attempt_id}.{seq}")));
-                seq += 1;
-                let new = NewRdbResult {
-                    testcase: testcase_name(&suite.name, case),
-                    testcase_ref_url: None,
-                    outcome: case_outcome(case).to_owned(),
-                    note: case.message.as_deref().map(|m| cut(m, NOTE_MAX)),
-                    ref_url: Some(facts.ref_url.clone()),
-                    groups: vec![facts.group.clone()],
-                    data,
-                };
-                rows.push(new);
-            }
-        }
-        for crash in &r.crashed {
-            let function = crash.function.as_deref().unwrap_or("");
-            if crashed_cases.contains(&(crash.test_name.as_str(), function)) {
-                continue;
-            }
-            let mut data = facts.common.clone();
-            data.push(("format".into(), r.format.clone()));
-            data.push(("case_outcome".into(), "crash".into()));
-            data.push(("tf_uid".into(), format!("{attempt_id}.{seq}")));
-            seq += 1;
-            let testcase = if function.is_empty() {
-                crash.test_name.clone()
-            } else {
-                format!("{}.{function}", crash.test_name)
-            };
-            let new = NewRdbResult {
-                testcase,
-                testcase_ref_url: None,
-                outcome: "NEEDS_INSPECTION".into(),
-                note: Some("the test program crashed".into()),
-                ref_url: Some(facts.ref_url.clone()),
-                groups: vec![facts.group.clone()],
-                data,
-            };
-            rows.push(new);
-        }
-    }
-    Ok(rows)
-}
-
-async fn upsert_testcase(tx: &mut Tx, name: &str, ref_url: Option<&str>) -> Result<()> {
+pub(crate) async fn upsert_testcase(tx: &mut Tx, name: &str, ref_url: Option<&str>) -> Result<()> {
     on_tx!(tx, c => sqlx::query(
         "INSERT INTO rdb_testcases (name, ref_url) VALUES ($1, $2)
          ON CONFLICT (name) DO UPDATE SET ref_url = COALESCE(excluded.ref_url, rdb_testcases.ref_url)",
@@ -350,7 +129,7 @@ async fn upsert_testcase(tx: &mut Tx, name: &str, ref_url: Option<&str>) -> Resu
     Ok(())
 }
 
-async fn upsert_group(tx: &mut Tx, g: &RdbGroup) -> Result<()> {
+pub(crate) async fn upsert_group(tx: &mut Tx, g: &RdbGroup) -> Result<()> {
     on_tx!(tx, c => sqlx::query(
         "INSERT INTO rdb_groups (uuid, description, ref_url) VALUES ($1, $2, $3)
          ON CONFLICT (uuid) DO UPDATE SET
@@ -366,7 +145,7 @@ async fn upsert_group(tx: &mut Tx, g: &RdbGroup) -> Result<()> {
     Ok(())
 }
 
-async fn insert_result(
+pub(crate) async fn insert_result(
     tx: &mut Tx,
     new: &NewRdbResult,
     now: UnixMillis,

@@ -185,8 +185,10 @@ mod tests {
         let mut cmd = Command::new("sh");
         cmd.args([
             "-c",
-            "trap 'echo stopped; exit 0' TERM; echo 'listening on http://127.0.0.1:4321/'; \
-             echo err >&2; while :; do sleep 0.05; done",
+            // stderr first: the test stops the server as soon as the URL
+            // is read, which may be before a later line is written.
+            "trap 'echo stopped; exit 0' TERM; echo err >&2; \
+             echo 'listening on http://127.0.0.1:4321/'; while :; do sleep 0.05; done",
         ]);
         let server = ServerProcess::start_capturing(&mut cmd);
         assert_eq!(server.url(), "http://127.0.0.1:4321");

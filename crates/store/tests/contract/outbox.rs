@@ -271,6 +271,16 @@ async fn a_large_report_is_mapped_once_whole(store: Store) {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), 250, "every case once");
+    // Each result got its own data (rows are inserted many per statement).
+    for r in &mapped {
+        let seq = r.testcase.name.rsplit('_').next().unwrap();
+        assert_eq!(
+            r.data["tf_uid"],
+            vec![format!("{}.{seq}", attempts[0])],
+            "{}",
+            r.testcase.name
+        );
+    }
     assert!(
         store
             .rdb_attempt_results(attempts[1])
