@@ -129,7 +129,9 @@ impl IntoResponse for HttpError {
                 .into_response(),
             ErrorShape::ResultsDb => (
                 self.status,
-                Json(serde_json::json!({ "message": self.message })),
+                Json(testfleet_wire::resultsdb::Message {
+                    message: self.message,
+                }),
             )
                 .into_response(),
         }

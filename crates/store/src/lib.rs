@@ -31,8 +31,7 @@ pub use ops::*;
 pub use outbox::{ExportEvent, RESULTSDB_VIEW, SinkStatus};
 pub use progress::{Progress, ProgressWriter};
 pub use resultsdb::{
-    DataFilter, NewRdbResult, RDB_OUTCOMES, RdbGroup, RdbQuery, RdbResult, RdbTestcase,
-    job_group_uuid,
+    DataFilter, NewRdbResult, RdbGroup, RdbQuery, RdbResult, RdbTestcase, job_group_uuid,
 };
 pub use retry::Retried;
 pub use scratch::ScratchDatabase;

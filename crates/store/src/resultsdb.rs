@@ -15,9 +15,6 @@ use testfleet_wire::results::{Case, CaseOutcome};
 use crate::db::{Backend, Tx, on_pool, on_tx};
 use crate::{Missing, Result, Store, StoreError};
 
-/// The outcomes ResultsDB accepts.
-pub const RDB_OUTCOMES: [&str; 4] = ["PASSED", "INFO", "FAILED", "NEEDS_INSPECTION"];
-
 /// Longest note kept for a mapped result; the full message stays in the attempt's results.
 pub(crate) const NOTE_MAX: usize = 1000;
 

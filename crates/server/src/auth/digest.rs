@@ -206,10 +206,13 @@ pub fn digest_ha1(user: &str, realm: &str, password: &str) -> (String, String) {
 #[error("malformed Digest credentials")]
 pub struct MalformedDigest;
 
+/// The auth-params of a Digest header: lowercase keys, unquoted values.
+pub type AuthParams = HashMap<String, String>;
+
 /// Splits the auth-params of a Digest `Authorization` header
 /// (`key=token` or `key="quoted \"string\""`, comma separated) into
 /// lowercase keys and unquoted values.
-pub fn parse_auth_params(input: &str) -> Result<HashMap<String, String>, MalformedDigest> {
+pub fn parse_auth_params(input: &str) -> Result<AuthParams, MalformedDigest> {
     const MALFORMED: MalformedDigest = MalformedDigest;
     let mut params = HashMap::new();
     let mut chars = input.chars().peekable();
