@@ -4,6 +4,7 @@
 //! Nothing in this crate does IO or depends on a runtime, so every rule here is
 //! tested with plain unit tests (see ARCHITECTURE.md, "core does no IO").
 
+pub mod analysis;
 pub mod job;
 pub mod labels;
 pub mod state;

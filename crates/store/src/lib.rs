@@ -20,6 +20,7 @@ mod resultsdb;
 mod retry;
 mod scratch;
 mod security;
+mod series;
 mod views;
 
 use std::path::Path;
@@ -35,6 +36,10 @@ pub use resultsdb::{
 };
 pub use retry::Retried;
 pub use scratch::ScratchDatabase;
+pub use series::{
+    Fingerprint, NewAck, SERIES_VIEW, SeriesFilter, SeriesKey, SeriesPoints, StoredAck, StoredPoint,
+    StoredSeries,
+};
 pub use security::{AuditEntry, StoredAgentSecret, StoredToken, StoredUser, TokenEntry, UserEntry};
 pub use views::{AttemptContext, StoredAgent, summarize};
 
@@ -87,6 +92,8 @@ pub enum Missing {
     ActiveToken(String),
     /// An agent secret that is not revoked, by host name.
     ActiveAgentSecret(String),
+    /// A benchmark series.
+    Series(i64),
 }
 
 impl std::fmt::Display for Missing {
@@ -103,6 +110,7 @@ impl std::fmt::Display for Missing {
             Missing::User(name) => write!(f, "user `{name}`"),
             Missing::ActiveToken(name) => write!(f, "active token `{name}`"),
             Missing::ActiveAgentSecret(host) => write!(f, "active secret for host `{host}`"),
+            Missing::Series(id) => write!(f, "series {id}"),
         }
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! Everything here is plain data with serde derives; no IO.
 
+pub mod analysis;
 pub mod api;
 pub mod artifact;
 pub mod protocol;

@@ -19,6 +19,14 @@ pub struct Results {
     pub complete: bool,
     /// Human-readable notes about anything odd met while parsing.
     pub warnings: Vec<String>,
+    /// Which run of a `repeat = N` task produced these results (0 for the
+    /// first, and for tasks run once).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repetition: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A crashed test program: the function that was running, when known, and its last output.

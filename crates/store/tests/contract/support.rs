@@ -129,6 +129,7 @@ pub fn qtest_results() -> Vec<Results> {
         }],
         complete: false,
         warnings: Vec::new(),
+        repetition: 0,
     }]
 }
 
@@ -145,6 +146,7 @@ pub fn passing_results(suite: &str, case_name: &str) -> Vec<Results> {
         crashed: Vec::new(),
         complete: true,
         warnings: Vec::new(),
+        repetition: 0,
     }]
 }
 

@@ -1,0 +1,1 @@
+//! Change points in the metrics of one test, grouped together.
