@@ -27,6 +27,32 @@ pub fn parse_rfc3339_millis(s: &str) -> Option<UnixMillis> {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
+/// A point in time given as RFC 3339 or as an age before `now` (`30s`,
+/// `30m`, `12h`, `7d`, `2w`). `None` for anything else, a negative age or
+/// one that overflows.
+pub fn parse_time_or_age(raw: &str, now: UnixMillis) -> Option<UnixMillis> {
+    if let Some(t) = parse_rfc3339_millis(raw) {
+        return Some(t);
+    }
+    let raw = raw.trim();
+    let unit = raw.chars().last()?;
+    let unit_ms: i64 = match unit {
+        's' => 1_000,
+        'm' => 60_000,
+        'h' => 3_600_000,
+        'd' => 86_400_000,
+        'w' => 7 * 86_400_000,
+        _ => return None,
+    };
+    // The unit is one ASCII letter, so this slice is on a char boundary.
+    let digits = &raw[..raw.len() - 1];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: i64 = digits.parse().ok()?;
+    now.checked_sub(n.checked_mul(unit_ms)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +74,34 @@ mod tests {
             Some(1_676_034_673_500)
         );
         assert_eq!(parse_rfc3339_millis("Fri Feb 10 2023"), None);
+    }
+
+    #[test]
+    fn a_time_or_an_age() {
+        let now = 1_700_000_000_000;
+        assert_eq!(
+            parse_time_or_age("2023-02-10T13:11:13Z", now),
+            Some(1_676_034_673_000)
+        );
+        assert_eq!(parse_time_or_age("7d", now), Some(now - 7 * 86_400_000));
+        assert_eq!(parse_time_or_age(" 2w ", now), Some(now - 14 * 86_400_000));
+        assert_eq!(parse_time_or_age("90m", now), Some(now - 90 * 60_000));
+        assert_eq!(parse_time_or_age("30s", now), Some(now - 30_000));
+        for bad in [
+            "",
+            "d",
+            "7",
+            "7x",
+            "-7d",
+            "+7d",
+            "7é",
+            "\u{18}°",
+            "7.5d",
+            "yesterday",
+            "99999999999999999999d",
+            "9999999999999999d",
+        ] {
+            assert_eq!(parse_time_or_age(bad, now), None, "{bad:?}");
+        }
     }
 }

@@ -12,8 +12,11 @@
 
 pub mod changes;
 pub mod compare;
+pub mod csv;
+mod dist;
 pub mod group;
 pub mod noise;
+mod rank;
 
 use serde::{Deserialize, Serialize};
 
@@ -34,9 +37,19 @@ impl Better {
     /// bytes, …) is better lower.
     pub fn of_metric(metric: &str, unit: &str) -> Better {
         let text = format!("{} {}", metric, unit).to_ascii_lowercase();
-        let rate = ["/s", "/sec", "per second", "per_second", "persecond", "fps", "throughput", "score", "ops/"]
-            .iter()
-            .any(|needle| text.contains(needle));
+        let rate = [
+            "/s",
+            "/sec",
+            "per second",
+            "per_second",
+            "persecond",
+            "fps",
+            "throughput",
+            "score",
+            "ops/",
+        ]
+        .iter()
+        .any(|needle| text.contains(needle));
         if rate { Better::Higher } else { Better::Lower }
     }
 }
@@ -55,7 +68,12 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 4] = [Verdict::Faster, Verdict::Slower, Verdict::Same, Verdict::Unknown];
+    pub const ALL: [Verdict; 4] = [
+        Verdict::Faster,
+        Verdict::Slower,
+        Verdict::Same,
+        Verdict::Unknown,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -84,8 +102,14 @@ mod tests {
 
     #[test]
     fn direction_of_common_metrics() {
-        assert_eq!(Better::of_metric("WalltimeMilliseconds", "msecs"), Better::Lower);
-        assert_eq!(Better::of_metric("InstructionReads", "instr."), Better::Lower);
+        assert_eq!(
+            Better::of_metric("WalltimeMilliseconds", "msecs"),
+            Better::Lower
+        );
+        assert_eq!(
+            Better::of_metric("InstructionReads", "instr."),
+            Better::Lower
+        );
         assert_eq!(Better::of_metric("CPUTicks", "ticks"), Better::Lower);
         assert_eq!(Better::of_metric("bytes_per_second", "B/s"), Better::Higher);
         assert_eq!(Better::of_metric("items", "items/s"), Better::Higher);
