@@ -6,11 +6,31 @@
 //! [`SERIES_VIEW`]) maps each finished attempt's metrics into
 //! `bench_series` / `bench_points`, so a new store back-fills every stored
 //! result and the finish transaction stays as small as it was.
+//!
+//! The tables (migrations sqlite/0017, postgres/0005):
+//!
+//! - `bench_series`: one row per [`SeriesKey`]. The host is part of the key,
+//!   so a series never mixes machines. The row carries its point count,
+//!   first and last time and last value, moved only by points really
+//!   inserted, so listing series reads no points.
+//! - `bench_points`: one value per (series, attempt, repetition), unique, so
+//!   an event mapped twice (a crash between two chunks, two coordinators)
+//!   adds nothing the second time. Each point names the hash of its host's
+//!   [`MachineInfo`] at mapping time: a change of CPU, compiler or kernel
+//!   shows as a new fingerprint inside the same series.
+//! - `bench_fingerprints`: what each hash stands for.
+//! - `bench_acks`: acknowledgements of a change, from a sha on.
+//!
+//! `map` is the consumer, `query` the reads, `acks` the acknowledgements.
+
+mod acks;
+mod map;
+mod query;
+#[cfg(test)]
+mod tests;
 
 use testfleet_core::time_fmt::UnixMillis;
 use testfleet_wire::protocol::MachineInfo;
-
-use crate::{Result, Store};
 
 /// The cursor of the outbox consumer that maps benchmark values into series.
 /// `GET /api/v1/exporters` does not list it.
@@ -96,6 +116,7 @@ pub struct NewAck {
     pub by: String,
 }
 
+/// A stored acknowledgement.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredAck {
     pub id: i64,
@@ -105,66 +126,4 @@ pub struct StoredAck {
     pub bug_url: Option<String>,
     pub by: String,
     pub created_at: UnixMillis,
-}
-
-impl Store {
-    /// Maps the benchmark values of up to `max` outbox events after the
-    /// series cursor; returns how many events were mapped (0: caught up).
-    pub async fn map_series_pending(&self, max: i64) -> Result<usize> {
-        let _ = max;
-        todo!("helper: series mapping")
-    }
-
-    /// True when every committed event's values are in the series tables.
-    pub async fn series_caught_up(&self) -> Result<bool> {
-        todo!("helper")
-    }
-
-    /// Series matching `filter`, by id.
-    pub async fn list_series(&self, filter: &SeriesFilter) -> Result<Vec<StoredSeries>> {
-        let _ = filter;
-        todo!("helper")
-    }
-
-    /// One series; `NotFound(Missing::Series(id))` when unknown.
-    pub async fn series(&self, id: i64) -> Result<StoredSeries> {
-        let _ = id;
-        todo!("helper")
-    }
-
-    /// The newest `limit` points of a series at or after `since`, oldest first
-    /// (ordered by time, then point id).
-    pub async fn series_points(
-        &self,
-        id: i64,
-        since: Option<UnixMillis>,
-        limit: i64,
-    ) -> Result<Vec<StoredPoint>> {
-        let _ = (id, since, limit);
-        todo!("helper")
-    }
-
-    /// Every series the jobs' attempts gave values to, with those values.
-    pub async fn job_points(&self, job_ids: &[i64]) -> Result<Vec<SeriesPoints>> {
-        let _ = job_ids;
-        todo!("helper")
-    }
-
-    /// The fingerprints with these hashes.
-    pub async fn fingerprints(&self, hashes: &[String]) -> Result<Vec<Fingerprint>> {
-        let _ = hashes;
-        todo!("helper")
-    }
-
-    /// Records an acknowledgement; `NotFound` for an unknown series.
-    pub async fn add_ack(&self, ack: &NewAck, now: UnixMillis) -> Result<StoredAck> {
-        let _ = (ack, now);
-        todo!("helper")
-    }
-
-    /// Acknowledgements of these series (all series when `None`), oldest first.
-    pub async fn acks(&self, series: Option<&[i64]>) -> Result<Vec<StoredAck>> {
-        let _ = series;
-        todo!("helper")
-    }
 }
