@@ -2,7 +2,9 @@
 //! and runs it, then the slow group (`--fast` leaves it out), and lists the
 //! tests skipped for a missing peer; `cargo xtask measure` prints the spine's performance figures;
 //! `cargo xtask compare` measures testfleet's throughput against beanstalkd
-//! and graphile-worker (see compare.rs).
+//! and graphile-worker (see compare.rs); `cargo xtask accuracy` measures
+//! change-point detection beside Apache Otava (see accuracy.rs); `cargo xtask aa`
+//! runs A/A and A/B comparisons of a real QtTest benchmark (see aa.rs).
 //!
 //! Installing is idempotent: each step checks first and does nothing when
 //! the thing is already there, so the command is cheap to run again.
@@ -13,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+mod aa;
+mod accuracy;
 mod compare;
 
 /// Debian packages the tests use: git for checkouts, Qt 6 and CMake for the
@@ -35,9 +39,11 @@ fn main() -> ExitCode {
         Some("setup") => setup(),
         Some("measure") => measure(),
         Some("compare") => compare::compare(&args[1..]),
+        Some("accuracy") => accuracy::accuracy(&args[1..]),
+        Some("aa") => aa::aa(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test [--fast] [--allow-skips] [cargo test args…] | setup | measure | compare [--help]>"
+                "usage: cargo xtask <test [--fast] [--allow-skips] [cargo test args…] | setup | measure | compare [--help] | accuracy [--json FILE] [--no-gate] | aa [--help]>"
             );
             return ExitCode::from(2);
         }
@@ -140,8 +146,38 @@ fn setup() -> Result<()> {
     if let Err(e) = compare::ensure_postgres() {
         eprintln!("xtask: warning: {e:#}; the PostgreSQL tests will fail under CI=true");
     }
+    // The AMQP trigger tests use RabbitMQ on 127.0.0.1:5672 (a vhost per test).
+    if let Err(e) = ensure_rabbitmq() {
+        eprintln!("xtask: warning: {e:#}; the AMQP tests will fail under CI=true");
+    }
     // The Python peers (python-socketio and friends) live in .venv.
     install_python_requirements("tests/peers/requirements.txt", ".requirements")
+}
+
+/// Starts RabbitMQ (as this machine kind does) when it does not answer.
+fn ensure_rabbitmq() -> Result<()> {
+    let ready = || {
+        Command::new("rabbitmq-diagnostics")
+            .args(["-q", "ping"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ready() && is_root() {
+        eprintln!("xtask: starting RabbitMQ");
+        let _ = Command::new("rabbitmq-server").arg("-detached").status();
+        for _ in 0..60 {
+            if ready() {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    if !ready() {
+        bail!("no RabbitMQ on 127.0.0.1:5672: start one with `rabbitmq-server -detached`");
+    }
+    Ok(())
 }
 
 /// The test binaries of the slow group (`crates/*/tests/slow_*.rs`): their

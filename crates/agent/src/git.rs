@@ -24,6 +24,9 @@ pub enum GitError {
     },
     #[error("failed to lock the mirror cache {path}")]
     Lock { path: String, source: nix::Error },
+    /// A repository URL or revision that git would read as an option.
+    #[error("refusing {what} `{value}`: it starts with `-`, which git would read as an option")]
+    LooksLikeOption { what: &'static str, value: String },
 }
 
 /// The mirror directory for a repository URL: readable, and unique by a hash.
@@ -79,6 +82,16 @@ pub async fn checkout(
     rev: &str,
     dest: &Path,
 ) -> Result<String, GitError> {
+    // A job's source can come from a trigger event's body: never let it
+    // become one of git's options (`--upload-pack=…`).
+    for (what, value) in [("repository URL", url), ("revision", rev)] {
+        if value.starts_with('-') {
+            return Err(GitError::LooksLikeOption {
+                what,
+                value: value.to_owned(),
+            });
+        }
+    }
     std::fs::create_dir_all(cache_dir).map_err(|source| GitError::Io {
         path: cache_dir.display().to_string(),
         source,
@@ -112,7 +125,7 @@ pub async fn checkout(
         let tmp = mirror.with_extension("tmp");
         let _ = std::fs::remove_dir_all(&tmp);
         let tmp_str = tmp.display().to_string();
-        git(&["clone", "--mirror", "--quiet", url, &tmp_str], None).await?;
+        git(&["clone", "--mirror", "--quiet", "--", url, &tmp_str], None).await?;
         std::fs::rename(&tmp, &mirror).map_err(|source| GitError::Io {
             path: mirror_str.clone(),
             source,
@@ -120,7 +133,14 @@ pub async fn checkout(
     }
     let dest_str = dest.display().to_string();
     git(
-        &["clone", "--quiet", "--no-checkout", &mirror_str, &dest_str],
+        &[
+            "clone",
+            "--quiet",
+            "--no-checkout",
+            "--",
+            &mirror_str,
+            &dest_str,
+        ],
         None,
     )
     .await?;
@@ -128,4 +148,45 @@ pub async fn checkout(
     git(&["checkout", "--quiet", "--detach", rev], Some(dest)).await?;
     git(&["remote", "set-url", "origin", url], Some(dest)).await?;
     git(&["rev-parse", "HEAD"], Some(dest)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_url_or_revision_that_looks_like_an_option_is_refused_before_git_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("checkout");
+        let marker = dir.path().join("pwned");
+        let evil = format!("--upload-pack=touch {}", marker.display());
+        let err = checkout(dir.path(), &evil, "main", &dest)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                GitError::LooksLikeOption {
+                    what: "repository URL",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = checkout(dir.path(), "/srv/repo.git", "--orphan=x", &dest)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                GitError::LooksLikeOption {
+                    what: "revision",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(!marker.exists());
+        assert!(!dest.exists());
+    }
 }

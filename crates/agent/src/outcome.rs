@@ -227,6 +227,31 @@ fn results_verdict(counts: ResultCounts) -> Verdict {
     }
 }
 
+/// How bad an outcome is, to pick the worst of a task's repetitions: a stopped
+/// run (cancelled, infrastructure, limits) outweighs a crash, a crash a failure.
+fn severity(outcome: AttemptOutcome) -> u8 {
+    match outcome {
+        AttemptOutcome::Passed => 0,
+        AttemptOutcome::Flaky => 1,
+        AttemptOutcome::Failed => 2,
+        AttemptOutcome::Crashed => 3,
+        AttemptOutcome::TimedOut => 4,
+        AttemptOutcome::Stalled => 5,
+        AttemptOutcome::InfraError => 6,
+        AttemptOutcome::Cancelled => 7,
+    }
+}
+
+/// The verdict of an attempt whose test steps ran more than once
+/// (`repeat = N`): the worst of its repetitions' verdicts, the first of
+/// equally bad ones; `None` when there were none.
+pub fn worst(verdicts: impl IntoIterator<Item = Verdict>) -> Option<Verdict> {
+    verdicts.into_iter().fold(None, |worst, v| match worst {
+        Some(w) if severity(w.outcome) >= severity(v.outcome) => Some(w),
+        _ => Some(v),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use testfleet_wire::results::{Case, CaseOutcome, CrashedTest, Suite};
@@ -442,6 +467,35 @@ mod tests {
         assert!(!ended(&StepEnd::SpawnFailed("x".into())));
         assert!(parses_results(&RunEnd::StepsPassed));
         assert!(!parses_results(&RunEnd::NoSteps));
+    }
+
+    #[test]
+    fn the_worst_repetition_decides() {
+        let passed = classify(RunEnd::StepsPassed, ResultCounts::default());
+        let failing = |n| {
+            classify(
+                RunEnd::StepsPassed,
+                ResultCounts {
+                    failing: n,
+                    crashed: 0,
+                },
+            )
+        };
+        assert_eq!(worst(Vec::new()), None);
+        assert_eq!(
+            worst([passed.clone(), passed.clone()]),
+            Some(passed.clone())
+        );
+        // The first of equally bad repetitions keeps its reason.
+        let got = worst([passed.clone(), failing(2), failing(5), passed.clone()]);
+        assert_eq!(
+            got.map(|v| v.reason),
+            Some(Some("2 test case(s) failed".into()))
+        );
+        let got = worst([failing(1), on_step(&StepEnd::Signalled(11)), passed]);
+        assert_eq!(got.map(|v| v.outcome), Some(AttemptOutcome::Crashed));
+        let got = worst([on_step(&StepEnd::Cancelled), on_step(&StepEnd::TimedOut)]);
+        assert_eq!(got.map(|v| v.outcome), Some(AttemptOutcome::Cancelled));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use testfleet_core::Stage;
+use testfleet_core::state::StepStage;
 use testfleet_formats::Format;
 use testfleet_wire::artifact::ArtifactKind;
 use testfleet_wire::protocol::{AttemptReport, WorkItem};
@@ -15,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use crate::artifacts::{
     ArtifactSink, InputSource, materialize_inputs, select_artifacts, upload_artifacts,
 };
-use crate::outcome::{ResultCounts, RunEnd, Setup, Verdict, classify, parses_results};
+use crate::outcome::{ResultCounts, RunEnd, Setup, Verdict, classify, parses_results, worst};
 use crate::process::{StepEnd, StepLimits, load_average, run_step_tee};
 
 /// What a run reports while it goes.
@@ -162,7 +163,82 @@ async fn run_in(
         }
         return (verdict, Vec::new());
     }
-    let stopped = run_steps(item, config, &src, events, log, cancel, tee).await;
+    let steps = StepsRun {
+        item,
+        config,
+        src: &src,
+        events,
+        cancel,
+        tee,
+    };
+    // Without `repeat`, one run of every step; with it, the steps before the
+    // first test step once, then the rest `repeat` times.
+    let first_test = item.steps.iter().position(|s| s.stage == StepStage::Test);
+    let (first, count) = match first_test {
+        Some(first) if item.repeat > 1 => (first, item.repeat),
+        _ => (0, 1),
+    };
+    if let Some(stopped) = steps.run(0..first, None, log).await {
+        return end_of(item, Some(stopped), None, &src, events, log).await;
+    }
+    let mut verdicts = Vec::new();
+    let mut results = Vec::new();
+    for index in 0..count {
+        let rep = (count > 1).then_some(Rep { index, count });
+        if let Some(rep) = rep {
+            log.line(&rep.to_string()).await;
+        }
+        let stopped = steps.run(first..item.steps.len(), rep, log).await;
+        // A repetition whose steps were stopped (a limit, a cancel) ends the attempt.
+        let go_on = stopped
+            .as_ref()
+            .is_none_or(|(_, end, _)| matches!(end, StepEnd::Exited(_) | StepEnd::Signalled(_)));
+        let (mut verdict, mut parsed) = end_of(item, stopped, rep, &src, events, log).await;
+        if let Some(rep) = rep {
+            verdict.reason = verdict.reason.map(|r| format!("{rep}: {r}"));
+        }
+        for r in &mut parsed {
+            r.repetition = index;
+        }
+        results.extend(parsed);
+        verdicts.push(verdict);
+        if !go_on {
+            break;
+        }
+        if index + 1 < count {
+            let aside = run_dir.join("repetitions").join(index.to_string());
+            set_aside(item, &src, &aside, log).await;
+        }
+    }
+    let verdict =
+        worst(verdicts).unwrap_or_else(|| classify(RunEnd::StepsPassed, ResultCounts::default()));
+    (verdict, results)
+}
+
+/// One run of a `repeat = N` task's test steps: `index` counts from 0.
+#[derive(Debug, Clone, Copy)]
+struct Rep {
+    index: u32,
+    count: u32,
+}
+
+impl std::fmt::Display for Rep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "repetition {}/{}", self.index + 1, self.count)
+    }
+}
+
+/// How one run of steps ended (`stopped`: the step that stopped it, as
+/// [`StepsRun::run`] returns it), decided, and its results, parsed when the
+/// steps may have finished writing them.
+async fn end_of(
+    item: &WorkItem,
+    stopped: Option<(usize, StepEnd, Option<f64>)>,
+    rep: Option<Rep>,
+    src: &Path,
+    events: &mpsc::Sender<RunnerEvent>,
+    log: &mut LogWriter,
+) -> (Verdict, Vec<Results>) {
     let end = match &stopped {
         Some((index, end, agent_load)) => RunEnd::Step {
             index: *index,
@@ -175,20 +251,68 @@ async fn run_in(
     };
     let parse = parses_results(&end);
     if matches!(end, RunEnd::StepsPassed) {
-        let results = parse_results(item, &src, events, log).await;
+        let results = parse_results(item, src, rep, events, log).await;
         return (classify(end, ResultCounts::of(&results)), results);
     }
     // A failed step's verdict does not depend on the results: say it first.
     let verdict = classify(end, ResultCounts::default());
     if let Some(line) = &verdict.log {
-        log.line(line).await;
+        match rep {
+            Some(rep) => log.line(&format!("{rep}: {line}")).await,
+            None => log.line(line).await,
+        }
     }
     let results = if parse {
-        parse_results(item, &src, events, log).await
+        parse_results(item, src, rep, events, log).await
     } else {
         Vec::new()
     };
     (verdict, results)
+}
+
+/// Moves the result files a repetition wrote out of the checkout, to `dest`
+/// (beside it, under the same relative paths), so that the next repetition
+/// never parses them again.
+async fn set_aside(item: &WorkItem, src: &Path, dest: &Path, log: &mut LogWriter) {
+    for spec in &item.results {
+        for path in result_files(&spec.path, src).unwrap_or_default() {
+            let Ok(rel) = path.strip_prefix(src) else {
+                continue;
+            };
+            let to = dest.join(rel);
+            if let Some(parent) = to.parent() {
+                let _ = tokio::fs::create_dir_all(parent).await;
+            }
+            if let Err(e) = tokio::fs::rename(&path, &to).await {
+                // Parsed once is enough: a file that cannot be kept goes.
+                if let Err(e2) = tokio::fs::remove_file(&path).await {
+                    log.line(&format!(
+                        "failed to set {} aside ({e}) or remove it ({e2}); the next repetition may read it again",
+                        rel.display()
+                    ))
+                    .await;
+                }
+            }
+        }
+    }
+}
+
+/// The files a result glob (relative to the checkout) matches, or why none can.
+fn result_files(glob: &str, src: &Path) -> Result<Vec<PathBuf>, ResultGlobError> {
+    if glob.starts_with('/') || glob.split('/').any(|p| p == "..") {
+        return Err(ResultGlobError::LeavesCheckout);
+    }
+    let pattern = src.join(glob).display().to_string();
+    Ok(glob::glob(&pattern)?.flatten().collect())
+}
+
+/// Why a result glob matches nothing by construction.
+#[derive(Debug, thiserror::Error)]
+enum ResultGlobError {
+    #[error("the path must stay inside the checkout")]
+    LeavesCheckout,
+    #[error("bad pattern: {0}")]
+    Pattern(#[from] glob::PatternError),
 }
 
 /// A fresh run directory with the checkout and the inputs in `src`.
@@ -269,85 +393,110 @@ async fn prepare(
     Ok(())
 }
 
-/// Runs the steps in order; returns the step that stopped the run (its index, how it
-/// ended and the agent's load then), or `None` when every step exited with status 0.
-async fn run_steps(
-    item: &WorkItem,
-    config: &RunnerConfig,
-    src: &Path,
-    events: &mpsc::Sender<RunnerEvent>,
-    log: &mut LogWriter,
+/// What running steps needs, for the steps run once and each repetition.
+struct StepsRun<'a> {
+    item: &'a WorkItem,
+    config: &'a RunnerConfig,
+    src: &'a Path,
+    events: &'a mpsc::Sender<RunnerEvent>,
     cancel: watch::Receiver<bool>,
-    tee: &(PathBuf, PathBuf),
-) -> Option<(usize, StepEnd, Option<f64>)> {
-    let mut env = item.env.clone();
-    env.insert(
-        "TESTFLEET_INTEGRATION_ID".into(),
-        item.integration_id.clone(),
-    );
-    env.insert("TESTFLEET_SHA".into(), item.sha.clone());
-    env.insert("TESTFLEET_BRANCH".into(), item.branch.clone());
-    if let Some(id) = item.attempt_id {
-        env.insert("TESTFLEET_ATTEMPT_ID".into(), id.to_string());
-    }
-    for (i, step) in item.steps.iter().enumerate() {
-        let mut step_env = env.clone();
-        step_env.extend(step.env.clone());
-        let _ = events
-            .send(RunnerEvent::Stage {
-                stage: step.stage.into(),
-                detail: format!("step {}/{}: {}", i + 1, item.steps.len(), step.run),
-            })
-            .await;
-        log.line(&format!("$ {}", step.run)).await;
-        let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
-        let limits = StepLimits {
-            timeout: step.timeout.0,
-            silence: item.silence_timeout.map(|d| d.0),
-            kill_grace: config.kill_grace,
-        };
-        let run = run_step_tee(
-            &step.run,
-            src,
-            &step_env,
-            limits,
-            cancel.clone(),
-            out_tx,
-            Some(tee),
+    tee: &'a (PathBuf, PathBuf),
+}
+
+impl StepsRun<'_> {
+    /// Runs the steps in `range` in order (`rep`: which repetition, named in
+    /// the stage detail); returns the step that stopped the run (its index, how
+    /// it ended and the agent's load then), or `None` when every step exited
+    /// with status 0.
+    async fn run(
+        &self,
+        range: std::ops::Range<usize>,
+        rep: Option<Rep>,
+        log: &mut LogWriter,
+    ) -> Option<(usize, StepEnd, Option<f64>)> {
+        let item = self.item;
+        let mut env = item.env.clone();
+        env.insert(
+            "TESTFLEET_INTEGRATION_ID".into(),
+            item.integration_id.clone(),
         );
-        tokio::pin!(run);
-        let end = loop {
-            tokio::select! {
-                Some(bytes) = out_rx.recv() => log.bytes(&bytes).await,
-                end = &mut run => break end,
+        env.insert("TESTFLEET_SHA".into(), item.sha.clone());
+        env.insert("TESTFLEET_BRANCH".into(), item.branch.clone());
+        if let Some(id) = item.attempt_id {
+            env.insert("TESTFLEET_ATTEMPT_ID".into(), id.to_string());
+        }
+        if let Some(rep) = rep {
+            env.insert("TESTFLEET_REPETITION".into(), rep.index.to_string());
+        }
+        let steps = item.steps.iter().enumerate();
+        for (i, step) in steps.skip(range.start).take(range.len()) {
+            let mut step_env = env.clone();
+            step_env.extend(step.env.clone());
+            let mut detail = format!("step {}/{}: {}", i + 1, item.steps.len(), step.run);
+            if let Some(rep) = rep {
+                detail = format!("{rep}: {detail}");
             }
-        };
-        while let Ok(bytes) = out_rx.try_recv() {
-            log.bytes(&bytes).await;
+            let _ = self
+                .events
+                .send(RunnerEvent::Stage {
+                    stage: step.stage.into(),
+                    detail,
+                })
+                .await;
+            log.line(&format!("$ {}", step.run)).await;
+            let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
+            let limits = StepLimits {
+                timeout: step.timeout.0,
+                silence: item.silence_timeout.map(|d| d.0),
+                kill_grace: self.config.kill_grace,
+            };
+            let run = run_step_tee(
+                &step.run,
+                self.src,
+                &step_env,
+                limits,
+                self.cancel.clone(),
+                out_tx,
+                Some(self.tee),
+            );
+            tokio::pin!(run);
+            let end = loop {
+                tokio::select! {
+                    Some(bytes) = out_rx.recv() => log.bytes(&bytes).await,
+                    end = &mut run => break end,
+                }
+            };
+            while let Ok(bytes) = out_rx.try_recv() {
+                log.bytes(&bytes).await;
+            }
+            if end != StepEnd::Exited(0) {
+                return Some((i, end, load_average()));
+            }
         }
-        if end != StepEnd::Exited(0) {
-            return Some((i, end, load_average()));
-        }
+        None
     }
-    None
 }
 
 /// Parses the work item's result files (globs relative to the checkout).
+/// A repetition but the last parses under the `test` stage, so the stage
+/// moves on to `results` once.
 async fn parse_results(
     item: &WorkItem,
     src: &Path,
+    rep: Option<Rep>,
     events: &mpsc::Sender<RunnerEvent>,
     log: &mut LogWriter,
 ) -> Vec<Results> {
     if item.results.is_empty() {
         return Vec::new();
     }
-    let _ = events
-        .send(RunnerEvent::Stage {
-            stage: Stage::Results,
-            detail: format!("parsing {} result pattern(s)", item.results.len()),
-        })
-        .await;
+    let detail = format!("parsing {} result pattern(s)", item.results.len());
+    let (stage, detail) = match rep {
+        None => (Stage::Results, detail),
+        Some(rep) if rep.index + 1 == rep.count => (Stage::Results, format!("{rep}: {detail}")),
+        Some(rep) => (Stage::Test, format!("{rep}: {detail}")),
+    };
+    let _ = events.send(RunnerEvent::Stage { stage, detail }).await;
     let mut out = Vec::new();
     for spec in &item.results {
         let format = match spec.format.as_deref().map(str::parse::<Format>).transpose() {
@@ -357,20 +506,10 @@ async fn parse_results(
                 continue;
             }
         };
-        if spec.path.starts_with('/') || spec.path.split('/').any(|p| p == "..") {
-            log.line(&format!(
-                "results `{}`: the path must stay inside the checkout",
-                spec.path
-            ))
-            .await;
-            continue;
-        }
-        let pattern = src.join(&spec.path).display().to_string();
-        let paths = match glob::glob(&pattern) {
-            Ok(p) => p.flatten().collect::<Vec<_>>(),
+        let paths = match result_files(&spec.path, src) {
+            Ok(paths) => paths,
             Err(e) => {
-                log.line(&format!("results `{}`: bad pattern: {e}", spec.path))
-                    .await;
+                log.line(&format!("results `{}`: {e}", spec.path)).await;
                 continue;
             }
         };

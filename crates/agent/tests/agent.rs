@@ -1,5 +1,8 @@
 //! The agent's process handling, with real processes.
 
+#[path = "agent/repeat.rs"]
+mod repeat;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};

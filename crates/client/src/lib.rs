@@ -1,7 +1,9 @@
 //! A typed client for the coordinator's REST API, used by the CLI, the demo
 //! and the tests.
 
+mod analysis;
 mod blobs;
+mod events;
 
 use std::time::Duration;
 
@@ -11,7 +13,9 @@ use testfleet_wire::api::{
     TaskDetail, TaskPage, WhyView,
 };
 
+pub use analysis::SeriesQuery;
 pub use blobs::{AgentHttp, UploadError, UploadReport};
+pub use events::EventQuery;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@ pub mod labels;
 pub mod state;
 pub mod stats;
 pub mod time_fmt;
+pub mod trigger;
 
 pub use job::{JobSpec, JobSpecError, StepSpec, TaskSpec};
 pub use labels::{LabelSet, Requirement, Requirements};

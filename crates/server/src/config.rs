@@ -63,6 +63,17 @@ pub struct ServerConfig {
     pub tls: Option<crate::tls::TlsFiles>,
     /// Blobs: where they live, size limits, artifact retention.
     pub blobs: crate::blobs::BlobsConfig,
+    /// Webhooks (`/api/v1/hooks/{github,gitlab,gerrit}`): their secrets
+    /// and allowed networks. A hook without any is disabled.
+    pub hooks: crate::triggers::hooks::HooksConfig,
+    /// How long the events log keeps an event (and its de-duplication key).
+    pub events_retention: Duration,
+    /// The trigger rules webhooks are matched against (loaded with their
+    /// templates by `triggers::load_rules`); `None`: hooks answer 503.
+    pub trigger_rules: Option<std::sync::Arc<testfleet_core::trigger::RuleSet>>,
+    /// The AMQP consumer of trigger events and publisher of finished jobs
+    /// (`[server.amqp]`; off unless configured).
+    pub amqp: Option<crate::triggers::amqp::AmqpConfig>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -101,6 +112,13 @@ impl std::fmt::Debug for ServerConfig {
             .field("auth", &self.auth)
             .field("tls", &self.tls)
             .field("blobs", &self.blobs)
+            .field("hooks", &self.hooks)
+            .field("events_retention", &self.events_retention)
+            .field(
+                "trigger_rules",
+                &self.trigger_rules.as_ref().map(|r| r.rules().len()),
+            )
+            .field("amqp", &self.amqp)
             .finish()
     }
 }
@@ -148,6 +166,10 @@ impl ServerConfig {
             auth: crate::auth::AuthConfig::default(),
             tls: None,
             blobs: crate::blobs::BlobsConfig::default(),
+            hooks: crate::triggers::hooks::HooksConfig::default(),
+            events_retention: Duration::from_secs(30 * 24 * 3600),
+            trigger_rules: None,
+            amqp: None,
         }
     }
 

@@ -45,6 +45,7 @@ mod reaper;
 mod records;
 mod retry;
 mod sockets;
+mod trigger_events;
 
 pub use jobs::SubmitError;
 

@@ -4,6 +4,7 @@
 //! Entry points are testable: [`Server::start`] binds nothing itself; callers
 //! pass a listener (port 0 in tests) and a shutdown future.
 
+pub mod analytics;
 pub mod auth;
 pub mod blobs;
 pub mod config;
@@ -18,6 +19,7 @@ mod resultsdb;
 mod scheduler;
 mod sio;
 pub mod tls;
+pub mod triggers;
 pub mod views;
 
 use std::future::Future;
@@ -50,6 +52,8 @@ pub enum ServerError {
 pub struct Server {
     pub router: axum::Router,
     pub coordinator: Arc<Coordinator>,
+    /// The AMQP consumer and publisher, when `[server.amqp]` is configured.
+    pub amqp: Option<triggers::amqp::AmqpHandle>,
 }
 
 impl Server {
@@ -100,17 +104,26 @@ impl Server {
         exporters::view::start(store.clone());
         let blob_store = Arc::new(blobs::Blobs::open(&config.blobs, &config.data_dir)?);
         let clock_of = coordinator.clone();
+        let amqp = config
+            .amqp
+            .as_ref()
+            .map(|a| triggers::amqp::start(&coordinator, store.clone(), a));
         blobs::start_retention(store, blob_store.clone(), move || clock_of.now());
+        triggers::hooks::start_retention(&coordinator);
         let router = rest::router(coordinator.clone())
             .merge(blobs::router(coordinator.clone(), blob_store.clone()))
             .layer(axum::Extension(blob_store))
             .merge(dashboard::router(coordinator.clone()))
             .merge(exporters::router(coordinator.clone()))
             .merge(resultsdb::router(coordinator.clone()))
+            .merge(analytics::rest::router(coordinator.clone()))
+            .merge(triggers::hooks::router(coordinator.clone()))
+            .merge(triggers::hooks::events_router(coordinator.clone()))
             .layer(layer);
         Ok(Server {
             router,
             coordinator,
+            amqp,
         })
     }
 

@@ -127,7 +127,25 @@ pub fn spec() -> Value {
     {
         paths.extend(more);
     }
+    // The analytics routes are described beside their handlers too.
+    if let (Some(paths), Value::Object(more)) = (
+        doc["paths"].as_object_mut(),
+        crate::analytics::openapi::paths(),
+    ) {
+        paths.extend(more);
+    }
+    // The webhooks and the events log too.
+    if let (Some(paths), Value::Object(more)) = (
+        doc["paths"].as_object_mut(),
+        crate::triggers::hooks::openapi::paths(),
+    ) {
+        paths.extend(more);
+    }
     if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+        schemas.extend(crate::triggers::hooks::openapi::schemas());
+    }
+    if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+        schemas.extend(crate::analytics::openapi::schemas());
         schemas.insert(
             "Artifact".into(),
             json!({"type": "object", "required": ["id", "path", "kind", "digest", "size"], "properties": {
@@ -155,6 +173,7 @@ pub fn spec() -> Value {
         components.insert("securitySchemes".into(), security_schemes());
     }
     complete(&mut doc);
+    crate::triggers::hooks::openapi::unguard_hooks(&mut doc);
     doc
 }
 
@@ -333,12 +352,21 @@ mod tests {
     #[test]
     fn every_route_is_described() {
         let doc = spec();
-        for (path, method) in ROUTES {
+        for (path, method) in ROUTES
+            .iter()
+            .chain(crate::analytics::openapi::ROUTES)
+            .chain(crate::triggers::hooks::openapi::ROUTES)
+        {
             assert!(
                 doc["paths"][path][method].is_object(),
                 "{method} {path} is missing from the OpenAPI document"
             );
         }
-        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(15 + 7));
+        assert_eq!(
+            doc["paths"].as_object().map(|p| p.len()),
+            Some(
+                15 + 7 + crate::analytics::openapi::PATHS + crate::triggers::hooks::openapi::PATHS
+            )
+        );
     }
 }

@@ -1,16 +1,18 @@
 //! The coordinator's read-only handle on the store, for the HTTP and
 //! socket.io handlers: exactly the reads they answer with (jobs, tasks, logs,
-//! results, stats, artifacts, the ResultsDB tables, credentials, the outbox
-//! and the work log) and nothing that changes the store. Writes go through
-//! the coordinator's named methods (`coordinator::records`, `audit`, …), so
-//! every state change has one owner.
+//! results, stats, artifacts, the ResultsDB tables, benchmark series,
+//! credentials, the outbox and the work log) and nothing that changes the
+//! store. Writes go through the coordinator's named methods
+//! (`coordinator::records`, `audit`, …), so every state change has one owner.
 //!
 //! Cheap to clone: it holds the store's pools, not a copy of anything.
 
 use testfleet_core::JobState;
+use testfleet_core::time_fmt::UnixMillis;
 use testfleet_store::{
-    ArtifactSlot, AttemptContext, RdbGroup, RdbQuery, RdbResult, RdbTestcase, SinkStatus, Store,
-    StoreError, StoredAgentSecret, StoredToken, StoredUser,
+    ArtifactSlot, AttemptContext, Fingerprint, RdbGroup, RdbQuery, RdbResult, RdbTestcase,
+    SeriesFilter, SeriesPoints, SinkStatus, Store, StoreError, StoredAck, StoredAgentSecret,
+    StoredPoint, StoredSeries, StoredToken, StoredUser,
 };
 use testfleet_wire::api::{
     ArtifactView, JobSummary, JobView, LogSlice, StatsView, TaskDetail, TaskPage,
@@ -160,6 +162,48 @@ impl Views {
         self.store.outbox_status().await
     }
 
+    // ----- benchmark series -------------------------------------------------------
+
+    /// Benchmark series matching `filter`, by id.
+    pub async fn list_series(&self, filter: &SeriesFilter) -> Result<Vec<StoredSeries>> {
+        self.store.list_series(filter).await
+    }
+
+    /// One benchmark series.
+    pub async fn series(&self, id: i64) -> Result<StoredSeries> {
+        self.store.series(id).await
+    }
+
+    /// The newest `limit` points of a series at or after `since`, oldest first.
+    pub async fn series_points(
+        &self,
+        id: i64,
+        since: Option<UnixMillis>,
+        limit: i64,
+    ) -> Result<Vec<StoredPoint>> {
+        self.store.series_points(id, since, limit).await
+    }
+
+    /// Every series the jobs' attempts gave values to, with those values.
+    pub async fn job_points(&self, job_ids: &[i64]) -> Result<Vec<SeriesPoints>> {
+        self.store.job_points(job_ids).await
+    }
+
+    /// The machine fingerprints with these hashes.
+    pub async fn fingerprints(&self, hashes: &[String]) -> Result<Vec<Fingerprint>> {
+        self.store.fingerprints(hashes).await
+    }
+
+    /// Acknowledgements of changes of these series (all when `None`).
+    pub async fn acks(&self, series: Option<&[i64]>) -> Result<Vec<StoredAck>> {
+        self.store.acks(series).await
+    }
+
+    /// Whether every finished attempt's benchmark values are in the series.
+    pub async fn series_caught_up(&self) -> Result<bool> {
+        self.store.series_caught_up().await
+    }
+
     // ----- ResultsDB ------------------------------------------------------------
 
     /// One page of ResultsDB results matching `q`: `limit` rows from `offset`.
@@ -219,6 +263,23 @@ impl Views {
     /// One ResultsDB group.
     pub async fn rdb_group(&self, uuid: &str) -> Result<Option<RdbGroup>> {
         self.store.rdb_group(uuid).await
+    }
+}
+
+// ----- the events log (trigger events) ----------------------------------------
+
+impl Views {
+    /// Trigger events matching `filter`, newest first.
+    pub async fn events(
+        &self,
+        filter: &testfleet_store::EventFilter,
+    ) -> Result<Vec<testfleet_wire::events::EventSummary>> {
+        self.store.list_events(filter).await
+    }
+
+    /// One trigger event with its body.
+    pub async fn event(&self, id: i64) -> Result<testfleet_wire::events::EventDetail> {
+        self.store.event(id).await
     }
 }
 

@@ -26,9 +26,32 @@ const MAX_EXAMPLES: &str = "25";
 /// What a schema cannot say: a job file valid in shape may still be refused
 /// (422, with its line and field), and a blob or artifact valid in shape
 /// whose content does not hash to its digest is refused (422) or is over a
-/// size limit (413). For these operations such answers to schema-valid
+/// size limit (413); a CSV series (any text) may not be one (400, with its
+/// line), and a `since` (RFC 3339 or an age such as `7d`) may be neither
+/// (400). For these operations such answers to schema-valid
 /// requests are right; every other check stays on.
+///
+/// The keys of one block are alternatives (a block with `include-path` and
+/// `include-method` also selects every other operation of that method), and
+/// the first block that selects an operation wins: the blocks that name one
+/// operation with `include-name` come first.
 const CONFIG: &str = r#"
+[[operations]]
+include-name = "POST /api/v1/analysis/changes"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "422"]
+
+[[operations]]
+include-name = "GET /api/v1/regressions"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404"]
+
+[[operations]]
+include-name = "GET /api/v1/events"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404"]
+
+[[operations]]
+include-name = "GET /api/v1/series/{id}/points"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404"]
+
 [[operations]]
 include-path = "/api/v1/jobs"
 include-method = "POST"

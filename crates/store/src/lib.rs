@@ -12,6 +12,8 @@ mod attempts;
 mod batch;
 mod copy;
 mod db;
+mod events;
+mod finished_jobs;
 mod ops;
 mod outbox;
 mod progress;
@@ -28,6 +30,8 @@ use std::path::Path;
 pub use artifacts::{ArtifactSlot, NewArtifact, StoredArtifact};
 pub use copy::{CopyError, CopyReport, TableCount, TableProgress, copy_store};
 pub use db::{Backend, DatabaseUrl};
+pub use events::{EventFilter, EventJob, Ingested, IngestedJob, NewEvent};
+pub use finished_jobs::FinishedJob;
 pub use ops::*;
 pub use outbox::{ExportEvent, RESULTSDB_VIEW, SinkStatus};
 pub use progress::{Progress, ProgressWriter};
@@ -36,11 +40,11 @@ pub use resultsdb::{
 };
 pub use retry::Retried;
 pub use scratch::ScratchDatabase;
-pub use series::{
-    Fingerprint, NewAck, SERIES_VIEW, SeriesFilter, SeriesKey, SeriesPoints, StoredAck, StoredPoint,
-    StoredSeries,
-};
 pub use security::{AuditEntry, StoredAgentSecret, StoredToken, StoredUser, TokenEntry, UserEntry};
+pub use series::{
+    Fingerprint, NewAck, SERIES_VIEW, SeriesFilter, SeriesKey, SeriesPoints, StoredAck,
+    StoredPoint, StoredSeries,
+};
 pub use views::{AttemptContext, StoredAgent, summarize};
 
 /// Why a store operation failed.
@@ -94,6 +98,8 @@ pub enum Missing {
     ActiveAgentSecret(String),
     /// A benchmark series.
     Series(i64),
+    /// A trigger event of the events log.
+    Event(i64),
 }
 
 impl std::fmt::Display for Missing {
@@ -111,6 +117,7 @@ impl std::fmt::Display for Missing {
             Missing::ActiveToken(name) => write!(f, "active token `{name}`"),
             Missing::ActiveAgentSecret(host) => write!(f, "active secret for host `{host}`"),
             Missing::Series(id) => write!(f, "series {id}"),
+            Missing::Event(id) => write!(f, "event {id}"),
         }
     }
 }

@@ -167,99 +167,10 @@ impl Store {
         tasks: Vec<NewTask>,
         now: UnixMillis,
     ) -> Result<(i64, Vec<QueuedTask>)> {
-        let spec_json = serde_json::to_string(spec)?;
-        let integration = spec.integration.as_ref().map(|i| i.id.clone());
         let mut tx = self.writer.begin().await?;
-        let job_id: i64 = on_tx!(&mut tx, c => sqlx::query_scalar(
-            "INSERT INTO jobs (name, queue, priority, spec, state, created_at, integration_id)
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6) RETURNING id",
-        )
-        .bind(&spec.name)
-        .bind(&spec.queue)
-        .bind(i64::from(spec.priority))
-        .bind(&spec_json)
-        .bind(now)
-        .bind(&integration)
-        .fetch_one(c)
-        .await)?;
-        // Runtime history of every task key of the job, a few queries.
-        let keys: Vec<String> = tasks
-            .iter()
-            .map(|t| task_key(&spec.name, &t.spec.name))
-            .collect();
-        let mut unique: Vec<&String> = keys.iter().collect();
-        unique.sort_unstable();
-        unique.dedup();
-        let mut expected: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
-        for chunk in unique.chunks(1000) {
-            let found: Vec<(String, f64)> = on_tx!(&mut tx, c => {
-                let mut q = sqlx::QueryBuilder::new("SELECT task_key, mean_ms FROM task_stats WHERE task_key IN (");
-                let mut list = q.separated(", ");
-                for key in chunk {
-                    list.push_bind((*key).clone());
-                }
-                q.push(")");
-                q.build_query_as::<(String, f64)>().fetch_all(c).await
-            })?;
-            expected.extend(found);
-        }
-        let mut queued = Vec::with_capacity(tasks.len());
-        // Multi-row inserts: a job of thousands of tasks is a few statements.
-        // Both engines number the rows of one INSERT in VALUES order, so
-        // sorted ids line up with the tasks.
-        let mut tasks = tasks.into_iter().zip(keys).peekable();
-        while tasks.peek().is_some() {
-            let chunk: Vec<(NewTask, String)> = tasks.by_ref().take(1000).collect();
-            let mut specs = Vec::with_capacity(chunk.len());
-            for (task, _) in &chunk {
-                specs.push(serde_json::to_string(&task.spec)?);
-            }
-            let mut ids: Vec<i64> = on_tx!(&mut tx, c => {
-                let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO tasks (job_id, name, spec, priority, pinned_agent, state, queued_at, updated_at, task_key) ",
-                );
-                insert.push_values(
-                    chunk.iter().zip(&specs),
-                    |mut row, ((task, key), spec_json)| {
-                        row.push_bind(job_id)
-                            .push_bind(task.name.clone())
-                            .push_bind(spec_json.clone())
-                            .push_bind(i64::from(task.priority))
-                            .push_bind(task.pinned_agent.clone())
-                            .push_bind("queued")
-                            .push_bind(now)
-                            .push_bind(now)
-                            .push_bind(key.clone());
-                    },
-                );
-                insert.push(" RETURNING id");
-                insert.build_query_scalar::<i64>().fetch_all(c).await
-            })?;
-            ids.sort_unstable();
-            if ids.len() != chunk.len() {
-                return Err(StoreError::Corrupt(format!(
-                    "inserted {} tasks, expected {}",
-                    ids.len(),
-                    chunk.len()
-                )));
-            }
-            for (id, (task, key)) in ids.into_iter().zip(chunk) {
-                queued.push(QueuedTask {
-                    id,
-                    job_id,
-                    queue: spec.queue.clone(),
-                    priority: task.priority,
-                    pinned_agent: task.pinned_agent,
-                    requires: task.spec.requires,
-                    last_agent: None,
-                    queued_at: now,
-                    expected_ms: expected.get(&key).copied(),
-                    task_key: key,
-                });
-            }
-        }
+        let submitted = submit_in(&mut tx, spec, tasks, now).await?;
         tx.commit().await?;
-        Ok((job_id, queued))
+        Ok(submitted)
     }
 
     /// Settles jobs left `queued` or `running` although every task of theirs
@@ -652,4 +563,106 @@ pub(crate) fn work_item(
         .task_inputs(task)
         .map(|i| i.strip_prefix("sha256:").unwrap_or(i).to_owned());
     WorkItem::for_task(job, task, task_name, origin, inputs)
+}
+
+/// Inserts a validated job and its tasks in `tx` (the body of
+/// [`Store::submit_job`], shared with the events log's ingest, which
+/// submits an event's jobs in the event's transaction).
+pub(crate) async fn submit_in(
+    tx: &mut crate::db::Tx,
+    spec: &JobSpec,
+    tasks: Vec<NewTask>,
+    now: UnixMillis,
+) -> Result<(i64, Vec<QueuedTask>)> {
+    let spec_json = serde_json::to_string(spec)?;
+    let integration = spec.integration.as_ref().map(|i| i.id.clone());
+    let job_id: i64 = on_tx!(&mut *tx, c => sqlx::query_scalar(
+            "INSERT INTO jobs (name, queue, priority, spec, state, created_at, integration_id)
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6) RETURNING id",
+        )
+        .bind(&spec.name)
+        .bind(&spec.queue)
+        .bind(i64::from(spec.priority))
+        .bind(&spec_json)
+        .bind(now)
+        .bind(&integration)
+        .fetch_one(c)
+        .await)?;
+    // Runtime history of every task key of the job, a few queries.
+    let keys: Vec<String> = tasks
+        .iter()
+        .map(|t| task_key(&spec.name, &t.spec.name))
+        .collect();
+    let mut unique: Vec<&String> = keys.iter().collect();
+    unique.sort_unstable();
+    unique.dedup();
+    let mut expected: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
+    for chunk in unique.chunks(1000) {
+        let found: Vec<(String, f64)> = on_tx!(&mut *tx, c => {
+            let mut q = sqlx::QueryBuilder::new("SELECT task_key, mean_ms FROM task_stats WHERE task_key IN (");
+            let mut list = q.separated(", ");
+            for key in chunk {
+                list.push_bind((*key).clone());
+            }
+            q.push(")");
+            q.build_query_as::<(String, f64)>().fetch_all(c).await
+        })?;
+        expected.extend(found);
+    }
+    let mut queued = Vec::with_capacity(tasks.len());
+    // Multi-row inserts: a job of thousands of tasks is a few statements.
+    // Both engines number the rows of one INSERT in VALUES order, so
+    // sorted ids line up with the tasks.
+    let mut tasks = tasks.into_iter().zip(keys).peekable();
+    while tasks.peek().is_some() {
+        let chunk: Vec<(NewTask, String)> = tasks.by_ref().take(1000).collect();
+        let mut specs = Vec::with_capacity(chunk.len());
+        for (task, _) in &chunk {
+            specs.push(serde_json::to_string(&task.spec)?);
+        }
+        let mut ids: Vec<i64> = on_tx!(&mut *tx, c => {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO tasks (job_id, name, spec, priority, pinned_agent, state, queued_at, updated_at, task_key) ",
+            );
+            insert.push_values(
+                chunk.iter().zip(&specs),
+                |mut row, ((task, key), spec_json)| {
+                    row.push_bind(job_id)
+                        .push_bind(task.name.clone())
+                        .push_bind(spec_json.clone())
+                        .push_bind(i64::from(task.priority))
+                        .push_bind(task.pinned_agent.clone())
+                        .push_bind("queued")
+                        .push_bind(now)
+                        .push_bind(now)
+                        .push_bind(key.clone());
+                },
+            );
+            insert.push(" RETURNING id");
+            insert.build_query_scalar::<i64>().fetch_all(c).await
+        })?;
+        ids.sort_unstable();
+        if ids.len() != chunk.len() {
+            return Err(StoreError::Corrupt(format!(
+                "inserted {} tasks, expected {}",
+                ids.len(),
+                chunk.len()
+            )));
+        }
+        for (id, (task, key)) in ids.into_iter().zip(chunk) {
+            queued.push(QueuedTask {
+                id,
+                job_id,
+                queue: spec.queue.clone(),
+                priority: task.priority,
+                pinned_agent: task.pinned_agent,
+                requires: task.spec.requires,
+                last_agent: None,
+                queued_at: now,
+                expected_ms: expected.get(&key).copied(),
+                task_key: key,
+            });
+        }
+    }
+    Ok((job_id, queued))
 }

@@ -295,14 +295,17 @@ impl Store {
         Ok(())
     }
 
-    /// The delivery state of every registered sink.
+    /// The delivery state of every registered sink (not the outbox's own
+    /// consumers: the ResultsDB view, the benchmark series, and any other
+    /// internal `tf:` cursor such as the AMQP publisher's).
     pub async fn outbox_status(&self) -> Result<Vec<SinkStatus>> {
         Ok(on_pool!(&self.reader, p => sqlx::query_as::<_, SinkStatus>(
             "SELECT s.name, (SELECT COUNT(*) FROM export_events e WHERE e.id > s.cursor) AS pending,
                     s.delivered, s.dropped, s.failures, s.last_error, s.last_error_at, s.last_success_at
-             FROM export_sinks s WHERE s.name <> $1 ORDER BY s.name",
+             FROM export_sinks s WHERE s.name <> $1 AND s.name <> $2 AND s.name NOT LIKE 'tf:%' ORDER BY s.name",
         )
         .bind(RESULTSDB_VIEW)
+        .bind(crate::SERIES_VIEW)
         .fetch_all(p)
         .await)?)
     }

@@ -1,5 +1,6 @@
 //! `retry`: failed tasks queued again for new attempts on a user's request
-//! (`testfleet retry`), a whole finished job's or one task's.
+//! (`testfleet retry`), a whole finished job's or one task's; and finished
+//! tasks run once more to confirm a comparison (`rerun_tasks`).
 //!
 //! Each retry is one conditional update: only tasks that are `failed` move,
 //! and a job's only when none of its tasks is still queued or running, so
@@ -21,6 +22,9 @@ use crate::{Missing, QueuedTask, Result, Store, StoreError};
 
 /// The detail a retried task shows until its new attempt starts.
 const DETAIL: &str = "queued again: retry requested";
+
+/// The detail a re-run task shows until its new attempt starts.
+const RERUN_DETAIL: &str = "queued again: re-run to confirm a comparison";
 
 /// What a retry queued again.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +118,64 @@ impl Store {
             job_state,
             tasks,
         })
+    }
+}
+
+impl Store {
+    /// Queues finished tasks (passed or failed) again for one more attempt
+    /// each, so a comparison can pool more repetitions (`testfleet compare
+    /// --confirm`). Tasks that are queued, running or cancelled, and unknown
+    /// ids, are left alone: the answer lists only the tasks queued again, in
+    /// id order, with a retry's priority boost.
+    ///
+    /// Each task moves in one conditional update (`WHERE state IN ('passed',
+    /// 'failed')`), so two writers cannot both queue it; the jobs' states are
+    /// recomputed in the same transaction. A pinned (`each_agent`) task keeps
+    /// its pin; an unpinned one forgets its last agent, so the new attempt
+    /// does not avoid the host that measured the first (benchmark series are
+    /// per host). Failure counts and retry budgets stay as they were.
+    pub async fn rerun_tasks(&self, task_ids: &[i64], now: UnixMillis) -> Result<Vec<QueuedTask>> {
+        crate::retry_conflicts(|| self.rerun_tasks_once(task_ids, now)).await
+    }
+
+    async fn rerun_tasks_once(&self, task_ids: &[i64], now: UnixMillis) -> Result<Vec<QueuedTask>> {
+        let mut ids: Vec<i64> = task_ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut tx = self.writer.begin().await?;
+        let mut jobs: Vec<i64> = Vec::new();
+        let mut rows: Vec<QueuedRow> = Vec::new();
+        for id in ids {
+            let job_id: Option<i64> = on_tx!(&mut tx, c => sqlx::query_scalar(
+                "UPDATE tasks SET state = 'queued', current_attempt = NULL, detail_message = $1,
+                 last_agent = NULL, queued_at = $2, updated_at = $2
+                 WHERE id = $3 AND state IN ('passed', 'failed')
+                 RETURNING job_id",
+            )
+            .bind(RERUN_DETAIL)
+            .bind(now)
+            .bind(id)
+            .fetch_optional(c)
+            .await)?;
+            let Some(job_id) = job_id else { continue };
+            if !jobs.contains(&job_id) {
+                jobs.push(job_id);
+            }
+            let sql = format!("SELECT {QUEUED_COLUMNS} WHERE t.id = $1");
+            let row = on_tx!(&mut tx, c => sqlx::query_as::<_, QueuedRow>(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_one(c)
+                .await)?;
+            rows.push(row);
+        }
+        // In id order: two writers lock jobs' rows in the same order.
+        jobs.sort_unstable();
+        for job_id in jobs {
+            refresh_job_state(&mut tx, job_id, None, now).await?;
+        }
+        let tasks = boosted(rows)?;
+        tx.commit().await?;
+        Ok(tasks)
     }
 }
 

@@ -169,6 +169,8 @@ struct WorkLogRow {
 struct AttemptContextRow {
     agent: String,
     job_id: i64,
+    task_id: i64,
+    finished_at: Option<UnixMillis>,
     task_name: String,
     spec: String,
     created_at: UnixMillis,
@@ -544,11 +546,28 @@ pub struct AttemptContext {
     pub results: Vec<Results>,
 }
 
+/// What the benchmark series need beyond an [`AttemptContext`]: the task,
+/// the finish time, and the integration as the job file gave it (the
+/// context fills in `tf-<job>` and the job's creation time when it is absent).
+pub(crate) struct AttemptFacts {
+    pub task_id: i64,
+    pub finished_at: Option<UnixMillis>,
+    pub integration: Option<testfleet_core::job::IntegrationSpec>,
+}
+
 impl Store {
     /// The context of one attempt.
     pub async fn attempt_context(&self, attempt_id: i64) -> Result<AttemptContext> {
+        Ok(self.attempt_context_facts(attempt_id).await?.0)
+    }
+
+    /// The context of one attempt, with the facts the series mapping needs.
+    pub(crate) async fn attempt_context_facts(
+        &self,
+        attempt_id: i64,
+    ) -> Result<(AttemptContext, AttemptFacts)> {
         let row = on_pool!(&self.reader, p => sqlx::query_as::<_, AttemptContextRow>(
-            "SELECT a.agent, t.job_id, t.name AS task_name, j.spec, j.created_at, a.results, g.machine
+            "SELECT a.agent, t.job_id, a.task_id, a.finished_at, t.name AS task_name, j.spec, j.created_at, a.results, g.machine
              FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
              LEFT JOIN agents g ON g.hostname = a.agent WHERE a.id = $1",
         )
@@ -559,7 +578,7 @@ impl Store {
         let job_id = row.job_id;
         let spec: testfleet_core::JobSpec = serde_json::from_str(&row.spec)?;
         let integration = spec.integration.as_ref();
-        Ok(AttemptContext {
+        let context = AttemptContext {
             attempt_id,
             agent: row.agent,
             job_id,
@@ -588,7 +607,13 @@ impl Store {
                 .map(serde_json::from_str)
                 .transpose()?
                 .unwrap_or_default(),
-        })
+        };
+        let facts = AttemptFacts {
+            task_id: row.task_id,
+            finished_at: row.finished_at,
+            integration: spec.integration,
+        };
+        Ok((context, facts))
     }
 
     /// The results of every task's current (or last) attempt of a job, with

@@ -65,6 +65,15 @@ pub enum Command {
         /// Run under this directory instead of a temporary one.
         #[arg(long)]
         work_dir: Option<PathBuf>,
+        /// Fill the job file's `{{NAME}}` placeholders (docs/triggers.md),
+        /// such as `--var item=xchat-0.5-1.fc20`; repeat for each.
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+    },
+    /// Trigger rules (docs/triggers.md).
+    Trigger {
+        #[command(subcommand)]
+        action: TriggerCommand,
     },
     /// Fetch a submitted task's work item and inputs, and run it here exactly
     /// as an agent did.
@@ -197,6 +206,155 @@ pub enum Command {
     },
     /// Load-test a coordinator with simulated agents (in process without --server).
     Bench(BenchArgs),
+    /// Change points of a benchmark series: a CSV file (`index,value`,
+    /// `time,value` or `value` columns) analysed here without a coordinator,
+    /// or a stored series with --series.
+    Changes {
+        /// The CSV file; `-` reads standard input.
+        #[arg(required_unless_present = "series", conflicts_with = "series")]
+        file: Option<PathBuf>,
+        /// A stored series instead (its id from `testfleet series`).
+        #[arg(long, value_name = "ID")]
+        series: Option<i64>,
+        /// Which way the CSV's metric improves, to tell a regression from an
+        /// improvement: `lower` (times, the default) or `higher` (throughput).
+        #[arg(long, value_enum, default_value_t = BetterArg::Lower)]
+        better: BetterArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmark series: list them, narrowed by the filters, or show one
+    /// (its noise model, machine fingerprints and last points).
+    Series {
+        /// Show this series instead of listing.
+        id: Option<i64>,
+        #[arg(long, conflicts_with = "id")]
+        host: Option<String>,
+        /// The test program (QtTest test class, benchmark binary).
+        #[arg(long, conflicts_with = "id")]
+        program: Option<String>,
+        /// The test function (benchmark).
+        #[arg(long, conflicts_with = "id")]
+        function: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        metric: Option<String>,
+        /// A substring of program, function or data tag.
+        #[arg(long, conflicts_with = "id")]
+        search: Option<String>,
+        /// Series with ids above this (the next page, as the list says).
+        #[arg(long, conflicts_with = "id")]
+        after: Option<i64>,
+        /// Series per page.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Points to show of one series (the newest).
+        #[arg(long, default_value_t = 20)]
+        points: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare every benchmark of two jobs (or two sets of jobs): a verdict
+    /// per benchmark metric and host (slower, faster, same, unknown).
+    Compare {
+        /// The baseline: a job id, or ids separated by commas.
+        baseline: JobIds,
+        /// The contender: a job id, or ids separated by commas.
+        contender: JobIds,
+        /// Re-run both sides while a verdict is UNKNOWN, before answering
+        /// (submits jobs: needs write access).
+        #[arg(long)]
+        confirm: bool,
+        /// Confirmation rounds at most (default 3).
+        #[arg(long, requires = "confirm", value_name = "N")]
+        max_rounds: Option<u32>,
+        /// Exit with 1 when any benchmark is slower (default: 0 whatever the
+        /// verdicts).
+        #[arg(long)]
+        fail_on_regression: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Regressions across all series, newest first, grouped per test, host
+    /// and commit, with their acknowledgements.
+    /// The events log: trigger events received (webhooks), the rules they
+    /// matched and the jobs they created, or why none; newest first.
+    Events {
+        /// Only events of this source (`github`, `gitlab`, `gerrit`).
+        #[arg(long)]
+        source: Option<String>,
+        /// Only events with this outcome (`queued`, `ignored`, `duplicate`,
+        /// `dropped`, `error`).
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Only events since this time: RFC 3339, or an age such as `1d`.
+        #[arg(long)]
+        since: Option<String>,
+        /// Events at most.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    Regressions {
+        /// Only changes since this time: RFC 3339, or an age such as `7d`.
+        #[arg(long)]
+        since: Option<String>,
+        /// Groups at most.
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Acknowledge a regression (the change at a commit in a series, and the
+    /// same change in the test's other metrics) with a note or a bug link.
+    Ack {
+        /// The series (its id from `testfleet series` or `regressions`).
+        series: i64,
+        /// The commit the change starts at.
+        #[arg(long)]
+        sha: String,
+        /// Why it is accepted, or what is being done about it.
+        #[arg(long)]
+        note: String,
+        /// A bug tracker link.
+        #[arg(long, value_name = "URL")]
+        bug: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which way a CSV series' metric improves (`testfleet changes FILE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BetterArg {
+    Lower,
+    Higher,
+}
+
+/// One job id or several separated by commas: `12` or `12,13,14`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobIds(pub Vec<i64>);
+
+impl std::str::FromStr for JobIds {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<JobIds, anyhow::Error> {
+        let ids = s
+            .split(',')
+            .map(|part| {
+                let part = part.trim();
+                part.parse::<i64>()
+                    .ok()
+                    .filter(|id| *id > 0)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "`{part}` is not a job id (expected ids such as `12` or `12,13`)"
+                        )
+                    })
+            })
+            .collect::<Result<Vec<i64>, anyhow::Error>>()?;
+        Ok(JobIds(ids))
+    }
 }
 
 /// Where admin commands find the coordinator's store.
@@ -229,6 +387,32 @@ pub enum StoreCommand {
         #[arg(long)]
         to: String,
         /// Print the per-table row counts as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TriggerCommand {
+    /// Print the jobs an event would submit, with no coordinator: each
+    /// rule's verdict (or why not), then each rendered job file. Exit 0 when
+    /// at least one job, 1 when no rule matched, 2 on bad input.
+    Test {
+        /// A rules file, or a directory of `*.toml` rules files.
+        rules: PathBuf,
+        /// The event's JSON body (a fedora-messaging message body, a webhook payload).
+        event: PathBuf,
+        /// amqp, gerrit, gitlab, github or manual (amqp when only --topic is given).
+        #[arg(long)]
+        source: Option<String>,
+        /// The AMQP routing key, such as
+        /// `org.fedoraproject.prod.buildsys.build.state.change`.
+        #[arg(long)]
+        topic: Option<String>,
+        /// The webhook kind (default: Gerrit's `type`, GitLab's `object_kind`
+        /// of the body); needed for GitHub, such as `pull_request`.
+        #[arg(long)]
+        kind: Option<String>,
         #[arg(long)]
         json: bool,
     },

@@ -77,6 +77,70 @@ pub struct ServerSection {
     /// Blobs, inputs and artifacts: `[server.blobs]`, `[server.blobs.s3]`.
     #[serde(default)]
     pub blobs: crate::blob_settings::BlobsSection,
+    /// Trigger rules for webhooks: a rules file or a directory of them.
+    pub trigger_rules: Option<PathBuf>,
+    /// How long the events log keeps events (default `30d`).
+    pub events_retention: Option<String>,
+    /// Webhooks: `[server.hooks.github]`, `[server.hooks.gitlab]`, `[server.hooks.gerrit]`.
+    #[serde(default)]
+    pub hooks: HooksSection,
+    /// Trigger events from an AMQP bus, finished jobs published back:
+    /// `[server.amqp]`, `[server.amqp.publish]`.
+    pub amqp: Option<AmqpSection>,
+}
+
+/// `[server.amqp]`. The URL (it may carry a password) can come from
+/// `TESTFLEET_AMQP_URL` instead, which wins.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpSection {
+    /// `amqp://user:password@host:5672/vhost` or `amqps://…`.
+    pub url: Option<String>,
+    /// A CA certificate (PEM) to trust for `amqps://`.
+    pub ca_file: Option<PathBuf>,
+    pub exchange: Option<String>,
+    pub queue: Option<String>,
+    pub routing_keys: Option<Vec<String>>,
+    pub prefetch: Option<u16>,
+    /// Publish each finished job back: `[server.amqp.publish]`.
+    pub publish: Option<AmqpPublishSection>,
+}
+
+/// `[server.amqp.publish]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpPublishSection {
+    /// The routing key (default `testfleet.job.finished`).
+    pub topic: Option<String>,
+    /// This coordinator's URL as readers reach it, for the messages' links.
+    pub public_url: Option<String>,
+}
+
+/// `[server.hooks.*]`. Secrets come from a file (`*_file`), the config file
+/// itself, or a `TESTFLEET_*` variable, which wins.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksSection {
+    pub github: Option<HookSection>,
+    pub gitlab: Option<HookSection>,
+    pub gerrit: Option<HookSection>,
+    /// How far a signed `webhook-timestamp` may be off (default `5m`).
+    pub timestamp_tolerance: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookSection {
+    /// GitHub's webhook secret, Gitlab's secret token (`X-Gitlab-Token`),
+    /// Gerrit's `?secret=`.
+    pub secret: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    /// GitLab's signing token (`whsec_…`).
+    pub signing_token: Option<String>,
+    pub signing_token_file: Option<PathBuf>,
+    /// Gerrit: networks the hook may come from.
+    #[serde(default)]
+    pub allowed_cidrs: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -400,7 +464,147 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> Result<ServerConfi
         config.request_status_interval_in_test,
     )?;
     crate::blob_settings::apply_server(&s.blobs, &mut config)?;
+    apply_hooks(s, &mut config)?;
     Ok(config)
+}
+
+/// A hook secret: `TESTFLEET_<var>`, else the file named, else the value.
+fn hook_secret(
+    field: &str,
+    var: &str,
+    file: Option<&Path>,
+    value: Option<&String>,
+) -> Result<Option<String>> {
+    if let Some(v) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+        return Ok(Some(v));
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("config `{field}_file`: cannot read {}", path.display()))?;
+        return Ok(Some(text.trim().to_owned()).filter(|t| !t.is_empty()));
+    }
+    Ok(value.cloned().filter(|v| !v.is_empty()))
+}
+
+/// Webhooks, trigger rules and the events log's retention.
+fn apply_hooks(s: &ServerSection, config: &mut ServerConfig) -> Result<()> {
+    use testfleet_server::triggers::hooks::{GerritHook, GithubHook, GitlabHook};
+    let h = &s.hooks;
+    let empty = HookSection::default();
+    let gh = h.github.as_ref().unwrap_or(&empty);
+    if let Some(secret) = hook_secret(
+        "server.hooks.github.secret",
+        "TESTFLEET_GITHUB_HOOK_SECRET",
+        gh.secret_file.as_deref(),
+        gh.secret.as_ref(),
+    )? {
+        config.hooks.github = Some(GithubHook { secret });
+    }
+    let gl = h.gitlab.as_ref().unwrap_or(&empty);
+    let token = hook_secret(
+        "server.hooks.gitlab.secret",
+        "TESTFLEET_GITLAB_HOOK_TOKEN",
+        gl.secret_file.as_deref(),
+        gl.secret.as_ref(),
+    )?;
+    let signing = hook_secret(
+        "server.hooks.gitlab.signing_token",
+        "TESTFLEET_GITLAB_SIGNING_TOKEN",
+        gl.signing_token_file.as_deref(),
+        gl.signing_token.as_ref(),
+    )?
+    .map(|t| GitlabHook::signing_key(&t))
+    .transpose()
+    .context("config `server.hooks.gitlab.signing_token`")?;
+    if token.is_some() || signing.is_some() {
+        config.hooks.gitlab = Some(GitlabHook {
+            token,
+            signing_key: signing,
+        });
+    }
+    let ge = h.gerrit.as_ref().unwrap_or(&empty);
+    let secret = hook_secret(
+        "server.hooks.gerrit.secret",
+        "TESTFLEET_GERRIT_HOOK_SECRET",
+        ge.secret_file.as_deref(),
+        ge.secret.as_ref(),
+    )?;
+    let allowed_cidrs = ge
+        .allowed_cidrs
+        .iter()
+        .map(|c| {
+            c.parse::<ipnet::IpNet>()
+                .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| anyhow::anyhow!("config `server.hooks.gerrit.allowed_cidrs`: `{c}` is not a network like 10.0.0.0/8"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if secret.is_some() || !allowed_cidrs.is_empty() {
+        config.hooks.gerrit = Some(GerritHook {
+            secret,
+            allowed_cidrs,
+        });
+    }
+    config.hooks.timestamp_tolerance = duration(
+        "server.hooks.timestamp_tolerance",
+        h.timestamp_tolerance.as_deref(),
+        config.hooks.timestamp_tolerance,
+    )?;
+    config.events_retention = duration(
+        "server.events_retention",
+        s.events_retention.as_deref(),
+        config.events_retention,
+    )?;
+    if let Some(path) = &s.trigger_rules {
+        let rules = testfleet_server::triggers::load_rules(path)
+            .with_context(|| format!("config `server.trigger_rules`: {}", path.display()))?;
+        config.trigger_rules = Some(std::sync::Arc::new(rules));
+    }
+    apply_amqp(s, config)
+}
+
+/// `[server.amqp]`: checked here, so a coordinator with a broker setting it
+/// could never use does not start.
+fn apply_amqp(s: &ServerSection, config: &mut ServerConfig) -> Result<()> {
+    use testfleet_server::triggers::amqp::{AmqpConfig, PublishConfig};
+    let Some(a) = &s.amqp else {
+        return Ok(());
+    };
+    let url = std::env::var("TESTFLEET_AMQP_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| a.url.clone())
+        .context("config `server.amqp.url`: the broker's URL is missing (amqp://user:password@host:5672/vhost, or TESTFLEET_AMQP_URL)")?;
+    let mut amqp = AmqpConfig::new(url);
+    amqp.ca_file = a.ca_file.clone();
+    if let Some(e) = &a.exchange {
+        amqp.exchange = e.clone();
+    }
+    if let Some(q) = &a.queue {
+        amqp.queue = q.clone();
+    }
+    if let Some(keys) = &a.routing_keys {
+        amqp.routing_keys = keys.clone();
+    }
+    if let Some(p) = a.prefetch {
+        amqp.prefetch = p;
+    }
+    if let Some(p) = &a.publish {
+        let mut publish = PublishConfig::new();
+        if let Some(t) = &p.topic {
+            publish.topic = t.clone();
+        }
+        publish.public_url = p.public_url.clone();
+        amqp.publish = Some(publish);
+    }
+    amqp.validate()
+        .map_err(|e| anyhow::anyhow!("config `server.amqp`: {e}"))?;
+    if config.trigger_rules.is_none() {
+        bail!(
+            "config `server.amqp`: messages are matched against trigger rules, and none are configured (`trigger_rules` in [server])"
+        );
+    }
+    config.amqp = Some(amqp);
+    Ok(())
 }
 
 pub fn agent_config(

@@ -125,6 +125,18 @@ pub struct WorkItem {
     /// into the checkout directory before the first step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<String>,
+    /// How many times to run the `test` steps (the task's `repeat`); left out
+    /// when 1, so an item that does not repeat is exactly Qt's.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub repeat: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 /// Where a work item is going: ids in the store, or none for a local run
@@ -183,6 +195,7 @@ impl WorkItem {
             artifacts: task.artifacts.clone(),
             silence_timeout: task.silence_timeout,
             inputs,
+            repeat: task.repeat,
         }
     }
 }
@@ -456,6 +469,31 @@ mod tests {
         assert_eq!(odd.integration_id_text().as_deref(), Some("7"));
         assert_eq!(odd.load, None);
         assert_eq!(odd.rest.get("extra"), Some(&json!(true)));
+    }
+
+    #[test]
+    fn repeat_rides_along_only_when_more_than_once() {
+        let once = item();
+        assert_eq!(once.repeat, 1);
+        let v = serde_json::to_value(&once).expect("json");
+        assert!(v.get("repeat").is_none(), "{v}");
+        let job = testfleet_core::JobSpec::from_toml(
+            "name = \"j\"\n[[task]]\nname = \"t\"\nrepeat = 5\nsteps = [{ stage = \"test\", run = \"true\" }]\n",
+        )
+        .expect("job");
+        let origin = WorkOrigin {
+            job_id: Some(1),
+            task_id: Some(2),
+            attempt_id: Some(3),
+            integration_id: "tf-1".into(),
+            timestamp: 0,
+        };
+        let five = WorkItem::for_task(&job, &job.tasks[0], "t", origin, None);
+        assert_eq!(five.repeat, 5);
+        let v = serde_json::to_value(&five).expect("json");
+        assert_eq!(v.get("repeat"), Some(&json!(5)));
+        let back: WorkItem = serde_json::from_value(v).expect("parse");
+        assert_eq!(back, five);
     }
 
     #[test]

@@ -1,11 +1,50 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 // A small QtTest benchmark owned by testfleet: the formats crate's integration test
 // builds it against the system Qt 6, runs it with every QtTest logger and checks that
-// the parsers agree on its results.
+// the parsers agree on its results. `cargo xtask aa` and the slow group's comparison
+// test run it many times for A/A and A/B comparisons.
+//
+// TF_BENCH_SLOWDOWN=<factor> (such as 1.3) makes every benchmarked body do that much
+// more of the same work: each iteration owes (factor - 1) extra passes and pays them
+// whole, so 1.3 is 3 extra passes every 10 iterations, deterministically. Unset, or
+// not a number above 1, it changes nothing.
 
 #include <QtTest/QtTest>
 #include <QString>
 #include <QStringList>
+
+namespace {
+
+double extraPassesPerIteration()
+{
+    static const double extra = [] {
+        bool ok = false;
+        const double factor = qEnvironmentVariable("TF_BENCH_SLOWDOWN").toDouble(&ok);
+        return ok && factor > 1.0 && factor <= 100.0 ? factor - 1.0 : 0.0;
+    }();
+    return extra;
+}
+
+// Counts the passes of a benchmarked body: 1, plus the extra passes owed so far.
+class Slowdown
+{
+public:
+    int passes()
+    {
+        m_owed += extraPassesPerIteration();
+        int n = 1;
+        while (m_owed >= 1.0) {
+            ++n;
+            m_owed -= 1.0;
+        }
+        return n;
+    }
+
+private:
+    double m_owed = 0.0;
+};
+
+} // namespace
 
 class tst_Bench : public QObject
 {
@@ -37,8 +76,10 @@ void tst_Bench::join()
     for (int i = 0; i < count; ++i)
         parts << QString::number(i);
     QString joined;
+    Slowdown slowdown;
     QBENCHMARK {
-        joined = parts.join(QLatin1Char(','));
+        for (int pass = slowdown.passes(); pass > 0; --pass)
+            joined = parts.join(QLatin1Char(','));
     }
     QVERIFY(!joined.isEmpty());
 }
@@ -54,10 +95,13 @@ void tst_Bench::sortNumbers()
 {
     QFETCH(int, size);
     QList<int> data(size);
+    Slowdown slowdown;
     QBENCHMARK {
-        for (int i = 0; i < size; ++i)
-            data[i] = (i * 7919) % size;
-        std::sort(data.begin(), data.end());
+        for (int pass = slowdown.passes(); pass > 0; --pass) {
+            for (int i = 0; i < size; ++i)
+                data[i] = (i * 7919) % size;
+            std::sort(data.begin(), data.end());
+        }
     }
     QCOMPARE(data.size(), size);
 }
@@ -71,8 +115,10 @@ void tst_Bench::hashLookup()
     // a fast machine, and a sum of 500s overflowed int (undefined behaviour; the
     // check failed now and then).
     int found = 0;
+    Slowdown slowdown;
     QBENCHMARK {
-        found = hash.value(QStringLiteral("500"));
+        for (int pass = slowdown.passes(); pass > 0; --pass)
+            found = hash.value(QStringLiteral("500"));
     }
     QCOMPARE(found, 500);
 }

@@ -60,6 +60,7 @@ impl Coordinator {
                 max_runtime: None,
                 silence_timeout: None,
                 inputs: None,
+                repeat: 1,
             }],
         };
         self.submit(spec).await?;

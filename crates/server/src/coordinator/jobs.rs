@@ -16,6 +16,20 @@ impl Coordinator {
     /// Stores a validated job, fans out `each_agent` tasks and wakes idle agents.
     pub async fn submit(&self, spec: JobSpec) -> Result<JobView, SubmitError> {
         let now = self.now();
+        let tasks = self.new_tasks(&spec, now).await?;
+        let (job_id, queued) = self.store.submit_job(&spec, tasks, now).await?;
+        tracing::info!(job_id, name = %spec.name, tasks = queued.len(), "job submitted");
+        self.enqueue(queued).await;
+        Ok(self.store.job(job_id).await?)
+    }
+
+    /// The tasks a job is stored as: one per task, or one per known agent
+    /// that matches an `each_agent` task (pinned to it).
+    pub(super) async fn new_tasks(
+        &self,
+        spec: &JobSpec,
+        now: UnixMillis,
+    ) -> Result<Vec<NewTask>, StoreError> {
         let fan_out_targets = if spec.tasks.iter().any(|t| t.each_agent) {
             let since =
                 now - i64::try_from(self.config.agent_retention.as_millis()).unwrap_or(i64::MAX);
@@ -56,8 +70,11 @@ impl Coordinator {
                 }
             }
         }
-        let (job_id, queued) = self.store.submit_job(&spec, tasks, now).await?;
-        tracing::info!(job_id, name = %spec.name, tasks = queued.len(), "job submitted");
+        Ok(tasks)
+    }
+
+    /// Indexes newly committed queued tasks and wakes the dispatcher.
+    pub(super) async fn enqueue(&self, queued: Vec<testfleet_store::QueuedTask>) {
         {
             let mut sched = self.sched.lock().await;
             for task in queued {
@@ -65,7 +82,6 @@ impl Coordinator {
             }
         }
         self.dispatch_wake.notify_one();
-        Ok(self.store.job(job_id).await?)
     }
 
     /// Cancels a job: queued tasks end, running agents are told to stop.

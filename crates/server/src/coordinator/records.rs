@@ -6,7 +6,8 @@
 //! [`Views`](crate::views::Views) and never hold the store.
 
 use testfleet_store::{
-    NewArtifact, NewRdbResult, RdbGroup, RdbResult, RdbTestcase, StoreError, StoredArtifact,
+    NewAck, NewArtifact, NewRdbResult, RdbGroup, RdbResult, RdbTestcase, StoreError, StoredAck,
+    StoredArtifact,
 };
 
 use super::Coordinator;
@@ -50,5 +51,10 @@ impl Coordinator {
     /// so a reader sees it (see `exporters::view`).
     pub async fn catch_up_resultsdb_view(&self) -> Result<(), StoreError> {
         crate::exporters::view::catch_up(&self.store).await
+    }
+
+    /// Records the acknowledgement of a benchmark series' change.
+    pub async fn add_ack(&self, ack: &NewAck) -> Result<StoredAck, StoreError> {
+        self.store.add_ack(ack, self.now()).await
     }
 }

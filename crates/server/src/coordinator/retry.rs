@@ -21,6 +21,25 @@ impl Coordinator {
         self.queue_retried(retried).await
     }
 
+    /// Queues finished tasks again for one more attempt each, to confirm a
+    /// comparison (`testfleet compare --confirm`); returns the ids of the
+    /// tasks queued again (tasks not finished, or cancelled, are left alone).
+    pub async fn rerun_tasks(&self, task_ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+        let tasks = self.store.rerun_tasks(task_ids, self.now()).await?;
+        let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
+        if !tasks.is_empty() {
+            let mut sched = self.sched.lock().await;
+            for task in tasks {
+                sched.cancelled_jobs.remove(&task.job_id);
+                sched.enqueue(task);
+            }
+            drop(sched);
+            self.dispatch_wake.notify_one();
+            tracing::info!(tasks = ?ids, "finished tasks queued again to confirm a comparison");
+        }
+        Ok(ids)
+    }
+
     async fn queue_retried(&self, retried: Retried) -> Result<RetryView, StoreError> {
         let ids: Vec<i64> = retried.tasks.iter().map(|t| t.id).collect();
         {

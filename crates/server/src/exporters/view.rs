@@ -3,6 +3,11 @@
 //! proportion to its size, so it runs here, after the finish committed, not
 //! inside the finish's transaction. Readers of the view catch it up first,
 //! so a finished attempt's results are there as soon as the finish answered.
+//!
+//! The same loop maps the outbox's benchmark values into the store's series
+//! (`Store::map_series_pending`), a batch of events after the view each
+//! round; the store writes a large report in small transactions on SQLite,
+//! so claims keep the writer.
 
 use std::time::Duration;
 
@@ -26,15 +31,36 @@ pub fn start(store: Store) -> JoinHandle<()> {
             if store.is_closed() {
                 return;
             }
-            match catch_up(&store).await {
-                Ok(()) => tokio::time::sleep(POLL).await,
-                Err(e) => {
-                    tracing::warn!("failed to build the ResultsDB view: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+            let view = catch_up(&store).await;
+            if let Err(e) = &view {
+                tracing::warn!("failed to build the ResultsDB view: {e}");
+            }
+            // One batch of series per round, so a long back-fill of the
+            // series never keeps new results out of the view (and so from
+            // the exporters, which deliver only what the view mapped).
+            let series = store.map_series_pending(BATCH).await;
+            if let Err(e) = &series {
+                tracing::warn!("failed to map benchmark values into series: {e}");
+            }
+            match (&view, &series) {
+                (Ok(()), Ok(0)) => tokio::time::sleep(POLL).await,
+                (Ok(()), Ok(_)) => {}
+                _ => tokio::time::sleep(Duration::from_secs(1)).await,
             }
         }
     })
+}
+
+/// Maps the benchmark values of every event committed so far into series
+/// (for a reader that must see them).
+pub async fn series_catch_up(store: &Store) -> Result<(), testfleet_store::StoreError> {
+    for _ in 0..CATCH_UP_ROUNDS {
+        if store.series_caught_up().await? {
+            return Ok(());
+        }
+        store.map_series_pending(BATCH).await?;
+    }
+    Ok(())
 }
 
 /// Maps every event committed so far into the view.

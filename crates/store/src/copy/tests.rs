@@ -66,6 +66,20 @@ const FILL: &[&str] = &[
         (2, 81, 'alice', '127.0.0.1', 'token create', 'ci', '{"x":1}')"#,
     r#"INSERT INTO artifacts VALUES
         (1, 1, 1, 1, 'out/r.txt', 'always', 'sha256:ab', 9007199254740993, 90)"#,
+    r#"INSERT INTO trigger_events VALUES
+        (1, 'github', 'push', 'github.push', 'd-1', 'github:d-1', 100, '{"ref":"x"}', '["r"]', '[1]', 'queued', NULL),
+        (2, 'github', 'push', 'github.push', 'd-1', NULL, 101, '{"ref":"x"}', '["r"]', '[1]', 'duplicate', 'duplicate of event 1')"#,
+    r#"INSERT INTO bench_fingerprints VALUES ('0123456789abcdef', '{"cpu_model":"Xeon ✓"}')"#,
+    r#"INSERT INTO bench_series VALUES
+        (1, 'agent-a', 'tst_QString', 'bench', '', 'WalltimeMilliseconds', 'msecs', 2, 100, 200, 0.125),
+        (3, 'agent-b', 'tst_QString', 'bench', 'hex', 'CPUTicks', 'ticks', 1, 300, 300, 1e300)"#,
+    r#"INSERT INTO bench_points VALUES
+        (1, 1, 1, 1, 1, 0, 0.25, 'abc', 'dev', 'int-1', '0123456789abcdef', 100),
+        (2, 1, 1, 1, 1, 1, 0.125, NULL, NULL, NULL, 'unknown', 200),
+        (5, 3, 2, 2, 2, 0, 1e300, NULL, 'dév', NULL, 'unknown', 300)"#,
+    r#"INSERT INTO bench_acks VALUES
+        (1, 1, 'abc', 'expected: new allocator', 'https://bugs.example/1', 'alice', 400),
+        (2, 3, 'def', 'nöte', NULL, 'bob', 401)"#,
 ];
 
 async fn filled_sqlite(dir: &std::path::Path) -> DatabaseUrl {

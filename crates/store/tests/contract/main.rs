@@ -41,6 +41,7 @@ macro_rules! contract_tests {
 mod agents;
 mod artifacts;
 mod concurrency;
+mod events;
 mod finish;
 mod fixture;
 mod job_list;
@@ -50,5 +51,6 @@ mod outbox;
 mod resultsdb;
 mod retry;
 mod security;
+mod series;
 mod support;
 mod views;

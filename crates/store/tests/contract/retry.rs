@@ -2,7 +2,7 @@
 //! request, and the refusals (unknown, still running, nothing failed).
 
 use testfleet_core::{AttemptOutcome, JobState, TaskState};
-use testfleet_store::{Missing, RETRY_PRIORITY_BOOST, Store, StoreError};
+use testfleet_store::{Missing, NewTask, RETRY_PRIORITY_BOOST, Store, StoreError};
 
 use crate::support::{claim, simple_job, submit};
 
@@ -11,6 +11,7 @@ contract_tests!(
     retry_job_refuses_unknown_running_and_passed_jobs,
     retry_task_queues_one_failed_task_even_in_a_running_job,
     a_task_is_queued_again_once_by_concurrent_retries,
+    rerun_tasks_queues_finished_tasks_once_more_and_keeps_pins,
 );
 
 /// Claims `task` on `agent` and ends its attempt with `outcome`.
@@ -225,4 +226,94 @@ async fn a_task_is_queued_again_once_by_concurrent_retries(store: Store) {
         "exactly one retry queues the task: {a:?} {b:?} {c:?}"
     );
     assert_eq!(store.queued_tasks().await.unwrap().len(), 1);
+}
+
+async fn rerun_tasks_queues_finished_tasks_once_more_and_keeps_pins(store: Store) {
+    // Four tasks: passed, failed, still queued, and pinned to `bench-1` (passed).
+    let spec = simple_job("bench", 4, 0, 0);
+    let tasks: Vec<NewTask> = spec
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| NewTask {
+            name: t.name.clone(),
+            spec: t.clone(),
+            priority: 0,
+            pinned_agent: (i == 3).then(|| "bench-1".to_owned()),
+        })
+        .collect();
+    let (job_id, queued) = store.submit_job(&spec, tasks, 1_000).await.unwrap();
+    let ids: Vec<i64> = queued.iter().map(|q| q.id).collect();
+    run(&store, ids[0], "bench-2", AttemptOutcome::Passed, 2_000).await;
+    run(&store, ids[1], "bench-2", AttemptOutcome::Failed, 3_000).await;
+    run(&store, ids[3], "bench-1", AttemptOutcome::Passed, 4_000).await;
+
+    // Unknown ids, duplicates and the queued task are left alone.
+    let again = store
+        .rerun_tasks(&[ids[3], ids[0], ids[0], ids[1], ids[2], 4242], 10_000)
+        .await
+        .unwrap();
+    let moved: Vec<i64> = again.iter().map(|t| t.id).collect();
+    assert_eq!(moved, vec![ids[0], ids[1], ids[3]]);
+    for t in &again {
+        assert_eq!(t.job_id, job_id);
+        assert_eq!(t.priority, RETRY_PRIORITY_BOOST);
+        assert_eq!(t.queued_at, 10_000);
+        assert_eq!(t.last_agent, None, "a re-run does not avoid its host");
+    }
+    assert_eq!(again[2].pinned_agent.as_deref(), Some("bench-1"));
+    let job = store.job(job_id).await.unwrap();
+    let states: Vec<TaskState> = job.tasks.iter().map(|t| t.state).collect();
+    assert_eq!(states, vec![TaskState::Queued; 4]);
+    assert_eq!(
+        job.tasks[0].detail_message.as_deref(),
+        Some("queued again: re-run to confirm a comparison")
+    );
+    let mut indexed: Vec<i64> = store
+        .queued_tasks()
+        .await
+        .unwrap()
+        .iter()
+        .map(|q| q.id)
+        .collect();
+    indexed.sort_unstable();
+    assert_eq!(indexed, ids);
+
+    // Queued tasks are not queued twice.
+    assert!(store.rerun_tasks(&ids, 11_000).await.unwrap().is_empty());
+
+    // The second attempt of a passed task: a new attempt number, and the job
+    // finishes again once every task has.
+    let second = claim(&store, ids[0], "bench-2", 12_000).await;
+    assert_eq!(second.attempt.task_id, ids[0]);
+    assert_eq!(store.job(job_id).await.unwrap().state, JobState::Running);
+    store
+        .finish_attempt(
+            second.attempt.attempt_id,
+            Some("bench-2"),
+            AttemptOutcome::Passed,
+            None,
+            None,
+            None,
+            None,
+            13_000,
+        )
+        .await
+        .unwrap();
+    run(&store, ids[1], "bench-2", AttemptOutcome::Passed, 14_000).await;
+    run(&store, ids[2], "bench-2", AttemptOutcome::Passed, 15_000).await;
+    run(&store, ids[3], "bench-1", AttemptOutcome::Passed, 16_000).await;
+    let job = store.job(job_id).await.unwrap();
+    assert_eq!(job.state, JobState::Passed, "{job:#?}");
+    assert_eq!(job.tasks[0].attempts, 2);
+    assert!(!job.tasks[0].flaky, "passed twice");
+
+    // Concurrent re-runs queue a task once.
+    let first = [ids[0]];
+    let (a, b) = tokio::join!(
+        store.rerun_tasks(&first, 20_000),
+        store.rerun_tasks(&first, 20_000),
+    );
+    let total = a.unwrap().len() + b.unwrap().len();
+    assert_eq!(total, 1, "exactly one re-run queues the task");
 }

@@ -14,6 +14,7 @@ use testfleet_agent::runner::{RunnerConfig, RunnerEvent, run_work};
 use testfleet_cas::{BlobCache, CasError, Digest, Fetcher, hash_tree};
 use testfleet_client::ApiClient;
 use testfleet_core::JobSpec;
+use testfleet_core::trigger::{Overrides, Template};
 use testfleet_wire::protocol::{AttemptReport, WorkItem, WorkOrigin};
 use tokio::sync::{mpsc, watch};
 
@@ -105,21 +106,49 @@ fn status_line(report: &AttemptReport) -> String {
     }
 }
 
-/// `testfleet run JOB.toml`.
+/// A job file: plain, or a template (TOML with `{{NAME}}` placeholders)
+/// filled with `--var NAME=VALUE` through the trigger rules' engine.
+fn read_job(job_file: &Path, vars: &[String]) -> Result<JobSpec> {
+    let text = std::fs::read_to_string(job_file)
+        .with_context(|| format!("failed to read {}", job_file.display()))?;
+    let json = text.trim_start().starts_with('{');
+    if json || (vars.is_empty() && !text.contains("{{")) {
+        if json && !vars.is_empty() {
+            bail!(
+                "{}: --var fills TOML job files only; this one is JSON",
+                job_file.display()
+            );
+        }
+        let spec = if json {
+            JobSpec::from_json(&text)
+        } else {
+            JobSpec::from_toml(&text)
+        };
+        return spec.map_err(|e| anyhow::anyhow!("{}: {e}", job_file.display()));
+    }
+    let vars = super::trigger::parse_vars(vars)?;
+    let template = Template::parse(&text, &job_file.display().to_string())?;
+    let used = template.placeholders();
+    for name in vars.names() {
+        if !used.contains(name) {
+            eprintln!(
+                "warning: --var {name}: {} has no `{{{{{name}}}}}`",
+                job_file.display()
+            );
+        }
+    }
+    Ok(template.render(&vars, &Overrides::default())?.job)
+}
+
+/// `testfleet run JOB.toml [--var NAME=VALUE …]`.
 pub async fn run_job(
     job_file: &Path,
     only: Option<&str>,
     keep_temp: bool,
     work_dir: Option<PathBuf>,
+    vars: &[String],
 ) -> Result<u8> {
-    let text = std::fs::read_to_string(job_file)
-        .with_context(|| format!("failed to read {}", job_file.display()))?;
-    let spec = if text.trim_start().starts_with('{') {
-        JobSpec::from_json(&text)
-    } else {
-        JobSpec::from_toml(&text)
-    }
-    .map_err(|e| anyhow::anyhow!("{}: {e}", job_file.display()))?;
+    let spec = read_job(job_file, vars)?;
     let tasks: Vec<_> = spec
         .tasks
         .iter()

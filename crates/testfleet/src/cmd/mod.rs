@@ -1,18 +1,21 @@
 //! One module per group of subcommands.
 
 mod admin;
+mod analysis;
 mod artifacts;
 mod bench;
 mod client;
 mod demo;
+mod events;
 mod local;
 mod parse;
 mod store;
+mod trigger;
 
 use anyhow::Result;
 use testfleet_client::{ApiClient, ClientError};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, TriggerCommand};
 use crate::exit;
 use crate::settings;
 
@@ -40,8 +43,33 @@ pub async fn run(cli: Cli) -> Result<u8> {
             task,
             keep_temp,
             work_dir,
-        } => local::run_job(&job, task.as_deref(), keep_temp, work_dir).await,
+            vars,
+        } => local::run_job(&job, task.as_deref(), keep_temp, work_dir, &vars).await,
+        Command::Trigger {
+            action:
+                TriggerCommand::Test {
+                    rules,
+                    event,
+                    source,
+                    topic,
+                    kind,
+                    json,
+                },
+        } => {
+            let args = trigger::EventArgs {
+                source: source.as_deref(),
+                topic: topic.as_deref(),
+                kind: kind.as_deref(),
+            };
+            trigger::test(&rules, &event, &args, json)
+        }
         Command::Bench(args) => bench::run(args, cli.server.clone()).await,
+        Command::Changes {
+            file: Some(file),
+            better,
+            json,
+            ..
+        } => analysis::changes_file(&file, better, json),
         Command::Users { action } => admin::users(action, &file).await,
         Command::Tokens { action } => admin::tokens(action, &file).await,
         Command::Store { action } => store::run(action, &file).await,
@@ -56,6 +84,27 @@ pub async fn run(cli: Cli) -> Result<u8> {
             match other {
                 Command::Artifacts { action } => artifacts::run(&api, action).await,
                 Command::Repro { task, keep_temp } => local::repro(&api, task, keep_temp).await,
+                Command::Events {
+                    source,
+                    outcome,
+                    since,
+                    limit,
+                    json,
+                } => {
+                    let args = events::EventsArgs {
+                        source,
+                        outcome,
+                        since,
+                        limit,
+                        json,
+                    };
+                    events::run(&api, args).await
+                }
+                other @ (Command::Changes { .. }
+                | Command::Series { .. }
+                | Command::Compare { .. }
+                | Command::Regressions { .. }
+                | Command::Ack { .. }) => analysis::run(&api, other).await,
                 other => client::run(&api, other).await,
             }
         }
