@@ -2,9 +2,15 @@
 //! results mapped into ResultsDB rows (one result per test case, plus one per
 //! crash that no case records), by the outbox consumer
 //! ([`Store::materialize_pending`](crate::Store::materialize_pending)).
+//!
+//! A case whose TAP YAML block is a Taskotron result (libtaskotron's
+//! `CheckDetail`: `item`, `type`, `outcome`, `summary`, `checkname`) is mapped
+//! as Taskotron's ResultsDB reporter did: that outcome, item, type and
+//! summary, and the check's name as the testcase.
 
 use std::collections::{BTreeMap, HashSet};
 
+use serde_json::Value;
 use sqlx::QueryBuilder;
 use testfleet_core::JobSpec;
 use testfleet_core::time_fmt::UnixMillis;
@@ -112,6 +118,63 @@ async fn attempt_facts(tx: &mut Tx, attempt_id: i64) -> Result<AttemptFacts> {
         },
         ref_url: format!("/api/v1/tasks/{task_id}/log?attempt={attempt_id}"),
     })
+}
+
+/// What a Taskotron-style TAP YAML block says of its case, in ResultsDB's
+/// terms. Only a block whose `outcome` is a Taskotron outcome is one: other
+/// producers' YAML (node-tap's `found`/`wanted`, …) is left alone.
+#[derive(Debug, PartialEq)]
+struct TaskotronBlock<'a> {
+    /// The ResultsDB outcome.
+    outcome: &'static str,
+    item: Option<&'a str>,
+    item_type: Option<&'a str>,
+    /// `summary` (libtaskotron), else `note` (ResultsDB's word).
+    note: Option<&'a str>,
+    /// The check's name: the ResultsDB testcase.
+    checkname: Option<&'a str>,
+}
+
+impl<'a> TaskotronBlock<'a> {
+    fn of(diagnostics: Option<&'a Value>) -> Option<TaskotronBlock<'a>> {
+        let map = diagnostics?.as_object()?;
+        let text = |key: &str| {
+            map.get(key)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+        };
+        // libtaskotron's outcomes; ResultsDB here knows the first four, and
+        // an aborted or crashed check needs a person to look at it.
+        let outcome = match text("outcome")?.to_ascii_uppercase().as_str() {
+            "PASSED" => "PASSED",
+            "INFO" => "INFO",
+            "FAILED" => "FAILED",
+            "NEEDS_INSPECTION" | "ABORTED" | "CRASHED" => "NEEDS_INSPECTION",
+            _ => return None,
+        };
+        Some(TaskotronBlock {
+            outcome,
+            item: text("item"),
+            item_type: text("type"),
+            note: text("summary").or_else(|| text("note")),
+            checkname: text("checkname"),
+        })
+    }
+
+    /// Puts the block's `item` and `type` in place of the attempt's.
+    fn replace_item(&self, data: &mut [(String, String)]) {
+        for (key, value) in data.iter_mut() {
+            let given = match key.as_str() {
+                "item" => self.item,
+                "type" => self.item_type,
+                _ => None,
+            };
+            if let Some(given) = given {
+                given.clone_into(value);
+            }
+        }
+    }
 }
 
 /// Maps an attempt's results into ResultsDB results: one per case, plus one
@@ -278,7 +341,11 @@ pub(crate) async fn attempt_rows(
                 if case.outcome == CaseOutcome::Crash {
                     crashed_cases.insert((suite.name.as_str(), case.name.as_str()));
                 }
+                let taskotron = TaskotronBlock::of(case.diagnostics.as_ref());
                 let mut data = facts.common.clone();
+                if let Some(t) = &taskotron {
+                    t.replace_item(&mut data);
+                }
                 data.push(("format".into(), r.format.clone()));
                 data.push(("case_outcome".into(), case.outcome.as_str().into()));
                 if let Some(tag) = &case.data_tag {
@@ -295,11 +362,19 @@ pub(crate) async fn attempt_rows(
                 }
                 data.push(("tf_uid".into(), format!("{attempt_id}.{seq}")));
                 seq += 1;
+                let t = taskotron.as_ref();
                 let new = NewRdbResult {
-                    testcase: testcase_name(&suite.name, case),
+                    testcase: t
+                        .and_then(|t| t.checkname)
+                        .map_or_else(|| testcase_name(&suite.name, case), str::to_owned),
                     testcase_ref_url: None,
-                    outcome: case_outcome(case).to_owned(),
-                    note: case.message.as_deref().map(|m| cut(m, NOTE_MAX)),
+                    outcome: t
+                        .map_or_else(|| case_outcome(case), |t| t.outcome)
+                        .to_owned(),
+                    note: t
+                        .and_then(|t| t.note)
+                        .or(case.message.as_deref())
+                        .map(|m| cut(m, NOTE_MAX)),
                     ref_url: Some(facts.ref_url.clone()),
                     groups: vec![facts.group.clone()],
                     data,
@@ -335,4 +410,58 @@ pub(crate) async fn attempt_rows(
         }
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::TaskotronBlock;
+
+    #[test]
+    fn a_taskotron_yaml_block_gives_outcome_item_type_note_and_testcase() {
+        let yaml = json!({
+            "checkname": "dist.rpmlint", "item": "xchat-0.5-1.fc20", "type": "koji_build",
+            "outcome": "needs_inspection", "summary": "5 ERRORS, 10 WARNINGS",
+            "details": {"output": "xchat.x86_64: W: no-manual-page-for-binary xchat"},
+        });
+        let block = TaskotronBlock::of(Some(&yaml)).expect("a Taskotron block");
+        assert_eq!(
+            block,
+            TaskotronBlock {
+                outcome: "NEEDS_INSPECTION",
+                item: Some("xchat-0.5-1.fc20"),
+                item_type: Some("koji_build"),
+                note: Some("5 ERRORS, 10 WARNINGS"),
+                checkname: Some("dist.rpmlint"),
+            }
+        );
+        let mut data = vec![
+            ("item".to_owned(), "tf-3".to_owned()),
+            ("type".to_owned(), "testfleet_integration".to_owned()),
+            ("host".to_owned(), "a".to_owned()),
+        ];
+        block.replace_item(&mut data);
+        assert_eq!(data[0].1, "xchat-0.5-1.fc20");
+        assert_eq!(data[1].1, "koji_build");
+        assert_eq!(data[2].1, "a");
+    }
+
+    #[test]
+    fn other_yaml_blocks_are_not_taskotron_results() {
+        for yaml in [
+            json!({"message": "boom", "severity": "fail"}),
+            json!({"outcome": "MAYBE", "item": "x"}),
+            json!({"outcome": 1}),
+            json!("text"),
+        ] {
+            assert_eq!(TaskotronBlock::of(Some(&yaml)), None, "{yaml}");
+        }
+        assert_eq!(TaskotronBlock::of(None), None);
+        let aborted = json!({"outcome": "ABORTED", "note": "koji timed out"});
+        let block = TaskotronBlock::of(Some(&aborted)).expect("a Taskotron block");
+        assert_eq!(block.outcome, "NEEDS_INSPECTION");
+        assert_eq!(block.note, Some("koji timed out"));
+        assert_eq!(block.item, None);
+    }
 }

@@ -141,24 +141,7 @@ impl RankWindow {
 
 /// Two-sided p-value of a standard normal statistic `z`.
 pub(super) fn two_sided_p(z: f64) -> f64 {
-    erfc(z.abs() / std::f64::consts::SQRT_2).clamp(0.0, 1.0)
-}
-
-/// The complementary error function, with a relative error below 1.2e-7
-/// everywhere (Numerical Recipes' `erfcc`, a Chebyshev fit).
-fn erfc(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let poly = -z * z - 1.265_512_23
-        + t * (1.000_023_68
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_203_98
-                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
-    let r = t * poly.exp();
-    if x >= 0.0 { r } else { 2.0 - r }
+    crate::analysis::dist::normal_two_sided(z)
 }
 
 #[cfg(test)]
