@@ -134,7 +134,7 @@ fn a_a_runs_without_a_noise_model_are_rarely_different() {
             }
         }
     }
-    // Measured: 8 of 2400 (0.33 %), all with 3 % noise or two modes.
+    // Measured: 6 of 2400 (0.25 %), with 3 % noise or two modes.
     assert!(
         different <= 24,
         "{different} of 2400 A/A comparisons different"
@@ -471,3 +471,4 @@ proptest! {
         assert_well_formed(&c);
     }
 }
+
