@@ -6,7 +6,8 @@
 //! queued without the event. Its de-duplication key is unique in the table:
 //! a delivery seen before (even by another coordinator on the same
 //! PostgreSQL, at the same moment) queues nothing and is recorded as a
-//! `duplicate` of the first, with no key of its own.
+//! `duplicate` of the first, with no key of its own. Concurrent events are
+//! committed together (`events_batch`), each with the same meaning.
 
 use testfleet_core::job::JobSpec;
 use testfleet_core::time_fmt::{UnixMillis, format_millis};
@@ -130,24 +131,17 @@ impl Store {
     /// `event.unqueued`) in one transaction. A `dedup_key` seen before
     /// submits nothing: the delivery is recorded as a duplicate of the
     /// first and [`Ingested::Duplicate`] names the first's jobs.
+    ///
+    /// Concurrent calls are committed together (`events_batch`): the
+    /// answer comes after the commit of the batch that holds this event.
     pub async fn ingest_event(
         &self,
         event: &NewEvent,
         jobs: &[EventJob],
         now: UnixMillis,
     ) -> Result<Ingested> {
-        if jobs.is_empty() && event.unqueued == EventOutcome::Queued {
-            return Err(StoreError::Conflict(
-                "an event without jobs cannot be recorded as queued".into(),
-            ));
-        }
-        crate::retry_conflicts(|| async {
-            let mut tx = self.writer.begin().await?;
-            let ingested = ingest_in(&mut tx, event, jobs, now).await?;
-            tx.commit().await?;
-            Ok(ingested)
-        })
-        .await
+        check_event(event, jobs)?;
+        self.events.ingest(event.clone(), jobs.to_vec(), now).await
     }
 
     /// Events matching `filter`, newest first.
@@ -215,8 +209,21 @@ impl Store {
     }
 }
 
-/// The body of [`Store::ingest_event`], in `tx`.
-async fn ingest_in(
+/// Refuses an event that cannot be recorded as given, before any
+/// transaction: "queued" without jobs.
+pub(crate) fn check_event(event: &NewEvent, jobs: &[EventJob]) -> Result<()> {
+    if jobs.is_empty() && event.unqueued == EventOutcome::Queued {
+        return Err(StoreError::Conflict(
+            "an event without jobs cannot be recorded as queued".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The body of [`Store::ingest_event`], in `tx`: one event, its key
+/// claimed first (a key taken, also earlier in the same transaction, makes
+/// it a duplicate).
+pub(crate) async fn ingest_in(
     tx: &mut Tx,
     event: &NewEvent,
     jobs: &[EventJob],

@@ -13,6 +13,7 @@ mod batch;
 mod copy;
 mod db;
 mod events;
+mod events_batch;
 mod finished_jobs;
 mod ops;
 mod outbox;
@@ -178,6 +179,8 @@ pub struct Store {
     reader: db::Pool,
     progress: ProgressWriter,
     batcher: batch::Batcher,
+    /// Commits trigger events in batches (`events_batch`).
+    events: events_batch::EventBatcher,
     /// How long a new attempt's lease runs (ms); see [`Store::set_lease`].
     lease_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
     /// Held while this process maps outbox events into the ResultsDB view
@@ -197,11 +200,13 @@ impl Store {
         let db::Pools { writer, reader } = db::connect(url).await?;
         let progress = ProgressWriter::spawn(writer.clone());
         let batcher = batch::Batcher::spawn(writer.clone());
+        let events = events_batch::EventBatcher::spawn(writer.clone());
         Ok(Store {
             writer,
             reader,
             progress,
             batcher,
+            events,
             lease_ms: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(DEFAULT_LEASE_MS)),
             materializing: std::sync::Arc::default(),
         })

@@ -1,6 +1,9 @@
 //! Trigger events becoming jobs: an event and the jobs its rules planned
 //! are recorded in one store transaction (de-duplicated by the event's
-//! key), then the new tasks are indexed exactly as after a submit.
+//! key), then the new tasks are indexed exactly as after a submit. The
+//! store commits the events that arrive together (an AMQP backlog, a burst
+//! of webhooks) in one batch and answers each after that commit, so the
+//! tasks are indexed, and an AMQP message acknowledged, only once durable.
 
 use testfleet_store::{EventJob, Ingested, NewEvent};
 
@@ -8,8 +11,9 @@ use super::*;
 
 impl Coordinator {
     /// Records `event` and submits `jobs` (each fanned out as
-    /// [`Coordinator::submit`] does) in one transaction, then indexes the
-    /// queued tasks and wakes the dispatcher. A key seen before queues
+    /// [`Coordinator::submit`] does) in one transaction (shared with the
+    /// events ingested at the same moment: the store's group commit), then
+    /// indexes the queued tasks and wakes the dispatcher. A key seen before queues
     /// nothing ([`Ingested::Duplicate`]).
     pub async fn ingest_event(
         &self,

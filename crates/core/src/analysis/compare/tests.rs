@@ -471,4 +471,3 @@ proptest! {
         assert_well_formed(&c);
     }
 }
-

@@ -1,6 +1,7 @@
 //! The AMQP consumer: a session declares the queue and its bindings, then
 //! handles up to `prefetch` deliveries at once; each is recorded with its
-//! jobs in one store transaction and acknowledged after the commit. A lost
+//! jobs in one store transaction (the store commits the events that arrive
+//! together in one batch) and acknowledged after that commit. A lost
 //! connection ends the session and the next one starts after a backoff:
 //! what was not acknowledged comes back, and the events log's unique key
 //! (the message id) makes a redelivered message a `duplicate` that queues
@@ -12,13 +13,13 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Channel, ExchangeKind};
 use sha2::{Digest, Sha256};
 use testfleet_core::JobSpec;
 use testfleet_core::trigger::{Event, RuleSet, Source};
@@ -138,7 +139,8 @@ pub fn prepare(msg: &Incoming, rules: Option<&RuleSet>) -> (NewEvent, Vec<JobSpe
     if let Some(id) = &msg.message_id {
         event.headers.insert("message_id".into(), id.clone());
     }
-    let decided = super::decide::decide(rules, &event);
+    let no_match = format!("no rule matches amqp topic `{}`", msg.routing_key);
+    let decided = crate::triggers::decide::decide(rules, &event, &no_match);
     new.matched_rules = decided.matched_rules;
     new.unqueued = decided.unqueued;
     new.reason = decided.reason;
@@ -298,23 +300,7 @@ async fn declare(channel: &Channel, config: &AmqpConfig) -> Result<(), AmqpError
     channel
         .basic_qos(config.prefetch, BasicQosOptions::default())
         .await?;
-    // `amq.*` exchanges exist on every broker and may only be declared
-    // passively.
-    let builtin = config.exchange.is_empty() || config.exchange.starts_with("amq.");
-    if !config.exchange.is_empty() {
-        channel
-            .exchange_declare(
-                short(&config.exchange),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    passive: builtin,
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-    }
+    super::declare_exchange(channel, &config.exchange).await?;
     channel
         .queue_declare(
             short(&config.queue),

@@ -4,8 +4,10 @@
 //! - `consumer`: a durable queue bound to the configured routing keys on a
 //!   topic exchange (`amq.topic`); each message becomes an [`Event`] (topic:
 //!   the routing key, body: its JSON, headers: fedora-messaging's) matched
-//!   against the trigger rules and recorded with its jobs in one store
-//!   transaction, acknowledged only after that commit; a store failure
+//!   against the trigger rules (`triggers::decide`, shared with the
+//!   webhooks) and recorded with its jobs in one store transaction (shared
+//!   with the other events committed at the same moment), acknowledged only
+//!   after that commit; a store failure
 //!   requeues the message, a message that can never become a job is recorded
 //!   as `dropped` with the reason and acknowledged (fedora-messaging's
 //!   `Drop`). The connection is re-made, and the queue and its bindings
@@ -14,12 +16,10 @@
 //!   topic, with fedora-messaging's headers and publisher confirms, driven
 //!   by a cursor kept in the store so a restart neither loses nor (short of
 //!   a kill between a confirm and the cursor's write) repeats one.
-//! - `decide`: what the rules make of a message (the events log's record).
 //!
 //! [`Event`]: testfleet_core::trigger::Event
 
 mod consumer;
-mod decide;
 pub mod publish;
 mod stats;
 
@@ -29,6 +29,8 @@ use std::time::Duration;
 
 use lapin::types::ShortString;
 use lapin::{Connection, ConnectionProperties};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use testfleet_store::Store;
 use tokio::task::JoinHandle;
 
@@ -180,6 +182,8 @@ pub enum AmqpError {
         #[source]
         source: std::io::Error,
     },
+    #[error("no PEM certificate in the CA file {}", path.display())]
+    NoCa { path: PathBuf },
     #[error("the broker ended the consumer")]
     ConsumerEnded,
     #[error("the broker did not confirm a publication")]
@@ -193,12 +197,18 @@ pub enum AmqpError {
 /// Opens a connection (TLS for `amqps://`, trusting `ca_file` too).
 pub(crate) async fn connect(config: &AmqpConfig, name: &str) -> Result<Connection, AmqpError> {
     let cert_chain = match &config.ca_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path).map_err(|source| AmqpError::Ca {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path).map_err(|source| AmqpError::Ca {
                 path: path.clone(),
                 source,
-            })?,
-        ),
+            })?;
+            // lapin skips what is not a certificate: a key or an empty file
+            // would otherwise fail later as an untrusted broker.
+            if !CertificateDer::pem_slice_iter(pem.as_bytes()).any(|c| c.is_ok()) {
+                return Err(AmqpError::NoCa { path: path.clone() });
+            }
+            Some(pem)
+        }
         None => None,
     };
     let tls = lapin::tcp::OwnedTLSConfig {
@@ -208,6 +218,30 @@ pub(crate) async fn connect(config: &AmqpConfig, name: &str) -> Result<Connectio
     let props = ConnectionProperties::default().with_connection_name(name.into());
     let runtime = lapin::runtime::default_runtime()?;
     Ok(Connection::connect_with_config(&config.url, props, tls, runtime).await?)
+}
+
+/// Makes sure the topic exchange `exchange` exists (nothing for the default
+/// exchange `""`): `amq.*` exchanges exist on every broker and may only be
+/// declared passively; any other is declared durable.
+pub(crate) async fn declare_exchange(
+    channel: &lapin::Channel,
+    exchange: &str,
+) -> Result<(), lapin::Error> {
+    if exchange.is_empty() {
+        return Ok(());
+    }
+    channel
+        .exchange_declare(
+            short(exchange),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                passive: exchange.starts_with("amq."),
+                durable: true,
+                ..lapin::options::ExchangeDeclareOptions::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
 }
 
 /// An AMQP name as lapin takes it. Names were checked by
@@ -314,5 +348,30 @@ mod tests {
         );
         c.routing_keys = vec!["a".repeat(300)];
         assert_eq!(c.validate(), Err(AmqpConfigError::TooLong("routing_keys")));
+    }
+
+    #[tokio::test]
+    async fn a_ca_file_without_a_certificate_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let mut c = AmqpConfig::new("amqps://guest:guest@127.0.0.1:1/vh");
+        c.ca_file = Some(key.clone());
+        let err = connect(&c, "test").await.unwrap_err();
+        assert!(
+            matches!(&err, AmqpError::NoCa { path } if *path == key),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("no PEM certificate in the CA file {}", key.display())
+        );
+        c.ca_file = Some(dir.path().join("missing.pem"));
+        let err = connect(&c, "test").await.unwrap_err();
+        assert!(matches!(err, AmqpError::Ca { .. }), "{err}");
     }
 }

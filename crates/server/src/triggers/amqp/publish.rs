@@ -14,9 +14,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, ExchangeKind};
+use lapin::{BasicProperties, Channel, Confirmation};
 use serde::{Deserialize, Serialize};
 use testfleet_core::time_fmt::{UnixMillis, format_millis};
 use testfleet_store::{FinishedJob, Store};
@@ -203,21 +203,7 @@ async fn session(
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    if !config.exchange.is_empty() {
-        let builtin = config.exchange.starts_with("amq.");
-        channel
-            .exchange_declare(
-                short(&config.exchange),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    passive: builtin,
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-    }
+    super::declare_exchange(&channel, &config.exchange).await?;
     let Some(start) = now() else { return Ok(()) };
     let mut cursor = store.feed_cursor(CURSOR, start).await?;
     *backoff = config.retry_initial;

@@ -30,7 +30,7 @@ use axum::routing::post;
 use base64::Engine;
 use ipnet::IpNet;
 use serde::Deserialize;
-use testfleet_core::trigger::{Event, RuleSet, Source};
+use testfleet_core::trigger::{Event, Source};
 use testfleet_store::{Ingested, NewEvent};
 use testfleet_wire::events::{EventOutcome, HookAnswer};
 
@@ -295,7 +295,8 @@ async fn accept(
             event.headers.insert((*name).to_owned(), v.to_owned());
         }
     }
-    let decided = decide(&rules, &event);
+    let no_match = format!("no rule matches {src} event `{}`", delivery.kind);
+    let decided = super::decide::decide(&rules, &event, &no_match);
     let new = NewEvent {
         source: src.as_str().to_owned(),
         topic: format!("{src}.{}", delivery.kind),
@@ -330,65 +331,6 @@ async fn accept(
         },
     };
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
-}
-
-/// What the rules made of an event.
-struct Decided {
-    matched_rules: Vec<String>,
-    jobs: Vec<testfleet_core::JobSpec>,
-    unqueued: EventOutcome,
-    reason: Option<String>,
-}
-
-/// Matches and renders (`super::plan`); says why when no job comes of it.
-fn decide(rules: &RuleSet, event: &Event) -> Decided {
-    let mut matched_rules: Vec<String> = Vec::new();
-    for m in rules.matches(event) {
-        if !matched_rules.contains(&m.rule.name) {
-            matched_rules.push(m.rule.name.clone());
-        }
-    }
-    let plan = super::plan(rules, event);
-    let errors: Vec<String> = plan.errors.iter().map(ToString::to_string).collect();
-    let (unqueued, reason) = if matched_rules.is_empty() {
-        (EventOutcome::Ignored, Some(no_match_reason(rules, event)))
-    } else if plan.jobs.is_empty() && errors.is_empty() {
-        (
-            EventOutcome::Ignored,
-            Some("the matching rules have no actions".to_owned()),
-        )
-    } else if errors.is_empty() {
-        (EventOutcome::Ignored, None)
-    } else {
-        (EventOutcome::Dropped, Some(errors.join("; ")))
-    };
-    Decided {
-        matched_rules,
-        jobs: plan.jobs.into_iter().map(|j| j.job).collect(),
-        unqueued,
-        reason,
-    }
-}
-
-/// Why no rule matched: each rule's first failed condition (at most five).
-fn no_match_reason(rules: &RuleSet, event: &Event) -> String {
-    let kind = event.kind.as_deref().unwrap_or("");
-    let head = format!("no rule matches {} event `{kind}`", event.source);
-    let why: Vec<String> = rules
-        .explain(event)
-        .into_iter()
-        .filter_map(|e| {
-            e.verdict
-                .err()
-                .map(|m| format!("rule `{}`: {m}", e.rule.name))
-        })
-        .take(5)
-        .collect();
-    if why.is_empty() {
-        format!("{head} (no rules loaded)")
-    } else {
-        format!("{head}: {}", why.join("; "))
-    }
 }
 
 #[cfg(test)]
