@@ -8,7 +8,6 @@
 //! nothing.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -155,7 +154,7 @@ pub(crate) async fn run(
     stats: Arc<ConsumerStats>,
 ) {
     let mut backoff = config.retry_initial;
-    let failures = Arc::new(AtomicU32::new(0));
+    let failing_since = Arc::new(std::sync::Mutex::new(None));
     loop {
         if store.is_closed() || coordinator.strong_count() == 0 {
             return;
@@ -165,7 +164,7 @@ pub(crate) async fn run(
             store: &store,
             config: &config,
             stats: &stats,
-            failures: &failures,
+            failing_since: &failing_since,
         };
         match session.run(&mut backoff).await {
             Ok(()) => return,
@@ -191,8 +190,9 @@ struct Session<'a> {
     store: &'a Store,
     config: &'a AmqpConfig,
     stats: &'a ConsumerStats,
-    /// Store failures in a row (the requeue backoff).
-    failures: &'a AtomicU32,
+    /// Since when the store has been failing (the requeue backoff), `None`
+    /// while it works.
+    failing_since: &'a std::sync::Mutex<Option<Instant>>,
 }
 
 impl Session<'_> {
@@ -245,7 +245,9 @@ impl Session<'_> {
         let (new, jobs) = prepare(&msg, c.config.trigger_rules.as_deref());
         match c.ingest_event(&new, jobs).await {
             Ok(ingested) => {
-                self.failures.store(0, Ordering::Relaxed);
+                if let Ok(mut since) = self.failing_since.lock() {
+                    *since = None;
+                }
                 let counted = match &ingested {
                     Ingested::Duplicate { .. } => Counted::Duplicate,
                     Ingested::New { outcome, .. } => match outcome {
@@ -274,8 +276,7 @@ impl Session<'_> {
                     return;
                 }
                 self.stats.store_error();
-                let n = self.failures.fetch_add(1, Ordering::Relaxed).min(16);
-                let wait = (self.config.retry_initial * 2u32.pow(n)).min(self.config.retry_max);
+                let wait = self.requeue_wait();
                 tracing::warn!(
                     topic = %new.topic,
                     retry_in = ?wait,
@@ -291,6 +292,24 @@ impl Session<'_> {
                 }
             }
         }
+    }
+}
+
+impl Session<'_> {
+    /// How long a failed delivery waits before it is requeued: as long as
+    /// the store has been failing so far, between `retry_initial` and
+    /// `retry_max`. Retries of one message thus come at doubling intervals,
+    /// and a hundred messages failing together in a short outage do not
+    /// push the wait to the maximum (it grows with the outage's length,
+    /// not with the number of messages in flight).
+    fn requeue_wait(&self) -> Duration {
+        let now = Instant::now();
+        let since = match self.failing_since.lock() {
+            Ok(mut since) => *since.get_or_insert(now),
+            Err(_) => now,
+        };
+        now.duration_since(since)
+            .clamp(self.config.retry_initial, self.config.retry_max)
     }
 }
 

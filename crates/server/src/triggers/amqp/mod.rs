@@ -57,8 +57,9 @@ pub struct AmqpConfig {
     /// Unacknowledged messages the broker sends ahead; also how many are
     /// handled at once.
     pub prefetch: u16,
-    /// First wait after a lost connection or a store failure; doubled per
-    /// failure up to `retry_max`.
+    /// First wait after a lost connection (doubled per failure) or a store
+    /// failure (then as long as the store has been failing), up to
+    /// `retry_max`.
     pub retry_initial: Duration,
     pub retry_max: Duration,
     /// Publish finished jobs back (off unless configured).
