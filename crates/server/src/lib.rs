@@ -7,6 +7,7 @@
 pub mod analytics;
 pub mod auth;
 pub mod blobs;
+pub mod bots;
 pub mod config;
 mod coordinator;
 mod dashboard;
