@@ -587,6 +587,11 @@ mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
 
+    fn http() -> reqwest::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
+    }
+
     #[test]
     fn project_paths_are_encoded_as_one_segment() {
         assert_eq!(
@@ -629,7 +634,7 @@ mod tests {
         let token = Token::new(" glpat-secret \n");
         assert_eq!(format!("{token:?}"), "Token(***)");
         let client = GitLabClient::new(
-            reqwest::Client::new(),
+            http(),
             "https://gitlab.example.com/api/v4/",
             "g/p",
             token,
@@ -643,7 +648,7 @@ mod tests {
     #[test]
     fn a_bad_api_url_is_refused() {
         let err = GitLabClient::new(
-            reqwest::Client::new(),
+            http(),
             "gitlab.example.com",
             "1",
             Token::new("t"),

@@ -220,7 +220,8 @@ fn one_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use testfleet_core::analysis::{Better, Comparison, SampleSummary};
+    use testfleet_core::analysis::Better;
+    use testfleet_core::analysis::compare::{Comparison, SampleSummary};
     use testfleet_wire::analysis::VerdictCounts;
 
     fn ctx() -> NoteContext {
