@@ -593,3 +593,181 @@ async fn a_crash_right_after_posting_the_note_leaves_one_note() {
     let _ = Arc::clone(&h.coordinator);
     h.stop().await;
 }
+
+fn bench_agent_auth(name: &str) -> Value {
+    json!({"clientType": "agent", "hostname": name,
+        "machine": {"platform": "Debian GNU/Linux 12", "os_version": "12", "kernel": "6.1",
+                    "arch": "x86_64", "cpu_model": "Intel Core i7-7700K", "cores": 8, "compiler": "gcc-12"}})
+}
+
+#[tokio::test]
+async fn inside_the_server_the_start_note_comes_within_one_poll_interval() {
+    use testfleet_server::bots::gitlab::GitLabBotConfig;
+    let fake = FakeGitLab::start(TOKEN).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = fake.url.clone();
+    let poll = Duration::from_millis(500);
+    let h = TestServer::start(dir.path(), |c| {
+        c.allow_any_agent = true;
+        let mut s = settings();
+        s.poll_interval = poll;
+        c.gitlab_bot = Some(GitLabBotConfig {
+            api_url: url,
+            token: Token::new(TOKEN),
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(5),
+            settings: s,
+        });
+    })
+    .await;
+    spawn_agent(&h, idle_agent(&h.url, bench_agent_auth("bench-1")).await, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The label is set now; the note must follow within one poll interval.
+    fake.put_mr(FakeMr::new(
+        9,
+        "2026-01-01T00:00:00.000Z",
+        &sha('9'),
+        &sha('0'),
+        &["benchmark"],
+    ));
+    let labelled = Instant::now();
+    while fake.notes(9).is_empty() {
+        assert!(
+            labelled.elapsed() < poll * 2,
+            "no start note within one poll interval"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let latency = labelled.elapsed();
+    eprintln!("start note {} ms after the label", latency.as_millis());
+    assert!(latency <= poll + Duration::from_millis(300), "{latency:?}");
+    // And the run ends with the result in the same note, label removed.
+    let end = Instant::now() + Duration::from_secs(60);
+    while fake
+        .mr(9)
+        .is_some_and(|m| m.labels.contains(&"benchmark".to_owned()))
+    {
+        assert!(Instant::now() < end, "not reported: {:#?}", fake.notes(9));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let notes = fake.notes(9);
+    assert_eq!(notes.len(), 1);
+    assert!(
+        notes[0]
+            .body
+            .contains("### Benchmarks: no significant change"),
+        "{}",
+        notes[0].body
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn twenty_restarts_at_random_moments_leave_one_note_per_request() {
+    let fake = FakeGitLab::start(TOKEN).await;
+    let requests = [
+        (11u64, 'b'),
+        (12, 'c'),
+        (13, 'd'),
+        (14, 'e'),
+        (15, 'f'),
+        (16, '7'),
+    ];
+    for (iid, c) in requests {
+        let created = format!("2026-01-0{}T00:00:00.000Z", iid - 10);
+        fake.put_mr(FakeMr::new(
+            iid,
+            &created,
+            &sha(c),
+            &sha('0'),
+            &["benchmark"],
+        ));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = TestServer::start(dir.path(), |c| c.allow_any_agent = true).await;
+    spawn_agent(
+        &h,
+        idle_agent(&h.url, bench_agent_auth("bench-1")).await,
+        12,
+    );
+    let store = Store::open(dir.path()).await.expect("store");
+    let mut rng = testfleet_testkit::Rng::new(20_261_130);
+    let mut restarts = 0;
+    let end = Instant::now() + Duration::from_secs(90);
+    while requests.iter().any(|(i, _)| {
+        fake.mr(*i)
+            .is_some_and(|m| m.labels.contains(&"benchmark".to_owned()))
+    }) {
+        assert!(
+            Instant::now() < end,
+            "not all reported after {restarts} restarts"
+        );
+        // A restart at a random moment: the pass is killed after 0-6 ms
+        // (its task dropped wherever it is), sometimes after a random
+        // failure (a lost POST answer, a lost edit, a rate limit, a 500).
+        let bot = GitLabBot::new(
+            client(&fake.url, TOKEN),
+            h.coordinator.clone(),
+            store.clone(),
+            settings(),
+        );
+        if restarts < 20 {
+            if rng.chance(2) {
+                fake.fail_next(match rng.below(4) {
+                    0 => Failure::status(502)
+                        .on(Method::POST, "/notes")
+                        .after_applying(),
+                    1 => Failure::status(502)
+                        .on(Method::PUT, "/notes/")
+                        .after_applying(),
+                    2 => Failure::rate_limited(0),
+                    _ => Failure::status(500).after_applying(),
+                });
+            }
+            let pass = tokio::spawn(async move { bot.pass(false).await.map(|_| ()) });
+            tokio::time::sleep(Duration::from_micros(rng.below(6_000))).await;
+            if !pass.is_finished() {
+                restarts += 1;
+            }
+            pass.abort();
+            let _ = pass.await;
+        } else {
+            let _ = bot.pass(false).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("{restarts} passes killed mid-way");
+    assert!(restarts >= 20, "only {restarts} passes were killed mid-way");
+    for (iid, _) in requests {
+        let notes = fake.notes(iid);
+        assert_eq!(notes.len(), 1, "!{iid}: {notes:#?}");
+        let seen: Vec<String> = fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.uri.contains(&format!("/{iid}")))
+            .map(|r| format!("{} {} {}", r.method, r.uri, r.status))
+            .collect();
+        assert!(
+            notes[0].body.contains("### Benchmarks:"),
+            "{}\n{seen:#?}\nlabels {:?}\nPUTs {:#?}",
+            notes[0].body,
+            fake.mr(iid).map(|m| m.labels),
+            fake.requests()
+                .into_iter()
+                .filter(|r| r.method != Method::GET)
+                .map(|r| format!("{} {} {}", r.method, r.uri, r.status))
+                .collect::<Vec<_>>()
+        );
+    }
+    assert!(
+        fake.notes(12)[0].body.contains("1 slower"),
+        "{}",
+        fake.notes(12)[0].body
+    );
+    // A kill between submitting the jobs and recording them may leave
+    // jobs nobody reports on (never a second note).
+    let jobs = h.coordinator.views().jobs(100, None).await.expect("jobs");
+    eprintln!("{} jobs for 6 requests", jobs.len());
+    assert!(jobs.len() >= 12, "{jobs:#?}");
+    h.stop().await;
+}
