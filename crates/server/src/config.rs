@@ -74,6 +74,9 @@ pub struct ServerConfig {
     /// The AMQP consumer of trigger events and publisher of finished jobs
     /// (`[server.amqp]`; off unless configured).
     pub amqp: Option<crate::triggers::amqp::AmqpConfig>,
+    /// The GitLab merge-request bot (`[server.bots.gitlab]`; off unless
+    /// configured).
+    pub gitlab_bot: Option<crate::bots::gitlab::GitLabBotConfig>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -119,6 +122,7 @@ impl std::fmt::Debug for ServerConfig {
                 &self.trigger_rules.as_ref().map(|r| r.rules().len()),
             )
             .field("amqp", &self.amqp)
+            .field("gitlab_bot", &self.gitlab_bot)
             .finish()
     }
 }
@@ -170,6 +174,7 @@ impl ServerConfig {
             events_retention: Duration::from_secs(30 * 24 * 3600),
             trigger_rules: None,
             amqp: None,
+            gitlab_bot: None,
         }
     }
 

@@ -7,6 +7,7 @@
 pub mod analytics;
 pub mod auth;
 pub mod blobs;
+pub mod bots;
 pub mod config;
 mod coordinator;
 mod dashboard;
@@ -46,6 +47,8 @@ pub enum ServerError {
     Tls(#[from] tls::TlsSetupError),
     #[error("failed to open the blob store")]
     Blobs(#[from] testfleet_cas::CasError),
+    #[error("failed to start the GitLab bot")]
+    GitLabBot(#[from] bots::gitlab::BotSetupError),
 }
 
 /// A built coordinator: its router and its shared state.
@@ -108,6 +111,9 @@ impl Server {
             .amqp
             .as_ref()
             .map(|a| triggers::amqp::start(&coordinator, store.clone(), a));
+        if let Some(bot) = &config.gitlab_bot {
+            bots::gitlab::start(coordinator.clone(), store.clone(), bot)?;
+        }
         blobs::start_retention(store, blob_store.clone(), move || clock_of.now());
         triggers::hooks::start_retention(&coordinator);
         let router = rest::router(coordinator.clone())

@@ -10,6 +10,7 @@
 mod artifacts;
 mod attempts;
 mod batch;
+mod bots;
 mod copy;
 mod db;
 mod events;
@@ -29,6 +30,7 @@ mod views;
 use std::path::Path;
 
 pub use artifacts::{ArtifactSlot, NewArtifact, StoredArtifact};
+pub use bots::{BotRequest, BotRequestState, NewBotRequest};
 pub use copy::{CopyError, CopyReport, TableCount, TableProgress, copy_store};
 pub use db::{Backend, DatabaseUrl};
 pub use events::{EventFilter, EventJob, Ingested, IngestedJob, NewEvent};
@@ -101,6 +103,8 @@ pub enum Missing {
     Series(i64),
     /// A trigger event of the events log.
     Event(i64),
+    /// A merge-request bot's request.
+    BotRequest(i64),
 }
 
 impl std::fmt::Display for Missing {
@@ -119,6 +123,7 @@ impl std::fmt::Display for Missing {
             Missing::ActiveAgentSecret(host) => write!(f, "active secret for host `{host}`"),
             Missing::Series(id) => write!(f, "series {id}"),
             Missing::Event(id) => write!(f, "event {id}"),
+            Missing::BotRequest(id) => write!(f, "bot request {id}"),
         }
     }
 }

@@ -70,6 +70,12 @@ pub enum Command {
         #[arg(long = "var", value_name = "NAME=VALUE")]
         vars: Vec<String>,
     },
+    /// Merge-request bots: `testfleet bot gitlab --once [--dry-run]` runs
+    /// one pass of `[server.bots.gitlab]` and says what it did (or would do).
+    Bot {
+        #[command(subcommand)]
+        action: BotCommand,
+    },
     /// Trigger rules (docs/triggers.md).
     Trigger {
         #[command(subcommand)]
@@ -390,6 +396,27 @@ pub enum StoreCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BotCommand {
+    /// The GitLab bot (`[server.bots.gitlab]`).
+    Gitlab(BotArgs),
+}
+
+/// `testfleet bot gitlab`.
+#[derive(Debug, clap::Args)]
+pub struct BotArgs {
+    /// Run one pass and exit (the bot otherwise runs inside `testfleet server`).
+    #[arg(long)]
+    pub once: bool,
+    /// Say what the pass would do; write nothing (GitLab, store, queue).
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@
 mod out;
 
 mod blob_settings;
+mod bot_settings;
 mod cli;
 mod cmd;
 mod settings;

@@ -87,6 +87,9 @@ pub struct ServerSection {
     /// Trigger events from an AMQP bus, finished jobs published back:
     /// `[server.amqp]`, `[server.amqp.publish]`.
     pub amqp: Option<AmqpSection>,
+    /// Merge-request bots: `[server.bots.gitlab]`.
+    #[serde(default)]
+    pub bots: crate::bot_settings::BotsSection,
 }
 
 /// `[server.amqp]`. The URL (it may carry a password) can come from
@@ -465,6 +468,7 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> Result<ServerConfi
     )?;
     crate::blob_settings::apply_server(&s.blobs, &mut config)?;
     apply_hooks(s, &mut config)?;
+    crate::bot_settings::apply(&s.bots, &mut config)?;
     Ok(config)
 }
 

@@ -9,6 +9,8 @@
 //!   line, killed on drop) and a child killed on drop.
 //! - [`moto`]: a `moto_server` (the S3 fake) on a free port, stopped on drop.
 //! - [`rng`]: a small seeded RNG, so every random test input replays.
+//! - [`gitlab`] (feature `gitlab`): a fake GitLab REST API v4 (merge
+//!   requests, notes, merge base) with scripted failures.
 //! - [`postgres`] (feature `postgres`): a scratch database on the test
 //!   PostgreSQL server, dropped with its value.
 //! - [`server`], [`agent`], [`wait`], [`sio`] (feature `server`): a
@@ -23,6 +25,8 @@ pub mod peers;
 pub mod process;
 pub mod rng;
 
+#[cfg(feature = "gitlab")]
+pub mod gitlab;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 

@@ -430,6 +430,27 @@ pub(super) static TABLES: &[Table] = &[
         key: &["id"],
         sqlite_rowid_id: false,
     },
+    // Merge-request bots' state (migrations sqlite/0020, postgres/0008).
+    Table {
+        name: "bot_requests",
+        columns: &[
+            int("id"),
+            text("bot"),
+            text("project"),
+            int("iid"),
+            text("head_sha"),
+            null(text("base_sha")),
+            text("state"),
+            null(int("head_job_id")),
+            null(int("base_job_id")),
+            null(int("note_id")),
+            null(text("reason")),
+            int("created_at"),
+            int("updated_at"),
+        ],
+        key: &["id"],
+        sqlite_rowid_id: false,
+    },
 ];
 
 /// Most parameters bound in one statement, under SQLite's 32766 and

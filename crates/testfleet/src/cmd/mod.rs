@@ -4,6 +4,7 @@ mod admin;
 mod analysis;
 mod artifacts;
 mod bench;
+mod bot;
 mod client;
 mod demo;
 mod events;
@@ -73,6 +74,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Users { action } => admin::users(action, &file).await,
         Command::Tokens { action } => admin::tokens(action, &file).await,
         Command::Store { action } => store::run(action, &file).await,
+        Command::Bot {
+            action: crate::cli::BotCommand::Gitlab(args),
+        } => bot::gitlab(args, &file).await,
         Command::Agents {
             action: Some(action),
             ..

@@ -1,0 +1,773 @@
+//! The GitLab merge-request bot against a fake GitLab API (the test kit's,
+//! which enforces the documented paths, auth headers, JSON shapes and
+//! pagination, and fails on demand) and a real in-process coordinator whose
+//! agent is a plain socket.io client reporting benchmark values chosen by
+//! the test, so verdicts are known in advance.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use testfleet_core::trigger::{Overrides, Template};
+use testfleet_server::bots::gitlab::{
+    Action, BotError, GitLabBot, GitLabBotSettings, GitLabClient, GitLabError, RetryPolicy, Token,
+};
+use testfleet_sio::{Client, EventStream, Incoming};
+use testfleet_store::{BotRequestState, Store};
+use testfleet_testkit::gitlab::{Failure, FakeGitLab, FakeMr, PROJECT_PATH};
+use testfleet_testkit::server::TestServer;
+use testfleet_testkit::sio::idle_agent;
+
+const TOKEN: &str = "glpat-test-token";
+
+const TEMPLATE: &str = r#"
+name = "bench-mr{{mr}}-{{side}}"
+[integration]
+id = "mr{{mr}}-{{side}}-{{pipeline_id}}"
+timestamp = "2026-01-01T00:00:00Z"
+branch = "{{branch}}"
+sha = "{{sha}}"
+[[task]]
+name = "bench"
+steps = [{ stage = "test", run = "true" }]
+"#;
+
+fn sha(c: char) -> String {
+    c.to_string().repeat(40)
+}
+
+fn client(url: &str, token: &str) -> GitLabClient {
+    testfleet_sio::tls::install_default_provider();
+    GitLabClient::new(
+        reqwest::Client::new(),
+        url,
+        PROJECT_PATH,
+        Token::new(token),
+        RetryPolicy {
+            max_attempts: 4,
+            backoff: Duration::from_millis(50),
+            max_wait: Duration::from_secs(3),
+        },
+    )
+    .expect("client")
+}
+
+fn settings() -> GitLabBotSettings {
+    GitLabBotSettings {
+        project: PROJECT_PATH.into(),
+        label: "benchmark".into(),
+        poll_interval: Duration::from_millis(200),
+        template: Template::parse(TEMPLATE, "bot.toml").expect("template"),
+        overrides: Overrides::default(),
+        dashboard_url: "http://testfleet.example".into(),
+    }
+}
+
+#[tokio::test]
+async fn lists_follow_pagination_oldest_first_through_429_and_5xx() {
+    let fake = FakeGitLab::start(TOKEN).await;
+    // 130 labelled requests created in reverse iid order, and some others.
+    for i in 0..130u64 {
+        let created = format!(
+            "2026-01-01T{:02}:{:02}:00.000Z",
+            (200 - i) / 60,
+            (200 - i) % 60
+        );
+        fake.put_mr(FakeMr::new(
+            i + 1,
+            &created,
+            &sha('a'),
+            &sha('b'),
+            &["benchmark"],
+        ));
+    }
+    fake.put_mr(FakeMr::new(
+        500,
+        "2025-01-01T00:00:00.000Z",
+        &sha('a'),
+        &sha('b'),
+        &["other"],
+    ));
+    let mut closed = FakeMr::new(
+        501,
+        "2025-01-01T00:00:00.000Z",
+        &sha('a'),
+        &sha('b'),
+        &["benchmark"],
+    );
+    closed.state = "merged".into();
+    fake.put_mr(closed);
+
+    fake.fail_next(Failure::rate_limited(1));
+    fake.fail_next(Failure::status(500));
+    fake.fail_next(Failure::status(502).on(Method::GET, "page=2"));
+    let gitlab = client(&fake.url, TOKEN);
+    let start = Instant::now();
+    let mrs = gitlab.open_merge_requests("benchmark").await.expect("list");
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1 was waited out"
+    );
+    let iids: Vec<u64> = mrs.iter().map(|m| m.iid).collect();
+    let expected: Vec<u64> = (1..=130).rev().collect();
+    assert_eq!(iids, expected, "every page, oldest first");
+    let statuses: Vec<u16> = fake.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![429, 500, 200, 502, 200]);
+    let uris: Vec<String> = fake.requests().into_iter().map(|r| r.uri).collect();
+    assert!(
+        uris[2].contains("state=opened")
+            && uris[2].contains("labels=benchmark")
+            && uris[2].contains("order_by=created_at")
+            && uris[2].contains("sort=asc")
+            && uris[2].contains("per_page=100"),
+        "{uris:?}"
+    );
+    assert!(
+        uris[2].contains("/api/v4/projects/group%2Fproject/merge_requests"),
+        "{uris:?}"
+    );
+
+    // Notes are paginated too (GitLab lists them newest first).
+    for n in 0..120 {
+        fake.add_note(7, &format!("note {n}"));
+    }
+    let notes = gitlab.notes(7).await.expect("notes");
+    assert_eq!(notes.len(), 120);
+    assert_eq!(notes[0].body, "note 119");
+
+    // The merge base, as GitLab's repository API gives it.
+    let base = gitlab
+        .merge_base("main", &sha('a'))
+        .await
+        .expect("merge base");
+    assert_eq!(base.id, sha('b'));
+
+    // Too many failures end in a clear error, not a loop.
+    for _ in 0..4 {
+        fake.fail_next(Failure::status(503));
+    }
+    let err = gitlab.merge_request(1).await.expect_err("exhausted");
+    assert!(
+        matches!(
+            err,
+            GitLabError::RetriesExhausted {
+                status: 503,
+                attempts: 4,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // An unknown merge request is GitLab's 404, with its message.
+    let err = gitlab.merge_request(999).await.expect_err("404");
+    assert!(err.to_string().contains("404 Not found"), "{err}");
+}
+
+#[tokio::test]
+async fn a_refused_token_pauses_the_bot_with_a_clear_error() {
+    let fake = FakeGitLab::start(TOKEN).await;
+    fake.put_mr(FakeMr::new(
+        1,
+        "2026-01-01T00:00:00.000Z",
+        &sha('a'),
+        &sha('b'),
+        &["benchmark"],
+    ));
+    let err = client(&fake.url, "wrong")
+        .open_merge_requests("benchmark")
+        .await
+        .expect_err("401");
+    assert!(err.is_unauthorized(), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("refused the token (401") && text.contains("paused"),
+        "{text}"
+    );
+    assert!(
+        !format!("{err:?}").contains("wrong"),
+        "the token is never shown"
+    );
+    assert_eq!(fake.requests().len(), 1, "a 401 is not retried");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = TestServer::start(dir.path(), |c| c.allow_any_agent = true).await;
+    let store = Store::open(dir.path()).await.expect("store");
+    let bot = GitLabBot::new(
+        client(&fake.url, "wrong"),
+        h.coordinator.clone(),
+        store,
+        settings(),
+    );
+    let err = bot.pass(false).await.expect_err("paused");
+    assert!(matches!(err, BotError::Paused(_)), "{err:?}");
+    // The loop stops by itself (it does not poll with a refused token).
+    tokio::time::timeout(Duration::from_secs(5), bot.run(std::future::pending()))
+        .await
+        .expect("the paused bot's loop returns");
+    assert!(fake.notes(1).is_empty());
+}
+
+/// An agent that runs every job it gets: head jobs of `slower_mr` report
+/// 30 % more time; every other job the same values.
+fn spawn_agent(h: &TestServer, mut client_events: (Client, EventStream), slower_mr: u64) {
+    let _ = h;
+    tokio::spawn(async move {
+        let (client, events) = &mut client_events;
+        loop {
+            let Some(work) = next_work(client, events).await else {
+                return;
+            };
+            let name = work["jobName"].as_str().unwrap_or_default().to_owned();
+            let factor = if name == format!("bench-mr{slower_mr}-head") {
+                1.3
+            } else {
+                1.0
+            };
+            let values: Vec<f64> = [100.0, 101.0, 99.0, 100.5, 99.5, 100.2, 99.8]
+                .iter()
+                .map(|v| v * factor)
+                .collect();
+            let attempt = work["attemptId"].as_i64().unwrap_or_default();
+            let report =
+                json!({"attemptId": attempt, "outcome": "passed", "results": results(&values)});
+            let _ = client
+                .emit_with_ack("tf:report", report, Duration::from_secs(5))
+                .await;
+            let _ = client.emit_no_args("fetchWork").await;
+        }
+    });
+}
+
+async fn next_work(client: &Client, events: &mut EventStream) -> Option<Value> {
+    loop {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(Incoming::Event { name, args, .. })) if name == "sendWork" => {
+                    return args.into_iter().next();
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return None,
+                Err(_) => break,
+            }
+        }
+        client.emit_no_args("fetchWork").await.ok()?;
+    }
+}
+
+/// QtTest-like results: one repetition per value of `tst_Bench::run`.
+fn results(values: &[f64]) -> Value {
+    let sets: Vec<Value> = values
+        .iter()
+        .enumerate()
+        .map(|(rep, v)| {
+            json!({"format": "qtest-xml", "complete": true, "warnings": [], "crashed": [],
+                   "repetition": rep,
+                   "suites": [{"name": "tst_Bench", "properties": [], "duration_ms": null, "cases": [
+                       {"name": "run", "data_tag": null, "classname": null, "outcome": "pass",
+                        "flags": {}, "duration_ms": null, "message": null, "log": null,
+                        "file": null, "line": null, "reruns": [], "diagnostics": null,
+                        "metrics": [{"name": "WalltimeMilliseconds", "unit": "msecs", "value": v,
+                                     "total": null, "iterations": 100, "variance": null}]}]}]})
+        })
+        .collect();
+    Value::Array(sets)
+}
+
+/// Runs passes until `done` holds, collecting every action.
+async fn passes_until(
+    bot: &GitLabBot,
+    what: &str,
+    mut done: impl FnMut(&[Action]) -> bool,
+) -> Vec<Action> {
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut all = Vec::new();
+    loop {
+        match bot.pass(false).await {
+            Ok(actions) => all.extend(actions),
+            Err(e) => panic!("pass failed: {e:?}"),
+        }
+        if done(&all) {
+            return all;
+        }
+        assert!(
+            Instant::now() < end,
+            "{what} within 60 s; actions: {all:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn reported(actions: &[Action]) -> Vec<u64> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Reported { iid, .. } => Some(*iid),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn two_labelled_requests_are_served_oldest_first_with_one_note_each() {
+    let fake = FakeGitLab::start(TOKEN).await;
+    // !2 is older than !1; !3 is labelled but its pipeline is running;
+    // !4 is not labelled.
+    fake.put_mr(FakeMr::new(
+        1,
+        "2026-01-02T00:00:00.000Z",
+        &sha('1'),
+        &sha('0'),
+        &["benchmark", "backend"],
+    ));
+    fake.put_mr(FakeMr::new(
+        2,
+        "2026-01-01T00:00:00.000Z",
+        &sha('2'),
+        &sha('0'),
+        &["benchmark"],
+    ));
+    let mut running = FakeMr::new(
+        3,
+        "2025-12-01T00:00:00.000Z",
+        &sha('3'),
+        &sha('0'),
+        &["benchmark"],
+    );
+    running.pipeline_status = Some("running".into());
+    fake.put_mr(running);
+    fake.put_mr(FakeMr::new(
+        4,
+        "2025-11-01T00:00:00.000Z",
+        &sha('4'),
+        &sha('0'),
+        &[],
+    ));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = TestServer::start(dir.path(), |c| c.allow_any_agent = true).await;
+    let auth = json!({"clientType": "agent", "hostname": "bench-1",
+        "machine": {"platform": "Debian GNU/Linux 12", "os_version": "12", "kernel": "6.1",
+                    "arch": "x86_64", "cpu_model": "Intel Core i7-7700K", "cores": 8, "compiler": "gcc-12"}});
+    spawn_agent(&h, idle_agent(&h.url, auth).await, 1);
+    let store = Store::open(dir.path()).await.expect("store");
+    let bot = GitLabBot::new(
+        client(&fake.url, TOKEN),
+        h.coordinator.clone(),
+        store.clone(),
+        settings(),
+    );
+
+    // Rate limits and server errors on the way are survived.
+    fake.fail_next(Failure::rate_limited(1).on(Method::GET, "/merge_requests?"));
+    fake.fail_next(Failure::status(500).on(Method::GET, "/merge_requests/2"));
+    fake.fail_next(Failure::status(502).on(Method::PUT, "/notes/"));
+
+    let first = bot.pass(false).await.expect("first pass");
+    let started: Vec<u64> = first
+        .iter()
+        .filter_map(|a| match a {
+            Action::Started { iid, .. } => Some(*iid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        started,
+        vec![2],
+        "the oldest ready request first: {first:#?} {:#?}",
+        fake.requests()
+    );
+    assert!(
+        first.contains(&Action::Waiting {
+            iid: 3,
+            why: "its head pipeline is running".into()
+        }),
+        "{first:#?}"
+    );
+    assert!(
+        first.contains(&Action::Waiting {
+            iid: 1,
+            why: "an older request runs first".into()
+        }),
+        "{first:#?}"
+    );
+    let Some(Action::Started {
+        base_sha,
+        head_job,
+        base_job,
+        note_id,
+        ..
+    }) = first
+        .iter()
+        .find(|a| matches!(a, Action::Started { .. }))
+        .cloned()
+    else {
+        panic!("no start: {first:#?}");
+    };
+    assert_eq!(base_sha, sha('0'), "the baseline is the merge base");
+    let notes = fake.notes(2);
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].id, note_id);
+    assert!(
+        notes[0].body.contains("### Benchmarks running"),
+        "{}",
+        notes[0].body
+    );
+    assert!(
+        notes[0]
+            .body
+            .contains(&format!("http://testfleet.example/jobs/{head_job}")),
+        "{}",
+        notes[0].body
+    );
+    assert!(notes[0].body.contains(&format!(
+        "<!-- testfleet-bot:{PROJECT_PATH}!2@{} -->",
+        sha('2')
+    )));
+    let base_view = h.coordinator.views().job(base_job).await.expect("base job");
+    assert_eq!(base_view.name, "bench-mr2-base");
+
+    let all = passes_until(&bot, "both requests reported", |a| reported(a).len() == 2).await;
+    assert_eq!(reported(&all), vec![2, 1], "oldest first");
+
+    for (iid, headline) in [(2, "no significant change"), (1, "1 slower")] {
+        let notes = fake.notes(iid);
+        assert_eq!(notes.len(), 1, "one note per request: {notes:#?}");
+        let body = &notes[0].body;
+        assert!(notes[0].edits >= 1, "the start note was updated in place");
+        assert!(
+            body.contains(&format!("### Benchmarks: {headline}")),
+            "{body}"
+        );
+        assert!(
+            body.contains(&format!("- head: `{}`", sha(char::from(b'0' + iid as u8)))),
+            "{body}"
+        );
+        assert!(
+            body.contains(&format!("- baseline: `{}` (the merge base", sha('0'))),
+            "{body}"
+        );
+        assert!(
+            body.contains("| benchmark | host | baseline | head | change % | 95 % CI | verdict |"),
+            "{body}"
+        );
+        assert!(
+            body.contains("`tst_Bench::run [WalltimeMilliseconds]` | bench-1 |"),
+            "{body}"
+        );
+        assert!(
+            body.contains("#### Errors") && body.contains("#### Unstable benchmarks"),
+            "{body}"
+        );
+        assert!(
+            body.contains("[Plots and details](http://testfleet.example/api/v1/compare?"),
+            "{body}"
+        );
+        let mr = fake.mr(iid).expect("mr");
+        assert!(
+            !mr.labels.contains(&"benchmark".to_owned()),
+            "label removed: {:?}",
+            mr.labels
+        );
+    }
+    assert_eq!(
+        fake.mr(1).expect("mr").labels,
+        vec!["backend".to_owned()],
+        "other labels stay"
+    );
+    assert!(fake.notes(3).is_empty() && fake.notes(4).is_empty());
+    let statuses: Vec<u16> = fake.requests().iter().map(|r| r.status).collect();
+    for s in [429, 500, 502] {
+        assert!(statuses.contains(&s), "{s} injected: {statuses:?}");
+    }
+    // Nothing more to do but wait for !3's pipeline, and nothing done twice.
+    let after = bot.pass(false).await.expect("idle pass");
+    assert_eq!(
+        after,
+        vec![Action::Waiting {
+            iid: 3,
+            why: "its head pipeline is running".into()
+        }]
+    );
+    let r = store
+        .bot_request_by_key("gitlab", PROJECT_PATH, 2, &sha('2'))
+        .await
+        .expect("read")
+        .expect("recorded");
+    assert_eq!(r.state, BotRequestState::Reported);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_crash_right_after_posting_the_note_leaves_one_note() {
+    let fake = FakeGitLab::start(TOKEN).await;
+    fake.put_mr(FakeMr::new(
+        5,
+        "2026-01-01T00:00:00.000Z",
+        &sha('5'),
+        &sha('0'),
+        &["benchmark"],
+    ));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = TestServer::start(dir.path(), |c| c.allow_any_agent = true).await;
+    let store = Store::open(dir.path()).await.expect("store");
+
+    // GitLab stores the note but the answer is lost (a proxy's 502): the
+    // bot cannot know the note's id and stops there, as if it crashed.
+    fake.fail_next(
+        Failure::status(502)
+            .on(Method::POST, "/notes")
+            .after_applying(),
+    );
+    let bot = GitLabBot::new(
+        client(&fake.url, TOKEN),
+        h.coordinator.clone(),
+        store.clone(),
+        settings(),
+    );
+    let err = bot.pass(false).await.expect_err("the lost answer");
+    assert!(
+        matches!(
+            err,
+            BotError::GitLab(GitLabError::Unconfirmed { status: 502, .. })
+        ),
+        "{err:?}"
+    );
+    drop(bot);
+    assert_eq!(fake.notes(5).len(), 1, "GitLab has the note");
+    let r = store
+        .bot_request_by_key("gitlab", PROJECT_PATH, 5, &sha('5'))
+        .await
+        .expect("read")
+        .expect("taken up");
+    assert_eq!(r.note_id, None, "the note's id was never recorded");
+
+    // A new bot (a restart) finds its marker and posts nothing more.
+    let bot = GitLabBot::new(
+        client(&fake.url, TOKEN),
+        h.coordinator.clone(),
+        store.clone(),
+        settings(),
+    );
+    let actions = bot.pass(false).await.expect("pass after the restart");
+    let notes = fake.notes(5);
+    assert_eq!(notes.len(), 1, "exactly one note: {notes:#?}");
+    assert!(
+        matches!(actions.as_slice(), [Action::Started { note_id, .. }] if *note_id == notes[0].id),
+        "{actions:#?}"
+    );
+    let r = store.bot_request(r.id).await.expect("read");
+    assert_eq!(r.note_id, Some(i64::try_from(notes[0].id).expect("id")));
+    // Its jobs were submitted once.
+    let jobs = h.coordinator.views().jobs(50, None).await.expect("jobs");
+    assert_eq!(jobs.len(), 2, "{jobs:#?}");
+
+    // Dry run says what it would do and writes nothing.
+    fake.put_mr(FakeMr::new(
+        6,
+        "2026-01-03T00:00:00.000Z",
+        &sha('6'),
+        &sha('0'),
+        &["benchmark"],
+    ));
+    let before = fake.requests().len();
+    let dry = bot.pass(true).await.expect("dry");
+    assert!(
+        dry.iter()
+            .any(|a| matches!(a, Action::Running { iid: 5, .. })),
+        "{dry:#?}"
+    );
+    assert!(
+        dry.contains(&Action::Waiting {
+            iid: 6,
+            why: "an older request runs first".into()
+        }),
+        "{dry:#?}"
+    );
+    let writes = fake.requests()[before..]
+        .iter()
+        .filter(|r| r.method != Method::GET)
+        .count();
+    assert_eq!(writes, 0);
+    let _ = Arc::clone(&h.coordinator);
+    h.stop().await;
+}
+
+fn bench_agent_auth(name: &str) -> Value {
+    json!({"clientType": "agent", "hostname": name,
+        "machine": {"platform": "Debian GNU/Linux 12", "os_version": "12", "kernel": "6.1",
+                    "arch": "x86_64", "cpu_model": "Intel Core i7-7700K", "cores": 8, "compiler": "gcc-12"}})
+}
+
+#[tokio::test]
+async fn inside_the_server_the_start_note_comes_within_one_poll_interval() {
+    use testfleet_server::bots::gitlab::GitLabBotConfig;
+    let fake = FakeGitLab::start(TOKEN).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = fake.url.clone();
+    let poll = Duration::from_millis(500);
+    let h = TestServer::start(dir.path(), |c| {
+        c.allow_any_agent = true;
+        let mut s = settings();
+        s.poll_interval = poll;
+        c.gitlab_bot = Some(GitLabBotConfig {
+            api_url: url,
+            token: Token::new(TOKEN),
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(5),
+            settings: s,
+        });
+    })
+    .await;
+    spawn_agent(&h, idle_agent(&h.url, bench_agent_auth("bench-1")).await, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The label is set now; the note must follow within one poll interval.
+    fake.put_mr(FakeMr::new(
+        9,
+        "2026-01-01T00:00:00.000Z",
+        &sha('9'),
+        &sha('0'),
+        &["benchmark"],
+    ));
+    let labelled = Instant::now();
+    while fake.notes(9).is_empty() {
+        assert!(
+            labelled.elapsed() < poll * 2,
+            "no start note within one poll interval"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let latency = labelled.elapsed();
+    eprintln!("start note {} ms after the label", latency.as_millis());
+    assert!(latency <= poll + Duration::from_millis(300), "{latency:?}");
+    // And the run ends with the result in the same note, label removed.
+    let end = Instant::now() + Duration::from_secs(60);
+    while fake
+        .mr(9)
+        .is_some_and(|m| m.labels.contains(&"benchmark".to_owned()))
+    {
+        assert!(Instant::now() < end, "not reported: {:#?}", fake.notes(9));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let notes = fake.notes(9);
+    assert_eq!(notes.len(), 1);
+    assert!(
+        notes[0]
+            .body
+            .contains("### Benchmarks: no significant change"),
+        "{}",
+        notes[0].body
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn twenty_restarts_at_random_moments_leave_one_note_per_request() {
+    let fake = FakeGitLab::start(TOKEN).await;
+    let requests = [
+        (11u64, 'b'),
+        (12, 'c'),
+        (13, 'd'),
+        (14, 'e'),
+        (15, 'f'),
+        (16, '7'),
+    ];
+    for (iid, c) in requests {
+        let created = format!("2026-01-0{}T00:00:00.000Z", iid - 10);
+        fake.put_mr(FakeMr::new(
+            iid,
+            &created,
+            &sha(c),
+            &sha('0'),
+            &["benchmark"],
+        ));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = TestServer::start(dir.path(), |c| c.allow_any_agent = true).await;
+    spawn_agent(
+        &h,
+        idle_agent(&h.url, bench_agent_auth("bench-1")).await,
+        12,
+    );
+    let store = Store::open(dir.path()).await.expect("store");
+    let mut rng = testfleet_testkit::Rng::new(20_261_130);
+    let mut restarts = 0;
+    let end = Instant::now() + Duration::from_secs(90);
+    while requests.iter().any(|(i, _)| {
+        fake.mr(*i)
+            .is_some_and(|m| m.labels.contains(&"benchmark".to_owned()))
+    }) {
+        assert!(
+            Instant::now() < end,
+            "not all reported after {restarts} restarts"
+        );
+        // A restart at a random moment: the pass is killed after 0-6 ms
+        // (its task dropped wherever it is), sometimes after a random
+        // failure (a lost POST answer, a lost edit, a rate limit, a 500).
+        let bot = GitLabBot::new(
+            client(&fake.url, TOKEN),
+            h.coordinator.clone(),
+            store.clone(),
+            settings(),
+        );
+        if restarts < 20 {
+            if rng.chance(2) {
+                fake.fail_next(match rng.below(4) {
+                    0 => Failure::status(502)
+                        .on(Method::POST, "/notes")
+                        .after_applying(),
+                    1 => Failure::status(502)
+                        .on(Method::PUT, "/notes/")
+                        .after_applying(),
+                    2 => Failure::rate_limited(0),
+                    _ => Failure::status(500).after_applying(),
+                });
+            }
+            let pass = tokio::spawn(async move { bot.pass(false).await.map(|_| ()) });
+            tokio::time::sleep(Duration::from_micros(rng.below(6_000))).await;
+            if !pass.is_finished() {
+                restarts += 1;
+            }
+            pass.abort();
+            let _ = pass.await;
+        } else {
+            let _ = bot.pass(false).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("{restarts} passes killed mid-way");
+    assert!(restarts >= 20, "only {restarts} passes were killed mid-way");
+    for (iid, _) in requests {
+        let notes = fake.notes(iid);
+        assert_eq!(notes.len(), 1, "!{iid}: {notes:#?}");
+        let seen: Vec<String> = fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.uri.contains(&format!("/{iid}")))
+            .map(|r| format!("{} {} {}", r.method, r.uri, r.status))
+            .collect();
+        assert!(
+            notes[0].body.contains("### Benchmarks:"),
+            "{}\n{seen:#?}\nlabels {:?}\nPUTs {:#?}",
+            notes[0].body,
+            fake.mr(iid).map(|m| m.labels),
+            fake.requests()
+                .into_iter()
+                .filter(|r| r.method != Method::GET)
+                .map(|r| format!("{} {} {}", r.method, r.uri, r.status))
+                .collect::<Vec<_>>()
+        );
+    }
+    assert!(
+        fake.notes(12)[0].body.contains("1 slower"),
+        "{}",
+        fake.notes(12)[0].body
+    );
+    // A kill between submitting the jobs and recording them may leave
+    // jobs nobody reports on (never a second note).
+    let jobs = h.coordinator.views().jobs(100, None).await.expect("jobs");
+    eprintln!("{} jobs for 6 requests", jobs.len());
+    assert!(jobs.len() >= 12, "{jobs:#?}");
+    h.stop().await;
+}
