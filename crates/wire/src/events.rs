@@ -71,7 +71,7 @@ impl std::str::FromStr for EventOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventSummary {
     pub id: i64,
-    /// `github`, `gitlab`, `gerrit` (later `amqp`).
+    /// `github`, `gitlab`, `gerrit` or `amqp`.
     pub source: String,
     /// The product's event name: `push`, `pull_request`, `merge_request`,
     /// `pipeline`, `change-merged`, …
