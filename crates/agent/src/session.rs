@@ -302,13 +302,20 @@ async fn on_event(
                 detail: "work received".into(),
                 cancel: cancel_tx,
             });
-            let status = state.status_payload();
-            emit(client, events::STATUS_UPDATE, status).await?;
+            // The run starts before the status is sent: if sending fails (the
+            // coordinator went away), the work must still run and report
+            // through the outbox after the reconnect. Were the run started
+            // only after a successful send, a lost connection here would
+            // leave the agent "busy" with work that never runs, and the
+            // attempt running for ever (its lease renewed by the agent's
+            // coordinator).
             let mut runner_config =
                 RunnerConfig::new(state.config.work_dir.clone(), state.config.kill_grace);
             runner_config.inputs = state.inputs.clone();
             runner_config.artifacts = state.sink.clone();
             tokio::spawn(run_work(item, runner_config, runner_tx.clone(), cancel_rx));
+            let status = state.status_payload();
+            emit(client, events::STATUS_UPDATE, status).await?;
         }
         events::REQUEST_STATUS => {
             let status = state.status_payload();
