@@ -54,7 +54,11 @@ impl Coordinator {
         drop(sched);
         if shutdown {
             tracing::info!(agent = host, "agent shut down; retired");
-            if let Err(e) = self.store.retire_agent(host).await {
+            // While the coordinator shuts down its store is closed: the
+            // agents leaving then need no record (a restart reads them).
+            if let Err(e) = self.store.retire_agent(host).await
+                && !self.store.is_closed()
+            {
                 tracing::error!(agent = host, "failed to retire agent: {e}");
             }
         } else {

@@ -32,14 +32,18 @@ pub fn start(store: Store) -> JoinHandle<()> {
                 return;
             }
             let view = catch_up(&store).await;
-            if let Err(e) = &view {
+            if let Err(e) = &view
+                && !store.is_closed()
+            {
                 tracing::warn!("failed to build the ResultsDB view: {e}");
             }
             // One batch of series per round, so a long back-fill of the
             // series never keeps new results out of the view (and so from
             // the exporters, which deliver only what the view mapped).
             let series = store.map_series_pending(BATCH).await;
-            if let Err(e) = &series {
+            if let Err(e) = &series
+                && !store.is_closed()
+            {
                 tracing::warn!("failed to map benchmark values into series: {e}");
             }
             match (&view, &series) {
