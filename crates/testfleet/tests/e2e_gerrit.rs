@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use testfleet_client::{ApiClient, SeriesQuery};
 use testfleet_core::{JobState, TaskState, time_fmt};
 use testfleet_testkit::peers;
-use testfleet_testkit::process::{KillOnDrop, ServerProcess};
+use testfleet_testkit::process::{KillOnDrop, ServerProcess, configure_qtbench, output_of};
 use testfleet_testkit::wait::{wait_agents, wait_job};
 use testfleet_wire::api::JobView;
 use testfleet_wire::events::{EventList, EventOutcome, HookAnswer};
@@ -52,40 +52,16 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Runs `cmd`; its stdout, or what it printed when it failed.
-fn run(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(format!(
-            "{cmd:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// Whether the benchmark can be configured here (Qt 6, CMake, a compiler):
-/// a CMake configure of its sources, a second or two.
-fn qt_available(probe_dir: &Path) -> Result<(), String> {
-    let src = peers::workspace_root().join("crates/formats/tests/qtbench");
-    run(Command::new("cmake")
-        .arg("-S")
-        .arg(&src)
-        .arg("-B")
-        .arg(probe_dir))
-    .map(|_| ())
-}
-
 fn git(repo: &Path, args: &[&str]) -> String {
-    run(Command::new("git")
-        .args(args)
-        .current_dir(repo)
-        .env("GIT_AUTHOR_NAME", "Jane Developer")
-        .env("GIT_AUTHOR_EMAIL", "jane@example.org")
-        .env("GIT_COMMITTER_NAME", "Qt CI Bot")
-        .env("GIT_COMMITTER_EMAIL", "qt_ci_bot@qt-project.org"))
+    output_of(
+        Command::new("git")
+            .args(args)
+            .current_dir(repo)
+            .env("GIT_AUTHOR_NAME", "Jane Developer")
+            .env("GIT_AUTHOR_EMAIL", "jane@example.org")
+            .env("GIT_COMMITTER_NAME", "Qt CI Bot")
+            .env("GIT_COMMITTER_EMAIL", "qt_ci_bot@qt-project.org"),
+    )
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -189,7 +165,7 @@ fn post_hook(url: &str, body: &str) -> HookAnswer {
 
 /// `testfleet events --source gerrit --json` against the server.
 fn events_cli(url: &str) -> EventList {
-    let out = run(bin().args(["--server", url, "events", "--source", "gerrit", "--json"]))
+    let out = output_of(bin().args(["--server", url, "events", "--source", "gerrit", "--json"]))
         .unwrap_or_else(|e| panic!("{e}"));
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
@@ -207,7 +183,7 @@ async fn logs(api: &ApiClient, job: &JobView) -> String {
 #[test]
 fn a_gerrit_change_merged_runs_the_benchmark_on_every_benchmark_agent_and_fills_its_series() {
     let dir = tempfile::tempdir().unwrap();
-    if let Err(why) = qt_available(&dir.path().join("probe")) {
+    if let Err(why) = configure_qtbench(&dir.path().join("probe")) {
         return peers::skip(&peers::QT6, &why);
     }
     let git_base = dir.path().join("git");

@@ -13,15 +13,15 @@
 //! applies. Ignored by a plain `cargo test`; `cargo xtask test` runs it, as
 //! does `cargo test -p testfleet --test slow_qtbench_compare -- --ignored`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use testfleet_client::ApiClient;
 use testfleet_core::JobState;
 use testfleet_core::analysis::Verdict;
-use testfleet_testkit::peers::{self, workspace_root};
-use testfleet_testkit::process::{KillOnDrop, ServerProcess};
+use testfleet_testkit::peers;
+use testfleet_testkit::process::{KillOnDrop, ServerProcess, build_qtbench};
 use testfleet_testkit::wait::{wait_agents, wait_job};
 use testfleet_wire::analysis::{CompareRequest, CompareStatus, CompareView};
 
@@ -39,35 +39,6 @@ const ROWS: usize = 4;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_testfleet"))
-}
-
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// Builds tst_bench (Release) under `build_dir`.
-fn build(build_dir: &Path) -> Result<PathBuf, String> {
-    let src = workspace_root().join("crates/formats/tests/qtbench");
-    run(Command::new("cmake")
-        .arg("-S")
-        .arg(&src)
-        .arg("-B")
-        .arg(build_dir)
-        .arg("-DCMAKE_BUILD_TYPE=Release"))?;
-    run(Command::new("cmake")
-        .arg("--build")
-        .arg(build_dir)
-        .arg("-j2"))?;
-    Ok(build_dir.join("tst_bench"))
 }
 
 /// A job whose one task runs the benchmark five times on the agent.
@@ -98,7 +69,7 @@ fn verdicts(view: &CompareView) -> Vec<(String, Option<Verdict>)> {
 #[ignore = "slow: cargo xtask test runs it (cargo test --test slow_qtbench_compare -- --ignored)"]
 fn aa_comparisons_of_a_real_qtest_benchmark_are_not_different_and_ab_ones_are_slower() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = match build(&dir.path().join("qtbench")) {
+    let exe = match build_qtbench(&dir.path().join("qtbench")) {
         Ok(exe) => exe,
         Err(why) => return peers::skip(&peers::QT6, &why),
     };

@@ -212,3 +212,93 @@ mod tests {
         ServerProcess::start(Command::new("sh").args(["-c", "echo no url here"]));
     }
 }
+
+/// A command that could not be started, or ran and failed.
+#[derive(Debug)]
+pub enum CommandError {
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    Failed {
+        command: String,
+        status: std::process::ExitStatus,
+        /// Its standard output, then its standard error.
+        output: String,
+    },
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandError::Spawn { command, source } => {
+                write!(f, "failed to start {command}: {source}")
+            }
+            CommandError::Failed {
+                command,
+                status,
+                output,
+            } => write!(f, "{command} failed ({status}):\n{output}"),
+        }
+    }
+}
+
+impl std::error::Error for CommandError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CommandError::Spawn { source, .. } => Some(source),
+            CommandError::Failed { .. } => None,
+        }
+    }
+}
+
+/// Runs `cmd` to its end; its trimmed standard output when it succeeded.
+pub fn output_of(cmd: &mut Command) -> Result<String, CommandError> {
+    let command = format!("{cmd:?}");
+    let out = cmd.output().map_err(|source| CommandError::Spawn {
+        command: command.clone(),
+        source,
+    })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(CommandError::Failed {
+            command,
+            status: out.status,
+            output: format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        })
+    }
+}
+
+/// The project's own QtTest benchmark (`crates/formats/tests/qtbench`),
+/// configured under `build_dir` (a CMake configure: it fails without Qt 6,
+/// CMake or a compiler, which makes it the Qt 6 peer's probe).
+pub fn configure_qtbench(build_dir: &std::path::Path) -> Result<(), CommandError> {
+    let src = crate::peers::workspace_root().join("crates/formats/tests/qtbench");
+    output_of(
+        Command::new("cmake")
+            .arg("-S")
+            .arg(&src)
+            .arg("-B")
+            .arg(build_dir)
+            .arg("-DCMAKE_BUILD_TYPE=Release"),
+    )
+    .map(|_| ())
+}
+
+/// Configures and builds the QtTest benchmark under `build_dir`; the path
+/// of its `tst_bench` executable.
+pub fn build_qtbench(build_dir: &std::path::Path) -> Result<std::path::PathBuf, CommandError> {
+    configure_qtbench(build_dir)?;
+    output_of(
+        Command::new("cmake")
+            .arg("--build")
+            .arg(build_dir)
+            .arg("-j2"),
+    )?;
+    Ok(build_dir.join("tst_bench"))
+}
