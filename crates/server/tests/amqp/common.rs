@@ -15,6 +15,7 @@ use testfleet_server::triggers::amqp::{AmqpConfig, AmqpHandle};
 use testfleet_server::triggers::load_rules;
 use testfleet_server::{Coordinator, Server, ServerConfig};
 use testfleet_testkit::peers::{Peer, peer_python, require_peer};
+use testfleet_testkit::process::{CommandError, output_of};
 use tokio::sync::watch;
 
 /// RabbitMQ on loopback with `rabbitmqctl` (we run as root).
@@ -102,20 +103,8 @@ pub struct Vhost {
     pub name: String,
 }
 
-fn rabbitmqctl(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run rabbitmqctl: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "rabbitmqctl {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+fn rabbitmqctl(args: &[&str]) -> Result<String, CommandError> {
+    output_of(Command::new("rabbitmqctl").args(args))
 }
 
 impl Vhost {
