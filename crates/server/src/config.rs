@@ -74,9 +74,9 @@ pub struct ServerConfig {
     /// The AMQP consumer of trigger events and publisher of finished jobs
     /// (`[server.amqp]`; off unless configured).
     pub amqp: Option<crate::triggers::amqp::AmqpConfig>,
-    /// The GitLab merge-request bot (`[server.bots.gitlab]`; off unless
-    /// configured).
-    pub gitlab_bot: Option<crate::bots::gitlab::GitLabBotConfig>,
+    /// The merge-request bots (`[server.bots.gitlab]`,
+    /// `[server.bots.github]`; none unless configured).
+    pub bots: Vec<crate::bots::BotConfig>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -122,7 +122,7 @@ impl std::fmt::Debug for ServerConfig {
                 &self.trigger_rules.as_ref().map(|r| r.rules().len()),
             )
             .field("amqp", &self.amqp)
-            .field("gitlab_bot", &self.gitlab_bot)
+            .field("bots", &self.bots)
             .finish()
     }
 }
@@ -174,7 +174,7 @@ impl ServerConfig {
             events_retention: Duration::from_secs(30 * 24 * 3600),
             trigger_rules: None,
             amqp: None,
-            gitlab_bot: None,
+            bots: Vec::new(),
         }
     }
 

@@ -47,8 +47,8 @@ pub enum ServerError {
     Tls(#[from] tls::TlsSetupError),
     #[error("failed to open the blob store")]
     Blobs(#[from] testfleet_cas::CasError),
-    #[error("failed to start the GitLab bot")]
-    GitLabBot(#[from] bots::gitlab::BotSetupError),
+    #[error("failed to start a merge-request bot")]
+    Bot(#[from] bots::BotSetupError),
 }
 
 /// A built coordinator: its router and its shared state.
@@ -111,8 +111,8 @@ impl Server {
             .amqp
             .as_ref()
             .map(|a| triggers::amqp::start(&coordinator, store.clone(), a));
-        if let Some(bot) = &config.gitlab_bot {
-            bots::gitlab::start(coordinator.clone(), store.clone(), bot)?;
+        for bot in &config.bots {
+            bots::start(coordinator.clone(), store.clone(), bot)?;
         }
         blobs::start_retention(store, blob_store.clone(), move || clock_of.now());
         triggers::hooks::start_retention(&coordinator);

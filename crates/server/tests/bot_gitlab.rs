@@ -4,16 +4,19 @@
 //! agent is a plain socket.io client reporting benchmark values chosen by
 //! the test, so verdicts are known in advance.
 
+#[path = "bot/common.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{bench_agent_auth, passes_until, reported, sha, spawn_agent};
 use reqwest::Method;
-use serde_json::{Value, json};
-use testfleet_core::trigger::{Overrides, Template};
-use testfleet_server::bots::gitlab::{
-    Action, BotError, GitLabBot, GitLabBotSettings, GitLabClient, GitLabError, RetryPolicy, Token,
+use serde_json::json;
+use testfleet_server::bots::gitlab::GitLabClient;
+use testfleet_server::bots::{
+    Action, ApiError, Bot, BotConfig, BotError, BotSettings, Host, RetryPolicy, Token,
 };
-use testfleet_sio::{Client, EventStream, Incoming};
 use testfleet_store::{BotRequestState, Store};
 use testfleet_testkit::gitlab::{Failure, FakeGitLab, FakeMr, PROJECT_PATH};
 use testfleet_testkit::server::TestServer;
@@ -21,20 +24,8 @@ use testfleet_testkit::sio::idle_agent;
 
 const TOKEN: &str = "glpat-test-token";
 
-const TEMPLATE: &str = r#"
-name = "bench-mr{{mr}}-{{side}}"
-[integration]
-id = "mr{{mr}}-{{side}}-{{pipeline_id}}"
-timestamp = "2026-01-01T00:00:00Z"
-branch = "{{branch}}"
-sha = "{{sha}}"
-[[task]]
-name = "bench"
-steps = [{ stage = "test", run = "true" }]
-"#;
-
-fn sha(c: char) -> String {
-    c.to_string().repeat(40)
+fn settings() -> BotSettings {
+    common::settings(PROJECT_PATH)
 }
 
 fn client(url: &str, token: &str) -> GitLabClient {
@@ -51,17 +42,6 @@ fn client(url: &str, token: &str) -> GitLabClient {
         },
     )
     .expect("client")
-}
-
-fn settings() -> GitLabBotSettings {
-    GitLabBotSettings {
-        project: PROJECT_PATH.into(),
-        label: "benchmark".into(),
-        poll_interval: Duration::from_millis(200),
-        template: Template::parse(TEMPLATE, "bot.toml").expect("template"),
-        overrides: Overrides::default(),
-        dashboard_url: "http://testfleet.example".into(),
-    }
 }
 
 #[tokio::test]
@@ -138,7 +118,7 @@ async fn lists_follow_pagination_oldest_first_through_429_and_5xx() {
 
     // The merge base, as GitLab's repository API gives it.
     let base = gitlab
-        .merge_base("main", &sha('a'))
+        .merge_base_commit("main", &sha('a'))
         .await
         .expect("merge base");
     assert_eq!(base.id, sha('b'));
@@ -151,7 +131,7 @@ async fn lists_follow_pagination_oldest_first_through_429_and_5xx() {
     assert!(
         matches!(
             err,
-            GitLabError::RetriesExhausted {
+            ApiError::RetriesExhausted {
                 status: 503,
                 attempts: 4,
                 ..
@@ -193,120 +173,19 @@ async fn a_refused_token_pauses_the_bot_with_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let h = TestServer::start(dir.path(), |c| c.allow_any_agent = true).await;
     let store = Store::open(dir.path()).await.expect("store");
-    let bot = GitLabBot::new(
+    let bot = Bot::new(
         client(&fake.url, "wrong"),
         h.coordinator.clone(),
         store,
         settings(),
     );
     let err = bot.pass(false).await.expect_err("paused");
-    assert!(matches!(err, BotError::Paused(_)), "{err:?}");
+    assert!(matches!(err, BotError::Paused(..)), "{err:?}");
     // The loop stops by itself (it does not poll with a refused token).
     tokio::time::timeout(Duration::from_secs(5), bot.run(std::future::pending()))
         .await
         .expect("the paused bot's loop returns");
     assert!(fake.notes(1).is_empty());
-}
-
-/// An agent that runs every job it gets: head jobs of `slower_mr` report
-/// 30 % more time; every other job the same values.
-fn spawn_agent(h: &TestServer, mut client_events: (Client, EventStream), slower_mr: u64) {
-    let _ = h;
-    tokio::spawn(async move {
-        let (client, events) = &mut client_events;
-        loop {
-            let Some(work) = next_work(client, events).await else {
-                return;
-            };
-            let name = work["jobName"].as_str().unwrap_or_default().to_owned();
-            let factor = if name == format!("bench-mr{slower_mr}-head") {
-                1.3
-            } else {
-                1.0
-            };
-            let values: Vec<f64> = [100.0, 101.0, 99.0, 100.5, 99.5, 100.2, 99.8]
-                .iter()
-                .map(|v| v * factor)
-                .collect();
-            let attempt = work["attemptId"].as_i64().unwrap_or_default();
-            let report =
-                json!({"attemptId": attempt, "outcome": "passed", "results": results(&values)});
-            let _ = client
-                .emit_with_ack("tf:report", report, Duration::from_secs(5))
-                .await;
-            let _ = client.emit_no_args("fetchWork").await;
-        }
-    });
-}
-
-async fn next_work(client: &Client, events: &mut EventStream) -> Option<Value> {
-    loop {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-        loop {
-            match tokio::time::timeout_at(deadline, events.recv()).await {
-                Ok(Some(Incoming::Event { name, args, .. })) if name == "sendWork" => {
-                    return args.into_iter().next();
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => return None,
-                Err(_) => break,
-            }
-        }
-        client.emit_no_args("fetchWork").await.ok()?;
-    }
-}
-
-/// QtTest-like results: one repetition per value of `tst_Bench::run`.
-fn results(values: &[f64]) -> Value {
-    let sets: Vec<Value> = values
-        .iter()
-        .enumerate()
-        .map(|(rep, v)| {
-            json!({"format": "qtest-xml", "complete": true, "warnings": [], "crashed": [],
-                   "repetition": rep,
-                   "suites": [{"name": "tst_Bench", "properties": [], "duration_ms": null, "cases": [
-                       {"name": "run", "data_tag": null, "classname": null, "outcome": "pass",
-                        "flags": {}, "duration_ms": null, "message": null, "log": null,
-                        "file": null, "line": null, "reruns": [], "diagnostics": null,
-                        "metrics": [{"name": "WalltimeMilliseconds", "unit": "msecs", "value": v,
-                                     "total": null, "iterations": 100, "variance": null}]}]}]})
-        })
-        .collect();
-    Value::Array(sets)
-}
-
-/// Runs passes until `done` holds, collecting every action.
-async fn passes_until(
-    bot: &GitLabBot,
-    what: &str,
-    mut done: impl FnMut(&[Action]) -> bool,
-) -> Vec<Action> {
-    let end = Instant::now() + Duration::from_secs(60);
-    let mut all = Vec::new();
-    loop {
-        match bot.pass(false).await {
-            Ok(actions) => all.extend(actions),
-            Err(e) => panic!("pass failed: {e:?}"),
-        }
-        if done(&all) {
-            return all;
-        }
-        assert!(
-            Instant::now() < end,
-            "{what} within 60 s; actions: {all:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn reported(actions: &[Action]) -> Vec<u64> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Reported { iid, .. } => Some(*iid),
-            _ => None,
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -352,7 +231,7 @@ async fn two_labelled_requests_are_served_oldest_first_with_one_note_each() {
                     "arch": "x86_64", "cpu_model": "Intel Core i7-7700K", "cores": 8, "compiler": "gcc-12"}});
     spawn_agent(&h, idle_agent(&h.url, auth).await, 1);
     let store = Store::open(dir.path()).await.expect("store");
-    let bot = GitLabBot::new(
+    let bot = Bot::new(
         client(&fake.url, TOKEN),
         h.coordinator.clone(),
         store.clone(),
@@ -394,8 +273,9 @@ async fn two_labelled_requests_are_served_oldest_first_with_one_note_each() {
     );
     let Some(Action::Started {
         base_sha,
-        head_job,
-        base_job,
+        head_jobs,
+        base_jobs,
+        reused_jobs,
         note_id,
         ..
     }) = first
@@ -406,6 +286,11 @@ async fn two_labelled_requests_are_served_oldest_first_with_one_note_each() {
         panic!("no start: {first:#?}");
     };
     assert_eq!(base_sha, sha('0'), "the baseline is the merge base");
+    assert!(reused_jobs.is_empty(), "nothing stored yet to reuse");
+    let ([head_job], [base_job]) = (head_jobs.as_slice(), base_jobs.as_slice()) else {
+        panic!("one job per side: {head_jobs:?} {base_jobs:?}");
+    };
+    let (head_job, base_job) = (*head_job, *base_job);
     let notes = fake.notes(2);
     assert_eq!(notes.len(), 1);
     assert_eq!(notes[0].id, note_id);
@@ -430,6 +315,28 @@ async fn two_labelled_requests_are_served_oldest_first_with_one_note_each() {
 
     let all = passes_until(&bot, "both requests reported", |a| reported(a).len() == 2).await;
     assert_eq!(reported(&all), vec![2, 1], "oldest first");
+    // !1 has the same merge base: !2's baseline results are reused, not
+    // run again.
+    let second = all
+        .iter()
+        .find_map(|a| match a {
+            Action::Started {
+                iid: 1,
+                base_jobs,
+                reused_jobs,
+                ..
+            } => Some((base_jobs.clone(), reused_jobs.clone())),
+            _ => None,
+        })
+        .expect("!1 started");
+    assert_eq!(second, (vec![base_job], vec![base_job]), "{all:#?}");
+    assert!(
+        fake.notes(1)[0]
+            .body
+            .contains(&format!("baseline: [job {base_job}](http://testfleet.example/jobs/{base_job}) (stored results of this sha, reused)")),
+        "{}",
+        fake.notes(1)[0].body
+    );
 
     for (iid, headline) in [(2, "no significant change"), (1, "1 slower")] {
         let notes = fake.notes(iid);
@@ -520,7 +427,7 @@ async fn a_crash_right_after_posting_the_note_leaves_one_note() {
             .on(Method::POST, "/notes")
             .after_applying(),
     );
-    let bot = GitLabBot::new(
+    let bot = Bot::new(
         client(&fake.url, TOKEN),
         h.coordinator.clone(),
         store.clone(),
@@ -530,7 +437,7 @@ async fn a_crash_right_after_posting_the_note_leaves_one_note() {
     assert!(
         matches!(
             err,
-            BotError::GitLab(GitLabError::Unconfirmed { status: 502, .. })
+            BotError::Api(ApiError::Unconfirmed { status: 502, .. })
         ),
         "{err:?}"
     );
@@ -544,7 +451,7 @@ async fn a_crash_right_after_posting_the_note_leaves_one_note() {
     assert_eq!(r.note_id, None, "the note's id was never recorded");
 
     // A new bot (a restart) finds its marker and posts nothing more.
-    let bot = GitLabBot::new(
+    let bot = Bot::new(
         client(&fake.url, TOKEN),
         h.coordinator.clone(),
         store.clone(),
@@ -594,15 +501,8 @@ async fn a_crash_right_after_posting_the_note_leaves_one_note() {
     h.stop().await;
 }
 
-fn bench_agent_auth(name: &str) -> Value {
-    json!({"clientType": "agent", "hostname": name,
-        "machine": {"platform": "Debian GNU/Linux 12", "os_version": "12", "kernel": "6.1",
-                    "arch": "x86_64", "cpu_model": "Intel Core i7-7700K", "cores": 8, "compiler": "gcc-12"}})
-}
-
 #[tokio::test]
 async fn inside_the_server_the_start_note_comes_within_one_poll_interval() {
-    use testfleet_server::bots::gitlab::GitLabBotConfig;
     let fake = FakeGitLab::start(TOKEN).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let url = fake.url.clone();
@@ -611,13 +511,14 @@ async fn inside_the_server_the_start_note_comes_within_one_poll_interval() {
         c.allow_any_agent = true;
         let mut s = settings();
         s.poll_interval = poll;
-        c.gitlab_bot = Some(GitLabBotConfig {
+        c.bots = vec![BotConfig {
+            host: Host::GitLab,
             api_url: url,
             token: Token::new(TOKEN),
             retry: RetryPolicy::default(),
             request_timeout: Duration::from_secs(5),
             settings: s,
-        });
+        }];
     })
     .await;
     spawn_agent(&h, idle_agent(&h.url, bench_agent_auth("bench-1")).await, 0);
@@ -705,7 +606,7 @@ async fn twenty_restarts_at_random_moments_leave_one_note_per_request() {
         // A restart at a random moment: the pass is killed after 0-6 ms
         // (its task dropped wherever it is), sometimes after a random
         // failure (a lost POST answer, a lost edit, a rate limit, a 500).
-        let bot = GitLabBot::new(
+        let bot = Bot::new(
             client(&fake.url, TOKEN),
             h.coordinator.clone(),
             store.clone(),
@@ -764,10 +665,11 @@ async fn twenty_restarts_at_random_moments_leave_one_note_per_request() {
         "{}",
         fake.notes(12)[0].body
     );
-    // A kill between submitting the jobs and recording them may leave
-    // jobs nobody reports on (never a second note).
+    // Jobs are submitted and recorded in one transaction, so a kill leaves
+    // no job nobody reports on: one head job per request, and one baseline
+    // job (all six share the merge base; the later five reuse its results).
     let jobs = h.coordinator.views().jobs(100, None).await.expect("jobs");
     eprintln!("{} jobs for 6 requests", jobs.len());
-    assert!(jobs.len() >= 12, "{jobs:#?}");
+    assert_eq!(jobs.len(), 7, "{jobs:#?}");
     h.stop().await;
 }

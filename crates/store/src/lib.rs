@@ -30,7 +30,10 @@ mod views;
 use std::path::Path;
 
 pub use artifacts::{ArtifactSlot, NewArtifact, StoredArtifact};
-pub use bots::{BotRequest, BotRequestState, NewBotRequest};
+pub use bots::{
+    BotJob, BotJobsSubmitted, BotRequest, BotRequestState, BotSide, BotSideJobs, NewBotRequest,
+    ReusableJob,
+};
 pub use copy::{CopyError, CopyReport, TableCount, TableProgress, copy_store};
 pub use db::{Backend, DatabaseUrl};
 pub use events::{EventFilter, EventJob, Ingested, IngestedJob, NewEvent};

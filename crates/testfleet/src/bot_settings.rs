@@ -1,6 +1,7 @@
-//! Configuration of the merge-request bots: `[server.bots.gitlab]`. Part of
-//! `settings`: defaults → file → `TESTFLEET_*` → flags. The token is read
-//! from a file or an environment variable, never from the file itself.
+//! Configuration of the merge-request bots: `[server.bots.gitlab]` and
+//! `[server.bots.github]`. Part of `settings`: defaults → file →
+//! `TESTFLEET_*` → flags. The token is read from a file or an environment
+//! variable, never from the file itself.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,68 +10,105 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use testfleet_core::trigger::{Overrides, Template, Vars};
 use testfleet_server::ServerConfig;
-use testfleet_server::bots::gitlab::{GitLabBotConfig, GitLabBotSettings, RetryPolicy, Token};
+use testfleet_server::bots::{BotConfig, BotSettings, Host, RetryPolicy, TEMPLATE_VARS, Token};
 
 /// `[server.bots]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BotsSection {
-    pub gitlab: Option<GitLabBotSection>,
+    pub gitlab: Option<BotSection>,
+    pub github: Option<BotSection>,
 }
 
-/// `[server.bots.gitlab]`.
+/// `[server.bots.gitlab]` or `[server.bots.github]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GitLabBotSection {
-    /// GitLab's root URL (`https://gitlab.example.com`).
+pub struct BotSection {
+    /// GitLab's root URL (`https://gitlab.example.com`); GitHub's API URL
+    /// (default `https://api.github.com`).
     pub api_url: Option<String>,
-    /// The project's numeric id or its path (`group/project`).
+    /// GitLab: the project's numeric id or its path (`group/project`).
     pub project: Option<String>,
+    /// GitHub: the repository, `owner/repo`.
+    pub repository: Option<String>,
     /// A file holding the token.
     pub token_file: Option<PathBuf>,
     /// An environment variable holding the token.
     pub token_env: Option<String>,
     /// The label that asks for a run (default `benchmark`).
     pub label: Option<String>,
-    /// How often open merge requests are looked at (default `1m`).
+    /// How often open requests are looked at (default `1m`).
     pub poll_interval: Option<String>,
-    /// The job template (placeholders `sha`, `branch`, `target_branch`,
-    /// `mr`, `side`, `project`, `pipeline_id`, `pipeline_started_at`).
+    /// The job template (placeholders: `TEMPLATE_VARS`).
     pub template: Option<PathBuf>,
     /// The queue the jobs go to (the benchmark hosts' queue).
     pub queue: Option<String>,
+    /// The benchmark hosts: each task runs once on each; their stored
+    /// results of a sha are reused.
+    #[serde(default)]
+    pub hosts: Vec<String>,
     /// The dashboard's URL as the notes' readers reach it (default
     /// `http://<listen>`).
     pub dashboard_url: Option<String>,
 }
 
-/// The placeholders a bot's template may use.
-const VARS: &[&str] = &[
-    "sha",
-    "branch",
-    "target_branch",
-    "mr",
-    "side",
-    "project",
-    "pipeline_id",
-    "pipeline_started_at",
-];
-
-/// Resolves `[server.bots.gitlab]` into `config.gitlab_bot`.
+/// Resolves `[server.bots.*]` into `config.bots`.
 pub fn apply(section: &BotsSection, config: &mut ServerConfig) -> Result<()> {
-    let Some(g) = &section.gitlab else {
-        return Ok(());
+    let mut bots = Vec::new();
+    if let Some(g) = &section.gitlab {
+        bots.push(resolve(Host::GitLab, g, config)?);
+    }
+    if let Some(g) = &section.github {
+        bots.push(resolve(Host::GitHub, g, config)?);
+    }
+    config.bots = bots;
+    Ok(())
+}
+
+fn resolve(host: Host, g: &BotSection, config: &ServerConfig) -> Result<BotConfig> {
+    let key = match host {
+        Host::GitLab => "gitlab",
+        Host::GitHub => "github",
     };
-    let field = |name: &str| format!("config `server.bots.gitlab.{name}`");
-    let api_url = g
-        .api_url
-        .clone()
-        .with_context(|| format!("{}: GitLab's URL is missing", field("api_url")))?;
-    let project = g
-        .project
-        .clone()
-        .filter(|p| !p.trim().is_empty())
-        .with_context(|| format!("{}: the project id or path is missing", field("project")))?;
+    let field = |name: &str| format!("config `server.bots.{key}.{name}`");
+    let api_url = match (host, &g.api_url) {
+        (_, Some(url)) => url.clone(),
+        (Host::GitHub, None) => "https://api.github.com".to_owned(),
+        (Host::GitLab, None) => bail!("{}: GitLab's URL is missing", field("api_url")),
+    };
+    let project = match host {
+        Host::GitLab => {
+            if g.repository.is_some() {
+                bail!(
+                    "{}: GitLab names a project with `project`",
+                    field("repository")
+                );
+            }
+            g.project
+                .clone()
+                .filter(|p| !p.trim().is_empty())
+                .with_context(|| {
+                    format!("{}: the project id or path is missing", field("project"))
+                })?
+        }
+        Host::GitHub => {
+            if g.project.is_some() {
+                bail!(
+                    "{}: GitHub names a repository with `repository = \"owner/repo\"`",
+                    field("project")
+                );
+            }
+            let repo = g
+                .repository
+                .clone()
+                .with_context(|| format!("{}: `owner/repo` is missing", field("repository")))?;
+            let parts: Vec<&str> = repo.trim().split('/').collect();
+            if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+                bail!("{}: `{repo}` is not `owner/repo`", field("repository"));
+            }
+            repo.trim().to_owned()
+        }
+    };
     let token = match (&g.token_file, &g.token_env) {
         (Some(_), Some(_)) => bail!(
             "{}: give `token_file` or `token_env`, not both",
@@ -100,6 +138,9 @@ pub fn apply(section: &BotsSection, config: &mut ServerConfig) -> Result<()> {
     if poll_interval.is_zero() {
         bail!("{}: must be more than 0", field("poll_interval"));
     }
+    if let Some(bad) = g.hosts.iter().find(|h| h.trim().is_empty()) {
+        bail!("{}: `{bad}` is not a host name", field("hosts"));
+    }
     let path = g
         .template
         .as_ref()
@@ -110,13 +151,13 @@ pub fn apply(section: &BotsSection, config: &mut ServerConfig) -> Result<()> {
     let template = Template::parse(&text, &origin)
         .map_err(|e| anyhow::anyhow!("{}: {e}", field("template")))?;
     template
-        .check(&Vars::only(VARS.iter().map(|v| (*v).to_owned())))
+        .check(&Vars::only(TEMPLATE_VARS.iter().map(|v| (*v).to_owned())))
         .map_err(|e| anyhow::anyhow!("{}: {e}", field("template")))?;
     let dashboard_url = g
         .dashboard_url
         .clone()
         .unwrap_or_else(|| format!("http://{}", config.listen));
-    let settings = GitLabBotSettings {
+    let settings = BotSettings {
         project,
         label: g.label.clone().unwrap_or_else(|| "benchmark".to_owned()),
         poll_interval,
@@ -126,15 +167,16 @@ pub fn apply(section: &BotsSection, config: &mut ServerConfig) -> Result<()> {
             priority: None,
         },
         dashboard_url,
+        hosts: g.hosts.iter().map(|h| h.trim().to_owned()).collect(),
     };
-    config.gitlab_bot = Some(GitLabBotConfig {
+    Ok(BotConfig {
+        host,
         api_url,
         token: Token::new(&token),
         retry: RetryPolicy::default(),
         request_timeout: Duration::from_secs(30),
         settings,
-    });
-    Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -143,17 +185,17 @@ mod tests {
 
     const TEMPLATE: &str = "name = \"bench-{{side}}\"\n[[task]]\nname = \"b\"\nsteps = [{ stage = \"test\", run = \"./bench {{sha}}\" }]\n";
 
-    fn section(dir: &std::path::Path, template: &str) -> GitLabBotSection {
+    fn section(dir: &std::path::Path, template: &str) -> BotSection {
         let token = dir.join("token");
         std::fs::write(&token, "glpat-secret\n").expect("token file");
         let path = dir.join("bench.toml");
         std::fs::write(&path, template).expect("template file");
-        GitLabBotSection {
+        BotSection {
             api_url: Some("https://gitlab.example.com".into()),
             project: Some("group/project".into()),
             token_file: Some(token),
             template: Some(path),
-            ..GitLabBotSection::default()
+            ..BotSection::default()
         }
     }
 
@@ -168,11 +210,23 @@ mod tests {
     fn a_complete_section_resolves_with_defaults_and_hides_the_token() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut c = config();
+        let mut github = section(dir.path(), TEMPLATE);
+        github.api_url = None;
+        github.project = None;
+        github.repository = Some("octo-org/octo-repo".into());
+        github.hosts = vec!["bench-1".into()];
         let bots = BotsSection {
             gitlab: Some(section(dir.path(), TEMPLATE)),
+            github: Some(github),
         };
         apply(&bots, &mut c).expect("valid");
-        let bot = c.gitlab_bot.as_ref().expect("configured");
+        assert_eq!(c.bots.len(), 2);
+        let gh = &c.bots[1];
+        assert_eq!(gh.host, Host::GitHub);
+        assert_eq!(gh.api_url, "https://api.github.com");
+        assert_eq!(gh.settings.project, "octo-org/octo-repo");
+        assert_eq!(gh.settings.hosts, vec!["bench-1".to_owned()]);
+        let bot = &c.bots[0];
         assert_eq!(bot.settings.label, "benchmark");
         assert_eq!(bot.settings.poll_interval, Duration::from_secs(60));
         assert_eq!(bot.settings.dashboard_url, "http://127.0.0.1:8080");
@@ -199,7 +253,33 @@ mod tests {
             (bad_poll, "server.bots.gitlab.poll_interval`: `often`"),
             (unknown_var, "server.bots.gitlab.template`"),
         ] {
-            let err = apply(&BotsSection { gitlab: Some(s) }, &mut config()).expect_err("refused");
+            let bots = BotsSection {
+                gitlab: Some(s),
+                github: None,
+            };
+            let err = apply(&bots, &mut config()).expect_err("refused");
+            assert!(format!("{err:#}").contains(expected), "{err:#}");
+        }
+        let mut bad_repo = section(dir.path(), TEMPLATE);
+        bad_repo.project = None;
+        bad_repo.repository = Some("octo-org".into());
+        let mut gitlab_project = section(dir.path(), TEMPLATE);
+        gitlab_project.repository = None;
+        for (s, expected) in [
+            (
+                bad_repo,
+                "server.bots.github.repository`: `octo-org` is not `owner/repo`",
+            ),
+            (
+                gitlab_project,
+                "server.bots.github.project`: GitHub names a repository",
+            ),
+        ] {
+            let bots = BotsSection {
+                gitlab: None,
+                github: Some(s),
+            };
+            let err = apply(&bots, &mut config()).expect_err("refused");
             assert!(format!("{err:#}").contains(expected), "{err:#}");
         }
     }

@@ -70,8 +70,9 @@ pub enum Command {
         #[arg(long = "var", value_name = "NAME=VALUE")]
         vars: Vec<String>,
     },
-    /// Merge-request bots: `testfleet bot gitlab --once [--dry-run]` runs
-    /// one pass of `[server.bots.gitlab]` and says what it did (or would do).
+    /// Merge-request bots: `testfleet bot gitlab|github --once [--dry-run]`
+    /// runs one pass of `[server.bots.gitlab]` or `[server.bots.github]` and
+    /// says what it did (or would do).
     Bot {
         #[command(subcommand)]
         action: BotCommand,
@@ -402,15 +403,17 @@ pub enum StoreCommand {
 pub enum BotCommand {
     /// The GitLab bot (`[server.bots.gitlab]`).
     Gitlab(BotArgs),
+    /// The GitHub bot (`[server.bots.github]`).
+    Github(BotArgs),
 }
 
-/// `testfleet bot gitlab`.
+/// `testfleet bot gitlab|github`.
 #[derive(Debug, clap::Args)]
 pub struct BotArgs {
     /// Run one pass and exit (the bot otherwise runs inside `testfleet server`).
     #[arg(long)]
     pub once: bool,
-    /// Say what the pass would do; write nothing (GitLab, store, queue).
+    /// Say what the pass would do; write nothing (the host, store, queue).
     #[arg(long)]
     pub dry_run: bool,
     #[arg(long)]

@@ -25,7 +25,7 @@ impl Coordinator {
 
     /// The tasks a job is stored as: one per task, or one per known agent
     /// that matches an `each_agent` task (pinned to it).
-    pub(super) async fn new_tasks(
+    pub(crate) async fn new_tasks(
         &self,
         spec: &JobSpec,
         now: UnixMillis,
@@ -74,7 +74,7 @@ impl Coordinator {
     }
 
     /// Indexes newly committed queued tasks and wakes the dispatcher.
-    pub(super) async fn enqueue(&self, queued: Vec<testfleet_store::QueuedTask>) {
+    pub(crate) async fn enqueue(&self, queued: Vec<testfleet_store::QueuedTask>) {
         {
             let mut sched = self.sched.lock().await;
             for task in queued {

@@ -430,7 +430,8 @@ pub(super) static TABLES: &[Table] = &[
         key: &["id"],
         sqlite_rowid_id: false,
     },
-    // Merge-request bots' state (migrations sqlite/0020, postgres/0008).
+    // Merge-request bots' state (migrations sqlite/0020 and 0021,
+    // postgres/0008 and 0009).
     Table {
         name: "bot_requests",
         columns: &[
@@ -441,14 +442,19 @@ pub(super) static TABLES: &[Table] = &[
             text("head_sha"),
             null(text("base_sha")),
             text("state"),
-            null(int("head_job_id")),
-            null(int("base_job_id")),
             null(int("note_id")),
             null(text("reason")),
             int("created_at"),
             int("updated_at"),
+            null(text("template_digest")),
         ],
         key: &["id"],
+        sqlite_rowid_id: false,
+    },
+    Table {
+        name: "bot_request_jobs",
+        columns: &[int("request_id"), text("side"), int("job_id"), flag("reused")],
+        key: &["request_id", "side", "job_id"],
         sqlite_rowid_id: false,
     },
 ];

@@ -1,13 +1,23 @@
 //! Merge-request bots' state: a request is taken up once per head sha,
-//! records its jobs and note, and ends once.
+//! records its note, submits and records its jobs in one transaction
+//! (once, whoever calls), finds stored results to reuse, and ends once.
 
-use testfleet_store::{BotRequestState, Missing, NewBotRequest, Store, StoreError};
+use testfleet_core::{AttemptOutcome, JobSpec};
+use testfleet_store::{
+    BotJob, BotRequest, BotRequestState, BotSide, BotSideJobs, Missing, NewBotRequest, ReusableJob,
+    Store, StoreError,
+};
+
+use crate::series::{bench_results, map_all};
+use crate::support::{claim, new_tasks, parse, simple_job};
 
 contract_tests!(
     a_request_is_taken_up_once_per_head_sha,
     jobs_and_note_are_recorded_and_the_end_is_final,
     open_requests_are_listed_oldest_first_per_bot_and_project,
     an_unknown_request_is_not_found,
+    jobs_are_submitted_with_their_record_once_whoever_calls,
+    stored_results_are_reused_per_sha_host_and_template,
 );
 
 fn request(iid: i64, sha: &str) -> NewBotRequest {
@@ -16,7 +26,28 @@ fn request(iid: i64, sha: &str) -> NewBotRequest {
         project: "group/project".into(),
         iid,
         head_sha: sha.into(),
+        template_digest: "t1".into(),
     }
+}
+
+/// Both sides submitted as new jobs named `<name>-head` / `<name>-base`.
+fn sides(name: &str) -> Vec<BotSideJobs> {
+    [BotSide::Head, BotSide::Base]
+        .into_iter()
+        .map(|side| {
+            let spec = simple_job(&format!("{name}-{}", side.as_str()), 1, 0, 0);
+            let tasks = new_tasks(&spec);
+            BotSideJobs {
+                side,
+                reused: Vec::new(),
+                submit: Some((spec, tasks)),
+            }
+        })
+        .collect()
+}
+
+async fn job_count(store: &Store) -> usize {
+    store.jobs(1000, None).await.expect("jobs").len()
 }
 
 async fn a_request_is_taken_up_once_per_head_sha(store: Store) {
@@ -80,17 +111,22 @@ async fn jobs_and_note_are_recorded_and_the_end_is_final(store: Store) {
         .expect("note");
     assert_eq!(noted.note_id, Some(555));
     assert_eq!(noted.state, BotRequestState::Queued);
-    let running = store
-        .set_bot_request_jobs(r.id, "base", 11, 12, 30)
+    let submitted = store
+        .submit_bot_jobs(r.id, "base", sides("bench"), 30)
         .await
         .expect("jobs");
+    let running = submitted.request;
+    assert_eq!(submitted.queued.len(), 2, "one task per side queued");
     assert_eq!(running.state, BotRequestState::Running);
     assert_eq!(running.base_sha.as_deref(), Some("base"));
+    let jobs: Vec<(BotSide, bool)> = running.jobs.iter().map(|j| (j.side, j.reused)).collect();
     assert_eq!(
-        (running.head_job_id, running.base_job_id),
-        (Some(11), Some(12))
+        jobs,
+        vec![(BotSide::Head, false), (BotSide::Base, false)],
+        "head first"
     );
     assert_eq!(running.updated_at, 30);
+    assert_eq!(running.note_id, Some(555));
 
     assert!(
         store
@@ -111,7 +147,7 @@ async fn jobs_and_note_are_recorded_and_the_end_is_final(store: Store) {
     assert_eq!(done.updated_at, 40);
 
     let err = store
-        .set_bot_request_jobs(r.id, "other", 1, 2, 60)
+        .submit_bot_jobs(r.id, "other", sides("late"), 60)
         .await
         .expect_err("jobs after the end");
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
@@ -153,7 +189,7 @@ async fn open_requests_are_listed_oldest_first_per_bot_and_project(store: Store)
     elsewhere.project = "other/project".into();
     store.begin_bot_request(&elsewhere, 4).await.expect("z");
     store
-        .set_bot_request_jobs(b.id, "base", 1, 2, 5)
+        .submit_bot_jobs(b.id, "base", sides("b"), 5)
         .await
         .expect("jobs");
     store
@@ -185,4 +221,216 @@ async fn an_unknown_request_is_not_found(store: Store) {
         .await
         .expect_err("unknown");
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+}
+
+async fn jobs_are_submitted_with_their_record_once_whoever_calls(store: Store) {
+    let (r, _) = store
+        .begin_bot_request(&request(7, "h"), 1)
+        .await
+        .expect("begin");
+    // Two coordinators (or a pass and its restart) at once.
+    let (a, b) = tokio::join!(
+        store.submit_bot_jobs(r.id, "base", sides("x"), 2),
+        store.submit_bot_jobs(r.id, "base", sides("x"), 2),
+    );
+    let (a, b) = (a.expect("first"), b.expect("second"));
+    assert_eq!(
+        a.queued.len() + b.queued.len(),
+        2,
+        "only one call queued tasks"
+    );
+    assert_eq!(a.request.jobs, b.request.jobs);
+    assert_eq!(a.request.jobs.len(), 2);
+    assert_eq!(job_count(&store).await, 2, "no job outside the record");
+    // Later calls submit nothing either.
+    let again = store
+        .submit_bot_jobs(r.id, "base", sides("x"), 3)
+        .await
+        .expect("again");
+    assert!(again.queued.is_empty());
+    assert_eq!(job_count(&store).await, 2);
+    // A side made only of reused jobs submits nothing.
+    let (q, _) = store
+        .begin_bot_request(&request(8, "h2"), 4)
+        .await
+        .expect("begin");
+    let reuse_only = vec![BotSideJobs {
+        side: BotSide::Base,
+        reused: vec![a.request.jobs[1].job_id],
+        submit: None,
+    }];
+    let done = store
+        .submit_bot_jobs(q.id, "base", reuse_only, 5)
+        .await
+        .expect("reuse");
+    assert!(done.queued.is_empty());
+    assert_eq!(
+        done.request.jobs,
+        vec![BotJob {
+            side: BotSide::Base,
+            job_id: a.request.jobs[1].job_id,
+            reused: true,
+        }]
+    );
+    assert_eq!(job_count(&store).await, 2);
+}
+
+/// A bot job of `request` on `side`, run on each of `hosts` with benchmark
+/// results at `sha`, passed (or failed).
+async fn run_bot_job(
+    store: &Store,
+    request: &BotRequest,
+    side: BotSide,
+    sha: &str,
+    hosts: &[&str],
+    outcome: AttemptOutcome,
+    at: i64,
+) -> i64 {
+    let mut toml =
+        format!("name = \"bench {sha}\"\n[integration]\nid = \"i-{at}\"\nsha = \"{sha}\"\n");
+    for h in hosts {
+        toml.push_str(&format!(
+            "[[task]]\nname = \"on-{h}\"\nsteps = [{{ stage = \"test\", run = \"./bench\" }}]\n"
+        ));
+    }
+    let spec: JobSpec = parse(&toml);
+    let tasks = new_tasks(&spec);
+    let submitted = store
+        .submit_bot_jobs(
+            request.id,
+            "base",
+            vec![BotSideJobs {
+                side,
+                reused: Vec::new(),
+                submit: Some((spec, tasks)),
+            }],
+            at,
+        )
+        .await
+        .expect("submit");
+    for (task, host) in submitted.queued.iter().zip(hosts) {
+        let attempt = claim(store, task.id, host, at + 1).await.attempt.attempt_id;
+        store
+            .finish_attempt(
+                attempt,
+                Some(host),
+                outcome,
+                None,
+                None,
+                Some(&[bench_results(10.0, 0)]),
+                None,
+                at + 2,
+            )
+            .await
+            .expect("finish");
+    }
+    map_all(store).await;
+    submitted.request.jobs[0].job_id
+}
+
+async fn stored_results_are_reused_per_sha_host_and_template(store: Store) {
+    let (r1, _) = store
+        .begin_bot_request(&request(1, "h1"), 1)
+        .await
+        .expect("begin");
+    let job_a = run_bot_job(
+        &store,
+        &r1,
+        BotSide::Base,
+        "base0",
+        &["bench-1", "bench-2"],
+        AttemptOutcome::Passed,
+        100,
+    )
+    .await;
+    let (r2, _) = store
+        .begin_bot_request(&request(2, "h2"), 2)
+        .await
+        .expect("begin");
+    // A newer job of the same sha on bench-1 only.
+    let job_b = run_bot_job(
+        &store,
+        &r2,
+        BotSide::Head,
+        "base0",
+        &["bench-1"],
+        AttemptOutcome::Passed,
+        200,
+    )
+    .await;
+
+    let hosts = [
+        "bench-1".to_owned(),
+        "bench-2".to_owned(),
+        "bench-3".to_owned(),
+    ];
+    let found = store
+        .bot_reusable_jobs(&r2, "base0", Some(&hosts))
+        .await
+        .expect("reusable");
+    assert_eq!(
+        found,
+        vec![
+            ReusableJob {
+                host: "bench-1".into(),
+                job_id: job_b,
+            },
+            ReusableJob {
+                host: "bench-2".into(),
+                job_id: job_a,
+            },
+        ],
+        "the newest job per host; none on bench-3"
+    );
+    let any = store
+        .bot_reusable_jobs(&r2, "base0", None)
+        .await
+        .expect("any host");
+    assert_eq!(any.len(), 2);
+    assert!(
+        store
+            .bot_reusable_jobs(&r2, "other-sha", Some(&hosts))
+            .await
+            .expect("other sha")
+            .is_empty()
+    );
+    assert!(
+        store
+            .bot_reusable_jobs(&r2, "base0", Some(&[]))
+            .await
+            .expect("no host")
+            .is_empty()
+    );
+    // Another template: nothing is reused.
+    let mut other = request(3, "h3");
+    other.template_digest = "t2".into();
+    let (r3, _) = store.begin_bot_request(&other, 3).await.expect("begin");
+    assert!(
+        store
+            .bot_reusable_jobs(&r3, "base0", None)
+            .await
+            .expect("other template")
+            .is_empty()
+    );
+    // A failed job's results are not reused.
+    let mut fresh = request(4, "h4");
+    fresh.template_digest = "t3".into();
+    let (r4, _) = store.begin_bot_request(&fresh, 4).await.expect("begin");
+    run_bot_job(
+        &store,
+        &r4,
+        BotSide::Base,
+        "base9",
+        &["bench-1"],
+        AttemptOutcome::Failed,
+        300,
+    )
+    .await;
+    assert!(
+        store
+            .bot_reusable_jobs(&r4, "base9", None)
+            .await
+            .expect("failed")
+            .is_empty()
+    );
 }

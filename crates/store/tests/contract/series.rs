@@ -48,7 +48,7 @@ fn bench_case(name: &str, tag: Option<&str>, metrics: Vec<Metric>) -> Case {
 /// One result set of suite `tst_bench`: a benchmark `walltime` (msecs) of
 /// value `v`, a data-driven `toInt("hex")` with two metrics and a case
 /// without metrics.
-fn bench_results(v: f64, repetition: u32) -> Results {
+pub(crate) fn bench_results(v: f64, repetition: u32) -> Results {
     Results {
         format: "qtest-xml".into(),
         suites: vec![Suite {
@@ -123,7 +123,7 @@ async fn run(
 }
 
 /// Maps until caught up, as the server's background loop does.
-async fn map_all(store: &Store) -> usize {
+pub(crate) async fn map_all(store: &Store) -> usize {
     let mut mapped = 0;
     for _ in 0..1_000 {
         if store.series_caught_up().await.unwrap() {

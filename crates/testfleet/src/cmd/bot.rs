@@ -1,10 +1,11 @@
-//! `testfleet bot gitlab --once [--dry-run] [--json]`: one pass of the
-//! configured GitLab bot, on a coordinator built on the configured store.
+//! `testfleet bot gitlab|github --once [--dry-run] [--json]`: one pass of
+//! a configured merge-request bot, on a coordinator built on the
+//! configured store.
 
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use testfleet_server::bots::gitlab::{Action, BotError, error_chain};
+use testfleet_server::bots::{Action, BotError, Host, error_chain};
 use testfleet_server::{Server, SystemClock};
 use testfleet_store::Store;
 
@@ -12,17 +13,25 @@ use crate::cli::BotArgs;
 use crate::exit;
 use crate::settings::{self, FileConfig};
 
-pub async fn gitlab(args: BotArgs, file: &FileConfig) -> Result<u8> {
+pub async fn run(host: Host, args: BotArgs, file: &FileConfig) -> Result<u8> {
+    let key = match host {
+        Host::GitLab => "gitlab",
+        Host::GitHub => "github",
+    };
     if !args.once {
         bail!(
-            "`testfleet bot gitlab` runs one pass with `--once`; the bot otherwise runs inside `testfleet server` when `[server.bots.gitlab]` is configured"
+            "`testfleet bot {key}` runs one pass with `--once`; the bot otherwise runs inside `testfleet server` when `[server.bots.{key}]` is configured"
         );
     }
     let mut config = settings::server_config(&args.server, file)?;
-    let bot_config = config
-        .gitlab_bot
-        .take()
-        .context("`[server.bots.gitlab]` is not configured")?;
+    let bot_config = std::mem::take(&mut config.bots)
+        .into_iter()
+        .find(|b| b.host == host)
+        .with_context(|| format!("`[server.bots.{key}]` is not configured"))?;
+    let sign = match host {
+        Host::GitLab => "!",
+        Host::GitHub => "#",
+    };
     let store = Store::connect(&config.database_url())
         .await
         .context("failed to open the store")?;
@@ -30,7 +39,7 @@ pub async fn gitlab(args: BotArgs, file: &FileConfig) -> Result<u8> {
     let bot = bot_config.bot(server.coordinator.clone(), store)?;
     let actions = match bot.pass(args.dry_run).await {
         Ok(a) => a,
-        Err(e @ BotError::Paused(_)) => {
+        Err(e @ BotError::Paused(..)) => {
             eprintln!("{}", error_chain(&e));
             return Ok(exit::SERVER);
         }
@@ -42,45 +51,66 @@ pub async fn gitlab(args: BotArgs, file: &FileConfig) -> Result<u8> {
         println!("nothing to do");
     } else {
         for a in &actions {
-            println!("{}", describe(a, args.dry_run));
+            println!("{sign}{}", describe(a, args.dry_run));
         }
     }
     Ok(exit::OK)
 }
 
+fn jobs(ids: &[i64]) -> String {
+    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+    match ids.len() {
+        0 => "no job".to_owned(),
+        1 => format!("job {}", ids[0]),
+        _ => format!("jobs {}", ids.join(", ")),
+    }
+}
+
+/// One line about an action, after the request's `!` or `#`.
 fn describe(action: &Action, dry: bool) -> String {
     match action {
         Action::Started {
             iid,
             head_sha,
             base_sha,
-            head_job,
-            base_job,
+            head_jobs,
+            base_jobs,
+            reused_jobs,
             note_id,
-        } => format!(
-            "!{iid}: started: head {head_sha} (job {head_job}), merge base {base_sha} (job {base_job}), note {note_id}"
-        ),
+        } => {
+            let reused = if reused_jobs.is_empty() {
+                String::new()
+            } else {
+                format!("; stored results reused from {}", jobs(reused_jobs))
+            };
+            format!(
+                "{iid}: started: head {head_sha} ({}), merge base {base_sha} ({}), note {note_id}{reused}",
+                jobs(head_jobs),
+                jobs(base_jobs)
+            )
+        }
         Action::WouldStart { iid, head_sha } => {
-            format!("!{iid}: would start: benchmark head {head_sha} and its merge base")
+            format!("{iid}: would start: benchmark head {head_sha} and its merge base")
         }
         Action::Running {
             iid,
-            head_job,
-            base_job,
-        } if dry => {
-            format!("!{iid}: running (jobs {head_job}, {base_job}); would report when both end")
+            head_jobs,
+            base_jobs,
+        } => {
+            let all: Vec<i64> = head_jobs.iter().chain(base_jobs).copied().collect();
+            let then = if dry {
+                "; would report when they end"
+            } else {
+                ""
+            };
+            format!("{iid}: running ({}){then}", jobs(&all))
         }
-        Action::Running {
-            iid,
-            head_job,
-            base_job,
-        } => format!("!{iid}: running (jobs {head_job}, {base_job})"),
         Action::Reported {
             iid,
             note_id,
             headline,
-        } => format!("!{iid}: reported in note {note_id}: {headline}; label removed"),
-        Action::Failed { iid, reason } => format!("!{iid}: failed: {reason}; label removed"),
-        Action::Waiting { iid, why } => format!("!{iid}: waiting: {why}"),
+        } => format!("{iid}: reported in note {note_id}: {headline}; label removed"),
+        Action::Failed { iid, reason } => format!("{iid}: failed: {reason}; label removed"),
+        Action::Waiting { iid, why } => format!("{iid}: waiting: {why}"),
     }
 }

@@ -76,7 +76,10 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Store { action } => store::run(action, &file).await,
         Command::Bot {
             action: crate::cli::BotCommand::Gitlab(args),
-        } => bot::gitlab(args, &file).await,
+        } => bot::run(testfleet_server::bots::Host::GitLab, args, &file).await,
+        Command::Bot {
+            action: crate::cli::BotCommand::Github(args),
+        } => bot::run(testfleet_server::bots::Host::GitHub, args, &file).await,
         Command::Agents {
             action: Some(action),
             ..

@@ -1,6 +1,7 @@
 //! The bot's note: its hidden marker, the start note and the result note
 //! (verdict headline, SHAs, counts, a table sorted by severity, errors,
-//! unstable benchmarks, links), rendered as GitLab Markdown. Pure: no IO.
+//! unstable benchmarks, links), rendered as Markdown that GitLab and GitHub
+//! both render. Pure: no IO.
 
 use std::fmt::Write as _;
 
@@ -17,13 +18,25 @@ pub struct NoteContext {
     /// The project as configured (id or path).
     pub project: String,
     pub iid: u64,
+    /// What the host calls a request (`merge request`, `pull request`).
+    pub noun: &'static str,
     pub head_sha: String,
     /// The baseline commit, once known.
     pub base_sha: Option<String>,
     /// The coordinator's dashboard URL as users reach it (no trailing `/`).
     pub dashboard_url: String,
-    pub head_job: Option<i64>,
-    pub base_job: Option<i64>,
+    /// The request's jobs (none before they are submitted).
+    pub jobs: Vec<NoteJob>,
+}
+
+/// One job of a request, as a note links it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoteJob {
+    /// The head's (else the baseline's).
+    pub head: bool,
+    pub id: i64,
+    /// Its stored results are reused (an earlier run of the same sha).
+    pub reused: bool,
 }
 
 /// The hidden marker that identifies the bot's note for one request and
@@ -52,22 +65,50 @@ impl NoteContext {
     }
 
     fn jobs(&self, out: &mut String) {
-        let links: Vec<String> = [("head", self.head_job), ("baseline", self.base_job)]
-            .into_iter()
-            .filter_map(|(side, job)| job.map(|j| format!("{side}: {}", self.job_link(j))))
+        let links: Vec<String> = self
+            .jobs
+            .iter()
+            .map(|j| {
+                let side = if j.head { "head" } else { "baseline" };
+                let reused = if j.reused {
+                    " (stored results of this sha, reused)"
+                } else {
+                    ""
+                };
+                format!("{side}: {}{reused}", self.job_link(j.id))
+            })
             .collect();
         if !links.is_empty() {
             let _ = writeln!(out, "- jobs: {}", links.join(", "));
         }
     }
+
+    fn side_ids(&self, head: bool) -> String {
+        let ids: Vec<String> = self
+            .jobs
+            .iter()
+            .filter(|j| j.head == head)
+            .map(|j| j.id.to_string())
+            .collect();
+        ids.join(",")
+    }
 }
 
 /// The note posted when the run starts.
 pub fn start_note(ctx: &NoteContext) -> String {
-    let mut out = format!("{}\n### Benchmarks running\n\n", ctx.marker());
+    let title = if ctx.jobs.is_empty() {
+        "Benchmarks starting"
+    } else {
+        "Benchmarks running"
+    };
+    let mut out = format!("{}\n### {title}\n\n", ctx.marker());
     ctx.shas(&mut out);
     ctx.jobs(&mut out);
-    out.push_str("\nThis note is updated with the verdicts when the run ends.\n");
+    let _ = writeln!(
+        out,
+        "\nThis note is updated with the verdicts when the run ends; the label is then removed from the {}.",
+        ctx.noun
+    );
     out
 }
 
@@ -138,10 +179,11 @@ pub fn result_note(ctx: &NoteContext, view: &CompareView, errors: &[String]) -> 
             let _ = writeln!(out, "- `{}` on {}: {reason}", name(row), row.host);
         }
     }
-    if let (Some(b), Some(h)) = (ctx.base_job, ctx.head_job) {
+    let (base, head) = (ctx.side_ids(false), ctx.side_ids(true));
+    if !base.is_empty() && !head.is_empty() {
         let _ = writeln!(
             out,
-            "\n[Plots and details]({}/api/v1/compare?baseline={b}&contender={h})",
+            "\n[Plots and details]({}/api/v1/compare?baseline={base}&contender={head})",
             ctx.dashboard_url
         );
     }
@@ -228,11 +270,22 @@ mod tests {
         NoteContext {
             project: "group/project".into(),
             iid: 3,
+            noun: "merge request",
             head_sha: "hhh".into(),
             base_sha: Some("bbb".into()),
             dashboard_url: "http://tf".into(),
-            head_job: Some(8),
-            base_job: Some(7),
+            jobs: vec![
+                NoteJob {
+                    head: true,
+                    id: 8,
+                    reused: false,
+                },
+                NoteJob {
+                    head: false,
+                    id: 7,
+                    reused: true,
+                },
+            ],
         }
     }
 
@@ -300,8 +353,17 @@ mod tests {
     #[test]
     fn the_start_note_links_the_jobs() {
         let n = start_note(&ctx());
-        assert!(n.contains("[job 8](http://tf/jobs/8)"), "{n}");
+        assert!(n.contains("head: [job 8](http://tf/jobs/8)"), "{n}");
+        assert!(
+            n.contains("baseline: [job 7](http://tf/jobs/7) (stored results of this sha, reused)"),
+            "{n}"
+        );
         assert!(n.contains("`bbb` (the merge base"), "{n}");
+        let mut queued = ctx();
+        queued.jobs.clear();
+        let n = start_note(&queued);
+        assert!(n.contains("### Benchmarks starting"), "{n}");
+        assert!(!n.contains("jobs:"), "{n}");
     }
 
     #[test]
