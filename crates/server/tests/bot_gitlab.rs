@@ -592,51 +592,45 @@ async fn twenty_restarts_at_random_moments_leave_one_note_per_request() {
         12,
     );
     let store = Store::open(dir.path()).await.expect("store");
-    let mut rng = testfleet_testkit::Rng::new(20_261_130);
-    let mut restarts = 0;
-    let end = Instant::now() + Duration::from_secs(90);
-    while requests.iter().any(|(i, _)| {
-        fake.mr(*i)
+    let labelled = |iid: u64| {
+        fake.mr(iid)
             .is_some_and(|m| m.labels.contains(&"benchmark".to_owned()))
-    }) {
-        assert!(
-            Instant::now() < end,
-            "not all reported after {restarts} restarts"
-        );
-        // A restart at a random moment: the pass is killed after 0-6 ms
-        // (its task dropped wherever it is), sometimes after a random
-        // failure (a lost POST answer, a lost edit, a rate limit, a 500).
-        let bot = Bot::new(
-            client(&fake.url, TOKEN),
-            h.coordinator.clone(),
-            store.clone(),
-            settings(),
-        );
-        if restarts < 20 {
-            if rng.chance(2) {
-                fake.fail_next(match rng.below(4) {
-                    0 => Failure::status(502)
-                        .on(Method::POST, "/notes")
-                        .after_applying(),
-                    1 => Failure::status(502)
-                        .on(Method::PUT, "/notes/")
-                        .after_applying(),
-                    2 => Failure::rate_limited(0),
-                    _ => Failure::status(500).after_applying(),
-                });
-            }
-            let pass = tokio::spawn(async move { bot.pass(false).await.map(|_| ()) });
-            tokio::time::sleep(Duration::from_micros(rng.below(6_000))).await;
-            if !pass.is_finished() {
-                restarts += 1;
-            }
-            pass.abort();
-            let _ = pass.await;
-        } else {
-            let _ = bot.pass(false).await;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
+    let restarts = common::kill_passes_until(
+        20_261_130,
+        || {
+            Bot::new(
+                client(&fake.url, TOKEN),
+                h.coordinator.clone(),
+                store.clone(),
+                settings(),
+            )
+        },
+        |rng| {
+            fake.fail_next(match rng.below(4) {
+                0 => Failure::status(502)
+                    .on(Method::POST, "/notes")
+                    .after_applying(),
+                1 => Failure::status(502)
+                    .on(Method::PUT, "/notes/")
+                    .after_applying(),
+                2 => Failure::rate_limited(0),
+                _ => Failure::status(500).after_applying(),
+            });
+        },
+        || !requests.iter().any(|(i, _)| labelled(*i)),
+        || {
+            let notes: Vec<_> = requests.iter().map(|(i, _)| (*i, fake.notes(*i))).collect();
+            let writes: Vec<String> = fake
+                .requests()
+                .into_iter()
+                .filter(|r| r.method != Method::GET)
+                .map(|r| format!("{} {} {}", r.method, r.uri, r.status))
+                .collect();
+            format!("{notes:#?}\n{writes:#?}")
+        },
+    )
+    .await;
     eprintln!("{restarts} passes killed mid-way");
     assert!(restarts >= 20, "only {restarts} passes were killed mid-way");
     for (iid, _) in requests {

@@ -15,22 +15,33 @@
 //! Every request needs `PRIVATE-TOKEN: <token>` or `Authorization: Bearer
 //! <token>` (401 `{"message":"401 Unauthorized"}` otherwise). Lists carry
 //! `X-Page`, `X-Per-Page`, `X-Next-Page`, `X-Prev-Page`, `X-Total`,
-//! `X-Total-Pages` and a `Link` header. A test scripts failures with
-//! [`FakeGitLab::fail_next`] (429 with `Retry-After`, 500, 502, …) and reads
-//! back every request with [`FakeGitLab::requests`].
+//! `X-Total-Pages` and a `Link` header. Parameters are validated as GitLab's
+//! Grape API does (400 `{"error":"sort does not have a valid value"}`), and
+//! errors read as GitLab's (`{"message":"404 Project Not Found"}`, an
+//! unknown route's `{"error":"404 Not Found"}`). A test scripts failures
+//! with [`FakeGitLab::fail_next`] (429 `Retry later` with `Retry-After` and
+//! `RateLimit-*` headers, 500, 502, …) and reads back every request with
+//! [`FakeGitLab::requests`]; both come from [`crate::review_fake`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::{self, Next};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+/// Kept here so `testfleet_testkit::gitlab::{Failure, Seen}` stay the
+/// names tests use; both are shared with the GitHub fake.
+pub use crate::review_fake::{Failure, Seen};
+use crate::review_fake::{
+    IsoClock, Page, Product, Script, encode, epoch_now, gate, iso8601, link_to, param,
+};
 
 /// The project's numeric id in the fake.
 pub const PROJECT_ID: u64 = 7;
@@ -40,15 +51,21 @@ pub const PROJECT_PATH: &str = "group/project";
 /// A merge request the test puts in the fake.
 #[derive(Debug, Clone)]
 pub struct FakeMr {
+    /// The merge request's number in the project (`!iid`).
     pub iid: u64,
+    /// Its title (`Change <iid>` by default).
     pub title: String,
     /// ISO 8601 creation time; the list sorts by it.
     pub created_at: String,
+    /// The branch it merges (`feature-<iid>` by default).
     pub source_branch: String,
+    /// The branch it merges into (`main` by default).
     pub target_branch: String,
+    /// The head commit.
     pub sha: String,
     /// The merge base with the target branch, answered by `merge_base`.
     pub merge_base: String,
+    /// Label names.
     pub labels: Vec<String>,
     /// `opened`, `closed`, `merged`.
     pub state: String,
@@ -77,72 +94,18 @@ impl FakeMr {
 /// A note in the fake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FakeNote {
+    /// The note's id (unique in the fake).
     pub id: u64,
+    /// The merge request it is on.
     pub iid: u64,
+    /// Its text.
     pub body: String,
+    /// When it was posted (the fake's clock).
     pub created_at: String,
+    /// When it was last edited (`created_at` until then).
     pub updated_at: String,
     /// How many times it was edited.
     pub edits: u32,
-}
-
-/// A scripted failure: the next matching request gets this answer.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    pub status: u16,
-    /// `Retry-After` in seconds (for 429).
-    pub retry_after: Option<u64>,
-    /// Only requests with this method match (any when `None`).
-    pub method: Option<Method>,
-    /// Only paths containing this match (any when `None`).
-    pub path_contains: Option<String>,
-    /// The request is carried out first and only its answer replaced (a
-    /// proxy's 502 after GitLab did the work).
-    pub after_applying: bool,
-}
-
-impl Failure {
-    /// A failure with `status` on the next request of any kind.
-    pub fn status(status: u16) -> Failure {
-        Failure {
-            status,
-            retry_after: None,
-            method: None,
-            path_contains: None,
-            after_applying: false,
-        }
-    }
-
-    /// 429 with `Retry-After: secs`.
-    pub fn rate_limited(secs: u64) -> Failure {
-        Failure {
-            retry_after: Some(secs),
-            ..Failure::status(429)
-        }
-    }
-
-    /// The request is carried out, then answered with the failure.
-    pub fn after_applying(mut self) -> Failure {
-        self.after_applying = true;
-        self
-    }
-
-    /// Restricts the failure to one method and paths containing `part`.
-    pub fn on(mut self, method: Method, part: &str) -> Failure {
-        self.method = Some(method);
-        self.path_contains = Some(part.to_owned());
-        self
-    }
-}
-
-/// One request the fake received.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Seen {
-    pub method: Method,
-    /// Path and query.
-    pub uri: String,
-    /// The status it was answered with.
-    pub status: u16,
 }
 
 #[derive(Debug, Default)]
@@ -151,9 +114,8 @@ struct Inner {
     mrs: BTreeMap<u64, FakeMr>,
     notes: Vec<FakeNote>,
     next_note: u64,
-    failures: VecDeque<Failure>,
-    seen: Vec<Seen>,
-    clock: u64,
+    script: Script,
+    clock: IsoClock,
     /// The fake's own URL, for `Link` headers.
     base: String,
 }
@@ -161,14 +123,7 @@ struct Inner {
 impl Inner {
     /// A distinct, increasing timestamp for each note change.
     fn now(&mut self) -> String {
-        self.clock += 1;
-        let s = self.clock;
-        format!(
-            "2026-01-01T{:02}:{:02}:{:02}.000Z",
-            (s / 3600) % 24,
-            (s / 60) % 60,
-            s % 60
-        )
+        iso8601(self.clock.tick(), true)
     }
 }
 
@@ -242,7 +197,7 @@ impl FakeGitLab {
 
     /// Queues a failure for the next matching request.
     pub fn fail_next(&self, failure: Failure) {
-        self.lock().failures.push_back(failure);
+        self.lock().script.push(failure);
     }
 
     /// Changes the accepted token (the old one then gets 401).
@@ -252,7 +207,7 @@ impl FakeGitLab {
 
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<Seen> {
-        self.lock().seen.clone()
+        self.lock().script.seen()
     }
 }
 
@@ -281,63 +236,66 @@ fn router(inner: Shared) -> Router {
             "/api/v4/projects/{id}/repository/merge_base",
             get(merge_base),
         )
-        .fallback(|| async { not_found("404 Not Found") });
-    api.layer(middleware::from_fn_with_state(inner.clone(), gate))
-        .with_state(inner)
-}
-
-/// Authentication, scripted failures and the request log.
-async fn gate(State(inner): State<Shared>, req: Request, next: Next) -> Response {
-    let method = req.method().clone();
-    let uri = req.uri().to_string();
-    let (early, late) = {
-        let mut g = lock(&inner);
-        let authorized = authorized(req.headers(), &g.token);
-        let position = g.failures.iter().position(|f| {
-            f.method.as_ref().is_none_or(|m| *m == method)
-                && f.path_contains
-                    .as_ref()
-                    .is_none_or(|p| uri.contains(p.as_str()))
-        });
-        if !authorized {
+        // An unknown route is Grape's `{"error":"404 Not Found"}`.
+        .fallback(|| async {
             (
-                Some(message(StatusCode::UNAUTHORIZED, "401 Unauthorized")),
-                None,
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({ "error": "404 Not Found" })),
             )
-        } else if let Some(i) = position {
-            let failure = g.failures.remove(i).unwrap_or_else(|| Failure::status(500));
-            if failure.after_applying {
-                (None, Some(failure))
-            } else {
-                (Some(failure_response(&failure)), None)
-            }
-        } else {
-            (None, None)
-        }
-    };
-    let response = match (early, late) {
-        (Some(r), _) => r,
-        (None, Some(failure)) => {
-            let _applied = next.run(req).await;
-            failure_response(&failure)
-        }
-        (None, None) => next.run(req).await,
-    };
-    lock(&inner).seen.push(Seen {
-        method,
-        uri,
-        status: response.status().as_u16(),
-    });
-    response
+        });
+    api.layer(middleware::from_fn_with_state(
+        inner.clone(),
+        gate::<Shared>,
+    ))
+    .with_state(inner)
 }
 
+impl Product for Shared {
+    fn refuse(&self, request: &Request) -> Option<Response> {
+        let token = lock(self).token.clone();
+        (!authorized(request.headers(), &token))
+            .then(|| message(StatusCode::UNAUTHORIZED, "401 Unauthorized"))
+    }
+
+    fn failure_response(&self, failure: &Failure) -> Response {
+        failure_response(failure)
+    }
+
+    fn with_script<R>(&self, f: impl FnOnce(&mut Script) -> R) -> R {
+        f(&mut lock(self).script)
+    }
+}
+
+/// A scripted failure as GitLab gives it: a throttle (429) is Rack
+/// Attack's plain `Retry later` with `Retry-After` and the `RateLimit-*`
+/// headers; anything else is `{"message": <reason>}`.
 fn failure_response(failure: &Failure) -> Response {
     let status = StatusCode::from_u16(failure.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = message(status, status.canonical_reason().unwrap_or("error"));
+    let mut response = if status == StatusCode::TOO_MANY_REQUESTS {
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain")],
+            "Retry later\n",
+        )
+            .into_response()
+    } else {
+        message(status, status.canonical_reason().unwrap_or("error"))
+    };
+    let wait = failure.retry_after.or(failure.reset_after);
+    let h = response.headers_mut();
     if let Some(secs) = failure.retry_after {
-        response
-            .headers_mut()
-            .insert("retry-after", HeaderValue::from(secs));
+        h.insert("retry-after", HeaderValue::from(secs));
+    }
+    if let Some(secs) = wait {
+        let reset = epoch_now() + secs;
+        h.insert(
+            "ratelimit-name",
+            HeaderValue::from_static("throttle_authenticated_api"),
+        );
+        h.insert("ratelimit-limit", HeaderValue::from(2000u64));
+        h.insert("ratelimit-observed", HeaderValue::from(2001u64));
+        h.insert("ratelimit-remaining", HeaderValue::from(0u64));
+        h.insert("ratelimit-reset", HeaderValue::from(reset));
     }
     response
 }
@@ -373,13 +331,6 @@ fn bad_request(text: &str) -> Response {
 
 fn project_ok(id: &str) -> bool {
     id == PROJECT_ID.to_string() || id == PROJECT_PATH
-}
-
-fn param<'a>(query: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    query
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
 }
 
 fn mr_json(mr: &FakeMr, full: bool) -> Value {
@@ -472,48 +423,30 @@ fn add_note(inner: &mut Inner, iid: u64, body: &str) -> FakeNote {
     note
 }
 
-/// One page of `items`, with GitLab's pagination headers.
+/// One page of `items`, with GitLab's pagination headers (20 a page
+/// unless `per_page` says otherwise, at most 100).
 fn paged(base: &str, uri_path: &str, query: &[(String, String)], items: Vec<Value>) -> Response {
-    let per_page = param(query, "per_page")
-        .and_then(|p| p.parse::<usize>().ok())
-        .unwrap_or(20)
-        .clamp(1, 100);
-    let page = param(query, "page")
-        .and_then(|p| p.parse::<usize>().ok())
-        .unwrap_or(1)
-        .max(1);
     let total = items.len();
-    let pages = total.div_ceil(per_page).max(1);
-    let body: Vec<Value> = items
-        .into_iter()
-        .skip((page - 1) * per_page)
-        .take(per_page)
-        .collect();
-    let link_to = |p: usize| {
-        let mut q: Vec<String> = query
-            .iter()
-            .filter(|(k, _)| k != "page")
-            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-            .collect();
-        q.push(format!("page={p}"));
-        format!("<{base}{uri_path}?{}>", q.join("&"))
-    };
+    let p = Page::of(query, 20, total);
+    let body = p.slice(items);
+    let link =
+        |page: usize, rel: &str| format!("{}; rel=\"{rel}\"", link_to(base, uri_path, query, page));
     let mut links = Vec::new();
-    if page > 1 {
-        links.push(format!("{}; rel=\"prev\"", link_to(page - 1)));
+    if p.page > 1 {
+        links.push(link(p.page - 1, "prev"));
     }
-    if page < pages {
-        links.push(format!("{}; rel=\"next\"", link_to(page + 1)));
+    if p.page < p.pages {
+        links.push(link(p.page + 1, "next"));
     }
-    links.push(format!("{}; rel=\"first\"", link_to(1)));
-    links.push(format!("{}; rel=\"last\"", link_to(pages)));
-    let next = if page < pages {
-        (page + 1).to_string()
+    links.push(link(1, "first"));
+    links.push(link(p.pages, "last"));
+    let next = if p.page < p.pages {
+        (p.page + 1).to_string()
     } else {
         String::new()
     };
-    let prev = if page > 1 {
-        (page - 1).to_string()
+    let prev = if p.page > 1 {
+        (p.page - 1).to_string()
     } else {
         String::new()
     };
@@ -524,26 +457,22 @@ fn paged(base: &str, uri_path: &str, query: &[(String, String)], items: Vec<Valu
             h.insert(name, v);
         }
     };
-    set("x-page", page.to_string());
-    set("x-per-page", per_page.to_string());
+    set("x-page", p.page.to_string());
+    set("x-per-page", p.per_page.to_string());
     set("x-next-page", next);
     set("x-prev-page", prev);
     set("x-total", total.to_string());
-    set("x-total-pages", pages.to_string());
+    set("x-total-pages", p.pages.to_string());
     set("link", links.join(", "));
     response
 }
 
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// 400 `{"error":"<param> does not have a valid value"}` when `param` is
+/// given and not one of `values`, as Grape's `values:` validation answers.
+fn check_values(query: &[(String, String)], key: &str, values: &[&str]) -> Option<Response> {
+    param(query, key)
+        .filter(|v| !values.contains(v))
+        .map(|_| bad_request(&format!("{key} does not have a valid value")))
 }
 
 async fn list_mrs(
@@ -554,7 +483,25 @@ async fn list_mrs(
     if !project_ok(&id) {
         return not_found("404 Project Not Found");
     }
+    let checks = [
+        (
+            "state",
+            &["opened", "closed", "locked", "merged", "all"][..],
+        ),
+        (
+            "order_by",
+            &["created_at", "updated_at", "title", "merged_at"][..],
+        ),
+        ("sort", &["asc", "desc"][..]),
+    ];
+    for (key, values) in checks {
+        if let Some(refused) = check_values(&query, key, values) {
+            return refused;
+        }
+    }
     let state = param(&query, "state").unwrap_or("all");
+    // `labels` is an AND of names; `None` and `Any` (any case) are GitLab's
+    // "no label" and "at least one label".
     let labels: Vec<&str> = param(&query, "labels")
         .map(|l| {
             l.split(',')
@@ -563,20 +510,26 @@ async fn list_mrs(
                 .collect()
         })
         .unwrap_or_default();
-    if let Some(order) = param(&query, "order_by")
-        && !matches!(order, "created_at" | "updated_at" | "title" | "merged_at")
-    {
-        return bad_request("order_by does not have a valid value");
-    }
+    let label_ok = |mr: &FakeMr| match labels.as_slice() {
+        [one] if one.eq_ignore_ascii_case("none") => mr.labels.is_empty(),
+        [one] if one.eq_ignore_ascii_case("any") => !mr.labels.is_empty(),
+        all => all.iter().all(|l| mr.labels.iter().any(|m| m == l)),
+    };
     let desc = !matches!(param(&query, "sort"), Some("asc"));
     let mut mrs: Vec<FakeMr> = lock(&inner)
         .mrs
         .values()
         .filter(|mr| state == "all" || mr.state == state)
-        .filter(|mr| labels.iter().all(|l| mr.labels.iter().any(|m| m == l)))
+        .filter(|mr| label_ok(mr))
         .cloned()
         .collect();
-    mrs.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.iid.cmp(&b.iid)));
+    // The fake's merge requests are never updated or merged: `updated_at`
+    // and `merged_at` order as `created_at` does.
+    if param(&query, "order_by") == Some("title") {
+        mrs.sort_by(|a, b| a.title.cmp(&b.title).then(a.iid.cmp(&b.iid)));
+    } else {
+        mrs.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.iid.cmp(&b.iid)));
+    }
     if desc {
         mrs.reverse();
     }
@@ -611,6 +564,12 @@ fn split_labels(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// Grape's `at_least_one_of` message for `PUT merge_requests/:iid`.
+const AT_LEAST_ONE: &str = "assignee_id, assignee_ids, reviewer_ids, description, labels, \
+     add_labels, remove_labels, milestone_id, remove_source_branch, allow_collaboration, \
+     allow_maintainer_to_push, squash, target_branch, title, state_event, discussion_locked, \
+     merge_after are missing, at least one parameter must be provided";
+
 async fn update_mr(
     State(inner): State<Shared>,
     Path((id, iid)): Path<(String, u64)>,
@@ -618,6 +577,9 @@ async fn update_mr(
 ) -> Response {
     if !project_ok(&id) {
         return not_found("404 Project Not Found");
+    }
+    if body.labels.is_none() && body.add_labels.is_none() && body.remove_labels.is_none() {
+        return bad_request(AT_LEAST_ONE);
     }
     let mut g = lock(&inner);
     let Some(mr) = g.mrs.get_mut(&iid) else {
@@ -648,12 +610,25 @@ async fn list_notes(
     if !project_ok(&id) {
         return not_found("404 Project Not Found");
     }
+    for (key, values) in [
+        ("order_by", &["created_at", "updated_at"][..]),
+        ("sort", &["asc", "desc"][..]),
+    ] {
+        if let Some(refused) = check_values(&query, key, values) {
+            return refused;
+        }
+    }
     let g = lock(&inner);
     if !g.mrs.contains_key(&iid) {
         return not_found("404 Not found");
     }
     let mut notes: Vec<&FakeNote> = g.notes.iter().filter(|n| n.iid == iid).collect();
-    // GitLab's default: order_by=created_at, sort=desc.
+    // GitLab's default: order_by=created_at, sort=desc, the id breaking ties.
+    if param(&query, "order_by") == Some("updated_at") {
+        notes.sort_by(|a, b| a.updated_at.cmp(&b.updated_at).then(a.id.cmp(&b.id)));
+    } else {
+        notes.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+    }
     if !matches!(param(&query, "sort"), Some("asc")) {
         notes.reverse();
     }
@@ -684,12 +659,19 @@ async fn create_note(
     if !project_ok(&id) {
         return not_found("404 Project Not Found");
     }
-    let Some(text) = body.body.as_deref().filter(|b| !b.is_empty()) else {
+    let Some(text) = body.body.as_deref() else {
         return bad_request("body is missing");
     };
     let mut g = lock(&inner);
     if !g.mrs.contains_key(&iid) {
         return not_found("404 Not found");
+    }
+    if text.trim().is_empty() {
+        // Grape lets an empty `body` through; the note's validation refuses it.
+        return message(
+            StatusCode::BAD_REQUEST,
+            "400 Bad request - Note {:note=>[\"can't be blank\"]}",
+        );
     }
     let note = add_note(&mut g, iid, text);
     (StatusCode::CREATED, axum::Json(note_json(&note))).into_response()
@@ -703,17 +685,20 @@ async fn update_note(
     if !project_ok(&id) {
         return not_found("404 Project Not Found");
     }
-    let Some(text) = body.body.clone().filter(|b| !b.is_empty()) else {
-        return bad_request("body is missing");
-    };
+    // `body` is optional on update (`allow_blank: false`).
+    if body.body.as_deref().is_some_and(str::is_empty) {
+        return bad_request("body is empty");
+    }
     let mut g = lock(&inner);
     let now = g.now();
     let Some(note) = g.notes.iter_mut().find(|n| n.id == note_id && n.iid == iid) else {
         return not_found("404 Not found");
     };
-    note.body = text;
-    note.updated_at = now;
-    note.edits += 1;
+    if let Some(text) = body.body.clone() {
+        note.body = text;
+        note.updated_at = now;
+        note.edits += 1;
+    }
     axum::Json(note_json(note)).into_response()
 }
 
@@ -725,15 +710,40 @@ async fn merge_base(
     if !project_ok(&id) {
         return not_found("404 Project Not Found");
     }
+    // `refs[]=a&refs[]=b`, or one comma-separated `refs=a,b`.
     let refs: Vec<&str> = query
         .iter()
-        .filter(|(k, _)| k == "refs[]")
-        .map(|(_, v)| v.as_str())
+        .filter(|(k, _)| k == "refs[]" || k == "refs")
+        .flat_map(|(_, v)| v.split(','))
+        .filter(|r| !r.is_empty())
         .collect();
+    if refs.is_empty() {
+        return bad_request("refs is missing");
+    }
     if refs.len() < 2 {
-        return bad_request("Provide at least 2 refs");
+        return message(StatusCode::BAD_REQUEST, "Provide at least 2 refs");
     }
     let g = lock(&inner);
+    let known = |r: &str| {
+        g.mrs.values().any(|mr| {
+            [
+                &mr.sha,
+                &mr.source_branch,
+                &mr.target_branch,
+                &mr.merge_base,
+            ]
+            .iter()
+            .any(|k| k.as_str() == r)
+        })
+    };
+    let unknown: Vec<&str> = refs.iter().copied().filter(|r| !known(r)).collect();
+    if !unknown.is_empty() {
+        let noun = if unknown.len() == 1 { "ref" } else { "refs" };
+        return message(
+            StatusCode::BAD_REQUEST,
+            &format!("Could not find {noun}: {}", unknown.join(", ")),
+        );
+    }
     // A merge request's head with its target branch (either order) meets
     // at the merge request's merge base.
     let found = g.mrs.values().find(|mr| {
@@ -758,6 +768,6 @@ async fn merge_base(
             "web_url": format!("http://gitlab.example/{PROJECT_PATH}/-/commit/{}", mr.merge_base),
         }))
         .into_response(),
-        None => bad_request("Could not find merge base"),
+        None => not_found("404 Merge Base Not Found"),
     }
 }

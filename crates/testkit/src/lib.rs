@@ -11,6 +11,11 @@
 //! - [`rng`]: a small seeded RNG, so every random test input replays.
 //! - [`gitlab`] (feature `gitlab`): a fake GitLab REST API v4 (merge
 //!   requests, notes, merge base) with scripted failures.
+//! - [`github`] (feature `github`): a fake GitHub REST API (issues and pull
+//!   requests, comments, labels, check runs, commit statuses, compare) with
+//!   scripted failures and GitHub's rate-limit headers.
+//! - [`review_fake`] (feature `gitlab` or `github`): what both fakes share
+//!   (scripted [`review_fake::Failure`]s, the request log, the clock).
 //! - [`postgres`] (feature `postgres`): a scratch database on the test
 //!   PostgreSQL server, dropped with its value.
 //! - [`server`], [`agent`], [`wait`], [`sio`] (feature `server`): a
@@ -25,10 +30,14 @@ pub mod peers;
 pub mod process;
 pub mod rng;
 
+#[cfg(feature = "github")]
+pub mod github;
 #[cfg(feature = "gitlab")]
 pub mod gitlab;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(any(feature = "gitlab", feature = "github"))]
+pub mod review_fake;
 
 #[cfg(feature = "server")]
 pub mod agent;

@@ -52,6 +52,9 @@ pub enum BotError {
     Analytics(#[from] AnalyticsError),
     #[error("comment id {0} does not fit the store")]
     NoteId(u64),
+    /// The task submitting the jobs ended abnormally.
+    #[error("the job submission task failed")]
+    Join(#[source] tokio::task::JoinError),
     /// A side's job would have no task (no known agent matches).
     #[error("{0}")]
     NoTasks(String),
@@ -354,19 +357,26 @@ impl<H: ReviewHost> Bot<H> {
                 }
                 Err(e) => return Err(e),
             };
-            let submitted = self
-                .store
-                .submit_bot_jobs(request.id, &base, sides, self.coordinator.now())
-                .await?;
-            for queued in &submitted.queued {
-                tracing::info!(
-                    job_id = queued.job_id,
-                    request = request.iid,
-                    "{} bot job submitted",
-                    self.host.kind()
-                );
-            }
-            self.coordinator.enqueue(submitted.queued).await;
+            // Submitting and queueing run to their end in a task of their
+            // own: a pass dropped in between (shutdown, a killed pass in
+            // the tests) must not leave committed tasks out of the
+            // scheduler's queue.
+            let (store, coordinator) = (self.store.clone(), self.coordinator.clone());
+            let (id, now, kind) = (request.id, self.coordinator.now(), self.host.kind());
+            let submitted = tokio::spawn(async move {
+                let submitted = store.submit_bot_jobs(id, &base, sides, now).await?;
+                for queued in &submitted.queued {
+                    tracing::info!(
+                        job_id = queued.job_id,
+                        request = id,
+                        "{kind} bot job submitted"
+                    );
+                }
+                coordinator.enqueue(submitted.queued.clone()).await;
+                Ok::<_, StoreError>(submitted)
+            })
+            .await
+            .map_err(BotError::Join)??;
             request = submitted.request;
             self.post_or_find(&request, &note::start_note(&self.context(&request)))
                 .await?;

@@ -122,14 +122,22 @@ pub fn failed_note(ctx: &NoteContext, reason: &str) -> String {
 }
 
 /// The headline of a comparison's verdicts.
+/// Undecided benchmarks are said: with none decided, the run is
+/// inconclusive rather than unchanged.
 pub fn headline(view: &CompareView) -> String {
     let c = &view.counts;
-    match (c.slower, c.faster) {
-        (0, 0) if c.same == 0 && c.unknown == 0 => "no benchmark compared".to_owned(),
+    let changed = match (c.slower, c.faster) {
+        (0, 0) if c.same == 0 && c.unknown == 0 => return "no benchmark compared".to_owned(),
+        (0, 0) if c.same == 0 => return format!("inconclusive: {} unknown", c.unknown),
         (0, 0) => "no significant change".to_owned(),
         (s, 0) => format!("{s} slower"),
         (0, f) => format!("{f} faster"),
         (s, f) => format!("{s} slower, {f} faster"),
+    };
+    if c.unknown > 0 {
+        format!("{changed} ({} unknown)", c.unknown)
+    } else {
+        changed
     }
 }
 
@@ -380,6 +388,16 @@ mod tests {
             counts,
         );
         assert_eq!(headline(&v), "no significant change");
+        let mut some_unknown = v.clone();
+        some_unknown.counts.unknown = 1;
+        assert_eq!(
+            headline(&some_unknown),
+            "no significant change (1 unknown)"
+        );
+        some_unknown.counts.same = 0;
+        assert_eq!(headline(&some_unknown), "inconclusive: 1 unknown");
+        some_unknown.counts.slower = 2;
+        assert_eq!(headline(&some_unknown), "2 slower (1 unknown)");
         let n = result_note(&ctx(), &v, &[]);
         assert!(n.contains("### Benchmarks: no significant change"), "{n}");
         assert!(

@@ -146,3 +146,45 @@ pub fn bench_agent_auth(name: &str) -> Value {
         "machine": {"platform": "Debian GNU/Linux 12", "os_version": "12", "kernel": "6.1",
                     "arch": "x86_64", "cpu_model": "Intel Core i7-7700K", "cores": 8, "compiler": "gcc-12"}})
 }
+
+/// Restarts a bot at random moments until `done`: each pass runs on a new
+/// bot from `make_bot` and, for the first twenty passes that are still
+/// running, is killed (its task dropped wherever it is) after 0–6 ms;
+/// `inject` may queue a host failure first (a lost answer, a rate limit,
+/// a 500). Returns how many passes were killed mid-way; `state` says
+/// where the requests are when they take too long.
+pub async fn kill_passes_until<H: ReviewHost>(
+    seed: u64,
+    make_bot: impl Fn() -> Bot<H>,
+    inject: impl Fn(&mut testfleet_testkit::Rng),
+    done: impl Fn() -> bool,
+    state: impl Fn() -> String,
+) -> usize {
+    let mut rng = testfleet_testkit::Rng::new(seed);
+    let mut restarts = 0;
+    let end = Instant::now() + Duration::from_secs(90);
+    while !done() {
+        assert!(
+            Instant::now() < end,
+            "not all reported after {restarts} restarts: {}",
+            state()
+        );
+        let bot = make_bot();
+        if restarts < 20 {
+            if rng.chance(2) {
+                inject(&mut rng);
+            }
+            let pass = tokio::spawn(async move { bot.pass(false).await.map(|_| ()) });
+            tokio::time::sleep(Duration::from_micros(rng.below(6_000))).await;
+            if !pass.is_finished() {
+                restarts += 1;
+            }
+            pass.abort();
+            let _ = pass.await;
+        } else {
+            let _ = bot.pass(false).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    restarts
+}
