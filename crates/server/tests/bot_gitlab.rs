@@ -403,6 +403,48 @@ async fn two_labelled_requests_are_served_oldest_first_with_one_note_each() {
         .expect("read")
         .expect("recorded");
     assert_eq!(r.state, BotRequestState::Reported);
+
+    // A new push to !2, labelled again: the same note is edited (one note
+    // per request, not one per push), now about the new head.
+    let note_id = fake.notes(2)[0].id;
+    let mut pushed = fake.mr(2).expect("mr");
+    pushed.sha = sha('8');
+    pushed.labels.push("benchmark".into());
+    fake.put_mr(pushed);
+    passes_until(&bot, "the push reported", |a| reported(a).contains(&2)).await;
+    let notes = fake.notes(2);
+    assert_eq!(notes.len(), 1, "{notes:#?}");
+    assert_eq!(notes[0].id, note_id);
+    assert!(notes[0].body.contains(&format!("- head: `{}`", sha('8'))));
+
+    // The bot's note deleted by someone while a run goes on: posted again.
+    let mut again = fake.mr(1).expect("mr");
+    again.sha = sha('9');
+    again.labels.push("benchmark".into());
+    fake.put_mr(again);
+    let started = passes_until(&bot, "!1's push started", |a| {
+        a.iter()
+            .any(|x| matches!(x, Action::Started { iid: 1, .. }))
+    })
+    .await;
+    assert!(!started.is_empty());
+    let old = fake.notes(1)[0].id;
+    fake.delete_note(old);
+    passes_until(&bot, "!1's push reported", |a| reported(a).contains(&1)).await;
+    let notes = fake.notes(1);
+    assert_eq!(notes.len(), 1, "{notes:#?}");
+    assert_ne!(notes[0].id, old, "a new note");
+    assert!(
+        notes[0].body.contains("### Benchmarks:"),
+        "{}",
+        notes[0].body
+    );
+    let r = store
+        .bot_request_by_key("gitlab", PROJECT_PATH, 1, &sha('9'))
+        .await
+        .expect("read")
+        .expect("recorded");
+    assert_eq!(r.note_id, Some(i64::try_from(notes[0].id).expect("id")));
     h.stop().await;
 }
 

@@ -92,6 +92,8 @@ pub struct BotRequest {
     pub reason: Option<String>,
     /// See [`NewBotRequest::template_digest`].
     pub template_digest: Option<String>,
+    /// Confirmation rounds done (the tasks of UNKNOWN verdicts run again).
+    pub confirm_rounds: i64,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
 }
@@ -108,6 +110,7 @@ struct Row {
     note_id: Option<i64>,
     reason: Option<String>,
     template_digest: Option<String>,
+    confirm_rounds: i64,
     created_at: i64,
     updated_at: i64,
 }
@@ -132,6 +135,7 @@ impl Row {
             note_id: self.note_id,
             reason: self.reason,
             template_digest: self.template_digest,
+            confirm_rounds: self.confirm_rounds,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -139,7 +143,7 @@ impl Row {
 }
 
 const COLUMNS: &str = "id, bot, project, iid, head_sha, base_sha, state, note_id, reason, template_digest, \
-     created_at, updated_at";
+     confirm_rounds, created_at, updated_at";
 
 /// Which side of the comparison a job runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -454,6 +458,29 @@ impl Store {
             q.push(" GROUP BY s.host ORDER BY s.host");
             q.build_query_as().fetch_all(p).await
         })?)
+    }
+
+    /// Counts one more confirmation round of a running request (before its
+    /// tasks are queued again, so a crash loses a round rather than adds
+    /// one). Refused (a conflict) unless the request is running.
+    pub async fn bump_bot_request_rounds(&self, id: i64, now: UnixMillis) -> Result<BotRequest> {
+        let done = on_pool!(&self.writer, p => sqlx::query(
+            "UPDATE bot_requests SET confirm_rounds = confirm_rounds + 1, updated_at = $1
+             WHERE id = $2 AND state = 'running'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
+        let request = self.bot_request(id).await?;
+        if done == 0 {
+            return Err(StoreError::Conflict(format!(
+                "cannot count a confirmation round of bot request {id}: it is {}",
+                request.state.as_str()
+            )));
+        }
+        Ok(request)
     }
 
     /// Records the note the bot posted for a request.

@@ -47,6 +47,9 @@ pub struct BotSection {
     /// results of a sha are reused.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Confirmation rounds at most while verdicts are UNKNOWN (default 3;
+    /// 0 answers at once).
+    pub confirm_rounds: Option<u32>,
     /// The dashboard's URL as the notes' readers reach it (default
     /// `http://<listen>`).
     pub dashboard_url: Option<String>,
@@ -141,6 +144,13 @@ fn resolve(host: Host, g: &BotSection, config: &ServerConfig) -> Result<BotConfi
     if let Some(bad) = g.hosts.iter().find(|h| h.trim().is_empty()) {
         bail!("{}: `{bad}` is not a host name", field("hosts"));
     }
+    let confirm_rounds = g.confirm_rounds.unwrap_or(3);
+    if confirm_rounds > 10 {
+        bail!(
+            "{}: {confirm_rounds} is too many; use 0 to 10",
+            field("confirm_rounds")
+        );
+    }
     let path = g
         .template
         .as_ref()
@@ -168,6 +178,7 @@ fn resolve(host: Host, g: &BotSection, config: &ServerConfig) -> Result<BotConfi
         },
         dashboard_url,
         hosts: g.hosts.iter().map(|h| h.trim().to_owned()).collect(),
+        confirm_rounds,
     };
     Ok(BotConfig {
         host,

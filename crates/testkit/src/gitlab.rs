@@ -195,6 +195,11 @@ impl FakeGitLab {
         add_note(&mut inner, iid, body).id
     }
 
+    /// Deletes a note (as a user deleting it in the web UI).
+    pub fn delete_note(&self, id: u64) {
+        self.lock().notes.retain(|n| n.id != id);
+    }
+
     /// Queues a failure for the next matching request.
     pub fn fail_next(&self, failure: Failure) {
         self.lock().script.push(failure);

@@ -58,6 +58,28 @@ impl Analytics {
         self.confirm(&baseline, &contender, rounds).await
     }
 
+    /// One confirmation step that does not wait (the merge-request bots'):
+    /// the comparison and, when `rerun` and some rows are UNKNOWN, the tasks
+    /// behind them queued again. Returns the comparison and the tasks
+    /// queued (none when nothing is unknown or nothing could run again).
+    pub async fn compare_and_rerun(
+        &self,
+        baseline: &[i64],
+        contender: &[i64],
+        rerun: bool,
+    ) -> Result<(CompareView, Vec<i64>)> {
+        let view = self.compare(baseline, contender).await?;
+        if !rerun || view.counts.unknown == 0 {
+            return Ok((view, Vec::new()));
+        }
+        let baseline = check_side("baseline", baseline)?;
+        let contender = check_side("contender", contender)?;
+        let compared = self.compare_jobs(&baseline, &contender).await?;
+        let tasks: Vec<i64> = compared.unknown_tasks.into_iter().collect();
+        let queued = self.coordinator.rerun_tasks(&tasks).await?;
+        Ok((view, queued))
+    }
+
     /// The loop itself, on checked sides.
     async fn confirm(
         &self,

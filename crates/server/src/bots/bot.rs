@@ -89,6 +89,15 @@ pub enum Action {
         note_id: u64,
         headline: String,
     },
+    /// Verdicts were UNKNOWN: the tasks behind them run again (both sides)
+    /// before the bot answers.
+    Confirming {
+        iid: u64,
+        /// The round started (1 for the first).
+        round: i64,
+        unknown: u64,
+        tasks: Vec<i64>,
+    },
     /// Ended without a comparison: the note says why.
     Failed { iid: u64, reason: String },
     /// Labelled, but waits: its head has not passed CI, or an older
@@ -329,13 +338,9 @@ impl<H: ReviewHost> Bot<H> {
     async fn start(&self, request: BotRequest, rr: &ReviewRequest) -> Result<Action, BotError> {
         let mut request = request;
         if request.note_id.is_none() {
-            let note_id = self
-                .post_or_find(&request, &note::start_note(&self.context(&request)))
+            self.post_or_find(&request, &note::start_note(&self.context(&request)))
                 .await?;
-            request = self
-                .store
-                .set_bot_request_note(request.id, note_id_i64(note_id)?, self.coordinator.now())
-                .await?;
+            request = self.store.bot_request(request.id).await?;
         }
         if request.jobs.is_empty() {
             let base = match self
@@ -381,7 +386,7 @@ impl<H: ReviewHost> Bot<H> {
             self.post_or_find(&request, &note::start_note(&self.context(&request)))
                 .await?;
         }
-        let note_id = request.note_id.and_then(|n| u64::try_from(n).ok());
+        let note_id = recorded(&request);
         Ok(Action::Started {
             iid: rr.number,
             head_sha: request.head_sha.clone(),
@@ -398,34 +403,50 @@ impl<H: ReviewHost> Bot<H> {
         })
     }
 
-    /// The note with the request's marker, updated to `body`; or a new
-    /// note.
+    /// The request's note, updated to `body`: the recorded one, else the
+    /// bot's note on the request found by its marker (an earlier push's,
+    /// or one posted before a crash), else a new one.
+    /// The id is recorded when it is not the recorded one (a note deleted by
+    /// someone is posted again).
     async fn post_or_find(&self, request: &BotRequest, body: &str) -> Result<u64, BotError> {
         let number = iid_u64(request.iid);
         if let Some(id) = request.note_id {
             let id = u64::try_from(id).map_err(|_| BotError::NoteId(0))?;
-            self.host
-                .update_comment(number, id, body)
-                .await
-                .map_err(|e| self.api(e))?;
-            return Ok(id);
+            match self.host.update_comment(number, id, body).await {
+                Ok(()) => return Ok(id),
+                Err(e) if e.status() == Some(404) => {
+                    tracing::warn!(
+                        request = number,
+                        note = id,
+                        "the bot's note is gone (deleted?); posting it again"
+                    );
+                }
+                Err(e) => return Err(self.api(e)),
+            }
         }
-        let marker = note::marker(&self.settings.project, number, &request.head_sha);
+        let marker = note::marker_prefix(&self.settings.project, number);
         let comments = self.host.comments(number).await.map_err(|e| self.api(e))?;
-        if let Some(found) = comments
+        let id = match comments
             .iter()
-            .find(|c| !c.system && c.body.contains(&marker))
+            .find(|c| !c.system && c.body.contains(&marker) && Some(c.id) != recorded(request))
         {
-            self.host
-                .update_comment(number, found.id, body)
+            Some(found) => {
+                self.host
+                    .update_comment(number, found.id, body)
+                    .await
+                    .map_err(|e| self.api(e))?;
+                found.id
+            }
+            None => self
+                .host
+                .create_comment(number, body)
                 .await
-                .map_err(|e| self.api(e))?;
-            return Ok(found.id);
-        }
-        self.host
-            .create_comment(number, body)
-            .await
-            .map_err(|e| self.api(e))
+                .map_err(|e| self.api(e))?,
+        };
+        self.store
+            .set_bot_request_note(request.id, note_id_i64(id)?, self.coordinator.now())
+            .await?;
+        Ok(id)
     }
 
     /// What each side runs: stored results of its sha reused per host, a
@@ -587,7 +608,33 @@ impl<H: ReviewHost> Bot<H> {
             return self.fail(request, &reason).await;
         }
         let ids = |jobs: &[JobView]| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
-        let view = self.analytics.compare(&ids(&base), &ids(&head)).await?;
+        let (base_ids, head_ids) = (ids(&base), ids(&head));
+        let rounds = u32::try_from(request.confirm_rounds).unwrap_or(u32::MAX);
+        if rounds < self.settings.confirm_rounds {
+            let view = self.analytics.compare(&base_ids, &head_ids).await?;
+            if view.counts.unknown > 0 {
+                // Count the round first: a crash then loses a round, never
+                // adds one.
+                let request = self
+                    .store
+                    .bump_bot_request_rounds(request.id, self.coordinator.now())
+                    .await?;
+                let (_, queued) = self
+                    .analytics
+                    .compare_and_rerun(&base_ids, &head_ids, true)
+                    .await?;
+                if !queued.is_empty() {
+                    return Ok(Action::Confirming {
+                        iid: iid_u64(request.iid),
+                        round: request.confirm_rounds,
+                        unknown: view.counts.unknown,
+                        tasks: queued,
+                    });
+                }
+            }
+        }
+        let mut view = self.analytics.compare(&base_ids, &head_ids).await?;
+        view.rounds = rounds;
         let body = note::result_note(&self.context(&request), &view, &errors);
         let note_id = self.post_or_find(&request, &body).await?;
         self.host
@@ -612,12 +659,7 @@ impl<H: ReviewHost> Bot<H> {
     /// Ends a request as failed: its note says why, its label is removed.
     async fn fail(&self, request: BotRequest, reason: &str) -> Result<Action, BotError> {
         let body = note::failed_note(&self.context(&request), reason);
-        let note_id = self.post_or_find(&request, &body).await?;
-        if request.note_id.is_none() {
-            self.store
-                .set_bot_request_note(request.id, note_id_i64(note_id)?, self.coordinator.now())
-                .await?;
-        }
+        self.post_or_find(&request, &body).await?;
         self.host
             .remove_label(iid_u64(request.iid), &self.settings.label)
             .await
@@ -635,6 +677,11 @@ impl<H: ReviewHost> Bot<H> {
             reason: reason.to_owned(),
         })
     }
+}
+
+/// The recorded note id, as the host numbers it.
+fn recorded(request: &BotRequest) -> Option<u64> {
+    request.note_id.and_then(|n| u64::try_from(n).ok())
 }
 
 /// Makes every task of `spec` run once on each of `hosts` (those known to

@@ -39,10 +39,16 @@ pub struct NoteJob {
     pub reused: bool,
 }
 
-/// The hidden marker that identifies the bot's note for one request and
-/// head sha: `<!-- testfleet-bot:<project>!<iid>@<sha> -->`.
+/// The hidden marker that says which request and head sha the bot's note
+/// is about: `<!-- testfleet-bot:<project>!<iid>@<sha> -->`.
 pub fn marker(project: &str, iid: u64, sha: &str) -> String {
-    format!("<!-- testfleet-bot:{project}!{iid}@{sha} -->")
+    format!("{}{sha} -->", marker_prefix(project, iid))
+}
+
+/// What every note of the bot on one request starts with, whatever the
+/// sha: the bot keeps one note per request and edits it, across pushes.
+pub fn marker_prefix(project: &str, iid: u64) -> String {
+    format!("<!-- testfleet-bot:{project}!{iid}@")
 }
 
 impl NoteContext {
@@ -147,6 +153,14 @@ pub fn result_note(ctx: &NoteContext, view: &CompareView, errors: &[String]) -> 
     let mut out = format!("{}\n### Benchmarks: {}\n\n", ctx.marker(), headline(view));
     ctx.shas(&mut out);
     ctx.jobs(&mut out);
+    if view.rounds > 0 {
+        let _ = writeln!(
+            out,
+            "- confirmation: {} round{} (the tasks of undecided benchmarks ran again on both sides)",
+            view.rounds,
+            if view.rounds == 1 { "" } else { "s" }
+        );
+    }
     let c = &view.counts;
     let _ = writeln!(
         out,
@@ -352,6 +366,8 @@ mod tests {
     fn every_note_starts_with_its_marker() {
         let m = marker("group/project", 3, "hhh");
         assert_eq!(m, "<!-- testfleet-bot:group/project!3@hhh -->");
+        assert!(m.starts_with(&marker_prefix("group/project", 3)));
+        assert!(!m.starts_with(&marker_prefix("group/project", 33)));
         assert!(start_note(&ctx()).starts_with(&m));
         assert!(failed_note(&ctx(), "x").starts_with(&m));
         let v = view(Vec::new(), VerdictCounts::default());
@@ -390,10 +406,7 @@ mod tests {
         assert_eq!(headline(&v), "no significant change");
         let mut some_unknown = v.clone();
         some_unknown.counts.unknown = 1;
-        assert_eq!(
-            headline(&some_unknown),
-            "no significant change (1 unknown)"
-        );
+        assert_eq!(headline(&some_unknown), "no significant change (1 unknown)");
         some_unknown.counts.same = 0;
         assert_eq!(headline(&some_unknown), "inconclusive: 1 unknown");
         some_unknown.counts.slower = 2;

@@ -32,6 +32,10 @@ pub struct BotSettings {
     /// reused. Empty: the template decides where tasks run, and a side's
     /// earlier job is reused whole.
     pub hosts: Vec<String>,
+    /// Confirmation rounds at most: while verdicts are UNKNOWN, the tasks
+    /// behind them run again (both sides) before the bot answers; 0 answers
+    /// at once.
+    pub confirm_rounds: u32,
 }
 
 /// The placeholders a bot's template may use.

@@ -37,6 +37,7 @@ pub fn settings(project: &str) -> BotSettings {
         overrides: Overrides::default(),
         dashboard_url: "http://testfleet.example".into(),
         hosts: Vec::new(),
+        confirm_rounds: 2,
     }
 }
 

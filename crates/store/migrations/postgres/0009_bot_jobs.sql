@@ -21,5 +21,8 @@ ALTER TABLE bot_requests DROP COLUMN base_job_id;
 -- The digest of the job template (and queue) a request's jobs were
 -- rendered from: results are reused only from jobs of the same template.
 ALTER TABLE bot_requests ADD COLUMN template_digest TEXT;
+-- Confirmation rounds done: while verdicts are UNKNOWN, the bot runs the
+-- tasks behind them again (a bounded number of times) before it answers.
+ALTER TABLE bot_requests ADD COLUMN confirm_rounds BIGINT NOT NULL DEFAULT 0;
 -- Finding stored results of a sha to reuse.
 CREATE INDEX bench_points_by_sha ON bench_points(sha, job_id);

@@ -447,6 +447,7 @@ pub(super) static TABLES: &[Table] = &[
             int("created_at"),
             int("updated_at"),
             null(text("template_digest")),
+            int("confirm_rounds"),
         ],
         key: &["id"],
         sqlite_rowid_id: false,

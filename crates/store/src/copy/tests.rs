@@ -81,8 +81,8 @@ const FILL: &[&str] = &[
         (1, 1, 'abc', 'expected: new allocator', 'https://bugs.example/1', 'alice', 400),
         (2, 3, 'def', 'nöte', NULL, 'bob', 401)"#,
     r#"INSERT INTO bot_requests VALUES
-        (1, 'gitlab', 'group/project', 4, 'aaa', 'bbb', 'reported', 9007199254740993, NULL, 500, 501, 'd1'),
-        (2, 'github', 'o/r', 5, 'ccc', NULL, 'failed', NULL, 'no merge base: ü', 502, 503, NULL)"#,
+        (1, 'gitlab', 'group/project', 4, 'aaa', 'bbb', 'reported', 9007199254740993, NULL, 500, 501, 'd1', 2),
+        (2, 'github', 'o/r', 5, 'ccc', NULL, 'failed', NULL, 'no merge base: ü', 502, 503, NULL, 0)"#,
     r#"INSERT INTO bot_request_jobs VALUES (1, 'head', 1, 0), (1, 'base', 2, 1)"#,
 ];
 

@@ -127,6 +127,12 @@ async fn jobs_and_note_are_recorded_and_the_end_is_final(store: Store) {
     );
     assert_eq!(running.updated_at, 30);
     assert_eq!(running.note_id, Some(555));
+    assert_eq!(running.confirm_rounds, 0);
+    let bumped = store
+        .bump_bot_request_rounds(r.id, 35)
+        .await
+        .expect("a round");
+    assert_eq!((bumped.confirm_rounds, bumped.updated_at), (1, 35));
 
     assert!(
         store
@@ -150,6 +156,11 @@ async fn jobs_and_note_are_recorded_and_the_end_is_final(store: Store) {
         .submit_bot_jobs(r.id, "other", sides("late"), 60)
         .await
         .expect_err("jobs after the end");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let err = store
+        .bump_bot_request_rounds(r.id, 60)
+        .await
+        .expect_err("a round after the end");
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     let err = store
         .finish_bot_request(r.id, BotRequestState::Running, None, 60)

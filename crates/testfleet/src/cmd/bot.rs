@@ -110,6 +110,15 @@ fn describe(action: &Action, dry: bool) -> String {
             note_id,
             headline,
         } => format!("{iid}: reported in note {note_id}: {headline}; label removed"),
+        Action::Confirming {
+            iid,
+            round,
+            unknown,
+            tasks,
+        } => format!(
+            "{iid}: {unknown} verdicts unknown: confirmation round {round}, {} tasks run again",
+            tasks.len()
+        ),
         Action::Failed { iid, reason } => format!("{iid}: failed: {reason}; label removed"),
         Action::Waiting { iid, why } => format!("{iid}: waiting: {why}"),
     }
