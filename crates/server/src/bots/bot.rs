@@ -636,18 +636,8 @@ impl<H: ReviewHost> Bot<H> {
         let mut view = self.analytics.compare(&base_ids, &head_ids).await?;
         view.rounds = rounds;
         let body = note::result_note(&self.context(&request), &view, &errors);
-        let note_id = self.post_or_find(&request, &body).await?;
-        self.host
-            .remove_label(iid_u64(request.iid), &self.settings.label)
-            .await
-            .map_err(|e| self.api(e))?;
-        self.store
-            .finish_bot_request(
-                request.id,
-                BotRequestState::Reported,
-                None,
-                self.coordinator.now(),
-            )
+        let note_id = self
+            .end(&request, &body, BotRequestState::Reported, None)
             .await?;
         Ok(Action::Reported {
             iid: iid_u64(request.iid),
@@ -656,21 +646,31 @@ impl<H: ReviewHost> Bot<H> {
         })
     }
 
-    /// Ends a request as failed: its note says why, its label is removed.
-    async fn fail(&self, request: BotRequest, reason: &str) -> Result<Action, BotError> {
-        let body = note::failed_note(&self.context(&request), reason);
-        self.post_or_find(&request, &body).await?;
+    /// Ends a request: the note says `body`, the label is removed, the
+    /// request is `state` in the store (in that order: a crash before the
+    /// end is redone by the next pass). Returns the note's id.
+    async fn end(
+        &self,
+        request: &BotRequest,
+        body: &str,
+        state: BotRequestState,
+        reason: Option<&str>,
+    ) -> Result<u64, BotError> {
+        let note_id = self.post_or_find(request, body).await?;
         self.host
             .remove_label(iid_u64(request.iid), &self.settings.label)
             .await
             .map_err(|e| self.api(e))?;
         self.store
-            .finish_bot_request(
-                request.id,
-                BotRequestState::Failed,
-                Some(reason),
-                self.coordinator.now(),
-            )
+            .finish_bot_request(request.id, state, reason, self.coordinator.now())
+            .await?;
+        Ok(note_id)
+    }
+
+    /// Ends a request as failed: its note says why, its label is removed.
+    async fn fail(&self, request: BotRequest, reason: &str) -> Result<Action, BotError> {
+        let body = note::failed_note(&self.context(&request), reason);
+        self.end(&request, &body, BotRequestState::Failed, Some(reason))
             .await?;
         Ok(Action::Failed {
             iid: iid_u64(request.iid),
