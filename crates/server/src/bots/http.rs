@@ -170,9 +170,9 @@ pub enum ApiError {
         project: String,
         expected: &'static str,
     },
-    /// A `Link` header pointed to another host than the configured API.
-    #[error("{host}'s next-page link `{link}` leaves the configured API URL")]
-    ForeignLink { host: Host, link: String },
+    /// A `Link` header's next-page URL could not be read.
+    #[error("{host}'s next-page link `{link}` is not a URL")]
+    BadLink { host: Host, link: String },
 }
 
 impl ApiError {
@@ -342,19 +342,27 @@ impl ApiClient {
         })
     }
 
-    /// A `Link` URL as a path under the API root and its query pairs.
+    /// A `Link` URL as a path under the API root and its query pairs. The
+    /// link's own scheme and host are not used: a host behind a proxy may
+    /// name itself differently (`localhost` for `127.0.0.1`, its public
+    /// name), and the token goes only to the configured URL.
     fn split_link(&self, link: &str) -> Result<(String, Vec<(String, String)>), ApiError> {
-        let foreign = || ApiError::ForeignLink {
-            host: self.host,
-            link: link.to_owned(),
-        };
-        let url = reqwest::Url::parse(link).map_err(|_| foreign())?;
+        let url = reqwest::Url::parse(link)
+            .or_else(|_| reqwest::Url::parse(&self.root).and_then(|base| base.join(link)))
+            .map_err(|_| ApiError::BadLink {
+                host: self.host,
+                link: link.to_owned(),
+            })?;
         let base = reqwest::Url::parse(&self.root).map_err(|_| ApiError::BadUrl {
             host: self.host,
             url: self.root.clone(),
         })?;
         if url.origin() != base.origin() {
-            return Err(foreign());
+            tracing::debug!(
+                link,
+                "{} named another origin in a next-page link; following its path on the configured URL",
+                self.host
+            );
         }
         let prefix = base.path().trim_end_matches('/');
         let path = url.path();
@@ -627,6 +635,37 @@ mod tests {
         let shown = format!("{client:?}");
         assert!(!shown.contains("glpat-secret"), "{shown}");
         assert!(shown.contains("/api/v4"), "{shown}");
+    }
+
+    #[test]
+    fn next_links_are_followed_on_the_configured_url() {
+        let client = ApiClient::new(
+            http(),
+            Host::GitLab,
+            "http://127.0.0.1:8080/api/v4",
+            Token::new("t"),
+            RetryPolicy::default(),
+        )
+        .expect("client");
+        let pairs = |q: &[(&str, &str)]| -> Vec<(String, String)> {
+            q.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        for link in [
+            "http://127.0.0.1:8080/api/v4/projects/7/notes?page=2&per_page=100",
+            "http://localhost:8080/api/v4/projects/7/notes?page=2&per_page=100",
+            "https://gitlab.example.com/api/v4/projects/7/notes?page=2&per_page=100",
+            "/api/v4/projects/7/notes?page=2&per_page=100",
+        ] {
+            let (path, query) = client.split_link(link).expect(link);
+            assert_eq!(path, "/projects/7/notes", "{link}");
+            assert_eq!(
+                query,
+                pairs(&[("page", "2"), ("per_page", "100")]),
+                "{link}"
+            );
+        }
     }
 
     #[test]
