@@ -39,6 +39,7 @@ mod devmode;
 mod dispatch;
 mod finish;
 mod fleet;
+mod gauges;
 mod jobs;
 mod leases;
 mod reaper;
@@ -47,6 +48,7 @@ mod retry;
 mod sockets;
 mod trigger_events;
 
+pub use gauges::{AgentGauge, Gauges, QueueGauge};
 pub use jobs::SubmitError;
 
 use crate::auth::AuthState;
@@ -102,6 +104,8 @@ pub struct Coordinator {
     reaper: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// Wakes the background dispatcher (new work arrived).
     dispatch_wake: Arc<tokio::sync::Notify>,
+    /// Counters and histograms for `GET /metrics`.
+    pub metrics: crate::metrics::Recorder,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -167,6 +171,7 @@ impl Coordinator {
             leases_renewed_at: std::sync::atomic::AtomicI64::new(i64::MIN),
             reaper: std::sync::Mutex::new(None),
             dispatch_wake: Arc::new(tokio::sync::Notify::new()),
+            metrics: crate::metrics::Recorder::default(),
         });
         // Submissions only queue their tasks and wake this task, so a submit
         // answers without waiting for the claims it makes possible.

@@ -13,6 +13,7 @@ mod coordinator;
 mod dashboard;
 pub mod exporters;
 pub mod http_error;
+pub mod metrics;
 mod openapi;
 mod reports;
 mod rest;
@@ -123,6 +124,7 @@ impl Server {
             .merge(exporters::router(coordinator.clone()))
             .merge(resultsdb::router(coordinator.clone()))
             .merge(analytics::rest::router(coordinator.clone()))
+            .merge(metrics::router(coordinator.clone()))
             .merge(triggers::hooks::router(coordinator.clone()))
             .merge(triggers::hooks::events_router(coordinator.clone()))
             .layer(layer);

@@ -21,11 +21,12 @@ impl Coordinator {
                 return;
             }
             let now = self.now();
-            let claims = futures_util::future::join_all(
-                picks
-                    .iter()
-                    .map(|(host, task)| self.store.claim(task.id, host, now)),
-            )
+            let claims = futures_util::future::join_all(picks.iter().map(|(host, task)| async {
+                let started = std::time::Instant::now();
+                let claim = self.store.claim(task.id, host, now).await;
+                self.metrics.claim.observe(started.elapsed());
+                claim
+            }))
             .await;
             let mut again = false;
             let mut cancelled = Vec::new();
@@ -45,6 +46,10 @@ impl Coordinator {
                         }
                         Ok(Some(claimed)) => {
                             slot.claim_answered(true);
+                            let waited = u64::try_from(now - task.queued_at).unwrap_or(0);
+                            self.metrics
+                                .start_wait
+                                .observe(std::time::Duration::from_millis(waited));
                             slot.status = Some(Stage::New.as_str().to_owned());
                             if let Some(socket) = self.sockets.get(&host)
                                 && let Err(e) = socket.emit(events::SEND_WORK, &claimed.work)

@@ -36,7 +36,8 @@ impl Coordinator {
             o if o.is_success() => Some(Stage::Done),
             _ => None,
         };
-        let effect = match self
+        let started = std::time::Instant::now();
+        let finished = self
             .store
             .finish_attempt(
                 run.attempt_id,
@@ -48,9 +49,16 @@ impl Coordinator {
                 stage,
                 self.now(),
             )
-            .await
-        {
-            Ok(effect) => effect,
+            .await;
+        self.metrics.finish.observe(started.elapsed());
+        let effect = match finished {
+            Ok(effect) => {
+                // A late or repeated end changed nothing: not counted.
+                if !matches!(effect, FinishEffect::Stale) {
+                    self.metrics.attempt_ended(outcome);
+                }
+                effect
+            }
             Err(e) => {
                 tracing::error!(attempt = run.attempt_id, "failed to finish attempt: {e}");
                 return;
