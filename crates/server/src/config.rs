@@ -77,6 +77,8 @@ pub struct ServerConfig {
     /// The merge-request bots (`[server.bots.gitlab]`,
     /// `[server.bots.github]`; none unless configured).
     pub bots: Vec<crate::bots::BotConfig>,
+    /// Autoscaling (`[server.autoscale]`): the hook and the policy.
+    pub autoscale: crate::autoscale::AutoscaleConfig,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -123,6 +125,7 @@ impl std::fmt::Debug for ServerConfig {
             )
             .field("amqp", &self.amqp)
             .field("bots", &self.bots)
+            .field("autoscale", &self.autoscale)
             .finish()
     }
 }
@@ -175,6 +178,7 @@ impl ServerConfig {
             trigger_rules: None,
             amqp: None,
             bots: Vec::new(),
+            autoscale: crate::autoscale::AutoscaleConfig::default(),
         }
     }
 

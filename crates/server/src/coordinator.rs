@@ -48,7 +48,7 @@ mod retry;
 mod sockets;
 mod trigger_events;
 
-pub use gauges::{AgentGauge, Gauges, QueueGauge};
+pub use gauges::{AgentGauge, Gauges, QueueGauge, labels_text};
 pub use jobs::SubmitError;
 
 use crate::auth::AuthState;
@@ -204,6 +204,12 @@ impl Coordinator {
     }
 
     /// The handlers' read-only handle on the store.
+    /// Whether the store is closed (the coordinator is shutting down):
+    /// background loops end.
+    pub fn is_closing(&self) -> bool {
+        self.store.is_closed()
+    }
+
     pub fn views(&self) -> &Views {
         &self.views
     }

@@ -6,6 +6,7 @@
 
 pub mod analytics;
 pub mod auth;
+pub mod autoscale;
 pub mod blobs;
 pub mod bots;
 pub mod config;
@@ -125,6 +126,10 @@ impl Server {
             .merge(resultsdb::router(coordinator.clone()))
             .merge(analytics::rest::router(coordinator.clone()))
             .merge(metrics::router(coordinator.clone()))
+            .merge(autoscale::start(
+                coordinator.clone(),
+                config.autoscale.clone(),
+            ))
             .merge(triggers::hooks::router(coordinator.clone()))
             .merge(triggers::hooks::events_router(coordinator.clone()))
             .layer(layer);

@@ -11,3 +11,4 @@ pub mod protocol;
 pub mod reason;
 pub mod results;
 pub mod resultsdb;
+pub mod scale;

@@ -19,17 +19,21 @@ pub struct QueueGauge {
     pub requires: String,
     /// Tasks pinned to one agent (fan-out, retries on a given host).
     pub pinned: bool,
+    /// The requirements themselves (`hostname` left out), for matching.
+    pub requirements: Requirements,
     pub depth: u64,
     /// The longest a task of this group has waited, in seconds.
     pub oldest_wait_seconds: f64,
 }
 
 /// Agents of one label set.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AgentGauge {
     /// The labels as sorted `key=value` pairs joined with `,`; `hostname`
     /// left out.
     pub labels: String,
+    /// The labels themselves (`hostname` left out), for matching.
+    pub label_set: LabelSet,
     /// Connected, running nothing.
     pub idle: u64,
     /// Running an attempt (connected or not: an offline agent keeps its
@@ -56,6 +60,15 @@ fn requirement_text(key: &str, r: &Requirement) -> String {
     }
 }
 
+fn without_hostname(r: &Requirements) -> Requirements {
+    Requirements(
+        r.0.iter()
+            .filter(|(k, _)| k.as_str() != "hostname")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
+}
+
 fn requires_text(r: &Requirements) -> String {
     r.0.iter()
         .filter(|(k, _)| k.as_str() != "hostname")
@@ -64,7 +77,16 @@ fn requires_text(r: &Requirements) -> String {
         .join(",")
 }
 
-fn labels_text(labels: &LabelSet) -> String {
+fn labels_without_hostname(labels: &LabelSet) -> LabelSet {
+    labels
+        .iter()
+        .filter(|(k, _)| k.as_str() != "hostname")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Labels as sorted `key=value` pairs joined with `,`.
+pub fn labels_text(labels: &LabelSet) -> String {
     labels
         .iter()
         .filter(|(k, _)| k.as_str() != "hostname")
@@ -92,6 +114,7 @@ impl Coordinator {
                         queue: name.clone(),
                         requires,
                         pinned,
+                        requirements: without_hostname(&task.requires),
                         depth: 0,
                         oldest_wait_seconds: 0.0,
                     });
@@ -104,6 +127,7 @@ impl Coordinator {
             let labels = labels_text(&slot.labels);
             let g = agents.entry(labels.clone()).or_insert_with(|| AgentGauge {
                 labels,
+                label_set: labels_without_hostname(&slot.labels),
                 ..AgentGauge::default()
             });
             if slot.running.is_some() {
