@@ -30,6 +30,8 @@ const APT_PACKAGES: &[&str] = &[
     "python3-venv",
     // A real InfluxDB 1.x for the exporter tests (crates/server/tests/exporters.rs).
     "influxdb",
+    // QtTest's `-callgrind` (instruction counts) for the lab test (crates/testfleet/tests/slow_lab.rs).
+    "valgrind",
 ];
 
 fn main() -> ExitCode {

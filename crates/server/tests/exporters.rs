@@ -4,93 +4,38 @@
 //! Agents are plain socket.io clients that report benchmark results.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use testfleet_server::exporters::{ExportersConfig, InfluxApi, InfluxConfig};
 use testfleet_sio::{Client, EventStream, Incoming};
-use testfleet_testkit::peers::{INFLUXD, require_peer};
-use testfleet_testkit::process::free_port;
+use testfleet_testkit::process::{Influxd, influxd_program as influxd};
 use testfleet_testkit::server::TestServer;
 use testfleet_testkit::sio::idle_agent;
 
-/// `influxd`, or `None` under the peer rule.
-fn influxd() -> Option<PathBuf> {
-    let found = ["/usr/bin/influxd", "/usr/local/bin/influxd"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .ok_or("no influxd in /usr/bin or /usr/local/bin");
-    require_peer(&INFLUXD, found)
-}
-
-/// An `influxd` with its own data directory and ports; killed on drop.
+/// An `influxd` (the test kit's) with its own data directory; killed on drop.
 struct Influx {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    http_port: u16,
-    child: Option<Child>,
+    kit: Influxd,
+    _dir: tempfile::TempDir,
 }
 
 impl Influx {
     fn start(bin: PathBuf) -> Influx {
         let dir = tempfile::tempdir().unwrap();
-        let http_port = free_port();
-        let mut influx = Influx {
-            bin,
-            dir,
-            http_port,
-            child: None,
-        };
-        influx.write_config();
-        influx.run();
-        influx
+        let kit = Influxd::start(bin, dir.path().to_owned());
+        Influx { kit, _dir: dir }
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
-    }
-
-    fn write_config(&self) {
-        let d = self.dir.path();
-        let config = format!(
-            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
-             [meta]\n  dir = \"{d}/meta\"\n\
-             [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
-             [http]\n  bind-address = \"127.0.0.1:{http}\"\n  log-enabled = false\n\
-             [monitor]\n  store-enabled = false\n",
-            rpc = free_port(),
-            http = self.http_port,
-            d = d.display(),
-        );
-        std::fs::write(d.join("influxdb.conf"), config).unwrap();
+        self.kit.url()
     }
 
     fn run(&mut self) {
-        let child = Command::new(&self.bin)
-            .arg("-config")
-            .arg(self.dir.path().join("influxdb.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.http_port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("influxd did not start");
+        self.kit.run();
     }
 
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.kit.stop();
     }
 
     async fn query(&self, q: &str) -> Value {
@@ -133,12 +78,6 @@ impl Influx {
                     .collect()
             })
             .collect()
-    }
-}
-
-impl Drop for Influx {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

@@ -302,3 +302,128 @@ pub fn build_qtbench(build_dir: &std::path::Path) -> Result<std::path::PathBuf, 
     )?;
     Ok(build_dir.join("tst_bench"))
 }
+
+/// Debian's `influxd` (InfluxDB 1.x) in `/usr/bin` or `/usr/local/bin`, or
+/// `None` under the peer rule ([`crate::peers::INFLUXD`]).
+pub fn influxd_program() -> Option<std::path::PathBuf> {
+    let found = ["/usr/bin/influxd", "/usr/local/bin/influxd"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or("no influxd in /usr/bin or /usr/local/bin");
+    crate::peers::require_peer(&crate::peers::INFLUXD, found)
+}
+
+/// An `influxd` (InfluxDB 1.x) on free loopback ports, with its data, WAL and
+/// meta directories and its config file under a directory of the caller's;
+/// killed on drop.
+#[derive(Debug)]
+pub struct Influxd {
+    bin: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    http_port: u16,
+    child: Option<KillOnDrop>,
+}
+
+impl Influxd {
+    /// Writes a config under `dir` (created) and starts `bin` with it, waiting
+    /// up to 20 s for its HTTP port.
+    pub fn start(bin: std::path::PathBuf, dir: std::path::PathBuf) -> Influxd {
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let http_port = free_port();
+        let config = format!(
+            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
+             [meta]\n  dir = \"{d}/meta\"\n\
+             [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+             [http]\n  bind-address = \"127.0.0.1:{http_port}\"\n  log-enabled = false\n\
+             [monitor]\n  store-enabled = false\n",
+            rpc = free_port(),
+            d = dir.display(),
+        );
+        let path = dir.join("influxdb.conf");
+        std::fs::write(&path, config)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        let mut influxd = Influxd {
+            bin,
+            dir,
+            http_port,
+            child: None,
+        };
+        influxd.run();
+        influxd
+    }
+
+    /// Its HTTP API, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Starts it again after [`Influxd::stop`], on the same port and data.
+    pub fn run(&mut self) {
+        self.child = Some(KillOnDrop::spawn(
+            Command::new(&self.bin)
+                .arg("-config")
+                .arg(self.dir.join("influxdb.conf"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.http_port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("influxd did not open 127.0.0.1:{} in 20 s", self.http_port);
+    }
+
+    /// Kills it (SIGKILL): InfluxDB is down until [`Influxd::run`].
+    pub fn stop(&mut self) {
+        self.child = None;
+    }
+
+    /// Runs the InfluxQL `q` against database `db` (`POST /query`,
+    /// `epoch=ns`) and returns the JSON answer's text. Blocking, over a plain
+    /// HTTP/1.0 connection (so the answer is not chunked).
+    pub fn query(&self, db: &str, q: &str) -> String {
+        use std::io::Write;
+        let body = format!("q={}&db={}&epoch=ns", form_encode(q), form_encode(db));
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http_port))
+            .unwrap_or_else(|e| panic!("influxd at {}: {e}", self.url()));
+        write!(
+            stream,
+            "POST /query HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            self.http_port,
+            body.len()
+        )
+        .unwrap_or_else(|e| panic!("influxd at {}: {e}", self.url()));
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .unwrap_or_else(|e| panic!("influxd at {}: {e}", self.url()));
+        let (head, body) = answer
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("not an HTTP answer from influxd: {answer}"));
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "influxd refused {q:?}: {head}\n{body}"
+        );
+        body.to_owned()
+    }
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+fn form_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() * 3);
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(char::from(b))
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
