@@ -9,6 +9,7 @@ pub mod artifacts;
 pub mod git;
 pub mod machine;
 pub mod outcome;
+pub mod prep;
 pub mod process;
 pub mod runner;
 pub mod session;
@@ -45,6 +46,8 @@ pub struct AgentConfig {
     pub cache_dir: Option<PathBuf>,
     /// The most the blob cache keeps; least recently used blobs go first.
     pub cache_limit: u64,
+    /// How the host is prepared for `[bench]` tasks (and restored after).
+    pub prep: prep::PrepSettings,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -61,6 +64,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("ca_cert", &self.ca_cert)
             .field("cache_dir", &self.cache_dir)
             .field("cache_limit", &self.cache_limit)
+            .field("prep", &self.prep)
             .finish()
     }
 }
@@ -76,13 +80,14 @@ impl AgentConfig {
             hostname: hostname.into(),
             secret: None,
             labels: LabelSet::new(),
-            work_dir,
             poll_interval: Duration::from_secs(30),
             max_backoff: Duration::from_secs(5),
             kill_grace: Duration::from_secs(2),
             ca_cert: None,
             cache_dir: None,
             cache_limit: 10 << 30,
+            prep: prep::PrepSettings::new(work_dir.join("host-prep.journal")),
+            work_dir,
         }
     }
 }

@@ -47,5 +47,6 @@ pub async fn fingerprint() -> MachineInfo {
             .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
             .unwrap_or(1),
         compiler,
+        prep: Vec::new(),
     }
 }

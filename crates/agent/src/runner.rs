@@ -8,7 +8,7 @@ use testfleet_core::Stage;
 use testfleet_core::state::StepStage;
 use testfleet_formats::Format;
 use testfleet_wire::artifact::ArtifactKind;
-use testfleet_wire::protocol::{AttemptReport, WorkItem};
+use testfleet_wire::protocol::{AttemptReport, MachineInfo, WorkItem};
 use testfleet_wire::results::Results;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
@@ -17,6 +17,7 @@ use crate::artifacts::{
     ArtifactSink, InputSource, materialize_inputs, select_artifacts, upload_artifacts,
 };
 use crate::outcome::{ResultCounts, RunEnd, Setup, Verdict, classify, parses_results, worst};
+use crate::prep::{Prepared, StepWrap};
 use crate::process::{StepEnd, StepLimits, load_average, run_step_tee};
 
 /// What a run reports while it goes.
@@ -45,6 +46,12 @@ pub struct RunnerConfig {
     pub inputs: Option<InputSource>,
     /// Where artifacts go (`None`: none are kept).
     pub artifacts: Option<std::sync::Arc<dyn ArtifactSink>>,
+    /// How the host is prepared for `[bench]` tasks (`None`: it is not;
+    /// `testfleet run` runs a task's steps as they are).
+    pub prep: Option<crate::prep::PrepSettings>,
+    /// The machine fingerprint the agent reported; a prepared attempt
+    /// reports it with its preparation steps.
+    pub machine: Option<MachineInfo>,
 }
 
 impl RunnerConfig {
@@ -56,6 +63,8 @@ impl RunnerConfig {
             keep_run_dir: false,
             inputs: None,
             artifacts: None,
+            prep: None,
+            machine: None,
         }
     }
 
@@ -87,8 +96,30 @@ pub async fn run_work(
     );
     let _ = tokio::fs::write(&tee.0, b"").await;
     let _ = tokio::fs::write(&tee.1, b"").await;
-    let (verdict, results) =
-        run_in(&item, &config, &run_dir, &events, &mut log, cancel, &tee).await;
+    let prepared = prepare_host(&item, &config, &events, &mut log, cancel.clone()).await;
+    let (verdict, results) = match &prepared {
+        Ok(prepared) => {
+            let wrap = &prepared.wrap;
+            run_in(
+                &item,
+                &config,
+                &run_dir,
+                &events,
+                &mut log,
+                cancel,
+                StepIo { tee: &tee, wrap },
+            )
+            .await
+        }
+        Err(verdict) => (verdict.clone(), Vec::new()),
+    };
+    // Undone before anything else: the host is not left prepared while
+    // artifacts upload, nor when this process dies during the upload.
+    if let Ok(p) = &prepared
+        && p.changed_host
+    {
+        restore_host(&config, &mut log).await;
+    }
     let Verdict {
         outcome,
         reason,
@@ -134,9 +165,71 @@ pub async fn run_work(
         reason_data,
         results,
         duration_ms: Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
+        machine: crate::prep::attempt_machine(
+            config.machine.as_ref(),
+            prepared.map(|p| p.steps).unwrap_or_default(),
+        ),
     };
     let _ = events.send(RunnerEvent::Finished(report.clone())).await;
     report
+}
+
+/// Prepares the host for `item` when this runner prepares hosts, logging
+/// every step; a host that stays too busy (or a cancel while waiting for
+/// it) ends the attempt before it starts.
+async fn prepare_host(
+    item: &WorkItem,
+    config: &RunnerConfig,
+    events: &mpsc::Sender<RunnerEvent>,
+    log: &mut LogWriter,
+    cancel: watch::Receiver<bool>,
+) -> Result<Prepared, Verdict> {
+    let Some(settings) = &config.prep else {
+        if item.bench.is_some() {
+            log.line("the task's [bench] is applied by agents only; the steps run unprepared")
+                .await;
+        }
+        return Ok(Prepared::default());
+    };
+    if item.bench.is_none() && settings.defaults.is_empty() {
+        return Ok(Prepared::default());
+    }
+    let _ = events
+        .send(RunnerEvent::Stage {
+            stage: Stage::Git,
+            detail: "preparing the host for a benchmark".into(),
+        })
+        .await;
+    match crate::prep::prepare(settings, item.bench.as_ref(), cancel).await {
+        Ok(prepared) => {
+            for step in &prepared.steps {
+                log.line(&crate::prep::describe(step)).await;
+            }
+            Ok(prepared)
+        }
+        Err(refusal) => {
+            let verdict = refusal.verdict();
+            if let Some(reason) = &verdict.reason {
+                log.line(reason).await;
+            }
+            Err(verdict)
+        }
+    }
+}
+
+/// Undoes the host's preparation, logging every change put back.
+async fn restore_host(config: &RunnerConfig, log: &mut LogWriter) {
+    let Some(settings) = &config.prep else {
+        return;
+    };
+    match crate::prep::restore(settings).await {
+        Ok(steps) => {
+            for step in &steps {
+                log.line(&crate::prep::describe(step)).await;
+            }
+        }
+        Err(e) => log.line(&format!("failed to restore the host: {e}")).await,
+    }
 }
 
 /// Runs the steps of `item` in `run_dir` and decides how the run ended.
@@ -147,7 +240,7 @@ async fn run_in(
     events: &mpsc::Sender<RunnerEvent>,
     log: &mut LogWriter,
     cancel: watch::Receiver<bool>,
-    tee: &(PathBuf, PathBuf),
+    io: StepIo<'_>,
 ) -> (Verdict, Vec<Results>) {
     if item.steps.is_empty() {
         return (
@@ -169,7 +262,8 @@ async fn run_in(
         src: &src,
         events,
         cancel,
-        tee,
+        tee: io.tee,
+        wrap: io.wrap,
     };
     // Without `repeat`, one run of every step; with it, the steps before the
     // first test step once, then the rest `repeat` times.
@@ -393,6 +487,14 @@ async fn prepare(
     Ok(())
 }
 
+/// Where a step's output is kept (stdout and stderr apart) and how its
+/// process starts.
+#[derive(Clone, Copy)]
+struct StepIo<'a> {
+    tee: &'a (PathBuf, PathBuf),
+    wrap: &'a StepWrap,
+}
+
 /// What running steps needs, for the steps run once and each repetition.
 struct StepsRun<'a> {
     item: &'a WorkItem,
@@ -401,6 +503,8 @@ struct StepsRun<'a> {
     events: &'a mpsc::Sender<RunnerEvent>,
     cancel: watch::Receiver<bool>,
     tee: &'a (PathBuf, PathBuf),
+    /// How each step's process starts (pinned, niced) on a prepared host.
+    wrap: &'a StepWrap,
 }
 
 impl StepsRun<'_> {
@@ -450,8 +554,9 @@ impl StepsRun<'_> {
                 silence: item.silence_timeout.map(|d| d.0),
                 kill_grace: self.config.kill_grace,
             };
+            let command = self.wrap.wrap(&step.run);
             let run = run_step_tee(
-                &step.run,
+                &command,
                 self.src,
                 &step_env,
                 limits,

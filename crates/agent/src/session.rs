@@ -51,6 +51,9 @@ struct State {
     current: Option<Current>,
     outbox: VecDeque<Outgoing>,
     last_ts: i64,
+    /// The fingerprint reported at connection (a prepared attempt reports
+    /// it with its preparation).
+    machine: Option<testfleet_wire::protocol::MachineInfo>,
 }
 
 impl State {
@@ -127,10 +130,15 @@ pub async fn run(
         current: None,
         outbox: VecDeque::new(),
         last_ts: 0,
+        machine: None,
     };
     let mut backoff = Duration::from_millis(100);
     let mut ever_connected = false;
+    // A host left prepared by an agent that died mid-attempt is put back
+    // before this one takes any work.
+    crate::prep::recover(&state.config.prep).await;
     let machine = crate::machine::fingerprint().await;
+    state.machine = Some(machine.clone());
     let tls = if state.config.server.starts_with("https://")
         || state.config.server.starts_with("wss://")
     {
@@ -198,6 +206,12 @@ pub async fn run(
             LoopEnd::Shutdown => {
                 if let Some(c) = &state.current {
                     let _ = c.cancel.send(true);
+                    // The process ends now: the run's own restore may never
+                    // come, so the host is put back here (a second restore
+                    // finds nothing left to do).
+                    if let Err(e) = crate::prep::restore(&state.config.prep).await {
+                        tracing::error!("failed to restore the host: {e}");
+                    }
                 }
                 client.disconnect().await;
                 return Ok(());
@@ -313,6 +327,8 @@ async fn on_event(
                 RunnerConfig::new(state.config.work_dir.clone(), state.config.kill_grace);
             runner_config.inputs = state.inputs.clone();
             runner_config.artifacts = state.sink.clone();
+            runner_config.prep = Some(state.config.prep.clone());
+            runner_config.machine = state.machine.clone();
             tokio::spawn(run_work(item, runner_config, runner_tx.clone(), cancel_rx));
             let status = state.status_payload();
             emit(client, events::STATUS_UPDATE, status).await?;

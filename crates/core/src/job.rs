@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub mod bench;
 mod checks;
 mod repeat;
 
+pub use bench::BenchSpec;
 pub use checks::{GlobError, check_glob};
 use checks::{Invalid, Seg, locate_json, locate_toml};
 pub use repeat::MAX_REPEAT;
@@ -139,6 +141,10 @@ pub struct TaskSpec {
         skip_serializing_if = "repeat::is_one"
     )]
     pub repeat: u32,
+    /// How the agent prepares its host for this task (`[task.bench]`):
+    /// pinned CPUs, governor, turbo, siblings offline, nice, a load limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bench: Option<BenchSpec>,
 }
 
 /// One command of a task.

@@ -361,6 +361,7 @@ impl SimAgent {
                 _ => Vec::new(),
             },
             duration_ms: Some(duration_ms),
+            machine: None,
         };
         match self
             .client

@@ -30,6 +30,10 @@ const AGENT_QUEUE: usize = 1024;
 
 /// Who is on the other end of a socket, decided at the handshake.
 #[derive(Debug, Clone)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per connection, built once at the handshake"
+)]
 enum Client {
     Agent {
         hostname: String,

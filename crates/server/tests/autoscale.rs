@@ -38,7 +38,10 @@ async fn wait_calls(log: &Path, n: usize, within: Duration) -> Vec<String> {
         if c.len() >= n {
             return c;
         }
-        assert!(Instant::now() < end, "{n} hook calls within {within:?}: {c:?}");
+        assert!(
+            Instant::now() < end,
+            "{n} hook calls within {within:?}: {c:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

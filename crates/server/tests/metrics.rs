@@ -143,7 +143,11 @@ async fn prometheus_parses_metrics_that_match_a_known_queue() {
         value(
             &samples,
             "testfleet_queue_depth",
-            &[("queue", queue), ("requires", requires), ("pinned", "false")],
+            &[
+                ("queue", queue),
+                ("requires", requires),
+                ("pinned", "false"),
+            ],
         )
     };
     assert_eq!(depth("bench", "cores>=8,pool=bench"), Some(3.0));

@@ -31,6 +31,9 @@ pub enum Command {
     Server(ServerArgs),
     /// Run an agent on this machine.
     Agent(AgentArgs),
+    /// The privileged benchmark host-preparation helper the agent calls
+    /// (through sudo or a systemd unit): apply or restore sysfs changes.
+    HostPrep(crate::cmd::host_prep::HostPrepArgs),
     /// Submit a job file.
     Submit {
         /// The job file (TOML, or its JSON form).
@@ -615,6 +618,12 @@ pub struct AgentArgs {
     /// The most the blob cache keeps, such as `20GB` (default 10GiB).
     #[arg(long)]
     pub cache_size: Option<String>,
+    /// The sysfs tree benchmark host preparation writes (default /sys).
+    #[arg(long, value_name = "DIR")]
+    pub sysfs_root: Option<PathBuf>,
+    /// The host-prep journal (default WORK_DIR/host-prep.journal).
+    #[arg(long, value_name = "FILE")]
+    pub prep_journal: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

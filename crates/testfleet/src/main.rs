@@ -10,6 +10,7 @@ mod blob_settings;
 mod bot_settings;
 mod cli;
 mod cmd;
+mod prep_settings;
 mod settings;
 
 use std::process::ExitCode;

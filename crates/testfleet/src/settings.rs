@@ -235,6 +235,10 @@ pub struct AgentSection {
     /// The blob cache for inputs, and its size limit (`20GB`).
     pub cache_dir: Option<PathBuf>,
     pub cache_size: Option<String>,
+    /// The default `[bench]` of every task this agent runs.
+    pub bench: Option<testfleet_core::job::BenchSpec>,
+    /// The host-prep helper, sysfs tree, journal and load wait.
+    pub host_prep: Option<crate::prep_settings::HostPrepSection>,
 }
 
 /// Loads the config file: the given one (which must exist) or the default
@@ -641,6 +645,16 @@ pub fn agent_config(
         args.cache_size.as_deref(),
         a.cache_dir.as_deref(),
         a.cache_size.as_deref(),
+        &mut config,
+    )?;
+    let prep_flags = crate::prep_settings::PrepFlags {
+        sysfs_root: args.sysfs_root.as_deref(),
+        journal: args.prep_journal.as_deref(),
+    };
+    crate::prep_settings::apply_agent(
+        a.bench.as_ref(),
+        a.host_prep.as_ref(),
+        &prep_flags,
         &mut config,
     )?;
     config.secret = args.secret.clone().or_else(|| a.secret.clone());

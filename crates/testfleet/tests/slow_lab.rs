@@ -69,12 +69,6 @@ const SLOWED: (&str, &str) = ("tst_BenchCodec", "checksum");
 const ROWS: usize = 15;
 /// `repeat` in the example's template.
 const REPEAT: u64 = 5;
-/// QtTest's callgrind backend runs the benchmark under valgrind.
-const VALGRIND: peers::Peer = peers::Peer {
-    name: "valgrind",
-    install: "`apt-get install valgrind`",
-};
-
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_testfleet"))
 }
@@ -238,11 +232,7 @@ fn two_integrations_of_the_lab_example_reach_influxdb_and_the_slowed_benchmark_i
     if let Err(why) = configure_qtbench(&dir.path().join("probe")) {
         return peers::skip(&peers::QT6, &why);
     }
-    let valgrind = ["/usr/bin/valgrind", "/usr/local/bin/valgrind"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .ok_or("no valgrind in /usr/bin or /usr/local/bin");
-    if peers::require_peer(&VALGRIND, valgrind).is_none() {
+    if peers::valgrind().is_none() {
         return;
     }
     let Some(influxd) = influxd_program() else {

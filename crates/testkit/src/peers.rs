@@ -61,6 +61,23 @@ pub const QT6: Peer = Peer {
     install: "`apt-get install qt6-base-dev cmake g++`, or `cargo xtask setup` as root",
 };
 
+/// valgrind, for QtTest's `-callgrind` backend (instruction counts).
+pub const VALGRIND: Peer = Peer {
+    name: "valgrind",
+    install: "`apt-get install valgrind`, or `cargo xtask setup` as root",
+};
+
+/// `valgrind` in `/usr/bin` or `/usr/local/bin`, or `None` under the peer
+/// rule.
+pub fn valgrind() -> Option<PathBuf> {
+    let found = ["/usr/bin/valgrind", "/usr/local/bin/valgrind"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or("no valgrind in /usr/bin or /usr/local/bin");
+    require_peer(&VALGRIND, found)
+}
+
 /// Whether this run is CI: `CI` is set to anything but empty, `0` or `false`.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))

@@ -75,6 +75,66 @@ pub struct MachineInfo {
     /// The C/C++ compiler's version (gcc's, as the seed-000 `gcc` tag), when present.
     #[serde(default)]
     pub compiler: String,
+    /// How the host was prepared for the attempt (`[task.bench]`): every step
+    /// done, and every step it could not do. Left out when empty, so an
+    /// unprepared host's fingerprint is what it was before preparation existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prep: Vec<PrepStep>,
+}
+
+/// One step of a host's preparation for an attempt, as it went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrepStep {
+    pub step: PrepAction,
+    /// What it acted on: `cpu0`, `turbo`, `cpus 0-1`, `steps`.
+    #[serde(default)]
+    pub target: String,
+    pub status: PrepStatus,
+    /// What changed (`powersave -> performance`), or why nothing did.
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// What a preparation step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrepAction {
+    /// A CPU's cpufreq governor.
+    Governor,
+    /// Turbo / boost (`intel_pstate/no_turbo` or `cpufreq/boost`).
+    Turbo,
+    /// A hyperthread sibling of a pinned CPU taken offline.
+    SiblingOffline,
+    /// The steps pinned to a CPU set.
+    Pin,
+    /// The steps' niceness.
+    Nice,
+    /// The steps' I/O class.
+    Ionice,
+    /// The wait for the host's load to fall under `max_load`.
+    Load,
+    /// A step a newer peer knows and this version does not.
+    #[serde(other)]
+    Unknown,
+}
+
+/// How a preparation step went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrepStatus {
+    /// Done (and undone after the attempt).
+    Applied,
+    /// The host already was so; nothing to do or undo.
+    AlreadySet,
+    /// The machine has no such knob (file missing, value not offered).
+    Unsupported,
+    /// The agent may not do it (no helper, or the helper was refused).
+    NotPermitted,
+    /// Tried, and the kernel or the helper refused.
+    Failed,
+    /// A status a newer peer knows and this version does not.
+    #[serde(other)]
+    Unknown,
 }
 
 /// A work item as `sendWork` carries it: every key of Qt's `WorkItem`, then
@@ -129,6 +189,9 @@ pub struct WorkItem {
     /// when 1, so an item that does not repeat is exactly Qt's.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub repeat: u32,
+    /// How the agent prepares its host (the task's `[task.bench]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bench: Option<testfleet_core::job::BenchSpec>,
 }
 
 fn one() -> u32 {
@@ -196,6 +259,7 @@ impl WorkItem {
             silence_timeout: task.silence_timeout,
             inputs,
             repeat: task.repeat,
+            bench: task.bench.clone(),
         }
     }
 }
@@ -378,6 +442,11 @@ pub struct AttemptReport {
     pub results: Vec<crate::results::Results>,
     #[serde(default)]
     pub duration_ms: Option<u64>,
+    /// The attempt's machine fingerprint when it differs from the one the
+    /// agent reported at connection: a host prepared for a benchmark, with
+    /// its `prep` steps. Left out otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<Box<MachineInfo>>,
 }
 
 /// One entry of `agentData`, as the seed-000 dashboard expects it.
@@ -424,6 +493,24 @@ mod tests {
             "env": {"A": "1"}
         }))
         .expect("work item")
+    }
+
+    #[test]
+    fn an_unprepared_machine_serializes_as_before_and_unknown_prep_values_parse() {
+        let m = MachineInfo {
+            cpu_model: "Xeon".into(),
+            ..MachineInfo::default()
+        };
+        let v = serde_json::to_value(&m).expect("json");
+        assert!(v.get("prep").is_none(), "{v}");
+        let old: MachineInfo = serde_json::from_value(json!({"cpu_model": "Xeon"})).expect("old");
+        assert_eq!(old, m);
+        let newer: MachineInfo = serde_json::from_value(json!({
+            "prep": [{"step": "smt_off", "target": "host", "status": "rebooted", "detail": ""}]
+        }))
+        .expect("newer");
+        assert_eq!(newer.prep[0].step, PrepAction::Unknown);
+        assert_eq!(newer.prep[0].status, PrepStatus::Unknown);
     }
 
     #[test]

@@ -61,6 +61,7 @@ impl Coordinator {
                 silence_timeout: None,
                 inputs: None,
                 repeat: 1,
+                bench: None,
             }],
         };
         self.submit(spec).await?;

@@ -454,7 +454,12 @@ pub(super) static TABLES: &[Table] = &[
     },
     Table {
         name: "bot_request_jobs",
-        columns: &[int("request_id"), text("side"), int("job_id"), flag("reused")],
+        columns: &[
+            int("request_id"),
+            text("side"),
+            int("job_id"),
+            flag("reused"),
+        ],
         key: &["request_id", "side", "job_id"],
         sqlite_rowid_id: false,
     },

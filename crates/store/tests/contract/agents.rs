@@ -25,6 +25,7 @@ fn machine() -> MachineInfo {
         cpu_model: "AMD EPYC 7763".into(),
         cores: 16,
         compiler: "gcc 12.2.0".into(),
+        prep: Vec::new(),
     }
 }
 

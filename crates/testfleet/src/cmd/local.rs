@@ -90,6 +90,7 @@ async fn run_printing(item: WorkItem, config: RunnerConfig) -> AttemptReport {
             reason_data: None,
             results: Vec::new(),
             duration_ms: None,
+            machine: None,
         },
     }
 }

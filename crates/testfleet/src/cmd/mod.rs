@@ -8,6 +8,7 @@ mod bot;
 mod client;
 mod demo;
 mod events;
+pub(crate) mod host_prep;
 mod local;
 mod parse;
 mod store;
@@ -65,6 +66,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             trigger::test(&rules, &event, &args, json)
         }
         Command::Bench(args) => bench::run(args, cli.server.clone()).await,
+        Command::HostPrep(args) => host_prep::run(args, std::env::var("SUDO_UID").ok()),
         Command::Changes {
             file: Some(file),
             better,
