@@ -228,6 +228,19 @@ impl Coordinator {
         host: &str,
         report: AttemptReport,
     ) -> Result<(), ReportError> {
+        // The machine as prepared for this attempt, before the finish (the
+        // series read it once the attempt has ended).
+        if let Some(machine) = &report.machine
+            && let Err(e) = self
+                .store
+                .set_attempt_machine(report.attempt_id, host, machine)
+                .await
+        {
+            tracing::warn!(
+                attempt = report.attempt_id,
+                "failed to record the attempt's machine: {e}"
+            );
+        }
         let mut sched = self.sched.lock().await;
         let running = sched.agents.get(host).and_then(|s| s.running.clone());
         match running {

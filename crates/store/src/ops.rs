@@ -516,6 +516,29 @@ impl Store {
         Ok(())
     }
 
+    /// Records the machine an open attempt ran on, as its agent reported it
+    /// with the attempt (the host preparation included). Fenced: only the
+    /// attempt's own agent, only while it is open. Returns whether it was
+    /// recorded.
+    pub async fn set_attempt_machine(
+        &self,
+        attempt_id: i64,
+        agent: &str,
+        machine: &testfleet_wire::protocol::MachineInfo,
+    ) -> Result<bool> {
+        let machine = serde_json::to_string(machine)?;
+        let done = on_pool!(&self.writer, p => sqlx::query(
+            "UPDATE attempts SET machine = $1 WHERE id = $2 AND agent = $3 AND outcome IS NULL",
+        )
+        .bind(&machine)
+        .bind(attempt_id)
+        .bind(agent)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(done == 1)
+    }
+
     /// Retires an agent (it disconnected with reason `shutdown`): no more
     /// fan-out work is queued for it.
     pub async fn retire_agent(&self, hostname: &str) -> Result<()> {

@@ -567,7 +567,8 @@ impl Store {
         attempt_id: i64,
     ) -> Result<(AttemptContext, AttemptFacts)> {
         let row = on_pool!(&self.reader, p => sqlx::query_as::<_, AttemptContextRow>(
-            "SELECT a.agent, t.job_id, a.task_id, a.finished_at, t.name AS task_name, j.spec, j.created_at, a.results, g.machine
+            "SELECT a.agent, t.job_id, a.task_id, a.finished_at, t.name AS task_name, j.spec, j.created_at, a.results,
+                    COALESCE(a.machine, g.machine) AS machine
              FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
              LEFT JOIN agents g ON g.hostname = a.agent WHERE a.id = $1",
         )

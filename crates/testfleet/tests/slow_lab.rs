@@ -54,6 +54,7 @@ use testfleet_testkit::wait::{wait_agents, wait_job};
 use testfleet_wire::analysis::{CompareRequest, CompareStatus, CompareView};
 use testfleet_wire::api::JobView;
 use testfleet_wire::events::{EventOutcome, HookAnswer};
+use testfleet_wire::protocol::{PrepAction, PrepStatus};
 
 const AGENT_SECRET: &str = "s3cret-for-tests";
 const GERRIT_SECRET: &str = "gerrit-hook-s3cret";
@@ -69,6 +70,50 @@ const SLOWED: (&str, &str) = ("tst_BenchCodec", "checksum");
 const ROWS: usize = 15;
 /// `repeat` in the example's template.
 const REPEAT: u64 = 5;
+/// A sysfs tree for one agent's host preparation: CPUs 0–3, CPU 1's
+/// hyperthread sibling CPU 3, `powersave` governors, turbo on. The agents
+/// prepare it rather than this machine's `/sys` (which a VM mostly lacks).
+fn fake_sysfs(root: &Path) {
+    let cpu = root.join("devices/system/cpu");
+    for n in 0..4 {
+        let dir = cpu.join(format!("cpu{n}"));
+        std::fs::create_dir_all(dir.join("cpufreq")).unwrap();
+        std::fs::create_dir_all(dir.join("topology")).unwrap();
+        std::fs::write(dir.join("cpufreq/scaling_governor"), "powersave\n").unwrap();
+        std::fs::write(
+            dir.join("cpufreq/scaling_available_governors"),
+            "performance powersave\n",
+        )
+        .unwrap();
+        let siblings = if n % 2 == 1 { "1,3" } else { "0,2" };
+        std::fs::write(
+            dir.join("topology/thread_siblings_list"),
+            format!("{siblings}\n"),
+        )
+        .unwrap();
+        if n > 0 {
+            std::fs::write(dir.join("online"), "1\n").unwrap();
+        }
+    }
+    std::fs::create_dir_all(cpu.join("intel_pstate")).unwrap();
+    std::fs::write(cpu.join("intel_pstate/no_turbo"), "0\n").unwrap();
+}
+
+/// The fake sysfs' values the preparation touches, as (file, value).
+fn sysfs_state(root: &Path) -> Vec<(String, String)> {
+    [
+        "cpu1/cpufreq/scaling_governor",
+        "cpu3/online",
+        "intel_pstate/no_turbo",
+    ]
+    .iter()
+    .map(|f| {
+        let v = std::fs::read_to_string(root.join("devices/system/cpu").join(f)).unwrap();
+        ((*f).to_owned(), v.trim().to_owned())
+    })
+    .collect()
+}
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_testfleet"))
 }
@@ -287,10 +332,14 @@ fn two_integrations_of_the_lab_example_reach_influxdb_and_the_slowed_benchmark_i
         .iter()
         .map(|host| {
             let log = std::fs::File::create(dir.path().join(format!("{host}.log"))).unwrap();
+            let sysfs = dir.path().join(format!("sysfs-{host}"));
+            fake_sysfs(&sysfs);
             KillOnDrop::spawn(
                 bin()
                     .args(["agent", "--server", &url, "--hostname", host])
                     .args(["--labels", "bench=yes", "--secret", AGENT_SECRET])
+                    .arg("--sysfs-root")
+                    .arg(&sysfs)
                     .arg("--work-dir")
                     .arg(dir.path().join("agents").join(host))
                     .env("QTLAB_MACHINE_LOCK", &lock)
@@ -368,11 +417,44 @@ fn two_integrations_of_the_lab_example_reach_influxdb_and_the_slowed_benchmark_i
             std::thread::sleep(Duration::from_millis(100));
         };
         assert_eq!(page.series.len(), ROWS, "{host}: {page:#?}");
+        // The host was prepared for each attempt and restored after it.
+        let sysfs = dir.path().join(format!("sysfs-{host}"));
+        assert_eq!(
+            sysfs_state(&sysfs),
+            vec![
+                (
+                    "cpu1/cpufreq/scaling_governor".to_owned(),
+                    "powersave".to_owned()
+                ),
+                ("cpu3/online".to_owned(), "1".to_owned()),
+                ("intel_pstate/no_turbo".to_owned(), "0".to_owned()),
+            ],
+            "{host}: restored"
+        );
         for series in &page.series {
             assert_eq!(series.points, 2 * REPEAT, "{series:#?}");
             let points = rt
                 .block_on(api.series_points(series.id, None, None))
                 .unwrap();
+            // Every point's machine says how it was prepared.
+            assert!(!points.fingerprints.is_empty(), "{points:#?}");
+            for f in &points.fingerprints {
+                let applied: Vec<PrepAction> = f
+                    .machine
+                    .prep
+                    .iter()
+                    .filter(|p| p.status == PrepStatus::Applied)
+                    .map(|p| p.step)
+                    .collect();
+                for step in [
+                    PrepAction::Governor,
+                    PrepAction::Turbo,
+                    PrepAction::SiblingOffline,
+                    PrepAction::Pin,
+                ] {
+                    assert!(applied.contains(&step), "{step:?} in {f:#?}");
+                }
+            }
             for (change, sha, job) in &jobs {
                 let mine: Vec<_> = points
                     .points

@@ -170,6 +170,7 @@ pub(super) static TABLES: &[Table] = &[
             null(int("last_update_ts")),
             null(text("results")),
             null(int("lease_expires_at")),
+            null(text("machine")),
         ],
         key: &["id"],
         sqlite_rowid_id: false,

@@ -25,8 +25,8 @@ const FILL: &[&str] = &[
         (1, 1, 't1', '{"name":"t1"}', 5, NULL, 'passed', 'done', 'passed', NULL, 'agent-a', 1, 1, 0, 0, 1, NULL, 10, 20, 'job-a/t1', 0),
         (2, 2, 't2', '{}', -3, 'agent-b', 'running', 'test', NULL, 'a message', 'agent-b', 2, 1, 0, 1, 0, 'agent-a', 30, 40, 'jöb-b ✓/t2', 2)"#,
     r#"INSERT INTO attempts VALUES
-        (1, 1, 1, 'agent-a', 'done', 'passed', NULL, NULL, 10, 20, 15, '[{"suites":[]}]', NULL),
-        (2, 2, 1, 'agent-b', 'test', NULL, 'lost', '{"k":1}', 30, NULL, NULL, NULL, 99999)"#,
+        (1, 1, 1, 'agent-a', 'done', 'passed', NULL, NULL, 10, 20, 15, '[{"suites":[]}]', NULL, '{"cores":8}'),
+        (2, 2, 1, 'agent-b', 'test', NULL, 'lost', '{"k":1}', 30, NULL, NULL, NULL, 99999, NULL)"#,
     r#"INSERT INTO log_chunks (attempt_id, "offset", data) VALUES (1, 0, 'hello
 '), (1, 6, 'wörld ✓'), (2, 0, '')"#,
     r#"INSERT INTO log_chunks (attempt_id, "offset", data)

@@ -7,7 +7,7 @@ use testfleet_store::{
     Missing, NewAck, SERIES_VIEW, SeriesFilter, SeriesKey, Store, StoreError, StoredPoint,
     StoredSeries,
 };
-use testfleet_wire::protocol::MachineInfo;
+use testfleet_wire::protocol::{MachineInfo, PrepAction, PrepStatus, PrepStep};
 use testfleet_wire::results::{Case, CaseOutcome, Metric, Results, Suite};
 
 use crate::support::{INTEGRATION, claim, parse, passing_results, simple_job, submit};
@@ -21,6 +21,7 @@ contract_tests!(
     job_points_group_two_jobs_by_series,
     acks_are_listed_and_need_a_known_series,
     the_series_cursor_is_not_an_exporter_and_catches_up,
+    a_prepared_attempt_is_fingerprinted_with_its_preparation,
 );
 
 /// The integration's timestamp in [`INTEGRATION`].
@@ -605,4 +606,76 @@ async fn the_series_cursor_is_not_an_exporter_and_catches_up(store: Store) {
         .map(|s| s.name)
         .collect();
     assert_eq!(names, ["influxdb"], "not {SERIES_VIEW}");
+}
+
+async fn a_prepared_attempt_is_fingerprinted_with_its_preparation(store: Store) {
+    let spec = simple_job("bench", 1, 0, 0);
+    store
+        .agent_connected("h1", &LabelSet::new(), Some(&machine("Xeon")), 1)
+        .await
+        .unwrap();
+    run(&store, &spec, 0, "h1", 1_000, &[bench_results(1.0, 0)]).await;
+    // The next attempt reports the machine as prepared for it.
+    let (_, queued) = submit(&store, &spec, 2_000).await;
+    let attempt = claim(&store, queued[0].id, "h1", 2_010)
+        .await
+        .attempt
+        .attempt_id;
+    let mut prepared = machine("Xeon");
+    prepared.prep = vec![PrepStep {
+        step: PrepAction::Governor,
+        target: "cpu0".into(),
+        status: PrepStatus::Applied,
+        detail: "powersave -> performance".into(),
+    }];
+    assert!(
+        !store
+            .set_attempt_machine(attempt, "h2", &prepared)
+            .await
+            .unwrap(),
+        "only the attempt's own agent"
+    );
+    assert!(
+        store
+            .set_attempt_machine(attempt, "h1", &prepared)
+            .await
+            .unwrap()
+    );
+    store
+        .finish_attempt(
+            attempt,
+            Some("h1"),
+            AttemptOutcome::Passed,
+            None,
+            None,
+            Some(&[bench_results(1.0, 0)]),
+            None,
+            2_020,
+        )
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .set_attempt_machine(attempt, "h1", &machine("EPYC"))
+            .await
+            .unwrap(),
+        "not once the attempt has ended"
+    );
+    map_all(&store).await;
+    let wall = series_by_key(
+        &store,
+        &key("h1", "walltime", "", "WalltimeMilliseconds", "msecs"),
+    )
+    .await;
+    let points = store.series_points(wall.id, None, 10).await.unwrap();
+    assert_eq!(points.len(), 2);
+    assert_ne!(
+        points[0].fingerprint, points[1].fingerprint,
+        "the preparation is part of the fingerprint"
+    );
+    let known = store
+        .fingerprints(std::slice::from_ref(&points[1].fingerprint))
+        .await
+        .unwrap();
+    assert_eq!(known[0].machine.prep, prepared.prep);
 }
