@@ -317,4 +317,10 @@ impl ApiClient {
         self.send(self.http.get(format!("{}/api/v1/agents", self.base)))
             .await
     }
+
+    /// `GET /api/v1/autoscale`: how many agents each label set wants.
+    pub async fn autoscale(&self) -> Result<testfleet_wire::scale::ScalePlan, ClientError> {
+        self.send(self.http.get(format!("{}/api/v1/autoscale", self.base)))
+            .await
+    }
 }

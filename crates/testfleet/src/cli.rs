@@ -73,6 +73,16 @@ pub enum Command {
         #[arg(long = "var", value_name = "NAME=VALUE")]
         vars: Vec<String>,
     },
+    /// How many agents each label set wants now, as `[server.autoscale]`
+    /// decides (docs/scale-out.md); with a hook configured, the coordinator
+    /// calls it itself: this only shows the decisions.
+    Scale {
+        /// Required: the command never starts or stops agents itself.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Merge-request bots: `testfleet bot gitlab|github --once [--dry-run]`
     /// runs one pass of `[server.bots.gitlab]` or `[server.bots.github]` and
     /// says what it did (or would do).

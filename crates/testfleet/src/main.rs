@@ -11,6 +11,7 @@ mod bot_settings;
 mod cli;
 mod cmd;
 mod prep_settings;
+mod scale_settings;
 mod settings;
 
 use std::process::ExitCode;

@@ -87,9 +87,12 @@ pub struct ServerSection {
     /// Trigger events from an AMQP bus, finished jobs published back:
     /// `[server.amqp]`, `[server.amqp.publish]`.
     pub amqp: Option<AmqpSection>,
-    /// Merge-request bots: `[server.bots.gitlab]`.
+    /// Merge-request bots: `[server.bots.gitlab]`, `[server.bots.github]`.
     #[serde(default)]
     pub bots: crate::bot_settings::BotsSection,
+    /// Autoscaling: `[server.autoscale]`.
+    #[serde(default)]
+    pub autoscale: crate::scale_settings::AutoscaleSection,
 }
 
 /// `[server.amqp]`. The URL (it may carry a password) can come from
@@ -473,6 +476,7 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> Result<ServerConfi
     crate::blob_settings::apply_server(&s.blobs, &mut config)?;
     apply_hooks(s, &mut config)?;
     crate::bot_settings::apply(&s.bots, &mut config)?;
+    crate::scale_settings::apply(&s.autoscale, &mut config)?;
     Ok(config)
 }
 

@@ -11,6 +11,7 @@ mod events;
 pub(crate) mod host_prep;
 mod local;
 mod parse;
+mod scale;
 mod store;
 mod trigger;
 
@@ -93,6 +94,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             match other {
                 Command::Artifacts { action } => artifacts::run(&api, action).await,
                 Command::Repro { task, keep_temp } => local::repro(&api, task, keep_temp).await,
+                Command::Scale { dry_run, json } => scale::run(&api, dry_run, json).await,
                 Command::Events {
                     source,
                     outcome,
