@@ -41,6 +41,7 @@ mod finish;
 mod fleet;
 mod jobs;
 mod leases;
+mod live;
 mod reaper;
 mod records;
 mod retry;

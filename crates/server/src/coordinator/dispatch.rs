@@ -29,6 +29,7 @@ impl Coordinator {
             .await;
             let mut again = false;
             let mut cancelled = Vec::new();
+            let mut started = Vec::new();
             {
                 let mut sched = self.sched.lock().await;
                 for ((host, task), claim) in picks.into_iter().zip(claims) {
@@ -63,6 +64,7 @@ impl Coordinator {
                                 claimed.history.as_ref(),
                                 slot.timeout_scale(),
                             );
+                            started.push((task.job_id, task.id));
                             slot.running = Some(claimed.attempt);
                             continue;
                         }
@@ -79,6 +81,14 @@ impl Coordinator {
                     }
                     sched.release(&task.queue);
                 }
+            }
+            for (job, task) in started {
+                self.push_live(
+                    testfleet_wire::fleet::UpdateKind::Started,
+                    Some(job),
+                    Some(task),
+                )
+                .await;
             }
             for run in cancelled {
                 // A cancelled attempt ends its task; nothing is re-queued.

@@ -1,0 +1,445 @@
+//! The dashboard against a live coordinator filled with data: every page
+//! renders with its key elements, answers its live fragment, names its JSON
+//! twin and follows the read policy; and (`browser`) headless Chromium loads
+//! every page, with no console error, sees a job change state and a log
+//! grow without a reload, and sees the change point of a series with a
+//! known step drawn on its plot. Agents are plain socket.io clients that
+//! report what the test chooses.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use testfleet_sio::{Client, EventStream, Incoming};
+use testfleet_testkit::server::TestServer;
+use testfleet_testkit::sio::idle_agent;
+use testfleet_wire::analysis::SeriesChanges;
+use testfleet_wire::fleet::{AgentActivity, FleetView, QueuesView};
+
+/// Points of the benchmark series; the level steps up at [`STEP_AT`].
+const POINTS: u32 = 40;
+const STEP_AT: u32 = 20;
+
+/// What [`fill`] made.
+struct Filled {
+    /// A job whose only task runs on `runner` until the test reports it.
+    live_job: i64,
+    live_task: i64,
+    /// The attempt of `live_task`, and the log bytes it has sent so far.
+    live_attempt: i64,
+    live_offset: u64,
+    /// A finished job with a failed task.
+    failed_job: i64,
+    failed_task: i64,
+    /// The series with a step, and two jobs on either side of the step.
+    series: i64,
+    before_step_job: i64,
+    after_step_job: i64,
+    /// A job that waits: no agent has its label.
+    waiting_job: i64,
+    runner: Client,
+    _runner_events: EventStream,
+    _idle: (Client, EventStream),
+}
+
+async fn agent(url: &str, name: &str, labels: Value) -> (Client, EventStream) {
+    let auth = json!({
+        "clientType": "agent", "hostname": name, "labels": labels,
+        "machine": {"platform": "Debian GNU/Linux 12", "os_version": "12", "kernel": "6.1",
+                    "arch": "x86_64", "cpu_model": "Intel Core i7-7700K", "cores": 8,
+                    "compiler": "gcc 12"},
+    });
+    idle_agent(url, auth).await
+}
+
+/// The next `sendWork` within 10 s, asking again every second.
+async fn next_work(client: &Client, events: &mut EventStream) -> Value {
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < end {
+        let deadline = (tokio::time::Instant::now() + Duration::from_secs(1)).min(end);
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
+            if let Incoming::Event { name, args, .. } = event
+                && name == "sendWork"
+            {
+                return args.into_iter().next().expect("sendWork carries work");
+            }
+        }
+        client.emit_no_args("fetchWork").await.unwrap();
+    }
+    panic!("no work within 10 s");
+}
+
+async fn report(client: &Client, work: &Value, outcome: &str, results: Value) {
+    let attempt = work["attemptId"].as_i64().unwrap();
+    let mut report = json!({"attemptId": attempt, "outcome": outcome, "results": results});
+    if outcome != "passed" {
+        report["reason"] = json!("exit status 1 in stage test");
+    }
+    let answer = client
+        .emit_with_ack("tf:report", report, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        format!("{answer:?}").contains("true"),
+        "report refused: {answer:?}"
+    );
+    client.emit_no_args("fetchWork").await.unwrap();
+}
+
+/// QtTest-like results with one benchmark value.
+fn bench_results(value: f64) -> Value {
+    json!([{"format": "qtest-xml", "complete": true, "warnings": [], "crashed": [], "repetition": 0,
+        "suites": [{"name": "tst_Bench", "properties": [], "duration_ms": null, "cases": [
+            {"name": "paint", "data_tag": null, "classname": null, "outcome": "pass", "flags": {},
+             "duration_ms": null, "message": null, "log": null, "file": null, "line": null,
+             "reruns": [], "diagnostics": null,
+             "metrics": [{"name": "WalltimeMilliseconds", "unit": "msecs", "value": value,
+                          "total": null, "iterations": 100, "variance": null}]}]}]}])
+}
+
+fn job_file(name: &str, n: u32, requires: &str) -> String {
+    let ts = testfleet_core::time_fmt::format_millis(1_676_034_671_000 + i64::from(n) * 60_000);
+    format!(
+        "name = \"{name}\"\n[integration]\nid = \"int-{n}\"\ntimestamp = \"{ts}\"\n\
+         branch = \"dev\"\nsha = \"{n:04}{}\"\n\
+         [[task]]\nname = \"bench\"\n{requires}steps = [{{ stage = \"test\", run = \"true\" }}]\n",
+        "a".repeat(36)
+    )
+}
+
+/// A coordinator with a busy agent, an idle one, a series with a step,
+/// a failed job, a waiting job and a running one.
+async fn fill(h: &TestServer) -> Filled {
+    let (runner, mut events) =
+        agent(&h.url, "bench-1", json!({"os": "linux", "arch": "x86_64"})).await;
+    let mut before_step_job = 0;
+    let mut after_step_job = 0;
+    for n in 0..POINTS {
+        let job = h
+            .api
+            .submit(&job_file(&format!("bench {n}"), n, ""))
+            .await
+            .unwrap()
+            .id;
+        let work = next_work(&runner, &mut events).await;
+        // A quiet level, then 50 % slower from STEP_AT on.
+        let noise = f64::from(n % 5) * 0.4;
+        let value = if n < STEP_AT { 100.0 } else { 150.0 } + noise;
+        report(&runner, &work, "passed", bench_results(value)).await;
+        if n == STEP_AT - 1 {
+            before_step_job = job;
+        }
+        if n == STEP_AT {
+            after_step_job = job;
+        }
+    }
+    let failed = h
+        .api
+        .submit(&job_file("broken build", 100, ""))
+        .await
+        .unwrap();
+    let work = next_work(&runner, &mut events).await;
+    report(&runner, &work, "failed", json!([])).await;
+    let waiting = h
+        .api
+        .submit(&job_file(
+            "needs a gpu",
+            101,
+            "requires = { gpu = \"yes\" }\n",
+        ))
+        .await
+        .unwrap();
+    let live = h.api.submit(&job_file("live run", 102, "")).await.unwrap();
+    let work = next_work(&runner, &mut events).await;
+    let live_attempt = work["attemptId"].as_i64().unwrap();
+    let first = "configuring\nbuilding step 1 of 3\n";
+    runner
+        .emit(
+            "tf:log",
+            json!({"attemptId": live_attempt, "offset": 0, "data": first}),
+        )
+        .await
+        .unwrap();
+    runner
+        .emit(
+            "statusUpdate",
+            json!({"status": "test", "attemptId": live_attempt, "load": 1.5}),
+        )
+        .await
+        .unwrap();
+    let idle = agent(&h.url, "idle-1", json!({"os": "windows"})).await;
+    // The series are filled in the background: wait for every point, then
+    // for the change point.
+    let end = Instant::now() + Duration::from_secs(30);
+    while !h.coordinator.views().series_caught_up().await.unwrap() {
+        assert!(
+            Instant::now() < end,
+            "the series did not catch up within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let list: Value = get_json(h, "/api/v1/series?metric=WalltimeMilliseconds").await;
+    let series = list["series"][0]["id"]
+        .as_i64()
+        .expect("the benchmark series");
+    let changes: SeriesChanges =
+        serde_json::from_value(get_json(h, &format!("/api/v1/series/{series}/changes")).await)
+            .unwrap();
+    assert_eq!(
+        changes.changes.iter().map(|c| c.index).collect::<Vec<_>>(),
+        vec![u64::from(STEP_AT)],
+        "the step is found where it was made"
+    );
+    Filled {
+        live_job: live.id,
+        live_task: live.tasks[0].id,
+        live_attempt,
+        live_offset: first.len() as u64,
+        failed_job: failed.id,
+        failed_task: failed.tasks[0].id,
+        series,
+        before_step_job,
+        after_step_job,
+        waiting_job: waiting.id,
+        runner,
+        _runner_events: events,
+        _idle: idle,
+    }
+}
+
+async fn start(configure: impl FnOnce(&mut testfleet_server::ServerConfig)) -> TestServer {
+    TestServer::in_tempdir(|config| {
+        config.allow_any_agent = true;
+        configure(config);
+    })
+    .await
+}
+
+async fn get_json(h: &TestServer, path: &str) -> Value {
+    let response = reqwest::get(format!("{}{path}", h.url)).await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(status, 200, "GET {path}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: {e}: {text}"))
+}
+
+/// A page's status and body, as a browser or a live update asks for it.
+async fn page(h: &TestServer, path: &str, fragment: bool) -> (u16, String) {
+    let mut request = reqwest::Client::new().get(format!("{}{path}", h.url));
+    if fragment {
+        request = request.header("x-fragment", "1");
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// Every page with what must be on it.
+fn pages(f: &Filled) -> Vec<(String, Vec<String>)> {
+    let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+    vec![
+        (
+            "/".into(),
+            s(&[
+                "<table id=\"agents\"",
+                "data-host=\"bench-1\"",
+                "data-host=\"idle-1\"",
+                "data-count=\"busy\">1<",
+                "data-count=\"idle\">1<",
+                "os=linux",
+            ]),
+        ),
+        (
+            "/queues".into(),
+            s(&[
+                "<h2 id=\"q-1\">default</h2>",
+                "no agent matches its requirements",
+            ]),
+        ),
+        (
+            "/jobs".into(),
+            s(&[
+                "<table id=\"jobs\"",
+                "live run",
+                "broken build",
+                &format!("data-job=\"{}\"", f.failed_job),
+            ]),
+        ),
+        (
+            format!("/jobs/{}", f.failed_job),
+            s(&[
+                "id=\"job-state\"",
+                "data-state=\"failed\"",
+                "Retry failed tasks",
+                "exit status 1 in stage test",
+                &format!("href=\"/tasks/{}\"", f.failed_task),
+                "format=junit",
+            ]),
+        ),
+        (
+            format!("/jobs/{}", f.live_job),
+            s(&["data-state=\"running\"", "Cancel job", "<progress"]),
+        ),
+        (
+            format!("/tasks/{}", f.live_task),
+            s(&[
+                "<pre id=\"log\"",
+                &format!("repro {}", f.live_task),
+                "Attempt 1",
+                "testfleet --server http://",
+            ]),
+        ),
+        (
+            format!("/tasks/{}", f.failed_task),
+            s(&["Retry task", "exit status 1 in stage test"]),
+        ),
+        (
+            "/series".into(),
+            s(&["<table id=\"series\"", "tst_Bench paint"]),
+        ),
+        (
+            format!("/series/{}", f.series),
+            s(&[
+                "<div id=\"plot\"",
+                &format!("data-changes=\"{STEP_AT}\""),
+                "id=\"plot-data\"",
+                "uPlot.iife.min.js",
+                "<table id=\"changes\"",
+            ]),
+        ),
+        (
+            format!(
+                "/compare?baseline={}&contender={}",
+                f.before_step_job, f.after_step_job
+            ),
+            s(&["<table id=\"comparison\"", "WalltimeMilliseconds"]),
+        ),
+        ("/events".into(), s(&["<table id=\"events\""])),
+        ("/exporters".into(), s(&["<table id=\"exporters\""])),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_renders_its_key_elements_and_a_json_twin() {
+    let h = start(|_| {}).await;
+    let f = fill(&h).await;
+    for (path, needles) in pages(&f) {
+        let (status, body) = page(&h, &path, false).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        assert!(
+            body.starts_with("<!doctype html>"),
+            "GET {path} is a whole page"
+        );
+        assert!(
+            body.contains("<main id=\"main\">") && body.contains("<nav aria-label"),
+            "GET {path}: semantic frame"
+        );
+        assert!(
+            body.contains("name=\"viewport\""),
+            "GET {path}: readable on a phone"
+        );
+        for needle in &needles {
+            assert!(
+                body.contains(needle.as_str()),
+                "GET {path} lacks {needle:?}:\n{body}"
+            );
+        }
+        // The JSON twin the page names answers JSON.
+        let twin = body
+            .split("rel=\"alternate\" type=\"application/json\" href=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("GET {path} names no JSON twin"))
+            .replace("&amp;", "&")
+            .replace("&#38;", "&");
+        get_json(&h, &twin).await;
+        // A live update fetches the content only.
+        let (status, fragment) = page(&h, &path, true).await;
+        assert_eq!(status, 200, "GET {path} (fragment): {fragment}");
+        assert!(
+            !fragment.contains("<html"),
+            "GET {path}: the fragment is not a whole page"
+        );
+    }
+    let (status, body) = page(&h, "/jobs/999999", false).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("No such job 999999"), "{body}");
+    let (status, body) = page(&h, "/jobs?state=sleeping", false).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("sleeping"), "{body}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_and_queues_have_json_twins() {
+    let h = start(|_| {}).await;
+    let f = fill(&h).await;
+    let fleet: FleetView = serde_json::from_value(get_json(&h, "/api/v1/fleet").await).unwrap();
+    assert_eq!(
+        (fleet.summary.busy, fleet.summary.idle, fleet.summary.alive),
+        (1, 1, 2)
+    );
+    let runner = fleet
+        .agents
+        .iter()
+        .find(|a| a.hostname == "bench-1")
+        .unwrap();
+    assert_eq!(runner.activity, AgentActivity::Busy);
+    assert_eq!(
+        runner.current.as_ref().map(|c| c.task_id),
+        Some(f.live_task)
+    );
+    assert_eq!(runner.load, Some(1.5));
+    assert!(runner.last_seen.is_some());
+    let queues: QueuesView = serde_json::from_value(get_json(&h, "/api/v1/queues").await).unwrap();
+    let default = queues.queues.iter().find(|q| q.name == "default").unwrap();
+    assert_eq!((default.depth, default.running), (1, 1));
+    assert_eq!(default.pending[0].job_id, f.waiting_job);
+    assert!(default.oldest_queued_at.is_some());
+    assert!(
+        default.pending[0].why.iter().any(|w| w.contains("gpu")),
+        "{:?}",
+        default.pending[0].why
+    );
+    // The label filter of the fleet page.
+    let (_, body) = page(&h, "/?label=os%3Dwindows", false).await;
+    assert!(body.contains("data-host=\"idle-1\"") && !body.contains("data-host=\"bench-1\""));
+    let (_, body) = page(&h, "/jobs?q=BROKEN", false).await;
+    assert!(
+        body.contains("broken build") && !body.contains("live run"),
+        "{body}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_follow_the_read_policy_and_assets_are_in_the_binary() {
+    let h = start(|c| {
+        c.auth.read_open = false;
+        c.auth.allowed_cidrs.clear();
+    })
+    .await;
+    for path in [
+        "/",
+        "/jobs",
+        "/queues",
+        "/series",
+        "/events",
+        "/exporters",
+        "/compare",
+    ] {
+        let response = reqwest::get(format!("{}{path}", h.url)).await.unwrap();
+        assert_eq!(response.status(), 401, "GET {path} with reads closed");
+        assert!(
+            response.headers().contains_key("www-authenticate"),
+            "GET {path}: the browser asks for a login"
+        );
+    }
+    // The static files hold no data: no login.
+    let response = reqwest::get(format!("{}/static/uPlot.iife.min.js", h.url))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let script = response.text().await.unwrap();
+    assert!(script.contains("uPlot"), "the vendored uPlot is served");
+    h.stop().await;
+}
