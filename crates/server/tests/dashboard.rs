@@ -443,3 +443,112 @@ async fn pages_follow_the_read_policy_and_assets_are_in_the_binary() {
     assert!(script.contains("uPlot"), "the vendored uPlot is served");
     h.stop().await;
 }
+
+/// Debian's Chromium and npm `playwright-core` (tests/browser).
+const BROWSER: testfleet_testkit::peers::Peer = testfleet_testkit::peers::Peer {
+    name: "Chromium with playwright-core",
+    install: "`cargo xtask setup` installs Debian's chromium and runs `npm ci` in tests/browser",
+};
+
+/// The browser and the driver's modules, or why not.
+fn browser_peer() -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
+    let chromium = std::env::var_os("TESTFLEET_CHROMIUM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/bin/chromium".into());
+    if !chromium.exists() {
+        return Err(format!("no browser at {}", chromium.display()));
+    }
+    let dir = testfleet_testkit::peers::workspace_root().join("tests/browser");
+    if !dir.join("node_modules/playwright-core").is_dir() {
+        return Err(format!("no playwright-core in {}/node_modules", dir.display()));
+    }
+    Ok((chromium, dir))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_loads_every_page_and_follows_live_updates() {
+    use tokio::io::AsyncBufReadExt;
+
+    let Some((chromium, dir)) = testfleet_testkit::peers::require_peer(&BROWSER, browser_peer())
+    else {
+        return;
+    };
+    let h = start(|_| {}).await;
+    let mut f = fill(&h).await;
+    // Each page with the elements the browser must find (CSS selectors).
+    let live = |path: &str, selectors: &[&str], live: bool| {
+        json!({"path": path, "selectors": selectors, "live": live})
+    };
+    let plan = json!({
+        "pages": [
+            live("/", &["#agents tr[data-host=\"bench-1\"]", "dd[data-count=\"alive\"]", "form[role=search]"], true),
+            live("/queues", &["#queues article.queue", ".why li"], true),
+            live("/jobs", &["#jobs tbody tr[data-job]", "input[name=q]"], true),
+            live(&format!("/jobs/{}", f.failed_job), &["#job-state.failed", "#tasks progress", "button[data-post]"], true),
+            live(&format!("/tasks/{}", f.failed_task), &["#log", "#repro", ".timeline li", "button[data-post]"], true),
+            live("/series", &["#series tbody a[href^=\"/series/\"]"], false),
+            live(&format!("/series/{}", f.series), &["#plot canvas", "#changes tbody tr", "select[name=host]", "select[name=metric]"], false),
+            live(&format!("/compare?baseline={}&contender={}", f.before_step_job, f.after_step_job), &["#comparison tbody tr", "#verdicts"], false),
+            live("/events", &["#events"], true),
+            live("/exporters", &["#exporters"], true),
+        ],
+        "series": {"path": format!("/series/{}", f.series), "changes": STEP_AT.to_string()},
+        "fleet": "/",
+        "live": {"job": f.live_job, "task": f.live_task},
+    });
+    let shots = testfleet_testkit::peers::workspace_root().join("target/browser-screenshots");
+    let mut child = tokio::process::Command::new("node")
+        .arg(dir.join("dashboard.mjs"))
+        .current_dir(&dir)
+        .env("TF_URL", &h.url)
+        .env("TF_PLAN", plan.to_string())
+        .env("TF_SHOTS", &shots)
+        .env("TF_CHROMIUM", &chromium)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (Node.js 20 is on this machine kind)");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut transcript = Vec::new();
+    let read = async {
+        while let Some(line) = lines.next_line().await.expect("the driver's output") {
+            println!("browser: {line}");
+            if line == "READY" {
+                // The agent goes on: more output, then the end of the task.
+                let more = "building step 2 of 3\nbuilding step 3 of 3\n";
+                f.runner
+                    .emit(
+                        "tf:log",
+                        json!({"attemptId": f.live_attempt, "offset": f.live_offset, "data": more}),
+                    )
+                    .await
+                    .unwrap();
+                f.live_offset += more.len() as u64;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let work = json!({"attemptId": f.live_attempt});
+                report(&f.runner, &work, "passed", json!([])).await;
+            }
+            transcript.push(line);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(180), read)
+        .await
+        .expect("the browser checks end within 3 minutes");
+    let status = child.wait().await.expect("the driver exits");
+    println!("screenshots: {}", shots.display());
+    let failed: Vec<&String> = transcript.iter().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(
+        status.success() && failed.is_empty(),
+        "browser checks failed ({status}): {failed:#?}"
+    );
+    assert!(
+        transcript.iter().any(|l| l.contains("marks the change point at 20")),
+        "the plot check ran: {transcript:#?}"
+    );
+    assert!(
+        transcript.iter().any(|l| l.contains("shows the job passed without a reload")),
+        "the live check ran: {transcript:#?}"
+    );
+    h.stop().await;
+}
