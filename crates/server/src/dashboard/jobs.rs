@@ -20,7 +20,7 @@ const DEFAULT_JOBS: i64 = 50;
 /// Jobs a list shows at most, and the newest jobs a search looks through.
 const MAX_JOBS: i64 = 1000;
 /// Tasks a job's page shows at once; the rest are a link away.
-const TASKS_PER_PAGE: i64 = 200;
+const TASKS_PER_PAGE: i64 = 500;
 /// Artifacts a job's page lists.
 const ARTIFACTS_SHOWN: usize = 100;
 
