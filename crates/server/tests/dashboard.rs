@@ -460,7 +460,10 @@ fn browser_peer() -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
     }
     let dir = testfleet_testkit::peers::workspace_root().join("tests/browser");
     if !dir.join("node_modules/playwright-core").is_dir() {
-        return Err(format!("no playwright-core in {}/node_modules", dir.display()));
+        return Err(format!(
+            "no playwright-core in {}/node_modules",
+            dir.display()
+        ));
     }
     Ok((chromium, dir))
 }
@@ -476,9 +479,7 @@ async fn browser_loads_every_page_and_follows_live_updates() {
     let h = start(|_| {}).await;
     let mut f = fill(&h).await;
     // Each page with the elements the browser must find (CSS selectors).
-    let live = |path: &str, selectors: &[&str], live: bool| {
-        json!({"path": path, "selectors": selectors, "live": live})
-    };
+    let live = |path: &str, selectors: &[&str], live: bool| json!({"path": path, "selectors": selectors, "live": live});
     let plan = json!({
         "pages": [
             live("/", &["#agents tr[data-host=\"bench-1\"]", "dd[data-count=\"alive\"]", "form[role=search]"], true),
@@ -537,17 +538,24 @@ async fn browser_loads_every_page_and_follows_live_updates() {
         .expect("the browser checks end within 3 minutes");
     let status = child.wait().await.expect("the driver exits");
     println!("screenshots: {}", shots.display());
-    let failed: Vec<&String> = transcript.iter().filter(|l| l.starts_with("FAIL")).collect();
+    let failed: Vec<&String> = transcript
+        .iter()
+        .filter(|l| l.starts_with("FAIL"))
+        .collect();
     assert!(
         status.success() && failed.is_empty(),
         "browser checks failed ({status}): {failed:#?}"
     );
     assert!(
-        transcript.iter().any(|l| l.contains("marks the change point at 20")),
+        transcript
+            .iter()
+            .any(|l| l.contains("marks the change point at 20")),
         "the plot check ran: {transcript:#?}"
     );
     assert!(
-        transcript.iter().any(|l| l.contains("shows the job passed without a reload")),
+        transcript
+            .iter()
+            .any(|l| l.contains("shows the job passed without a reload")),
         "the live check ran: {transcript:#?}"
     );
     h.stop().await;

@@ -19,7 +19,12 @@ pub(crate) struct FleetQuery {
     label: Option<String>,
     /// `busy`, `idle`, `offline` or `retired`.
     activity: Option<String>,
+    /// The page of matching agents, from 1.
+    page: Option<usize>,
 }
+
+/// Agents a fleet page lists (the summary counts them all).
+const AGENTS_PER_PAGE: usize = 200;
 
 #[derive(Template)]
 #[template(path = "fleet.html")]
@@ -30,6 +35,12 @@ struct FleetContent {
     activity: String,
     /// Agents before filtering.
     total: usize,
+    /// Agents that match the filters.
+    matching: usize,
+    page: usize,
+    /// The previous and next pages' URLs.
+    previous: Option<String>,
+    next: Option<String>,
 }
 
 impl FleetContent {
@@ -52,12 +63,29 @@ pub(crate) async fn fleet_page(
     let label = q.label.unwrap_or_default();
     let activity = q.activity.unwrap_or_default();
     let total = fleet.agents.len();
-    let agents = fleet
+    let matching: Vec<FleetAgent> = fleet
         .agents
         .into_iter()
         .filter(|a| labels_match(&a.labels, &label))
         .filter(|a| activity.is_empty() || a.activity.as_str() == activity)
         .collect();
+    let count = matching.len();
+    let pages = count.div_ceil(AGENTS_PER_PAGE).max(1);
+    let page = q.page.unwrap_or(1).clamp(1, pages);
+    let agents = matching
+        .into_iter()
+        .skip((page - 1) * AGENTS_PER_PAGE)
+        .take(AGENTS_PER_PAGE)
+        .collect();
+    let link = |p: usize| {
+        format!(
+            "/?label={}&activity={}&page={p}",
+            super::series::urlencode(&label),
+            super::series::urlencode(&activity)
+        )
+    };
+    let previous = (page > 1).then(|| link(page - 1));
+    let next = (page < pages).then(|| link(page + 1));
     Page {
         title: "Fleet".to_owned(),
         nav: "fleet",
@@ -69,6 +97,10 @@ pub(crate) async fn fleet_page(
             label,
             activity,
             total,
+            matching: count,
+            page,
+            previous,
+            next,
         },
     }
     .respond(wants_fragment(&headers))

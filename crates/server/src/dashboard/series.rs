@@ -100,7 +100,7 @@ pub(crate) async fn series_list_page(
 }
 
 /// Percent-encodes a query value.
-fn urlencode(s: &str) -> String {
+pub(super) fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -125,8 +125,8 @@ struct PlotData {
     /// Point indices (integrations) or times in seconds, ascending.
     x: Vec<f64>,
     y: Vec<f64>,
+    /// The task that measured each point (a click opens it).
     task: Vec<i64>,
-    job: Vec<i64>,
     /// Positions in `x` where a change point starts.
     changes: Vec<usize>,
     /// The noise band of the current level: median ± spread.
@@ -187,7 +187,6 @@ pub(crate) async fn series_page(
         x: Vec::with_capacity(points.points.len()),
         y: Vec::with_capacity(points.points.len()),
         task: Vec::with_capacity(points.points.len()),
-        job: Vec::with_capacity(points.points.len()),
         changes: Vec::new(),
         band: points
             .noise
@@ -205,7 +204,6 @@ pub(crate) async fn series_page(
         data.x.push(x);
         data.y.push(p.value);
         data.task.push(p.task_id);
-        data.job.push(p.job_id);
     }
     for c in &changes {
         if let Some(pos) = points.points.iter().position(|p| p.index == c.index) {
