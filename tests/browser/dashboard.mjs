@@ -3,7 +3,7 @@
 // started and filled. Input (environment):
 //   TF_URL      the coordinator, http://127.0.0.1:PORT
 //   TF_PLAN     JSON: {pages: [{path, selectors: [css…]}], live: {job, task},
-//               series: {path, changes: "20"}, fleet: "/"}
+//               series: {path, changes: "20"}, fleet: "/", retry: {job}}
 //   TF_SHOTS    the directory screenshots are written to
 //   TF_CHROMIUM the browser (default /usr/bin/chromium)
 // It prints `READY` when the live pages are open and watching, then expects
@@ -181,6 +181,24 @@ for (const { path, selectors, live } of plan.pages) {
     await checkErrors(task, 'the live task page');
   } catch (e) {
     fail('live updates', e.message.split('\n')[0]);
+  }
+}
+
+// ----- an action: the failed job's Retry button -----------------------------
+{
+  const page = await open(context, 'retry');
+  const name = 'Retry on the failed job';
+  try {
+    await page.goto(`${url}/jobs/${plan.retry.job}`, { waitUntil: 'load' });
+    await page.waitForFunction(() => window.tfDashboard && window.tfDashboard.connected, null, { timeout: 5000 });
+    await page.click('button[data-post$="/retry"]');
+    await page.waitForFunction(() => document.getElementById('action-status').textContent === 'Done.', null, { timeout: 5000 });
+    await page.waitForSelector('#job-state:not([data-state="failed"])', { timeout: 10000 });
+    pass(`${name} queues its task again and the page shows it`);
+    await page.screenshot({ path: join(shots, 'retried_job.png'), fullPage: true });
+    await checkErrors(page, name);
+  } catch (e) {
+    fail(name, e.message.split('\n')[0]);
   }
 }
 

@@ -496,6 +496,7 @@ async fn browser_loads_every_page_and_follows_live_updates() {
         "series": {"path": format!("/series/{}", f.series), "changes": STEP_AT.to_string()},
         "fleet": "/",
         "live": {"job": f.live_job, "task": f.live_task},
+        "retry": {"job": f.failed_job},
     });
     let shots = testfleet_testkit::peers::workspace_root().join("target/browser-screenshots");
     let mut child = tokio::process::Command::new("node")
@@ -557,6 +558,12 @@ async fn browser_loads_every_page_and_follows_live_updates() {
             .iter()
             .any(|l| l.contains("shows the job passed without a reload")),
         "the live check ran: {transcript:#?}"
+    );
+    assert!(
+        transcript
+            .iter()
+            .any(|l| l.contains("Retry on the failed job queues")),
+        "the action check ran: {transcript:#?}"
     );
     h.stop().await;
 }
