@@ -93,7 +93,8 @@ async fn fill(store: &Store) {
                 format!("agent-{:04}", (j * TASKS_PER_JOB + i) % AGENTS)
             };
             let claimed = store.claim(task.id, &host, now).await.unwrap().unwrap();
-            let value = 100.0 + (j % 7) as f64;
+            // Noise without steps: no change point to find.
+            let value = 100.0 + ((j * 31 + i * 17) % 13) as f64 * 0.05;
             store
                 .finish_attempt(
                     claimed.attempt.attempt_id,

@@ -19,6 +19,9 @@ use crate::http_error::{ApiPath, ApiQuery};
 
 /// Series a list page shows.
 const SERIES_PAGE: i64 = 100;
+/// Change points a series page lists (the newest of those in the plotted
+/// range; the JSON twin `/api/v1/series/{id}/changes` has them all).
+const CHANGES_LISTED: usize = 100;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct ListQuery {
@@ -143,6 +146,8 @@ struct SeriesContent {
     /// [`PlotData`] as JSON, `<` escaped.
     data: String,
     change_positions: String,
+    /// Older change points in the plotted range, not listed.
+    more_changes: usize,
     time: bool,
     shown: usize,
     hosts: Vec<String>,
@@ -182,7 +187,29 @@ pub(crate) async fn series_page(
     }
     let time = q.x.as_deref() == Some("time");
     let points = d.analytics.points(id, None, limit).await?;
-    let changes = d.analytics.changes(id).await?.changes;
+    // The change points in the plotted range, the newest few.
+    let first_shown = points.points.first().map_or(u64::MAX, |p| p.index);
+    let mut changes: Vec<ChangeView> = d
+        .analytics
+        .changes(id)
+        .await?
+        .changes
+        .into_iter()
+        .filter(|c| c.index >= first_shown)
+        .collect();
+    // Marked on the plot: every change point in range (points are in index
+    // order, one per index).
+    let marked: Vec<usize> = changes
+        .iter()
+        .filter_map(|c| {
+            points
+                .points
+                .binary_search_by_key(&c.index, |p| p.index)
+                .ok()
+        })
+        .collect();
+    let more_changes = changes.len().saturating_sub(CHANGES_LISTED);
+    changes.drain(..more_changes);
     let mut data = PlotData {
         x: Vec::with_capacity(points.points.len()),
         y: Vec::with_capacity(points.points.len()),
@@ -205,11 +232,7 @@ pub(crate) async fn series_page(
         data.y.push(p.value);
         data.task.push(p.task_id);
     }
-    for c in &changes {
-        if let Some(pos) = points.points.iter().position(|p| p.index == c.index) {
-            data.changes.push(pos);
-        }
-    }
+    data.changes = marked;
     let change_positions = data
         .changes
         .iter()
@@ -257,6 +280,7 @@ pub(crate) async fn series_page(
             changes,
             data: json,
             change_positions,
+            more_changes,
             time,
             hosts,
             metrics,
