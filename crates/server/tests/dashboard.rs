@@ -19,6 +19,8 @@ use testfleet_wire::fleet::{AgentActivity, FleetView, QueuesView};
 const POINTS: u32 = 40;
 const STEP_AT: u32 = 20;
 
+const GERRIT_SECRET: &str = "dashboard-gerrit";
+
 /// What [`fill`] made.
 struct Filled {
     /// A job whose only task runs on `runner` until the test reports it.
@@ -167,6 +169,23 @@ async fn fill(h: &TestServer) -> Filled {
         .await
         .unwrap();
     let idle = agent(&h.url, "idle-1", json!({"os": "windows"})).await;
+    // A trigger event (no rules are configured: it is kept with its reason).
+    let merged = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/hooks/gerrit_change_merged.json"
+    ))
+    .unwrap();
+    let hook = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/hooks/gerrit?secret={GERRIT_SECRET}",
+            h.url
+        ))
+        .header("content-type", "application/json")
+        .body(merged)
+        .send()
+        .await
+        .unwrap();
+    assert!(hook.status().is_success(), "{:?}", hook.text().await);
     // The series are filled in the background: wait for every point, then
     // for the change point.
     let end = Instant::now() + Duration::from_secs(30);
@@ -207,8 +226,30 @@ async fn fill(h: &TestServer) -> Filled {
 }
 
 async fn start(configure: impl FnOnce(&mut testfleet_server::ServerConfig)) -> TestServer {
+    // One rule that this test's event does not match: the event is kept
+    // with its reason and queues nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"gerrit-patchsets\"\n[rule.when]\nsource = \"gerrit\"\n\
+         kind = \"patchset-created\"\n[[rule.do]]\ntemplate = \"job.toml\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("job.toml"),
+        "name = \"patchset\"\n[[task]]\nname = \"check\"\nsteps = [{ stage = \"test\", run = \"true\" }]\n",
+    )
+    .unwrap();
+    let rules = testfleet_server::triggers::load_rules(&rules).expect("the test's rules load");
     TestServer::in_tempdir(|config| {
         config.allow_any_agent = true;
+        config.trigger_rules = Some(std::sync::Arc::new(rules));
+        // Gerrit's hook, for a trigger event in the events log.
+        config.hooks.gerrit = Some(testfleet_server::triggers::hooks::GerritHook {
+            secret: Some(GERRIT_SECRET.into()),
+            allowed_cidrs: vec!["127.0.0.0/8".parse().unwrap()],
+        });
         configure(config);
     })
     .await
@@ -313,7 +354,10 @@ fn pages(f: &Filled) -> Vec<(String, Vec<String>)> {
             ),
             s(&["<table id=\"comparison\"", "WalltimeMilliseconds"]),
         ),
-        ("/events".into(), s(&["<table id=\"events\""])),
+        (
+            "/events".into(),
+            s(&["<table id=\"events\"", "<td>gerrit</td>", "change-merged"]),
+        ),
         ("/exporters".into(), s(&["<table id=\"exporters\""])),
     ]
 }
@@ -490,7 +534,7 @@ async fn browser_loads_every_page_and_follows_live_updates() {
             live("/series", &["#series tbody a[href^=\"/series/\"]"], false),
             live(&format!("/series/{}", f.series), &["#plot canvas", "#changes tbody tr", "select[name=host]", "select[name=metric]"], false),
             live(&format!("/compare?baseline={}&contender={}", f.before_step_job, f.after_step_job), &["#comparison tbody tr", "#verdicts"], false),
-            live("/events", &["#events"], true),
+            live("/events", &["#events tbody td a[href^=\"/api/v1/events/\"]"], true),
             live("/exporters", &["#exporters"], true),
         ],
         "series": {"path": format!("/series/{}", f.series), "changes": STEP_AT.to_string()},
