@@ -32,6 +32,9 @@ const APT_PACKAGES: &[&str] = &[
     "influxdb",
     // QtTest's `-callgrind` (instruction counts) for the lab test (crates/testfleet/tests/slow_lab.rs).
     "valgrind",
+    // Headless Chromium for the dashboard's browser tests
+    // (crates/server/tests/dashboard.rs, driven by tests/browser).
+    "chromium",
 ];
 
 fn main() -> ExitCode {
@@ -152,8 +155,29 @@ fn setup() -> Result<()> {
     if let Err(e) = ensure_rabbitmq() {
         eprintln!("xtask: warning: {e:#}; the AMQP tests will fail under CI=true");
     }
+    // The browser tests' driver (npm playwright-core) in tests/browser.
+    install_node_modules("tests/browser")?;
     // The Python peers (python-socketio and friends) live in .venv.
     install_python_requirements("tests/peers/requirements.txt", ".requirements")
+}
+
+/// `npm ci` in `dir` (relative to the repository) unless its
+/// `node_modules/.package-lock.json` says that exact lock file is installed.
+fn install_node_modules(dir: &str) -> Result<()> {
+    let dir = root().join(dir);
+    let lock = std::fs::read_to_string(dir.join("package-lock.json"))
+        .with_context(|| format!("failed to read {}/package-lock.json", dir.display()))?;
+    let stamp = dir.join("node_modules/.testfleet-lock");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(lock.as_str()) {
+        return Ok(());
+    }
+    eprintln!("xtask: npm ci in {}", dir.display());
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&dir))
+    .context("failed to install the browser tests' driver (Node.js 20 and npm are needed)")?;
+    std::fs::write(&stamp, lock)?;
+    Ok(())
 }
 
 /// Starts RabbitMQ (as this machine kind does) when it does not answer.

@@ -42,6 +42,7 @@ mod fleet;
 mod gauges;
 mod jobs;
 mod leases;
+mod live;
 mod reaper;
 mod records;
 mod retry;

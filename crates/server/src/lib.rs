@@ -118,13 +118,14 @@ impl Server {
         }
         blobs::start_retention(store, blob_store.clone(), move || clock_of.now());
         triggers::hooks::start_retention(&coordinator);
+        let analytics = Arc::new(analytics::Analytics::new(coordinator.clone()));
         let router = rest::router(coordinator.clone())
             .merge(blobs::router(coordinator.clone(), blob_store.clone()))
             .layer(axum::Extension(blob_store))
-            .merge(dashboard::router(coordinator.clone()))
+            .merge(dashboard::router(coordinator.clone(), analytics.clone()))
             .merge(exporters::router(coordinator.clone()))
             .merge(resultsdb::router(coordinator.clone()))
-            .merge(analytics::rest::router(coordinator.clone()))
+            .merge(analytics::rest::router(analytics))
             .merge(metrics::router(coordinator.clone()))
             .merge(autoscale::start(
                 coordinator.clone(),

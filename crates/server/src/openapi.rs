@@ -31,6 +31,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/tasks/{id}/why", "get"),
     ("/api/v1/stats", "get"),
     ("/api/v1/agents", "get"),
+    ("/api/v1/fleet", "get"),
+    ("/api/v1/queues", "get"),
     ("/api/v1/openapi.json", "get"),
     ("/api/v1/blobs/missing", "post"),
     ("/api/v1/blobs/{digest}", "put"),
@@ -127,6 +129,9 @@ pub fn spec() -> Value {
     {
         paths.extend(more);
     }
+    if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), fleet_paths()) {
+        paths.extend(more);
+    }
     // The analytics routes are described beside their handlers too.
     if let (Some(paths), Value::Object(more)) = (
         doc["paths"].as_object_mut(),
@@ -208,6 +213,29 @@ fn security_schemes() -> Value {
         "basicAuth": {"type": "http", "scheme": "basic", "description": "A user and password; HTTP Digest with the same user works too"},
         "agentHost": {"type": "apiKey", "in": "header", "name": crate::blobs::AGENT_HOST_HEADER, "description": "The agent's hostname"},
         "agentSecret": {"type": "apiKey", "in": "header", "name": crate::blobs::AGENT_SECRET_HEADER, "description": "The agent's secret (shared or per host)"}
+    })
+}
+
+/// The dashboard's JSON twins of the fleet and queues pages.
+fn fleet_paths() -> Value {
+    json!({
+            "/api/v1/fleet": {"get": {
+                "summary": "Every agent with its state (busy, idle, offline, retired), labels, current attempt, lease, last contact and load, and a count per state: the dashboard's fleet page",
+                "responses": {"200": {"description": "The fleet", "content": {"application/json": {"schema": {"type": "object", "required": ["summary", "agents"], "properties": {
+                    "summary": {"type": "object", "properties": {"total": {"type": "integer"}, "alive": {"type": "integer"}, "busy": {"type": "integer"}, "idle": {"type": "integer"}, "offline": {"type": "integer"}}},
+                    "agents": {"type": "array", "items": {"type": "object", "properties": {
+                        "hostname": {"type": "string"}, "activity": {"type": "string", "enum": ["busy", "idle", "offline", "retired"]},
+                        "labels": {"type": "object"}, "status": {"type": ["string", "null"]}, "current": {"type": ["object", "null"]},
+                        "lease_expires_at": {"type": ["string", "null"]}, "last_seen": {"type": ["string", "null"]}, "load": {"type": ["number", "null"]}}}}}}}}}}
+            }},
+            "/api/v1/queues": {"get": {
+                "summary": "The fair-share queues in the order they are served: depth, running attempts, weight, share used, oldest waiting task, and why the first waiting tasks wait",
+                "responses": {"200": {"description": "The queues", "content": {"application/json": {"schema": {"type": "object", "required": ["queues"], "properties": {
+                    "queues": {"type": "array", "items": {"type": "object", "properties": {
+                        "name": {"type": "string"}, "weight": {"type": "number"}, "share": {"type": "number"}, "depth": {"type": "integer"},
+                        "running": {"type": "integer"}, "oldest_queued_at": {"type": ["string", "null"]},
+                        "pending": {"type": "array", "items": {"type": "object", "properties": {"task_id": {"type": "integer"}, "job_id": {"type": "integer"}, "queued_at": {"type": "string"}, "why": {"type": "array", "items": {"type": "string"}}}}}}}}}}}}}}
+            }}
     })
 }
 
@@ -365,7 +393,7 @@ mod tests {
         assert_eq!(
             doc["paths"].as_object().map(|p| p.len()),
             Some(
-                15 + 7 + crate::analytics::openapi::PATHS + crate::triggers::hooks::openapi::PATHS
+                17 + 7 + crate::analytics::openapi::PATHS + crate::triggers::hooks::openapi::PATHS
             )
         );
     }

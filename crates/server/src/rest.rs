@@ -38,6 +38,8 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/api/v1/tasks/{id}/why", get(task_why))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/agents", get(list_agents))
+        .route("/api/v1/fleet", get(fleet))
+        .route("/api/v1/queues", get(queues))
         .route("/api/v1/openapi.json", get(crate::openapi::document))
         .route("/healthz", get(|| async { "ok" }))
         // After every route: a wrong method is a JSON 405 too.
@@ -297,4 +299,16 @@ async fn task_why(
 /// task key, flaky counts per task key.
 async fn stats(State(c): State<Arc<Coordinator>>) -> ApiResult<Response> {
     Ok(Json(c.views().stats(100).await?).into_response())
+}
+
+/// `GET /api/v1/fleet`: every agent with its state, current attempt, lease,
+/// last contact and load, and a count per state (the dashboard's fleet page).
+async fn fleet(State(c): State<Arc<Coordinator>>) -> ApiResult<Response> {
+    Ok(Json(c.fleet_view().await?).into_response())
+}
+
+/// `GET /api/v1/queues`: the fair-share queues in the order they are served,
+/// with their first waiting tasks and why they wait (the queues page).
+async fn queues(State(c): State<Arc<Coordinator>>) -> ApiResult<Response> {
+    Ok(Json(c.queues_view().await).into_response())
 }

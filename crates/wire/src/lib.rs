@@ -7,6 +7,7 @@ pub mod analysis;
 pub mod api;
 pub mod artifact;
 pub mod events;
+pub mod fleet;
 pub mod protocol;
 pub mod reason;
 pub mod results;

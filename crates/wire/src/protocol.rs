@@ -26,6 +26,8 @@ pub mod events {
     pub const AGENT_DATA: &str = "agentData";
     pub const GET_WORK_LOG: &str = "getWorkLog";
     pub const WORK_LOG_DATA: &str = "workLogData";
+    /// Server → browsers: a job or task changed ([`crate::fleet::LiveUpdate`]).
+    pub const LIVE_UPDATE: &str = "tf:update";
 
     /// Agent → server: a batch of a running attempt's output ([`super::LogChunk`]).
     pub const LOG_CHUNK: &str = "tf:log";

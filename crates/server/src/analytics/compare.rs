@@ -75,7 +75,7 @@ pub(super) fn check_side(param: &'static str, ids: &[i64]) -> Result<Vec<i64>> {
 }
 
 /// Parses `1,2,3`: job ids without signs, spaces or leading zeros.
-pub(super) fn parse_ids(param: &'static str, raw: &str) -> Result<Vec<i64>> {
+pub(crate) fn parse_ids(param: &'static str, raw: &str) -> Result<Vec<i64>> {
     let ids = raw
         .split(',')
         .map(|part| {

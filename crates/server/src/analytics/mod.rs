@@ -18,13 +18,13 @@
 //! - `rest` and `openapi`: the routes and their description.
 
 mod cache;
-mod compare;
+pub(crate) mod compare;
 mod confirm;
 mod convert;
 pub(crate) mod openapi;
 mod regressions;
 pub(crate) mod rest;
-mod series;
+pub(crate) mod series;
 
 use std::sync::Arc;
 use std::time::Duration;

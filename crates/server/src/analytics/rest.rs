@@ -20,7 +20,6 @@ use testfleet_wire::analysis::{AckRequest, CompareRequest};
 use super::series::{DEFAULT_POINTS, MAX_POINTS, MAX_SERIES_PAGE, SeriesQuery};
 use super::{Analytics, AnalyticsError};
 use crate::auth::Identity;
-use crate::coordinator::Coordinator;
 use crate::http_error::{ApiBytes, ApiJson, ApiPath, ApiQuery, HttpError, method_not_allowed};
 
 type ApiResult<T> = Result<T, HttpError>;
@@ -31,10 +30,11 @@ const MAX_GROUPS: i64 = 1_000;
 /// Series a page holds when not told.
 const DEFAULT_SERIES_PAGE: i64 = 100;
 
-/// The analytics routes, behind the auth guard.
-pub fn router(coordinator: Arc<Coordinator>) -> Router {
+/// The analytics routes, behind the auth guard. `analytics` is shared with
+/// the dashboard (one change-point cache).
+pub fn router(analytics: Arc<Analytics>) -> Router {
+    let coordinator = analytics.coordinator.clone();
     let limit = coordinator.config.max_body_bytes;
-    let analytics = Arc::new(Analytics::new(coordinator.clone()));
     Router::new()
         .route("/api/v1/series", get(list_series))
         .route("/api/v1/series/{id}", get(show_series))

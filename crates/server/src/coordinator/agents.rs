@@ -260,7 +260,7 @@ impl Coordinator {
             .append_log(chunk.attempt_id, host, chunk.offset, &chunk.data)
             .await
         {
-            Ok(true) => {}
+            Ok(true) => self.push_log_update(host, chunk.attempt_id).await,
             Ok(false) => tracing::debug!(
                 agent = host,
                 attempt = chunk.attempt_id,

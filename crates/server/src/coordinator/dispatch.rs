@@ -30,6 +30,7 @@ impl Coordinator {
             .await;
             let mut again = false;
             let mut cancelled = Vec::new();
+            let mut started = Vec::new();
             {
                 let mut sched = self.sched.lock().await;
                 for ((host, task), claim) in picks.into_iter().zip(claims) {
@@ -68,6 +69,7 @@ impl Coordinator {
                                 claimed.history.as_ref(),
                                 slot.timeout_scale(),
                             );
+                            started.push((task.job_id, task.id));
                             slot.running = Some(claimed.attempt);
                             continue;
                         }
@@ -84,6 +86,14 @@ impl Coordinator {
                     }
                     sched.release(&task.queue);
                 }
+            }
+            for (job, task) in started {
+                self.push_live(
+                    testfleet_wire::fleet::UpdateKind::Started,
+                    Some(job),
+                    Some(task),
+                )
+                .await;
             }
             for run in cancelled {
                 // A cancelled attempt ends its task; nothing is re-queued.

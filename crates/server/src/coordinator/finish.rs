@@ -65,6 +65,12 @@ impl Coordinator {
             }
         };
         tracing::info!(agent = %run.agent, attempt = run.attempt_id, %outcome, "attempt finished");
+        self.push_live(
+            testfleet_wire::fleet::UpdateKind::Finished,
+            Some(run.job_id),
+            Some(run.task_id),
+        )
+        .await;
         if let FinishEffect::TaskFinished {
             task_id,
             state: testfleet_core::TaskState::Failed,

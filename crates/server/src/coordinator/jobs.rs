@@ -20,6 +20,8 @@ impl Coordinator {
         let (job_id, queued) = self.store.submit_job(&spec, tasks, now).await?;
         tracing::info!(job_id, name = %spec.name, tasks = queued.len(), "job submitted");
         self.enqueue(queued).await;
+        self.push_live(testfleet_wire::fleet::UpdateKind::Jobs, Some(job_id), None)
+            .await;
         Ok(self.store.job(job_id).await?)
     }
 
@@ -119,6 +121,8 @@ impl Coordinator {
         }
         drop(sched);
         tracing::info!(job_id, "job cancelled");
+        self.push_live(testfleet_wire::fleet::UpdateKind::Jobs, Some(job_id), None)
+            .await;
         self.store.job(job_id).await
     }
 

@@ -12,13 +12,19 @@ impl Coordinator {
     /// Queues every failed task of a finished job again as new attempts.
     pub async fn retry_job(&self, job_id: i64) -> Result<RetryView, StoreError> {
         let retried = self.store.retry_job(job_id, self.now()).await?;
-        self.queue_retried(retried).await
+        let view = self.queue_retried(retried).await;
+        self.push_live(testfleet_wire::fleet::UpdateKind::Jobs, Some(job_id), None)
+            .await;
+        view
     }
 
     /// Queues one failed task again as a new attempt.
     pub async fn retry_task(&self, task_id: i64) -> Result<RetryView, StoreError> {
         let retried = self.store.retry_task(task_id, self.now()).await?;
-        self.queue_retried(retried).await
+        let view = self.queue_retried(retried).await;
+        self.push_live(testfleet_wire::fleet::UpdateKind::Jobs, None, Some(task_id))
+            .await;
+        view
     }
 
     /// Queues finished tasks again for one more attempt each, to confirm a

@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use testfleet_core::time_fmt::format_millis;
-use testfleet_store::Store;
+use testfleet_store::{Store, StoreError};
 use testfleet_wire::api::{ErrorBody, ExporterStatus, ExportersView};
 use tokio::task::JoinHandle;
 
@@ -224,7 +224,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
 async fn status(
     State(c): State<Arc<Coordinator>>,
 ) -> Result<Json<ExportersView>, (axum::http::StatusCode, Json<ErrorBody>)> {
-    let sinks = c.views().outbox_status().await.map_err(|e| {
+    let view = exporters_view(&c).await.map_err(|e| {
         (
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             Json(ErrorBody {
@@ -235,6 +235,13 @@ async fn status(
             }),
         )
     })?;
+    Ok(Json(view))
+}
+
+/// The outbox state of every configured sink (`GET /api/v1/exporters` and
+/// the dashboard's exporters page).
+pub(crate) async fn exporters_view(c: &Coordinator) -> Result<ExportersView, StoreError> {
+    let sinks = c.views().outbox_status().await?;
     let cfg = &c.config.exporters;
     let url_of = |name: &str| match name {
         INFLUX_SINK => cfg.influxdb.as_ref().map(|i| i.url.clone()),
@@ -259,5 +266,5 @@ async fn status(
             }
         })
         .collect();
-    Ok(Json(ExportersView { exporters }))
+    Ok(ExportersView { exporters })
 }
