@@ -368,7 +368,7 @@ async fn two_labelled_requests_are_served_oldest_first_with_one_note_each() {
             "{body}"
         );
         assert!(
-            body.contains("[Plots and details](http://testfleet.example/api/v1/compare?"),
+            body.contains("[Plots and details](http://testfleet.example/compare?"),
             "{body}"
         );
         let mr = fake.mr(iid).expect("mr");

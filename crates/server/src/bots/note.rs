@@ -205,7 +205,7 @@ pub fn result_note(ctx: &NoteContext, view: &CompareView, errors: &[String]) -> 
     if !base.is_empty() && !head.is_empty() {
         let _ = writeln!(
             out,
-            "\n[Plots and details]({}/api/v1/compare?baseline={base}&contender={head})",
+            "\n[Plots and details]({}/compare?baseline={base}&contender={head})",
             ctx.dashboard_url
         );
     }
@@ -449,7 +449,7 @@ mod tests {
             "{n}"
         );
         assert!(
-            n.contains("(http://tf/api/v1/compare?baseline=7&contender=8)"),
+            n.contains("(http://tf/compare?baseline=7&contender=8)"),
             "{n}"
         );
         let slow = n.find("::slow").unwrap_or(usize::MAX);
