@@ -153,6 +153,7 @@ pub async fn run(
             client_type: Some("agent".into()),
             hostname: Some(state.config.hostname.clone()),
             secret: state.config.secret.clone(),
+            token: None,
             labels: Some(state.config.labels.clone()),
             protocol: Some(PROTOCOL_VERSION),
             machine: Some(machine.clone()),

@@ -61,7 +61,12 @@
       if (typeof data !== 'string' || data.length === 0) return;
       var kind = data.charAt(0);
       if (kind === '0') {
-        ws.send('40' + JSON.stringify({ clientType: 'browser' }));
+        // With reads closed, the token this tab was given (if any) lets the
+        // live updates in; HTTP authentication rides on the upgrade itself.
+        var hello = { clientType: 'browser' };
+        var token = sessionStorage.getItem('testfleet-token');
+        if (token) hello.token = token;
+        ws.send('40' + JSON.stringify(hello));
       } else if (kind === '2') {
         ws.send('3');
       } else if (kind === '4') {

@@ -122,7 +122,19 @@ async fn check_handshake(
         tracing::warn!(?peer, "refused socket.io handshake: {reason}");
         Refused(reason)
     };
-    let (client, secret) = classify(auth.0.ok()).map_err(|e| refuse(e.to_string()))?;
+    let auth = auth.0.ok();
+    let token = auth
+        .as_ref()
+        .and_then(|a| a.get("token"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let (client, secret) = classify(auth).map_err(|e| refuse(e.to_string()))?;
+    if matches!(client, Client::Browser)
+        && !coordinator.config.auth.read_open
+        && let Err(reason) = browser_may_read(&socket, &coordinator, token, peer).await
+    {
+        return Err(refuse(reason));
+    }
     if let Client::Agent { hostname, .. } = &client
         && let Err(reason) = crate::auth::check_agent_secret(&coordinator, hostname, secret).await
     {
@@ -146,6 +158,52 @@ async fn check_handshake(
     }
     socket.extensions.insert(client);
     Ok(())
+}
+
+/// With reads closed, a browser client follows the REST API's read
+/// policy: its WebSocket upgrade's `Authorization` header (HTTP
+/// authentication the browser holds for the page), a `token` in its
+/// handshake payload, or an allowed address.
+async fn browser_may_read(
+    socket: &SocketRef,
+    coordinator: &Coordinator,
+    token: Option<String>,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<(), String> {
+    let parts = socket.req_parts();
+    let mut headers = parts.headers.clone();
+    if let Some(token) = token
+        && let Ok(value) = axum::http::HeaderValue::from_str(&format!("Bearer {token}"))
+    {
+        headers.insert(axum::http::header::AUTHORIZATION, value);
+    }
+    match crate::auth::identify(
+        coordinator,
+        &parts.method,
+        &parts.uri,
+        &headers,
+        peer.map(|p| p.ip()),
+    )
+    .await
+    {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(
+            "reads are closed: a browser needs a login, a token (`token` in its auth payload) or an allowed address"
+                .to_owned(),
+        ),
+        Err(e) => {
+            let why = match e {
+                crate::auth::AuthError::Invalid(m) => m.into_owned(),
+                crate::auth::AuthError::Forbidden(m) => m.to_owned(),
+                crate::auth::AuthError::Missing => "credentials are missing".to_owned(),
+                crate::auth::AuthError::Stale => "the Digest nonce has expired".to_owned(),
+            };
+            if let Some(ip) = peer {
+                tokio::time::sleep(coordinator.auth.failed(ip.ip())).await;
+            }
+            Err(format!("a browser's credentials were refused: {why}"))
+        }
+    }
 }
 
 /// Decides who connects (and the secret to check), or why not.

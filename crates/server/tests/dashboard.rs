@@ -611,3 +611,40 @@ async fn browser_loads_every_page_and_follows_live_updates() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_updates_follow_the_read_policy_too() {
+    use testfleet_sio::ConnectOptions;
+    let h = TestServer::in_tempdir(|c| {
+        c.agent_secret = Some("shared".into());
+        c.auth.read_open = false;
+        c.auth.allowed_cidrs.clear();
+    })
+    .await;
+    let store = testfleet_store::Store::connect(&h.coordinator.config.database_url())
+        .await
+        .expect("store");
+    let (token, hash) = testfleet_server::auth::new_token().expect("token");
+    store
+        .add_token("viewer", &hash, false, 0)
+        .await
+        .expect("add");
+    let connect = |auth: Value| {
+        let url = h.url.clone();
+        async move { Client::connect(&url, ConnectOptions::default().with_auth(auth)).await }
+    };
+    // No credentials, and a wrong token: refused at the handshake.
+    for auth in [
+        json!({"clientType": "browser"}),
+        json!({"clientType": "browser", "token": "tf_wrong"}),
+    ] {
+        let refused = connect(auth.clone()).await;
+        assert!(refused.is_err(), "{auth} was let in");
+    }
+    // The token the page was given: live updates flow.
+    let (client, _events) = connect(json!({"clientType": "browser", "token": token}))
+        .await
+        .expect("a browser with a token connects");
+    drop(client);
+    h.stop().await;
+}

@@ -183,6 +183,22 @@ fn post_hook(url: &str, body: &str) -> HookAnswer {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
+/// GETs `path` of the server at `url` over plain HTTP/1.1: status and body.
+fn get(url: &str, path: &str) -> (u16, String) {
+    let authority = url.strip_prefix("http://").unwrap();
+    let mut stream = TcpStream::connect(authority).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
 /// Each task's log, for a job that did not pass.
 async fn logs(api: &ApiClient, job: &JobView) -> String {
     let mut all = String::new();
@@ -571,6 +587,21 @@ fn two_integrations_of_the_lab_example_reach_influxdb_and_the_slowed_benchmark_i
         view.counts
     );
     assert_eq!(view.counts.faster, 0, "{:?}", view.counts);
+
+    // The dashboard plots the slowed benchmark's series: both integrations'
+    // points, over integrations, on the series page.
+    let slowed = view.rows.iter().find(|r| is_slowed(r)).unwrap();
+    let series = slowed.series_id.unwrap();
+    let (status, page) = get(&url, &format!("/series/{series}"));
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("id=\"plot\"") && page.contains("id=\"plot-data\""),
+        "the plot and its data: {page}"
+    );
+    assert!(
+        page.contains(&format!("{} of {} points", 2 * REPEAT, 2 * REPEAT)),
+        "{page}"
+    );
 
     drop(agents);
     drop(server);

@@ -47,6 +47,11 @@ pub struct HandshakeAuth {
     pub hostname: Option<String>,
     #[serde(default)]
     pub secret: Option<String>,
+    /// testfleet: a browser's API token, for a coordinator whose reads are
+    /// closed (a browser's WebSocket cannot carry an `Authorization`
+    /// header it was not given by HTTP authentication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     /// testfleet: the agent's labels (`key → value`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
