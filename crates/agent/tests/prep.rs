@@ -12,65 +12,27 @@ use testfleet_agent::prep::{self, PrepSettings};
 use testfleet_agent::runner::{RunnerConfig, RunnerEvent, run_work};
 use testfleet_core::AttemptOutcome;
 use testfleet_core::job::BenchSpec;
+use testfleet_testkit::sysfs::{Turbo, fake_cpu_tree, read_cpu};
 use testfleet_wire::protocol::{
     AttemptReport, MachineInfo, PrepAction, PrepStatus, PrepStep, WorkItem,
 };
 use tokio::sync::{mpsc, watch};
 
-/// A fake `devices/system/cpu` of four CPUs, two cores of two threads
-/// (0 and 2 on one core, 1 and 3 on the other), governor `powersave`,
-/// turbo on through intel_pstate (or, with `amd`, through cpufreq/boost).
-/// cpu0 has no `online` file, as on real machines.
 fn fake_sysfs(root: &Path, amd: bool) {
-    let cpu = root.join("devices/system/cpu");
-    for n in 0..4u32 {
-        let dir = cpu.join(format!("cpu{n}"));
-        std::fs::create_dir_all(dir.join("cpufreq")).unwrap();
-        std::fs::create_dir_all(dir.join("topology")).unwrap();
-        std::fs::write(dir.join("cpufreq/scaling_governor"), "powersave\n").unwrap();
-        std::fs::write(
-            dir.join("cpufreq/scaling_available_governors"),
-            "performance powersave\n",
-        )
-        .unwrap();
-        let siblings = if n % 2 == 0 { "0,2" } else { "1,3" };
-        std::fs::write(dir.join("topology/thread_siblings_list"), siblings).unwrap();
-        if n > 0 {
-            std::fs::write(dir.join("online"), "1\n").unwrap();
-        }
-    }
-    if amd {
-        std::fs::create_dir_all(cpu.join("cpufreq")).unwrap();
-        std::fs::write(cpu.join("cpufreq/boost"), "1\n").unwrap();
+    let turbo = if amd {
+        Turbo::Boost
     } else {
-        std::fs::create_dir_all(cpu.join("intel_pstate")).unwrap();
-        std::fs::write(cpu.join("intel_pstate/no_turbo"), "0\n").unwrap();
-    }
+        Turbo::IntelPstate
+    };
+    fake_cpu_tree(root, turbo).unwrap();
 }
 
-/// Every file of the tree with its content, to compare before and after.
 fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
-    fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<PathBuf, String>) {
-        for e in std::fs::read_dir(dir).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, root, out);
-            } else {
-                let rel = p.strip_prefix(root).unwrap().to_owned();
-                out.insert(rel, std::fs::read_to_string(&p).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
+    testfleet_testkit::sysfs::snapshot(root).unwrap()
 }
 
 fn read(root: &Path, rel: &str) -> String {
-    std::fs::read_to_string(root.join("devices/system/cpu").join(rel))
-        .unwrap()
-        .trim()
-        .to_owned()
+    read_cpu(root, rel)
 }
 
 fn settings(dir: &Path) -> PrepSettings {

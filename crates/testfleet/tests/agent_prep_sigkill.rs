@@ -9,6 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use testfleet_testkit::process::{KillOnDrop, ServerProcess};
+use testfleet_testkit::sysfs::{Turbo, fake_cpu_tree, read_cpu};
 
 const SECRET: &str = "prep-secret";
 
@@ -21,47 +22,16 @@ fn bin() -> Command {
     cmd
 }
 
-/// Four CPUs, two cores of two threads (0/2 and 1/3), governor
-/// `powersave`, turbo on through intel_pstate.
 fn fake_sysfs(root: &Path) {
-    let cpu = root.join("devices/system/cpu");
-    for n in 0..4u32 {
-        let dir = cpu.join(format!("cpu{n}"));
-        std::fs::create_dir_all(dir.join("cpufreq")).unwrap();
-        std::fs::create_dir_all(dir.join("topology")).unwrap();
-        std::fs::write(dir.join("cpufreq/scaling_governor"), "powersave\n").unwrap();
-        let siblings = if n % 2 == 0 { "0,2" } else { "1,3" };
-        std::fs::write(dir.join("topology/thread_siblings_list"), siblings).unwrap();
-        if n > 0 {
-            std::fs::write(dir.join("online"), "1\n").unwrap();
-        }
-    }
-    std::fs::create_dir_all(cpu.join("intel_pstate")).unwrap();
-    std::fs::write(cpu.join("intel_pstate/no_turbo"), "0\n").unwrap();
+    fake_cpu_tree(root, Turbo::IntelPstate).unwrap();
 }
 
 fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
-    fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<PathBuf, String>) {
-        for e in std::fs::read_dir(dir).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, root, out);
-            } else {
-                let rel = p.strip_prefix(root).unwrap().to_owned();
-                out.insert(rel, std::fs::read_to_string(&p).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
+    testfleet_testkit::sysfs::snapshot(root).unwrap()
 }
 
 fn read(root: &Path, rel: &str) -> String {
-    std::fs::read_to_string(root.join("devices/system/cpu").join(rel))
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
+    read_cpu(root, rel)
 }
 
 fn show(out: &Output) -> String {

@@ -50,6 +50,7 @@ use testfleet_testkit::peers;
 use testfleet_testkit::process::{
     Influxd, KillOnDrop, ServerProcess, configure_qtbench, influxd_program, output_of,
 };
+use testfleet_testkit::sysfs::{Turbo, fake_cpu_tree, read_cpu};
 use testfleet_testkit::wait::{wait_agents, wait_job};
 use testfleet_wire::analysis::{CompareRequest, CompareStatus, CompareView};
 use testfleet_wire::api::JobView;
@@ -70,35 +71,6 @@ const SLOWED: (&str, &str) = ("tst_BenchCodec", "checksum");
 const ROWS: usize = 15;
 /// `repeat` in the example's template.
 const REPEAT: u64 = 5;
-/// A sysfs tree for one agent's host preparation: CPUs 0–3, CPU 1's
-/// hyperthread sibling CPU 3, `powersave` governors, turbo on. The agents
-/// prepare it rather than this machine's `/sys` (which a VM mostly lacks).
-fn fake_sysfs(root: &Path) {
-    let cpu = root.join("devices/system/cpu");
-    for n in 0..4 {
-        let dir = cpu.join(format!("cpu{n}"));
-        std::fs::create_dir_all(dir.join("cpufreq")).unwrap();
-        std::fs::create_dir_all(dir.join("topology")).unwrap();
-        std::fs::write(dir.join("cpufreq/scaling_governor"), "powersave\n").unwrap();
-        std::fs::write(
-            dir.join("cpufreq/scaling_available_governors"),
-            "performance powersave\n",
-        )
-        .unwrap();
-        let siblings = if n % 2 == 1 { "1,3" } else { "0,2" };
-        std::fs::write(
-            dir.join("topology/thread_siblings_list"),
-            format!("{siblings}\n"),
-        )
-        .unwrap();
-        if n > 0 {
-            std::fs::write(dir.join("online"), "1\n").unwrap();
-        }
-    }
-    std::fs::create_dir_all(cpu.join("intel_pstate")).unwrap();
-    std::fs::write(cpu.join("intel_pstate/no_turbo"), "0\n").unwrap();
-}
-
 /// The fake sysfs' values the preparation touches, as (file, value).
 fn sysfs_state(root: &Path) -> Vec<(String, String)> {
     [
@@ -107,10 +79,7 @@ fn sysfs_state(root: &Path) -> Vec<(String, String)> {
         "intel_pstate/no_turbo",
     ]
     .iter()
-    .map(|f| {
-        let v = std::fs::read_to_string(root.join("devices/system/cpu").join(f)).unwrap();
-        ((*f).to_owned(), v.trim().to_owned())
-    })
+    .map(|f| ((*f).to_owned(), read_cpu(root, f)))
     .collect()
 }
 
@@ -349,7 +318,9 @@ fn two_integrations_of_the_lab_example_reach_influxdb_and_the_slowed_benchmark_i
         .map(|host| {
             let log = std::fs::File::create(dir.path().join(format!("{host}.log"))).unwrap();
             let sysfs = dir.path().join(format!("sysfs-{host}"));
-            fake_sysfs(&sysfs);
+            // The agents prepare a fake tree of their own rather than this
+            // machine's `/sys` (which a VM mostly lacks).
+            fake_cpu_tree(&sysfs, Turbo::IntelPstate).unwrap();
             KillOnDrop::spawn(
                 bin()
                     .args(["agent", "--server", &url, "--hostname", host])

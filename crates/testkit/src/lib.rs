@@ -9,6 +9,7 @@
 //!   line, killed on drop) and a child killed on drop.
 //! - [`moto`]: a `moto_server` (the S3 fake) on a free port, stopped on drop.
 //! - [`rng`]: a small seeded RNG, so every random test input replays.
+//! - [`sysfs`]: a fake sysfs CPU tree for the host-preparation tests.
 //! - [`gitlab`] (feature `gitlab`): a fake GitLab REST API v4 (merge
 //!   requests, notes, merge base) with scripted failures.
 //! - [`github`] (feature `github`): a fake GitHub REST API (issues and pull
@@ -29,6 +30,7 @@ pub mod moto;
 pub mod peers;
 pub mod process;
 pub mod rng;
+pub mod sysfs;
 
 #[cfg(feature = "github")]
 pub mod github;
