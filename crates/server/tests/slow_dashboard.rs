@@ -3,7 +3,9 @@
 //! directly (1,000 jobs of 100 tasks, each task finished with a result, ten
 //! tasks a job with a benchmark value; 1,000 queued tasks no agent can take),
 //! then a coordinator starts on it and each page is fetched several times;
-//! the figures are printed.
+//! the figures are printed. The target (200 ms, 100,000 results, 1,000
+//! agents) is a release build's; an unoptimized one fills a tenth of that
+//! and is held to 2 s.
 //!
 //! In the slow group: ignored by a plain `cargo test`, run by `cargo xtask
 //! test` (not `--fast`) or
@@ -17,14 +19,25 @@ use testfleet_store::{NewTask, Store};
 use testfleet_testkit::server::TestServer;
 use testfleet_wire::results::Results;
 
-const AGENTS: usize = 1_000;
-const JOBS: usize = 1_000;
+/// Unoptimized (the slow group under `cargo xtask test`), the store is a
+/// tenth of the target's size: filling 100,000 results takes minutes
+/// there. `--release` measures the target itself.
+const SCALE: usize = if cfg!(debug_assertions) { 10 } else { 1 };
+const AGENTS: usize = 1_000 / SCALE;
+const JOBS: usize = 1_000 / SCALE;
 const TASKS_PER_JOB: usize = 100;
 /// Tasks of each job whose result carries a benchmark value.
 const BENCH_TASKS: usize = 10;
 const QUEUED: usize = 1_000;
-/// The target, for the median of a page's fetches.
-const TARGET: Duration = Duration::from_millis(200);
+/// The target, for the median of a page's fetches: 200 ms on a release
+/// build (`--release`, as docs/performance.md measures it). An unoptimized
+/// build (the slow group under `cargo xtask test`) is held to ten times
+/// that, which still catches a page gone quadratic.
+const TARGET: Duration = if cfg!(debug_assertions) {
+    Duration::from_millis(2_000)
+} else {
+    Duration::from_millis(200)
+};
 const FETCHES: usize = 7;
 
 fn job_toml(name: &str, tasks: usize, requires: &str) -> String {
