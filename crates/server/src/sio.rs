@@ -65,6 +65,17 @@ enum HandshakeError {
     MissingClientType,
 }
 
+/// Why a browser may not read (its handshake is refused).
+#[derive(Debug, thiserror::Error)]
+enum BrowserRefused {
+    #[error(
+        "reads are closed: a browser needs a login, a token (`token` in its auth payload) or an allowed address"
+    )]
+    ReadsClosed,
+    #[error("a browser's credentials were refused")]
+    Credentials(#[source] crate::auth::AuthError),
+}
+
 /// Why an agent's event was not applied (the agent gets it as an `error` event).
 #[derive(Debug, thiserror::Error)]
 enum EventError {
@@ -131,8 +142,12 @@ async fn check_handshake(
     let (client, secret) = classify(auth).map_err(|e| refuse(e.to_string()))?;
     if matches!(client, Client::Browser)
         && !coordinator.config.auth.read_open
-        && let Err(reason) = browser_may_read(&socket, &coordinator, token, peer).await
+        && let Err(e) = browser_may_read(&socket, &coordinator, token, peer).await
     {
+        let mut reason = e.to_string();
+        if let Some(source) = std::error::Error::source(&e) {
+            reason.push_str(&format!(": {source}"));
+        }
         return Err(refuse(reason));
     }
     if let Client::Agent { hostname, .. } = &client
@@ -169,7 +184,7 @@ async fn browser_may_read(
     coordinator: &Coordinator,
     token: Option<String>,
     peer: Option<std::net::SocketAddr>,
-) -> Result<(), String> {
+) -> Result<(), BrowserRefused> {
     let parts = socket.req_parts();
     let mut headers = parts.headers.clone();
     if let Some(token) = token
@@ -187,21 +202,12 @@ async fn browser_may_read(
     .await
     {
         Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(
-            "reads are closed: a browser needs a login, a token (`token` in its auth payload) or an allowed address"
-                .to_owned(),
-        ),
+        Ok(None) => Err(BrowserRefused::ReadsClosed),
         Err(e) => {
-            let why = match e {
-                crate::auth::AuthError::Invalid(m) => m.into_owned(),
-                crate::auth::AuthError::Forbidden(m) => m.to_owned(),
-                crate::auth::AuthError::Missing => "credentials are missing".to_owned(),
-                crate::auth::AuthError::Stale => "the Digest nonce has expired".to_owned(),
-            };
             if let Some(ip) = peer {
                 tokio::time::sleep(coordinator.auth.failed(ip.ip())).await;
             }
-            Err(format!("a browser's credentials were refused: {why}"))
+            Err(BrowserRefused::Credentials(e))
         }
     }
 }

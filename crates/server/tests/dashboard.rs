@@ -495,19 +495,25 @@ const BROWSER: testfleet_testkit::peers::Peer = testfleet_testkit::peers::Peer {
 };
 
 /// The browser and the driver's modules, or why not.
-fn browser_peer() -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
+/// What the browser test misses.
+#[derive(Debug, thiserror::Error)]
+enum MissingBrowser {
+    #[error("no browser at {}", .0.display())]
+    Chromium(std::path::PathBuf),
+    #[error("no playwright-core in {}/node_modules", .0.display())]
+    Playwright(std::path::PathBuf),
+}
+
+fn browser_peer() -> Result<(std::path::PathBuf, std::path::PathBuf), MissingBrowser> {
     let chromium = std::env::var_os("TESTFLEET_CHROMIUM")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| "/usr/bin/chromium".into());
     if !chromium.exists() {
-        return Err(format!("no browser at {}", chromium.display()));
+        return Err(MissingBrowser::Chromium(chromium));
     }
     let dir = testfleet_testkit::peers::workspace_root().join("tests/browser");
     if !dir.join("node_modules/playwright-core").is_dir() {
-        return Err(format!(
-            "no playwright-core in {}/node_modules",
-            dir.display()
-        ));
+        return Err(MissingBrowser::Playwright(dir));
     }
     Ok((chromium, dir))
 }

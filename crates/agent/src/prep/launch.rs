@@ -2,7 +2,7 @@
 //! started (pinned with `taskset`, `nice`, `ionice`), and the wait for the
 //! host's load to fall under `max_load`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use testfleet_core::job::bench::{BenchSpec, CpuList, IoNice};
@@ -174,15 +174,28 @@ fn own_nice() -> Option<i32> {
     rest.split_whitespace().nth(16)?.parse().ok()
 }
 
+/// Why the load average could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadReadError {
+    #[error("failed to read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} holds no load average", path.display())]
+    Malformed { path: PathBuf },
+}
+
 /// How the wait for a quiet host ended.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum LoadWait {
     /// The load is at or under the limit (after waiting this long).
     Quiet { load: f64, waited: Duration },
     /// The load stayed above the limit for the whole wait.
     Busy { load: f64, waited: Duration },
     /// The load average cannot be read; the attempt goes on.
-    Unknown(String),
+    Unknown(LoadReadError),
     /// The attempt was cancelled while it waited.
     Cancelled,
 }
@@ -217,13 +230,17 @@ pub async fn wait_for_load(
     }
 }
 
-fn read_load(loadavg: &Path) -> Result<f64, String> {
-    let text = std::fs::read_to_string(loadavg)
-        .map_err(|e| format!("failed to read {}: {e}", loadavg.display()))?;
+fn read_load(loadavg: &Path) -> Result<f64, LoadReadError> {
+    let text = std::fs::read_to_string(loadavg).map_err(|source| LoadReadError::Read {
+        path: loadavg.to_owned(),
+        source,
+    })?;
     text.split_whitespace()
         .next()
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("{} holds no load average", loadavg.display()))
+        .ok_or_else(|| LoadReadError::Malformed {
+            path: loadavg.to_owned(),
+        })
 }
 
 #[cfg(test)]

@@ -185,7 +185,13 @@ pub async fn prepare(
                 });
             }
             launch::LoadWait::Cancelled => return Err(PrepRefusal::Cancelled),
-            launch::LoadWait::Unknown(why) => (PrepStatus::Unsupported, why),
+            launch::LoadWait::Unknown(e) => {
+                let why = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(": ");
+                (PrepStatus::Unsupported, why)
+            }
         };
         prepared.steps.push(PrepStep {
             step: PrepAction::Load,

@@ -113,14 +113,18 @@ impl Identity {
 }
 
 /// Why a request was refused.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum AuthError {
+    #[error("credentials are missing")]
     Missing,
     /// Wrong, unknown or unusable credentials (counts as a failure).
+    #[error("{0}")]
     Invalid(Cow<'static, str>),
+    #[error("{0}")]
     Forbidden(&'static str),
     /// A right Digest answer to an expired nonce: asked again with
     /// `stale=true` (not a failure).
+    #[error("the Digest nonce has expired")]
     Stale,
 }
 

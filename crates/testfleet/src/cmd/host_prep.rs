@@ -47,10 +47,10 @@ pub struct ApplyArgs {
     #[command(flatten)]
     pub at: Where,
     /// The pinned CPUs, such as `0` or `2-3`.
-    #[arg(long, value_parser = parse_cpus)]
+    #[arg(long, value_parser = CpuList::parse)]
     pub cpus: Option<CpuList>,
     /// The governor of the pinned CPUs (every CPU without --cpus).
-    #[arg(long, value_parser = parse_governor)]
+    #[arg(long, value_parser = Governor::parse)]
     pub governor: Option<Governor>,
     /// Turbo / boost on or off.
     #[arg(long)]
@@ -65,14 +65,6 @@ pub struct ApplyArgs {
 pub enum OnOff {
     On,
     Off,
-}
-
-fn parse_cpus(s: &str) -> Result<CpuList, String> {
-    CpuList::parse(s).map_err(|e| e.to_string())
-}
-
-fn parse_governor(s: &str) -> Result<Governor, String> {
-    Governor::parse(s).map_err(|e| e.to_string())
 }
 
 /// Runs the helper. `sudo_uid`: `SUDO_UID` when run through sudo, in
