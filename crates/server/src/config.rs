@@ -79,6 +79,8 @@ pub struct ServerConfig {
     pub bots: Vec<crate::bots::BotConfig>,
     /// Autoscaling (`[server.autoscale]`): the hook and the policy.
     pub autoscale: crate::autoscale::AutoscaleConfig,
+    /// Coordinators sharing a PostgreSQL database (`[server.cluster]`).
+    pub cluster: crate::ClusterConfig,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -126,6 +128,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("amqp", &self.amqp)
             .field("bots", &self.bots)
             .field("autoscale", &self.autoscale)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -179,6 +182,7 @@ impl ServerConfig {
             amqp: None,
             bots: Vec::new(),
             autoscale: crate::autoscale::AutoscaleConfig::default(),
+            cluster: crate::ClusterConfig::default(),
         }
     }
 

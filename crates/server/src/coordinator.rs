@@ -35,6 +35,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 mod agents;
+mod cluster;
 mod devmode;
 mod dispatch;
 mod finish;
@@ -49,6 +50,7 @@ mod retry;
 mod sockets;
 mod trigger_events;
 
+pub use cluster::ClusterConfig;
 pub use gauges::{AgentGauge, Gauges, QueueGauge, labels_text};
 pub use jobs::SubmitError;
 
@@ -102,7 +104,11 @@ pub struct Coordinator {
     pub browsers: AtomicU64,
     /// When this coordinator last renewed its agents' leases in the store.
     leases_renewed_at: std::sync::atomic::AtomicI64,
-    reaper: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Background tasks (the reaper, the cluster's listener and catch-up),
+    /// stopped at shutdown.
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// The other coordinators sharing the database (`None`: alone).
+    cluster: Option<cluster::Cluster>,
     /// Wakes the background dispatcher (new work arrived).
     dispatch_wake: Arc<tokio::sync::Notify>,
     /// Counters and histograms for `GET /metrics`.
@@ -127,6 +133,8 @@ impl Coordinator {
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Coordinator>, StoreError> {
         let now = clock.now_millis();
+        let config_cluster = config.cluster.clone();
+        let backend = store.backend();
         store.set_lease(config.lease_timeout);
         let repaired = store.repair_job_states(now).await?;
         if repaired > 0 {
@@ -170,7 +178,8 @@ impl Coordinator {
             auth: AuthState::new(SystemClock.now_millis()),
             browsers: AtomicU64::new(0),
             leases_renewed_at: std::sync::atomic::AtomicI64::new(i64::MIN),
-            reaper: std::sync::Mutex::new(None),
+            tasks: std::sync::Mutex::new(Vec::new()),
+            cluster: cluster::Cluster::new(&config_cluster, backend, now),
             dispatch_wake: Arc::new(tokio::sync::Notify::new()),
             metrics: crate::metrics::Recorder::default(),
         });
@@ -194,9 +203,10 @@ impl Coordinator {
                 c.reap().await;
             }
         });
-        if let Ok(mut slot) = coordinator.reaper.lock() {
-            *slot = Some(handle);
+        if let Ok(mut tasks) = coordinator.tasks.lock() {
+            tasks.push(handle);
         }
+        coordinator.start_cluster();
         Ok(coordinator)
     }
 
@@ -217,9 +227,15 @@ impl Coordinator {
 
     /// Stops background work and closes the store.
     pub async fn shutdown(&self) {
-        if let Some(handle) = self.reaper.lock().ok().and_then(|mut h| h.take()) {
-            handle.abort();
+        let tasks = self
+            .tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for task in tasks {
+            task.abort();
         }
+        self.leave_cluster().await;
         self.store.close().await;
     }
 

@@ -29,7 +29,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use config::{ConfigError, KnownFailure, ServerConfig};
-pub use coordinator::{Clock, Coordinator, SystemClock};
+pub use coordinator::{Clock, ClusterConfig, Coordinator, SystemClock};
 use socketioxide::SocketIo;
 use testfleet_store::{Store, StoreError};
 use tokio::net::TcpListener;

@@ -11,6 +11,7 @@ mod artifacts;
 mod attempts;
 mod batch;
 mod bots;
+mod cluster;
 mod copy;
 mod db;
 mod events;
@@ -33,6 +34,10 @@ pub use artifacts::{ArtifactSlot, NewArtifact, StoredArtifact};
 pub use bots::{
     BotJob, BotJobsSubmitted, BotRequest, BotRequestState, BotSide, BotSideJobs, NewBotRequest,
     ReusableJob,
+};
+pub use cluster::{
+    AgentPresence, CHANNEL, ClusterListener, ClusterNotice, CoordinatorRecord, NoticeKind,
+    PresentAttempt,
 };
 pub use copy::{CopyError, CopyReport, TableCount, TableProgress, copy_store};
 pub use db::{Backend, DatabaseUrl};

@@ -143,7 +143,7 @@ pub(crate) const QUEUED_COLUMNS: &str =
      t.queued_at, t.task_key, s.mean_ms
      FROM tasks t JOIN jobs j ON j.id = t.job_id LEFT JOIN task_stats s ON s.task_key = t.task_key";
 
-const RUNNING_COLUMNS: &str = "a.id AS attempt_id, a.task_id, t.job_id, a.agent,
+pub(crate) const RUNNING_COLUMNS: &str = "a.id AS attempt_id, a.task_id, t.job_id, a.agent,
      COALESCE(j.integration_id, 'tf-' || CAST(j.id AS TEXT)) AS integration_id, a.last_update_ts,
      j.queue, t.task_key, a.started_at
      FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id";

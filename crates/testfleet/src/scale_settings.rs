@@ -1,10 +1,12 @@
 //! `[server.autoscale]`: the hook a lab's provisioner runs and the scaling
-//! policy. Part of `settings`: defaults → file.
+//! policy; `[server.cluster]`: coordinators sharing a PostgreSQL database.
+//! Part of `settings`: defaults → file.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
+use testfleet_server::ClusterConfig;
 use testfleet_server::ServerConfig;
 use testfleet_server::autoscale::{AutoscaleConfig, Policy};
 
@@ -28,15 +30,60 @@ pub struct AutoscaleSection {
     pub max_agents: Option<u64>,
 }
 
+/// `[server.cluster]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Share the database with other coordinators (default: yes on
+    /// PostgreSQL; SQLite cannot be shared).
+    pub enabled: Option<bool>,
+    /// How often the shared queue and the other coordinators' agents are
+    /// read back from the database (default `2s`).
+    pub poll_interval: Option<String>,
+    /// This coordinator's name among the others (default: host name and
+    /// process id).
+    pub name: Option<String>,
+    /// Listen for the other coordinators' notices (default yes; `false`
+    /// behind PgBouncer in transaction mode, where only the poll works).
+    pub listen: Option<bool>,
+}
+
 fn duration(field: &str, value: Option<&str>, default: Duration) -> Result<Duration> {
     let Some(v) = value else { return Ok(default) };
     let d = humantime::parse_duration(v).with_context(|| {
-        format!("config `server.autoscale.{field}`: `{v}` is not a duration like \"30s\"")
+        format!("config `server.{field}`: `{v}` is not a duration like \"30s\"")
     })?;
     if d.is_zero() {
-        bail!("config `server.autoscale.{field}`: must be more than 0");
+        bail!("config `server.{field}`: must be more than 0");
     }
     Ok(d)
+}
+
+/// Resolves `[server.cluster]` into `config.cluster` (after the database).
+pub fn apply_cluster(s: &ClusterSection, config: &mut ServerConfig) -> Result<()> {
+    let defaults = ClusterConfig::default();
+    let postgres = config.database_url().backend() == testfleet_store::Backend::Postgres;
+    if s.enabled == Some(true) && !postgres {
+        bail!(
+            "config `server.cluster.enabled`: coordinators share a PostgreSQL database; give one with --database postgres://…"
+        );
+    }
+    if let Some(name) = &s.name
+        && (name.trim().is_empty() || name.len() > 200)
+    {
+        bail!("config `server.cluster.name`: give a name of 1 to 200 characters");
+    }
+    config.cluster = ClusterConfig {
+        enabled: s.enabled,
+        poll_interval: duration(
+            "cluster.poll_interval",
+            s.poll_interval.as_deref(),
+            defaults.poll_interval,
+        )?,
+        name: s.name.clone(),
+        listen: s.listen.unwrap_or(defaults.listen),
+    };
+    Ok(())
 }
 
 /// Resolves `[server.autoscale]` into `config.autoscale`.
@@ -55,10 +102,18 @@ pub fn apply(s: &AutoscaleSection, config: &mut ServerConfig) -> Result<()> {
     }
     config.autoscale = AutoscaleConfig {
         hook: s.hook.clone(),
-        interval: duration("interval", s.interval.as_deref(), defaults.interval)?,
-        cooldown: duration("cooldown", s.cooldown.as_deref(), defaults.cooldown)?,
+        interval: duration(
+            "autoscale.interval",
+            s.interval.as_deref(),
+            defaults.interval,
+        )?,
+        cooldown: duration(
+            "autoscale.cooldown",
+            s.cooldown.as_deref(),
+            defaults.cooldown,
+        )?,
         hook_timeout: duration(
-            "hook_timeout",
+            "autoscale.hook_timeout",
             s.hook_timeout.as_deref(),
             defaults.hook_timeout,
         )?,

@@ -88,6 +88,13 @@ impl Coordinator {
             }
         };
         let detail = update.detail_text();
+        if let Some(attempt_id) = update.attempt_id
+            && stage != Stage::Idle
+            && self.cluster.is_some()
+        {
+            // It may have come from another coordinator with its work.
+            self.adopt_attempt(host, connection, attempt_id).await;
+        }
         let mut sched = self.sched.lock().await;
         let Some(slot) = sched.agents.get_mut(host) else {
             return;

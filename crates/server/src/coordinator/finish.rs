@@ -81,6 +81,7 @@ impl Coordinator {
                 .known_failure_retrigger(*task_id, run.attempt_id, reason)
                 .await
         {
+            self.announce_queued([task.job_id]);
             self.sched.lock().await.enqueue(task);
             self.dispatch().await;
             return;
@@ -92,6 +93,7 @@ impl Coordinator {
         match effect {
             FinishEffect::Requeued(task) => {
                 tracing::info!(task = task.id, "task re-queued for another attempt");
+                self.announce_queued([task.job_id]);
                 self.sched.lock().await.enqueue(task);
                 self.dispatch().await;
             }

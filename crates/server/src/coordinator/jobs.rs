@@ -79,6 +79,7 @@ impl Coordinator {
     pub(crate) async fn enqueue(&self, queued: Vec<testfleet_store::QueuedTask>) {
         {
             let mut sched = self.sched.lock().await;
+            self.announce_queued(queued.iter().map(|t| t.job_id));
             for task in queued {
                 sched.enqueue(task);
             }
@@ -120,6 +121,7 @@ impl Coordinator {
             }
         }
         drop(sched);
+        self.announce(testfleet_store::NoticeKind::Cancelled { job_id });
         tracing::info!(job_id, "job cancelled");
         self.push_live(testfleet_wire::fleet::UpdateKind::Jobs, Some(job_id), None)
             .await;

@@ -29,17 +29,24 @@ impl Coordinator {
             return Vec::new();
         }
         self.leases_renewed_at.store(now, Ordering::Relaxed);
+        let cluster = self.cluster.as_ref();
         let (connected, mine): (Vec<String>, Vec<i64>) = {
             let sched = self.sched.lock().await;
+            // With other coordinators, every agent connected here is
+            // renewed: one that came from another may run an attempt this
+            // coordinator has not taken over yet.
             let connected = sched
                 .agents
                 .iter()
-                .filter(|(_, s)| s.online() && s.running.is_some())
+                .filter(|(_, s)| s.online() && (s.running.is_some() || cluster.is_some()))
                 .map(|(name, _)| name.clone())
                 .collect();
+            // Alone, the attempts this coordinator holds follow the
+            // in-memory rule (the reaper); with others, the database's.
             let mine = sched
                 .agents
                 .values()
+                .filter(|_| cluster.is_none())
                 .filter_map(|s| s.running.as_ref().map(|r| r.attempt_id))
                 .collect();
             (connected, mine)
@@ -51,6 +58,11 @@ impl Coordinator {
                 .await
         {
             tracing::warn!("failed to renew leases: {e}");
+        }
+        // Agents need a lease's time after a start to come back (to this
+        // coordinator or another) before their attempts count as lost.
+        if cluster.is_some_and(|c| now.saturating_sub(c.started_at()) < lease) {
+            return Vec::new();
         }
         let expired = match self.store.expired_leases(now).await {
             Ok(expired) => expired,

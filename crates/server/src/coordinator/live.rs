@@ -17,6 +17,7 @@ impl Coordinator {
         let stored = self.store.agents().await?;
         let lease_ms = i64::try_from(self.config.lease_timeout.as_millis()).unwrap_or(i64::MAX);
         let renewed = self.leases_renewed_at.load(Ordering::Relaxed);
+        let peers = self.peer_agents();
         let sched = self.sched.lock().await;
         let mut summary = FleetSummary::default();
         let agents = stored
@@ -24,6 +25,35 @@ impl Coordinator {
             .map(|agent| {
                 let slot = sched.agents.get(&agent.hostname);
                 let online = slot.is_some_and(AgentSlot::online);
+                // Connected to another coordinator: as that one published it.
+                if !online && let Some(peer) = peers.get(&agent.hostname) {
+                    let busy = peer.running.is_some();
+                    summary.total += 1;
+                    if busy {
+                        summary.busy += 1;
+                    } else {
+                        summary.idle += 1;
+                    }
+                    return FleetAgent {
+                        activity: if busy {
+                            AgentActivity::Busy
+                        } else {
+                            AgentActivity::Idle
+                        },
+                        labels: agent.labels,
+                        status: peer.status.clone(),
+                        current: peer.running.as_ref().map(|r| CurrentAttempt {
+                            job_id: r.job_id,
+                            task_id: r.task_id,
+                            attempt_id: r.attempt_id,
+                            detail: peer.detail.clone(),
+                        }),
+                        lease_expires_at: None,
+                        last_seen: peer.last_connected.map(format_millis),
+                        load: peer.load,
+                        hostname: agent.hostname,
+                    };
+                }
                 let running = slot.and_then(|s| s.running.as_ref());
                 let activity = match (agent.retired, online, running) {
                     (true, false, _) => AgentActivity::Retired,
@@ -105,9 +135,21 @@ impl Coordinator {
         QueuesView { queues }
     }
 
-    /// Tells watching browsers that a job or task changed (nothing when no
-    /// browser is connected).
+    /// Tells watching browsers that a job or task changed, here and (in a
+    /// `Live` notice every quarter second) on the other coordinators.
     pub(super) async fn push_live(
+        &self,
+        kind: UpdateKind,
+        job_id: Option<i64>,
+        task_id: Option<i64>,
+    ) {
+        self.share_live(job_id);
+        self.push_browsers(kind, job_id, task_id).await;
+    }
+
+    /// Tells this coordinator's watching browsers that a job or task changed
+    /// (nothing when no browser is connected).
+    pub(super) async fn push_browsers(
         &self,
         kind: UpdateKind,
         job_id: Option<i64>,

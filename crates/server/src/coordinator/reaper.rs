@@ -81,9 +81,13 @@ impl Coordinator {
             Self::release_slot(&mut sched, &run);
             ended.push((run, AttemptOutcome::Stalled, reason, data));
         }
+        // With other coordinators, an agent gone from here may be running
+        // on one of them, which renews its lease: the database decides.
+        let alone = self.cluster.is_none();
         let expired: Vec<RunningAttempt> = sched
             .agents
             .values()
+            .filter(|_| alone)
             .filter(|s| s.offline_since().is_some_and(|t| now - t >= lease))
             .filter_map(|s| s.running.clone())
             .collect();
@@ -123,7 +127,14 @@ impl Coordinator {
             }
         }
         drop(sched);
-        ended.extend(self.reap_leases(now).await);
+        let reaped = self.reap_leases(now).await;
+        if !reaped.is_empty() {
+            let mut sched = self.sched.lock().await;
+            for (run, ..) in &reaped {
+                Self::release_slot(&mut sched, run);
+            }
+        }
+        ended.extend(reaped);
         // Committed together: the store batches concurrent finishes.
         futures_util::future::join_all(ended.iter().map(|(run, outcome, reason, data)| {
             self.record_finish(run, *outcome, Some(reason), Some(data), None)

@@ -34,6 +34,7 @@ impl Coordinator {
         let tasks = self.store.rerun_tasks(task_ids, self.now()).await?;
         let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
         if !tasks.is_empty() {
+            self.announce_queued(tasks.iter().map(|t| t.job_id));
             let mut sched = self.sched.lock().await;
             for task in tasks {
                 sched.cancelled_jobs.remove(&task.job_id);
@@ -53,6 +54,7 @@ impl Coordinator {
             // A cancelled job retried by a user runs again: its new claims
             // are sent, not ended as claims that raced the cancel.
             sched.cancelled_jobs.remove(&retried.job_id);
+            self.announce_queued([retried.job_id]);
             for task in retried.tasks {
                 sched.enqueue(task);
             }
