@@ -21,7 +21,9 @@ fn coordinator(dir: &Path, name: &str, database: &str, cluster: &str) -> ServerP
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,
-        format!("[server.cluster]\nname = \"{name}\"\n{cluster}\n"),
+        format!(
+            "[server]\nlease_timeout = \"3s\"\n[server.cluster]\nname = \"{name}\"\n{cluster}\n"
+        ),
     )
     .unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_testfleet"));
@@ -35,8 +37,16 @@ fn coordinator(dir: &Path, name: &str, database: &str, cluster: &str) -> ServerP
 
 /// An agent `name` with label `pool=POOL`, connected to `url`.
 fn agent(url: &str, name: &str, pool: &str, dir: &Path) -> TestAgent {
-    TestAgent::start(url, name, dir, |config| {
+    agent_failing_over(&[url], name, pool, dir)
+}
+
+/// An agent that knows the coordinators `urls`, in that order.
+fn agent_failing_over(urls: &[&str], name: &str, pool: &str, dir: &Path) -> TestAgent {
+    let rest: Vec<String> = urls[1..].iter().map(|u| (*u).to_owned()).collect();
+    TestAgent::start(urls[0], name, dir, |config| {
         config.secret = Some(SECRET.into());
+        config.fallback_servers = rest;
+        config.max_backoff = Duration::from_millis(200);
         config.poll_interval = Duration::from_secs(600);
         config.labels.insert("pool".to_owned(), pool.to_owned());
     })
@@ -198,5 +208,46 @@ async fn a_coordinator_without_notices_catches_up_by_polling() {
 
     on_deaf.stop().await;
     drop((a, deaf));
+    db.remove().await.unwrap();
+}
+
+/// An agent whose coordinator is killed goes to the other with its running
+/// attempt, which that one takes over and renews: the attempt (longer than
+/// two leases of 3 s) ends once, passed, with no second attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_moves_with_its_running_attempt_when_its_coordinator_is_killed() {
+    let Some(db) = ScratchPg::create_named("tf_cluster_move").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = coordinator(dir.path(), "a", db.postgres_url(), "");
+    let b = coordinator(dir.path(), "b", db.postgres_url(), "");
+    let api_a = ApiClient::new(a.url());
+    let api_b = ApiClient::new(b.url());
+    let mover = agent_failing_over(&[b.url(), a.url()], "mover", "m", dir.path());
+    wait_online(&api_b, "mover", Duration::from_secs(10)).await;
+    let id = api_b
+        .submit(&job("long", "m", "sleep 8 && echo finished"))
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(wait_running(&api_b, id).await, "mover");
+    drop(b); // SIGKILL
+    let killed = Instant::now();
+    let done = wait_job(&api_a, id, Duration::from_secs(60)).await;
+    assert_eq!(done.state, JobState::Passed, "{done:#?}");
+    let task = api_a.task(done.tasks[0].id).await.unwrap();
+    assert_eq!(
+        task.attempts_list.len(),
+        1,
+        "the attempt was given up and run again: {task:#?}"
+    );
+    // The agent works on for A afterwards.
+    let id = api_a.submit(&job("next", "m", "true")).await.unwrap().id;
+    let next = wait_job(&api_a, id, Duration::from_secs(10)).await;
+    assert_eq!(next.state, JobState::Passed, "{next:#?}");
+    eprintln!("moved and finished {:?} after the kill", killed.elapsed());
+    mover.stop().await;
+    drop(a);
     db.remove().await.unwrap();
 }

@@ -324,6 +324,13 @@ impl Coordinator {
         if let Err(e) = self.drop_ended_attempts().await {
             tracing::warn!("failed to read which attempts other coordinators ended: {e}");
         }
+        // A coordinator killed between a task's end and its job's settling
+        // repairs that at its start; if it never starts again, this does.
+        match self.store.repair_job_states(self.now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "settled jobs whose tasks had all ended"),
+            Err(e) => tracing::warn!("failed to settle jobs whose tasks had all ended: {e}"),
+        }
         self.publish_agents(true).await;
         self.read_peers().await;
     }

@@ -32,13 +32,15 @@ impl Coordinator {
         let cluster = self.cluster.as_ref();
         let (connected, mine): (Vec<String>, Vec<i64>) = {
             let sched = self.sched.lock().await;
-            // With other coordinators, every agent connected here is
-            // renewed: one that came from another may run an attempt this
-            // coordinator has not taken over yet.
+            // Only attempts held here: an agent that came from another
+            // coordinator with its work says so at once and is taken over
+            // (`adopt_attempt`); an attempt it never received (the claim
+            // committed, the coordinator died before sending it) is renewed
+            // by nobody and ends when its lease does.
             let connected = sched
                 .agents
                 .iter()
-                .filter(|(_, s)| s.online() && (s.running.is_some() || cluster.is_some()))
+                .filter(|(_, s)| s.online() && s.running.is_some())
                 .map(|(name, _)| name.clone())
                 .collect();
             // Alone, the attempts this coordinator holds follow the
