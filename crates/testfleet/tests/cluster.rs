@@ -251,3 +251,59 @@ async fn an_agent_moves_with_its_running_attempt_when_its_coordinator_is_killed(
     drop(a);
     db.remove().await.unwrap();
 }
+
+/// A TCP proxy on loopback that sends each connection to the first of
+/// `backends` that accepts it (a load balancer's health check, crudely).
+async fn tcp_proxy(backends: Vec<String>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let backends = backends.clone();
+            tokio::spawn(async move {
+                for backend in &backends {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// An agent that knows one URL, a TCP proxy's in front of two coordinators:
+/// when the coordinator behind it is killed, it reconnects to the same URL,
+/// reaches the other, and works on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_behind_a_tcp_proxy_reaches_the_other_coordinator_after_a_kill() {
+    let Some(db) = ScratchPg::create_named("tf_cluster_proxy").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = coordinator(dir.path(), "a", db.postgres_url(), "");
+    let b = coordinator(dir.path(), "b", db.postgres_url(), "");
+    let host = |url: &str| url.trim_start_matches("http://").to_owned();
+    let proxy = tcp_proxy(vec![host(a.url()), host(b.url())]).await;
+    let api_b = ApiClient::new(b.url());
+    let proxied = agent(&proxy, "proxied", "p", dir.path());
+    wait_online(&api_b, "proxied", Duration::from_secs(10)).await;
+    let id = api_b.submit(&job("first", "p", "true")).await.unwrap().id;
+    let first = wait_job(&api_b, id, Duration::from_secs(10)).await;
+    assert_eq!(first.state, JobState::Passed, "{first:#?}");
+
+    drop(a); // SIGKILL of the coordinator behind the proxy
+    let killed = Instant::now();
+    let id = api_b.submit(&job("second", "p", "true")).await.unwrap().id;
+    let second = wait_job(&api_b, id, Duration::from_secs(20)).await;
+    assert_eq!(second.state, JobState::Passed, "{second:#?}");
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "the agent worked again only {:?} after the kill",
+        killed.elapsed()
+    );
+    proxied.stop().await;
+    drop(b);
+    db.remove().await.unwrap();
+}

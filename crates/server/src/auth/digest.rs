@@ -100,6 +100,16 @@ impl NonceKey {
         NonceKey(key)
     }
 
+    /// The key every coordinator derives from the same shared secret
+    /// (`[server.auth] digest_key_file`), so that a nonce one of them
+    /// issued is good on the others behind one load balancer.
+    pub fn from_secret(secret: &[u8]) -> NonceKey {
+        let mut hash = Sha256::new();
+        hash.update(b"testfleet digest nonce key\0");
+        hash.update(secret);
+        NonceKey(hash.finalize().into())
+    }
+
     fn mac(&self, realm: &str, issued: u64) -> [u8; 16] {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
@@ -504,6 +514,20 @@ mod tests {
         ] {
             assert!(parse_auth_params(junk).is_err(), "{junk}");
         }
+    }
+
+    #[test]
+    fn coordinators_sharing_a_secret_accept_each_others_nonces() {
+        let life = Duration::from_secs(300);
+        let a = NonceKey::from_secret(b"shared by the coordinators");
+        let b = NonceKey::from_secret(b"shared by the coordinators");
+        let nonce = a.nonce_at("r", 1_000_000);
+        assert_eq!(b.check("r", &nonce, 1_000_100, life), NonceCheck::Fresh);
+        let other = NonceKey::from_secret(b"another secret");
+        assert_eq!(
+            other.check("r", &nonce, 1_000_100, life),
+            NonceCheck::Invalid
+        );
     }
 
     #[test]

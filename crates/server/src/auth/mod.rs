@@ -50,7 +50,9 @@ pub struct AuthConfig {
     /// How long a Digest nonce is good for; after that the client is told
     /// `stale=true` and retries with a fresh one.
     pub digest_nonce_lifetime: Duration,
-    /// Signs Digest nonces (random at each start: nonces need no storage).
+    /// Signs Digest nonces: random at each start (nonces need no storage),
+    /// or derived from `[server.auth] digest_key_file` so coordinators
+    /// behind one load balancer accept each other's nonces.
     pub digest_key: NonceKey,
 }
 
