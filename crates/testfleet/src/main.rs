@@ -10,6 +10,7 @@ mod blob_settings;
 mod bot_settings;
 mod cli;
 mod cmd;
+mod auth_settings;
 mod prep_settings;
 mod scale_settings;
 mod settings;
