@@ -210,10 +210,30 @@ fn ensure_rabbitmq() -> Result<()> {
 /// tests are `#[ignore = "slow: …"]`, so a plain `cargo test` skips them.
 const SLOW_TESTS: &str = "slow_*";
 
-/// `cargo xtask test [--fast] [--allow-skips] [cargo test args…] [-- harness args…]`:
-/// installs what the tests need, runs `cargo test --workspace`, then (unless
+/// The same group as a cargo-nextest filter.
+const SLOW_FILTER: &str = "binary(/^slow_/)";
+
+/// Whether cargo-nextest is installed (this machine kind has it).
+fn has_nextest() -> bool {
+    Command::new(env!("CARGO"))
+        .args(["nextest", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `cargo xtask test [--fast] [--allow-skips] [--cargo-test] [cargo args…] [-- filters…]`:
+/// installs what the tests need, runs the workspace's tests, then (unless
 /// `--fast`) the slow group, and prints how long each phase took and which
 /// tests were skipped for a missing peer.
+///
+/// The tests run under cargo-nextest when it is installed: each test in a
+/// process of its own, several at a time (`.config/nextest.toml`: most
+/// tests wait on a database, a broker or a child process, not on a core),
+/// which takes the suite from about a quarter hour to a few minutes on two
+/// cores; the slow group runs two at a time. `--cargo-test` (or no nextest)
+/// runs plain `cargo test`, one test binary after the other.
 ///
 /// It sets `CI=true` (a missing peer fails its test instead of skipping)
 /// unless `--allow-skips`, which also lets a failed install through; the
@@ -221,6 +241,7 @@ const SLOW_TESTS: &str = "slow_*";
 fn test(args: &[String]) -> Result<()> {
     let mut fast = false;
     let mut allow_skips = false;
+    let mut plain = false;
     let mut cargo_args = Vec::new();
     let mut harness_args = Vec::new();
     let mut after_separator = false;
@@ -230,6 +251,7 @@ fn test(args: &[String]) -> Result<()> {
             _ if after_separator => harness_args.push(arg.clone()),
             "--fast" => fast = true,
             "--allow-skips" => allow_skips = true,
+            "--cargo-test" => plain = true,
             _ => cargo_args.push(arg.clone()),
         }
     }
@@ -239,6 +261,7 @@ fn test(args: &[String]) -> Result<()> {
         }
         eprintln!("xtask: warning: {e:#}; tests that need what is missing will be skipped");
     }
+    let nextest = !plain && has_nextest();
     let root = root();
     let report = root.join("target/testfleet-skipped.txt");
     std::fs::create_dir_all(root.join("target"))?;
@@ -247,17 +270,32 @@ fn test(args: &[String]) -> Result<()> {
     {
         return Err(e).with_context(|| format!("failed to remove {}", report.display()));
     }
-    let cargo_test = |phase_args: &[&str], harness: &[&str]| {
+    // `slow`: the slow group's phase.
+    let tests = |slow: bool| {
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.current_dir(&root)
+        cmd.current_dir(&root);
+        if nextest {
+            cmd.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+            if slow {
+                cmd.args(["--run-ignored", "only", "--test-threads", "2", "-E", SLOW_FILTER]);
+            }
+            cmd.args(&cargo_args);
+            if !harness_args.is_empty() {
+                cmd.arg("--").args(&harness_args);
+            }
+        } else {
             // Every failing test binary is reported, not only the first.
-            .args(["test", "--workspace", "--no-fail-fast"])
-            .args(phase_args)
-            .args(&cargo_args)
-            .arg("--")
-            .args(harness)
-            .args(&harness_args)
-            .env("TESTFLEET_SKIP_REPORT", &report);
+            cmd.args(["test", "--workspace", "--no-fail-fast"]);
+            if slow {
+                cmd.args(["--test", SLOW_TESTS]);
+            }
+            cmd.args(&cargo_args).arg("--");
+            if slow {
+                cmd.arg("--ignored");
+            }
+            cmd.args(&harness_args);
+        }
+        cmd.env("TESTFLEET_SKIP_REPORT", &report);
         if allow_skips {
             cmd.env_remove("CI");
         } else {
@@ -267,24 +305,31 @@ fn test(args: &[String]) -> Result<()> {
     };
 
     let started = Instant::now();
-    let suite = run(&mut cargo_test(&[], &[]));
+    let mut suite = run(&mut tests(false));
+    if nextest && suite.is_ok() && cargo_args.is_empty() && harness_args.is_empty() {
+        // cargo-nextest does not run doctests.
+        suite = run(Command::new(env!("CARGO"))
+            .current_dir(&root)
+            .args(["test", "--workspace", "--doc"]));
+    }
     let suite_time = started.elapsed();
     let slow = match (&suite, fast) {
         (Ok(()), false) => {
             let started = Instant::now();
-            let result = run(&mut cargo_test(&["--test", SLOW_TESTS], &["--ignored"]));
+            let result = run(&mut tests(true));
             Some((result, started.elapsed()))
         }
         _ => None,
     };
 
+    let runner = if nextest { "cargo nextest run" } else { "cargo test" };
     eprintln!(
-        "xtask: cargo test --workspace: {:.1} s",
+        "xtask: {runner} --workspace: {:.1} s",
         suite_time.as_secs_f64()
     );
     match &slow {
         Some((_, took)) => eprintln!(
-            "xtask: the slow group (--test {SLOW_TESTS} -- --ignored): {:.1} s",
+            "xtask: the slow group ({SLOW_TESTS}, ignored tests): {:.1} s",
             took.as_secs_f64()
         ),
         None if fast => eprintln!("xtask: the slow group: not run (--fast)"),
