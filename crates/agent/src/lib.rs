@@ -25,8 +25,11 @@ pub use session::{AgentError, run};
 /// set, never the secret.
 #[derive(Clone)]
 pub struct AgentConfig {
-    /// The coordinator, `http://host:port`.
+    /// The coordinator, `http://host:port`: the first one tried.
     pub server: String,
+    /// More coordinators sharing the same store, tried in this order after
+    /// `server` when it cannot be reached or its connection is lost.
+    pub fallback_servers: Vec<String>,
     pub hostname: String,
     pub secret: Option<String>,
     pub labels: LabelSet,
@@ -54,6 +57,7 @@ impl std::fmt::Debug for AgentConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentConfig")
             .field("server", &self.server)
+            .field("fallback_servers", &self.fallback_servers)
             .field("hostname", &self.hostname)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("labels", &self.labels)
@@ -77,6 +81,7 @@ impl AgentConfig {
     ) -> AgentConfig {
         AgentConfig {
             server: server.into(),
+            fallback_servers: Vec::new(),
             hostname: hostname.into(),
             secret: None,
             labels: LabelSet::new(),
@@ -89,6 +94,13 @@ impl AgentConfig {
             prep: prep::PrepSettings::new(work_dir.join("host-prep.journal")),
             work_dir,
         }
+    }
+
+    /// Every coordinator this agent knows, in the order it tries them:
+    /// `server` first, then `fallback_servers`.
+    pub fn servers(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.server.as_str())
+            .chain(self.fallback_servers.iter().map(String::as_str))
     }
 }
 
@@ -105,6 +117,17 @@ mod tests {
         assert!(
             shown.contains("bench1") && shown.contains("<redacted>"),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn servers_lists_the_primary_then_the_fallbacks_in_order() {
+        let mut config = AgentConfig::new("http://a:1", "bench1", PathBuf::from("/tmp"));
+        assert_eq!(config.servers().collect::<Vec<_>>(), ["http://a:1"]);
+        config.fallback_servers = vec!["http://b:2".into(), "http://c:3".into()];
+        assert_eq!(
+            config.servers().collect::<Vec<_>>(),
+            ["http://a:1", "http://b:2", "http://c:3"]
         );
     }
 }

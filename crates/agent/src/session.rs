@@ -1,7 +1,10 @@
 //! The agent's connection to its coordinator: connect (and reconnect with
 //! backoff), fetch work, run it, and report. Messages that cannot be sent
 //! while disconnected wait in an outbox and go out after the reconnect, so a
-//! coordinator restart loses nothing.
+//! coordinator restart loses nothing. An agent that knows several
+//! coordinators (sharing one store) fails over to the next one in its list
+//! when its coordinator cannot be reached or drops it; the outbox then goes
+//! to that one.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -48,6 +51,9 @@ struct State {
     /// Inputs (blob cache + the coordinator) and artifacts (the coordinator).
     inputs: Option<crate::artifacts::InputSource>,
     sink: Option<std::sync::Arc<dyn crate::artifacts::ArtifactSink>>,
+    /// The HTTP side behind `inputs` and `sink`, told which coordinator the
+    /// socket is connected to.
+    http: Option<std::sync::Arc<testfleet_client::AgentHttp>>,
     current: Option<Current>,
     outbox: VecDeque<Outgoing>,
     last_ts: i64,
@@ -122,25 +128,28 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     tokio::pin!(shutdown);
     let (runner_tx, mut runner_rx) = mpsc::channel::<RunnerEvent>(1024);
-    let (inputs, sink) = blob_side(&config);
+    let BlobSide { inputs, sink, http } = blob_side(&config);
+    let servers: Vec<String> = config.servers().map(str::to_owned).collect();
+    let mut rotation = Rotation::new(servers.len(), config.max_backoff);
     let mut state = State {
         config,
         inputs,
         sink,
+        http,
         current: None,
         outbox: VecDeque::new(),
         last_ts: 0,
         machine: None,
     };
-    let mut backoff = Duration::from_millis(100);
     let mut ever_connected = false;
     // A host left prepared by an agent that died mid-attempt is put back
     // before this one takes any work.
     crate::prep::recover(&state.config.prep).await;
     let machine = crate::machine::fingerprint().await;
     state.machine = Some(machine.clone());
-    let tls = if state.config.server.starts_with("https://")
-        || state.config.server.starts_with("wss://")
+    let tls = if servers
+        .iter()
+        .any(|s| s.starts_with("https://") || s.starts_with("wss://"))
     {
         let tls = testfleet_sio::tls::client_config(state.config.ca_cert.as_deref())
             .map_err(|e| AgentError::BadUrl(format!("TLS: {e}")))?;
@@ -149,6 +158,11 @@ pub async fn run(
         None
     };
     loop {
+        let index = rotation.current();
+        let server = servers
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| state.config.server.clone());
         let auth = HandshakeAuth {
             client_type: Some("agent".into()),
             hostname: Some(state.config.hostname.clone()),
@@ -164,7 +178,7 @@ pub async fn run(
             options = options.with_tls(tls.clone());
         }
         let connected = tokio::select! {
-            r = Client::connect(&state.config.server, options) => r,
+            r = Client::connect(&server, options) => r,
             () = &mut shutdown => return Ok(()),
         };
         let (client, mut incoming) = match connected {
@@ -176,23 +190,38 @@ pub async fn run(
                 return Err(AgentError::BadUrl(e.to_string()));
             }
             Err(e) => {
-                if ever_connected || backoff >= Duration::from_secs(1) {
-                    tracing::warn!(
-                        "failed to connect to {}: {e}; retrying in {backoff:?}",
-                        state.config.server
-                    );
+                // A coordinator that is not up yet (the agent started
+                // first) is not worth a warning until the waits grow.
+                let loud = ever_connected || rotation.backoff() >= Duration::from_secs(1);
+                match rotation.failed() {
+                    Wait::No => {
+                        let next = servers.get(rotation.current()).unwrap_or(&server);
+                        if loud || servers.len() > 1 {
+                            tracing::warn!("failed to connect to {server}: {e}; trying {next}");
+                        }
+                    }
+                    Wait::For(wait) => {
+                        if loud {
+                            tracing::warn!(
+                                "failed to connect to {server}: {e}; retrying in {wait:?}"
+                            );
+                        }
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = &mut shutdown => return Ok(()),
+                        }
+                    }
                 }
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = &mut shutdown => return Ok(()),
-                }
-                backoff = (backoff * 2).min(state.config.max_backoff);
                 continue;
             }
         };
         ever_connected = true;
-        backoff = Duration::from_millis(100);
-        tracing::info!(server = %state.config.server, hostname = %state.config.hostname, "connected");
+        rotation.connected();
+        // Inputs and artifacts go to the coordinator the reports go to.
+        if let Some(http) = &state.http {
+            http.use_coordinator(index);
+        }
+        tracing::info!(server = %server, hostname = %state.config.hostname, "connected");
 
         match connected_loop(
             &mut state,
@@ -217,8 +246,87 @@ pub async fn run(
                 client.disconnect().await;
                 return Ok(());
             }
-            LoopEnd::Lost(reason) => tracing::warn!("connection lost ({reason}); reconnecting"),
+            LoopEnd::Lost(reason) => {
+                rotation.lost();
+                let next = servers.get(rotation.current()).unwrap_or(&server);
+                tracing::warn!("connection to {server} lost ({reason}); connecting to {next}");
+            }
         }
+    }
+}
+
+/// Whether to wait before the next connection attempt.
+#[derive(Debug, PartialEq, Eq)]
+enum Wait {
+    /// A coordinator of this round is still untried: try it at once.
+    No,
+    /// The whole round failed: wait this long first.
+    For(Duration),
+}
+
+/// Which coordinator to connect to next, and when. Each round tries every
+/// coordinator once, in the configured order from where the last one left
+/// off, without waiting; only a round in which all failed is followed by a
+/// wait, which doubles up to the longest one. A single coordinator is a
+/// round of one: the plain reconnect with backoff.
+#[derive(Debug)]
+struct Rotation {
+    len: usize,
+    at: usize,
+    /// Failed attempts in this round.
+    failed: usize,
+    backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl Rotation {
+    const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+    fn new(len: usize, max_backoff: Duration) -> Rotation {
+        Rotation {
+            len: len.max(1),
+            at: 0,
+            failed: 0,
+            backoff: Rotation::FIRST_BACKOFF,
+            max_backoff,
+        }
+    }
+
+    /// The index of the coordinator to try now.
+    fn current(&self) -> usize {
+        self.at
+    }
+
+    /// The next wait, after a whole round failed.
+    fn backoff(&self) -> Duration {
+        self.backoff
+    }
+
+    /// Connecting to the current coordinator failed; moves on to the next.
+    fn failed(&mut self) -> Wait {
+        self.at = (self.at + 1) % self.len;
+        self.failed += 1;
+        if self.failed < self.len {
+            return Wait::No;
+        }
+        self.failed = 0;
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(self.max_backoff);
+        Wait::For(wait)
+    }
+
+    /// Connected: the next trouble starts a fresh round with short waits.
+    fn connected(&mut self) {
+        self.failed = 0;
+        self.backoff = Rotation::FIRST_BACKOFF;
+    }
+
+    /// The established connection was lost: the next coordinator is tried
+    /// first, and the one that dropped us last in this round (with a single
+    /// coordinator, that is a plain reconnect).
+    fn lost(&mut self) {
+        self.at = (self.at + 1) % self.len;
+        self.failed = 0;
     }
 }
 
@@ -468,31 +576,42 @@ async fn finish_current(
     fetch_work(client).await
 }
 
+/// What [`blob_side`] sets up: inputs, artifacts, and the HTTP client
+/// behind both.
+#[derive(Default)]
+struct BlobSide {
+    inputs: Option<crate::artifacts::InputSource>,
+    sink: Option<std::sync::Arc<dyn crate::artifacts::ArtifactSink>>,
+    http: Option<std::sync::Arc<testfleet_client::AgentHttp>>,
+}
+
 /// The agent's HTTP side: its blob cache and the coordinator's agent routes
 /// (inputs in, artifacts out). Without them, work items with inputs fail as
 /// infrastructure errors and no artifact is kept; the agent still runs.
-fn blob_side(
-    config: &AgentConfig,
-) -> (
-    Option<crate::artifacts::InputSource>,
-    Option<std::sync::Arc<dyn crate::artifacts::ArtifactSink>>,
-) {
-    let base = config
-        .server
-        .replacen("wss://", "https://", 1)
-        .replacen("ws://", "http://", 1);
-    let api = match testfleet_client::ApiClient::with_ca(&base, config.ca_cert.as_deref()) {
-        Ok(api) => api,
-        Err(e) => {
-            tracing::warn!("no HTTP client for inputs and artifacts: {e}");
-            return (None, None);
+fn blob_side(config: &AgentConfig) -> BlobSide {
+    // One client per coordinator, in the agent's order (the session picks
+    // one by its index).
+    let mut apis = Vec::new();
+    for server in config.servers() {
+        let base = server
+            .replacen("wss://", "https://", 1)
+            .replacen("ws://", "http://", 1);
+        match testfleet_client::ApiClient::with_ca(&base, config.ca_cert.as_deref()) {
+            Ok(api) => apis.push(api),
+            Err(e) => {
+                tracing::warn!("no HTTP client for inputs and artifacts at {server}: {e}");
+                return BlobSide::default();
+            }
         }
+    }
+    let mut apis = apis.into_iter();
+    let Some(primary) = apis.next() else {
+        return BlobSide::default();
     };
-    let http = std::sync::Arc::new(testfleet_client::AgentHttp::new(
-        api,
-        &config.hostname,
-        config.secret.as_deref(),
-    ));
+    let http = std::sync::Arc::new(
+        testfleet_client::AgentHttp::new(primary, &config.hostname, config.secret.as_deref())
+            .with_fallbacks(apis.collect()),
+    );
     let cache_dir = config
         .cache_dir
         .clone()
@@ -507,5 +626,66 @@ fn blob_side(
             None
         }
     };
-    (inputs, Some(http))
+    BlobSide {
+        inputs,
+        sink: Some(http.clone()),
+        http: Some(http),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn one_coordinator_waits_after_every_failure_and_doubles_the_wait() {
+        let mut r = Rotation::new(1, Duration::from_millis(350));
+        let waits: Vec<Wait> = (0..4).map(|_| r.failed()).collect();
+        assert_eq!(
+            waits,
+            [100, 200, 350, 350].map(|ms| Wait::For(Duration::from_millis(ms)))
+        );
+        assert_eq!(r.current(), 0);
+        r.connected();
+        r.lost();
+        assert_eq!(r.current(), 0, "a lost connection is retried at once");
+        assert_eq!(r.failed(), Wait::For(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn several_coordinators_are_tried_in_order_without_waiting_until_a_round_failed() {
+        let mut r = Rotation::new(3, MAX);
+        assert_eq!(r.current(), 0);
+        assert_eq!(r.failed(), Wait::No);
+        assert_eq!(r.current(), 1);
+        assert_eq!(r.failed(), Wait::No);
+        assert_eq!(r.current(), 2);
+        assert_eq!(r.failed(), Wait::For(Duration::from_millis(100)));
+        assert_eq!(r.current(), 0, "the next round starts over");
+        assert_eq!(r.failed(), Wait::No);
+        assert_eq!(r.failed(), Wait::No);
+        assert_eq!(r.failed(), Wait::For(Duration::from_millis(200)));
+    }
+
+    #[test]
+    fn a_lost_connection_moves_to_the_next_coordinator_at_once() {
+        let mut r = Rotation::new(3, MAX);
+        assert_eq!(r.failed(), Wait::No);
+        r.connected();
+        assert_eq!(r.current(), 1);
+        r.lost();
+        assert_eq!(r.current(), 2);
+        // The one that dropped us comes last in this round.
+        assert_eq!(r.failed(), Wait::No);
+        assert_eq!(r.current(), 0);
+        assert_eq!(r.failed(), Wait::No);
+        assert_eq!(r.current(), 1);
+        assert_eq!(
+            r.failed(),
+            Wait::For(Duration::from_millis(100)),
+            "the wait starts short again after a connection"
+        );
+    }
 }

@@ -291,10 +291,18 @@ impl Fetcher for ApiClient {
     }
 }
 
-/// The agent's HTTP side: inputs in, artifacts out.
+/// The agent's HTTP side: inputs in, artifacts out. An agent that knows
+/// several coordinators has one client per coordinator and talks to the one
+/// its socket is connected to ([`AgentHttp::use_coordinator`]): an attempt's
+/// inputs and artifacts go where its reports go.
 #[derive(Debug, Clone)]
 pub struct AgentHttp {
     api: ApiClient,
+    /// The coordinators after `api`, in the agent's order.
+    fallbacks: Vec<ApiClient>,
+    /// Which coordinator is in use: 0 is `api`, `i` is `fallbacks[i - 1]`.
+    /// Shared by clones, so the runner's copies follow the session's switch.
+    active: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     host: String,
     secret: Option<String>,
 }
@@ -303,8 +311,31 @@ impl AgentHttp {
     pub fn new(api: ApiClient, host: &str, secret: Option<&str>) -> AgentHttp {
         AgentHttp {
             api,
+            fallbacks: Vec::new(),
+            active: std::sync::Arc::default(),
             host: host.to_owned(),
             secret: secret.map(str::to_owned),
+        }
+    }
+
+    /// The same, also knowing the coordinators of `fallbacks`, in order.
+    pub fn with_fallbacks(mut self, fallbacks: Vec<ApiClient>) -> AgentHttp {
+        self.fallbacks = fallbacks;
+        self
+    }
+
+    /// Talks to coordinator `index` from now on (0: the first; an index
+    /// past the last falls back to the first).
+    pub fn use_coordinator(&self, index: usize) {
+        self.active
+            .store(index, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The client of the coordinator in use.
+    fn api(&self) -> &ApiClient {
+        match self.active.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => &self.api,
+            i => self.fallbacks.get(i - 1).unwrap_or(&self.api),
         }
     }
 
@@ -329,20 +360,20 @@ impl AgentHttp {
             .await
             .map_err(|e| ClientError::Decode(format!("{}: {e}", file.display())))?;
         let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+        let api = self.api();
         let req = self
             .sign(
-                self.api
-                    .http
+                api.http
                     .put(format!(
                         "{}/api/v1/agent/attempts/{attempt}/artifacts",
-                        self.api.base
+                        api.base
                     ))
                     .query(&[("path", path), ("kind", kind), ("digest", &digest.to_hex())]),
             )
             .header(reqwest::header::CONTENT_LENGTH, len)
             .timeout(TRANSFER_TIMEOUT)
             .body(body_of_file(f));
-        self.api.send::<serde_json::Value>(req).await.map(|_| ())
+        api.send::<serde_json::Value>(req).await.map(|_| ())
     }
 }
 
@@ -354,14 +385,14 @@ impl Fetcher for AgentHttp {
         dest: &'a Path,
     ) -> BoxFuture<'a, Result<(), CasError>> {
         Box::pin(async move {
-            let url = format!("{}/api/v1/agent/blobs/{digest}", self.api.base);
+            let api = self.api();
+            let url = format!("{}/api/v1/agent/blobs/{digest}", api.base);
             let resp = self
-                .sign(self.api.http.get(url).timeout(TRANSFER_TIMEOUT))
+                .sign(api.http.get(url).timeout(TRANSFER_TIMEOUT))
                 .send()
                 .await
-                .map_err(|e| CasError::Transfer(self.api.unreachable(&e).to_string()))?;
-            let resp = self
-                .api
+                .map_err(|e| CasError::Transfer(api.unreachable(&e).to_string()))?;
+            let resp = api
                 .check(resp)
                 .await
                 .map_err(|e| CasError::Transfer(e.to_string()))?;

@@ -52,14 +52,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("digest.key");
         std::fs::write(&path, "short\n").expect("write");
-        let e = format!("{:#}", digest_key(&path).err().expect("refused"));
+        let e = format!("{:#}", digest_key(&path).expect_err("refused"));
         assert!(
             e.contains("digest_key_file") && e.contains("5 byte(s)"),
             "{e}"
         );
         let e = format!(
             "{:#}",
-            digest_key(&dir.path().join("none")).err().expect("refused")
+            digest_key(&dir.path().join("none")).expect_err("refused")
         );
         assert!(e.contains("cannot read"), "{e}");
     }

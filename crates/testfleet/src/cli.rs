@@ -12,7 +12,9 @@ use clap::{Args, Parser, Subcommand};
     about = "Run tests and benchmarks on a fleet of machines"
 )]
 pub struct Cli {
-    /// The coordinator's URL, for client commands.
+    /// The coordinator's URL, for client commands. For `agent`, several
+    /// coordinators sharing one store may be listed, separated by commas:
+    /// the agent tries them in order and fails over to the next.
     #[arg(long, global = true, env = "TESTFLEET_SERVER")]
     pub server: Option<String>,
     /// Configuration file (default: ~/.config/testfleet/config.toml when it exists).

@@ -93,6 +93,9 @@ pub struct ServerSection {
     /// Autoscaling: `[server.autoscale]`.
     #[serde(default)]
     pub autoscale: crate::scale_settings::AutoscaleSection,
+    /// Coordinators sharing a PostgreSQL database: `[server.cluster]`.
+    #[serde(default)]
+    pub cluster: crate::scale_settings::ClusterSection,
 }
 
 /// `[server.amqp]`. The URL (it may carry a password) can come from
@@ -196,6 +199,11 @@ pub struct AuthSection {
     /// The realm of Basic and Digest challenges (default `testfleet`);
     /// `testfleet users add` computes Digest credentials for it.
     pub realm: Option<String>,
+    /// A secret file every coordinator behind one load balancer shares:
+    /// Digest nonces are signed with a key derived from it, so a nonce one
+    /// coordinator issued is good on the others (default: a random key per
+    /// process).
+    pub digest_key_file: Option<PathBuf>,
 }
 
 /// The authentication realm: `[server.auth] realm`, else `testfleet`.
@@ -227,7 +235,10 @@ fn default_retrigger() -> u32 {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSection {
+    /// The coordinator, or several separated by commas (tried in order).
     pub server: Option<String>,
+    /// The coordinators as a list, tried in order (instead of `server`).
+    pub servers: Option<Vec<String>>,
     pub hostname: Option<String>,
     pub secret: Option<String>,
     #[serde(default)]
@@ -452,6 +463,9 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> Result<ServerConfi
         }
     }
     config.auth.realm = auth_realm(file)?;
+    if let Some(path) = s.auth.as_ref().and_then(|a| a.digest_key_file.as_deref()) {
+        config.auth.digest_key = crate::auth_settings::digest_key(path)?;
+    }
     for (i, rule) in s.known_failures.iter().enumerate() {
         let pattern = regex::Regex::new(&rule.pattern).map_err(|e| {
             anyhow::anyhow!(
@@ -477,6 +491,7 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> Result<ServerConfi
     apply_hooks(s, &mut config)?;
     crate::bot_settings::apply(&s.bots, &mut config)?;
     crate::scale_settings::apply(&s.autoscale, &mut config)?;
+    crate::scale_settings::apply_cluster(&s.cluster, &mut config)?;
     Ok(config)
 }
 
@@ -625,10 +640,9 @@ pub fn agent_config(
     file: &FileConfig,
 ) -> Result<AgentConfig> {
     let a = &file.agent;
-    let server = server_flag
-        .map(str::to_owned)
-        .or_else(|| a.server.clone())
-        .or_else(|| file.client.server.clone())
+    let mut servers = agent_servers(server_flag, file)?.into_iter();
+    let server = servers
+        .next()
         .context("no coordinator given: pass --server URL (or set TESTFLEET_SERVER, or [agent] server in the config file)")?;
     let hostname = match args.hostname.clone().or_else(|| a.hostname.clone()) {
         Some(h) => h,
@@ -644,6 +658,7 @@ pub fn agent_config(
         .or_else(|| a.work_dir.clone())
         .unwrap_or_else(|| PathBuf::from("testfleet-agent"));
     let mut config = AgentConfig::new(server, hostname, work_dir);
+    config.fallback_servers = servers.collect();
     crate::blob_settings::apply_agent(
         args.cache_dir.as_deref(),
         args.cache_size.as_deref(),
@@ -682,4 +697,71 @@ pub fn agent_config(
         )?,
     };
     Ok(config)
+}
+
+/// The coordinators an agent knows, in the order it tries them:
+/// `--server`/`TESTFLEET_SERVER`, else `[agent] server` or `servers`, else
+/// `[client] server`; a `server` value lists several separated by commas.
+/// Empty when none is given.
+fn agent_servers(flag: Option<&str>, file: &FileConfig) -> Result<Vec<String>> {
+    let a = &file.agent;
+    let (origin, urls): (&str, Vec<&str>) = match (flag, &a.server, &a.servers) {
+        (Some(flag), _, _) => ("--server/TESTFLEET_SERVER", flag.split(',').collect()),
+        (None, Some(_), Some(_)) => {
+            bail!("config `agent`: give the coordinators in `server` or in `servers`, not both")
+        }
+        (None, Some(server), None) => ("config `agent.server`", server.split(',').collect()),
+        (None, None, Some(list)) => {
+            if list.is_empty() {
+                bail!("config `agent.servers`: the list is empty");
+            }
+            (
+                "config `agent.servers`",
+                list.iter().map(String::as_str).collect(),
+            )
+        }
+        (None, None, None) => match &file.client.server {
+            Some(server) => ("config `client.server`", server.split(',').collect()),
+            None => return Ok(Vec::new()),
+        },
+    };
+    let mut servers: Vec<String> = Vec::with_capacity(urls.len());
+    for (i, url) in urls.iter().map(|u| u.trim()).enumerate() {
+        if url.is_empty() {
+            bail!("{origin}: coordinator {} of the list is empty", i + 1);
+        }
+        check_agent_url(url)
+            .map_err(|why| anyhow::anyhow!("{origin}: the coordinator URL `{url}` {why}"))?;
+        if servers.iter().any(|s| s == url) {
+            bail!("{origin}: the coordinator URL `{url}` is listed twice");
+        }
+        servers.push(url.to_owned());
+    }
+    Ok(servers)
+}
+
+/// What is wrong with an agent's coordinator URL, checked here so that a
+/// fallback that would only be tried after a failure is refused at start.
+/// The agent connects to `http(s)://` or `ws(s)://host:port` (the socket.io
+/// endpoint's path is its own).
+fn check_agent_url(url: &str) -> std::result::Result<(), &'static str> {
+    let rest = ["http://", "https://", "ws://", "wss://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme))
+        .ok_or("must start with http://, https://, ws:// or wss://")?;
+    if rest.contains(char::is_whitespace) {
+        return Err("must not contain spaces");
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (host, after) = rest.split_at(end);
+    if host.is_empty() {
+        return Err("has no host");
+    }
+    let path = after.split(['?', '#']).next().unwrap_or_default();
+    if !matches!(path, "" | "/") {
+        return Err(
+            "must not have a path (the coordinator's address only, such as http://host:8080)",
+        );
+    }
+    Ok(())
 }

@@ -31,7 +31,12 @@ pub async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Agent(args) => {
             let config = settings::agent_config(&args, cli.server.as_deref(), &file)?;
-            eprintln!("testfleet agent `{}` → {}", config.hostname, config.server);
+            let servers: Vec<&str> = config.servers().collect();
+            eprintln!(
+                "testfleet agent `{}` → {}",
+                config.hostname,
+                servers.join(", ")
+            );
             testfleet_agent::run(config, shutdown_signal()).await?;
             Ok(exit::OK)
         }
