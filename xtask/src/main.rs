@@ -277,7 +277,14 @@ fn test(args: &[String]) -> Result<()> {
         if nextest {
             cmd.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
             if slow {
-                cmd.args(["--run-ignored", "only", "--test-threads", "2", "-E", SLOW_FILTER]);
+                cmd.args([
+                    "--run-ignored",
+                    "only",
+                    "--test-threads",
+                    "2",
+                    "-E",
+                    SLOW_FILTER,
+                ]);
             }
             cmd.args(&cargo_args);
             if !harness_args.is_empty() {
@@ -308,9 +315,11 @@ fn test(args: &[String]) -> Result<()> {
     let mut suite = run(&mut tests(false));
     if nextest && suite.is_ok() && cargo_args.is_empty() && harness_args.is_empty() {
         // cargo-nextest does not run doctests.
-        suite = run(Command::new(env!("CARGO"))
-            .current_dir(&root)
-            .args(["test", "--workspace", "--doc"]));
+        suite = run(Command::new(env!("CARGO")).current_dir(&root).args([
+            "test",
+            "--workspace",
+            "--doc",
+        ]));
     }
     let suite_time = started.elapsed();
     let slow = match (&suite, fast) {
@@ -322,7 +331,11 @@ fn test(args: &[String]) -> Result<()> {
         _ => None,
     };
 
-    let runner = if nextest { "cargo nextest run" } else { "cargo test" };
+    let runner = if nextest {
+        "cargo nextest run"
+    } else {
+        "cargo test"
+    };
     eprintln!(
         "xtask: {runner} --workspace: {:.1} s",
         suite_time.as_secs_f64()

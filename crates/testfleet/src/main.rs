@@ -6,11 +6,11 @@
 #[macro_use]
 mod out;
 
+mod auth_settings;
 mod blob_settings;
 mod bot_settings;
 mod cli;
 mod cmd;
-mod auth_settings;
 mod prep_settings;
 mod scale_settings;
 mod settings;
