@@ -152,7 +152,10 @@ impl Coordinator {
         let store = self.store.clone();
         let listening = self.config.cluster.listen;
         let listen = tokio::spawn(async move {
-            while listening {
+            if !listening {
+                return;
+            }
+            loop {
                 let mut listener = match store.cluster_listener().await {
                     Ok(Some(l)) => l,
                     Ok(None) => return,
