@@ -464,6 +464,17 @@ pub(super) static TABLES: &[Table] = &[
         key: &["request_id", "side", "job_id"],
         sqlite_rowid_id: false,
     },
+    Table {
+        name: "coordinators",
+        columns: &[
+            text("id"),
+            int("started_at"),
+            int("heartbeat_at"),
+            text("agents"),
+        ],
+        key: &["id"],
+        sqlite_rowid_id: false,
+    },
 ];
 
 /// Most parameters bound in one statement, under SQLite's 32766 and

@@ -84,6 +84,7 @@ const FILL: &[&str] = &[
         (1, 'gitlab', 'group/project', 4, 'aaa', 'bbb', 'reported', 9007199254740993, NULL, 500, 501, 'd1', 2),
         (2, 'github', 'o/r', 5, 'ccc', NULL, 'failed', NULL, 'no merge base: ü', 502, 503, NULL, 0)"#,
     r#"INSERT INTO bot_request_jobs VALUES (1, 'head', 1, 0), (1, 'base', 2, 1)"#,
+    r#"INSERT INTO coordinators VALUES ('a:1:2', 2, 600, '[{"hostname":"agent-a","status":"tést"}]')"#,
 ];
 
 async fn filled_sqlite(dir: &std::path::Path) -> DatabaseUrl {
