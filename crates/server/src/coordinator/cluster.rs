@@ -408,16 +408,7 @@ impl Coordinator {
             .filter_map(|s| s.running.clone())
             .filter(|r| ended.contains(&r.attempt_id))
             .collect();
-        for run in runs {
-            Self::release_slot(&mut sched, &run);
-            if let Some(socket) = self.sockets.get(&run.agent) {
-                let msg = CancelWork {
-                    attempt_id: run.attempt_id,
-                    reason: "ended by another coordinator".into(),
-                };
-                let _ = socket.emit(events::CANCEL_WORK, &msg);
-            }
-        }
+        self.stop_held(&mut sched, runs, "ended by another coordinator");
         Ok(())
     }
 
@@ -436,8 +427,14 @@ impl Coordinator {
             .filter_map(|s| s.running.clone())
             .filter(|r| r.job_id == job_id)
             .collect();
+        self.stop_held(&mut sched, runs, reason);
+    }
+
+    /// Frees the slots of attempts the store already ended and tells their
+    /// agents, where connected here, to stop them.
+    fn stop_held(&self, sched: &mut Scheduler, runs: Vec<RunningAttempt>, reason: &str) {
         for run in runs {
-            Self::release_slot(&mut sched, &run);
+            Self::release_slot(sched, &run);
             if let Some(socket) = self.sockets.get(&run.agent) {
                 let msg = CancelWork {
                     attempt_id: run.attempt_id,
