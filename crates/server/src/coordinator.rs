@@ -111,6 +111,8 @@ pub struct Coordinator {
     cluster: Option<cluster::Cluster>,
     /// Wakes the background dispatcher (new work arrived).
     dispatch_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the `agentData` pusher (an agent changed, browsers watch).
+    agent_data_wake: Arc<tokio::sync::Notify>,
     /// Counters and histograms for `GET /metrics`.
     pub metrics: crate::metrics::Recorder,
 }
@@ -181,6 +183,7 @@ impl Coordinator {
             tasks: std::sync::Mutex::new(Vec::new()),
             cluster: cluster::Cluster::new(&config_cluster, backend, now),
             dispatch_wake: Arc::new(tokio::sync::Notify::new()),
+            agent_data_wake: Arc::new(tokio::sync::Notify::new()),
             metrics: crate::metrics::Recorder::default(),
         });
         // Submissions only queue their tasks and wake this task, so a submit
@@ -194,6 +197,7 @@ impl Coordinator {
                 c.dispatch().await;
             }
         });
+        coordinator.start_agent_data_pusher();
         let weak = Arc::downgrade(&coordinator);
         let handle = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));

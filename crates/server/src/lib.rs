@@ -133,7 +133,8 @@ impl Server {
             ))
             .merge(triggers::hooks::router(coordinator.clone()))
             .merge(triggers::hooks::events_router(coordinator.clone()))
-            .layer(layer);
+            .layer(layer)
+            .layer(axum::middleware::map_request(sio::own_request_head));
         Ok(Server {
             router,
             coordinator,

@@ -12,6 +12,10 @@ use testfleet_core::LabelSet;
 use testfleet_core::time_fmt::UnixMillis;
 use testfleet_store::{QueuedTask, RunningAttempt};
 
+mod waiting;
+mod why;
+pub use waiting::WaitingIndex;
+
 /// Order inside a queue: higher priority first, then the longest expected
 /// runtime (unknown counts as longest: a new task may be long), then older.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -233,6 +237,8 @@ pub struct Scheduler {
     /// Jobs cancelled since start-up: a claim that commits after its job's
     /// cancel is ended at once instead of being sent.
     pub cancelled_jobs: std::collections::HashSet<i64>,
+    /// The agents waiting for work, so a pick need not scan the fleet.
+    waiting: WaitingIndex,
 }
 
 impl Scheduler {
@@ -260,6 +266,8 @@ impl Scheduler {
             .or_default()
             .tasks
             .insert(key, task);
+        // Agents that found nothing before may take it.
+        self.waiting.recheck_all();
     }
 
     pub fn dequeue(&mut self, task_id: i64) -> Option<QueuedTask> {
@@ -280,6 +288,76 @@ impl Scheduler {
             .filter(|t| t.job_id == job_id)
             .map(|t| t.id)
             .collect()
+    }
+
+    /// `host` asked for work (`fetchWork`); see [`AgentSlot::fetch_opened`].
+    pub fn fetch_opened(&mut self, host: &str) {
+        if let Some(slot) = self.agents.get_mut(host) {
+            slot.fetch_opened();
+            if slot.waiting() {
+                self.waiting.asked(host);
+            }
+        }
+    }
+
+    /// `host`'s claim was answered; see [`AgentSlot::claim_answered`]. An
+    /// agent that did not get the work waits for other work.
+    pub fn claim_answered(&mut self, host: &str, sent: bool) {
+        if let Some(slot) = self.agents.get_mut(host) {
+            slot.claim_answered(sent);
+            if slot.waiting() {
+                self.waiting.asked(host);
+            }
+        }
+    }
+
+    /// `host`'s connection ended at `now`; see [`AgentSlot::disconnected`].
+    pub fn disconnected(&mut self, host: &str, now: UnixMillis) {
+        if let Some(slot) = self.agents.get_mut(host) {
+            slot.disconnected(now);
+            self.waiting.remove(host);
+            // A retry that avoided `host`'s last agent because this one
+            // fitted may now go back to it.
+            self.waiting.recheck_all();
+        }
+    }
+
+    /// The agents the next pick offers work to, in host order: those that
+    /// asked since the last pick, or every waiting one when work was queued
+    /// or an agent left since. None while nothing is queued.
+    pub fn pick_candidates(&mut self) -> Vec<String> {
+        if self.keys.is_empty() {
+            return Vec::new();
+        }
+        self.waiting.take_candidates()
+    }
+
+    /// Whether `host` can be given work now: connected, waiting, not running
+    /// anything. One that cannot leaves the waiting index.
+    pub fn can_take_work(&mut self, host: &str) -> bool {
+        let can = self
+            .agents
+            .get(host)
+            .is_some_and(|s| s.waiting() && s.running.is_none());
+        if !can {
+            self.waiting.remove(host);
+        }
+        can
+    }
+
+    /// A task was picked for `host`: it gets nothing else until the claim
+    /// is answered ([`AgentSlot::claim_started`]).
+    pub fn claim_started(&mut self, host: &str) {
+        if let Some(slot) = self.agents.get_mut(host) {
+            slot.claim_started();
+        }
+        self.waiting.remove(host);
+    }
+
+    /// Agents indexed as waiting for work.
+    #[cfg(test)]
+    pub fn waiting_agents(&self) -> usize {
+        self.waiting.len()
     }
 
     pub fn started(&mut self, attempt: &RunningAttempt) {
@@ -361,117 +439,6 @@ impl Scheduler {
         }
         None
     }
-
-    /// Why a queued task is still waiting, in words.
-    pub fn why_pending(&self, task_id: i64) -> Vec<String> {
-        let Some(task) = self.get(task_id) else {
-            return vec![
-                "the task is not in the queue index (it may have just started or ended)".into(),
-            ];
-        };
-        let mut reasons = Vec::new();
-        let candidates: Vec<(&String, &AgentSlot)> = match &task.pinned_agent {
-            Some(pinned) => {
-                reasons.push(format!(
-                    "it is pinned to agent `{pinned}` (each_agent fan-out)"
-                ));
-                self.agents.iter().filter(|(h, _)| *h == pinned).collect()
-            }
-            None => self
-                .agents
-                .iter()
-                .filter(|(_, s)| task.requires.matches(&s.labels))
-                .collect(),
-        };
-        if candidates.is_empty() {
-            if task.pinned_agent.is_some() {
-                reasons.push("that agent is unknown to this coordinator".into());
-            } else if self.agents.is_empty() {
-                reasons.push("no agent has ever connected".into());
-            } else {
-                let reqs: Vec<String> = task
-                    .requires
-                    .0
-                    .iter()
-                    .map(|(k, r)| format!("{k} = {r}"))
-                    .collect();
-                reasons.push(format!(
-                    "no agent matches its requirements ({})",
-                    reqs.join(", ")
-                ));
-                for (host, slot) in self.agents.iter().take(5) {
-                    if let Some((key, req)) = task.requires.first_mismatch(&slot.labels) {
-                        let has = slot
-                            .labels
-                            .get(key)
-                            .map_or("nothing".to_owned(), |v| format!("`{v}`"));
-                        reasons.push(format!(
-                            "  agent `{host}`: `{key}` must be {req}, it has {has}"
-                        ));
-                    }
-                }
-            }
-            return reasons;
-        }
-        let online: Vec<_> = candidates.iter().filter(|(_, s)| s.online()).collect();
-        if online.is_empty() {
-            reasons.push(format!(
-                "all {} matching agent(s) are offline",
-                candidates.len()
-            ));
-            return reasons;
-        }
-        let idle: Vec<_> = online.iter().filter(|(_, s)| s.running.is_none()).collect();
-        if idle.is_empty() {
-            reasons.push(format!(
-                "all {} matching online agent(s) are busy",
-                online.len()
-            ));
-        } else {
-            let waiting = idle.iter().filter(|(_, s)| s.waiting()).count();
-            if waiting == 0 {
-                reasons.push(format!(
-                    "{} matching agent(s) are idle but have not asked for work yet",
-                    idle.len()
-                ));
-            }
-        }
-        if let Some(last) = &task.last_agent {
-            reasons.push(format!(
-                "it is a retry; it avoids `{last}`, where it failed, while another agent fits"
-            ));
-        }
-        // What is ahead of it.
-        let order = self.queues_by_share();
-        let position = order
-            .iter()
-            .position(|(name, _)| **name == task.queue)
-            .unwrap_or(0);
-        if position > 0 {
-            let ahead: Vec<String> = order[..position]
-                .iter()
-                .map(|(n, q)| format!("`{n}` ({} running)", q.running))
-                .collect();
-            reasons.push(format!(
-                "fair share: queue `{}` ({} running, weight {}) is served after {}",
-                task.queue,
-                self.queues.get(&task.queue).map_or(0, |q| q.running),
-                self.weight(&task.queue),
-                ahead.join(", ")
-            ));
-        }
-        if let Some(q) = self.queues.get(&task.queue) {
-            let key = QueueKey::of(task);
-            let before = q.tasks.range(..key).count();
-            if before > 0 {
-                reasons.push(format!(
-                    "{before} task(s) are ahead of it in queue `{}` (priority, then longest first)",
-                    task.queue
-                ));
-            }
-        }
-        reasons
-    }
 }
 
 #[cfg(test)]
@@ -522,6 +489,91 @@ mod tests {
             task_key: "k".into(),
             started_at: 0,
         }
+    }
+
+    /// What a pick does, as `coordinator::dispatch` does it.
+    fn pick(s: &mut Scheduler) -> Vec<(String, i64)> {
+        let mut picks = Vec::new();
+        for host in s.pick_candidates() {
+            if s.queued() == 0 {
+                break;
+            }
+            if !s.can_take_work(&host) {
+                continue;
+            }
+            if let Some(task) = s.head_for(&host).and_then(|id| s.dequeue(id)) {
+                s.claim_started(&host);
+                picks.push((host, task.id));
+            }
+        }
+        picks
+    }
+
+    fn online(s: &mut Scheduler, hosts: &[&str]) {
+        for (i, h) in hosts.iter().enumerate() {
+            if let Some(slot) = s.agents.get_mut(*h) {
+                slot.connected(i as u64 + 1, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn a_pick_offers_work_to_waiting_agents_only() {
+        let mut s = sched_with(&["a", "b", "c"]);
+        online(&mut s, &["a", "b", "c"]);
+        // Nothing queued: asking changes nothing yet.
+        s.fetch_opened("a");
+        s.fetch_opened("b");
+        assert!(pick(&mut s).is_empty());
+        assert_eq!(s.waiting_agents(), 2);
+        // New work reaches every waiting agent, not `c`, which did not ask.
+        s.enqueue(task(1, "q", 0, None, 1));
+        s.enqueue(task(2, "q", 0, None, 2));
+        s.enqueue(task(3, "q", 0, None, 3));
+        assert_eq!(pick(&mut s), [("a".into(), 1), ("b".into(), 2)]);
+        assert_eq!(s.waiting_agents(), 0);
+        // `c` asks: only it is looked at, and it gets the last task.
+        s.fetch_opened("c");
+        assert_eq!(pick(&mut s), [("c".into(), 3)]);
+        // `a`'s claim failed: it waits again and gets re-queued work.
+        s.claim_answered("a", false);
+        s.enqueue(task(1, "q", 0, None, 1));
+        assert_eq!(pick(&mut s), [("a".into(), 1)]);
+    }
+
+    #[test]
+    fn an_agent_that_left_is_not_offered_work() {
+        let mut s = sched_with(&["a", "b"]);
+        online(&mut s, &["a", "b"]);
+        s.fetch_opened("a");
+        s.fetch_opened("b");
+        s.disconnected("a", 5);
+        s.enqueue(task(1, "q", 0, None, 1));
+        assert_eq!(pick(&mut s), [("b".into(), 1)]);
+        // A running agent is not offered work even if indexed.
+        s.claim_answered("b", true);
+        if let Some(slot) = s.agents.get_mut("b") {
+            slot.running = Some(running("q"));
+        }
+        s.fetch_opened("b");
+        s.enqueue(task(2, "q", 0, None, 2));
+        assert!(pick(&mut s).is_empty());
+        assert_eq!(s.waiting_agents(), 0);
+    }
+
+    #[test]
+    fn a_retry_goes_back_to_its_agent_once_the_other_one_left() {
+        let mut s = sched_with(&["a", "b"]);
+        online(&mut s, &["a", "b"]);
+        let mut retry = task(1, "q", 0, None, 1);
+        retry.last_agent = Some("a".into());
+        s.enqueue(retry);
+        // `b` is online and fits, so `a` does not get its own retry...
+        s.fetch_opened("a");
+        assert!(pick(&mut s).is_empty());
+        // ...until `b` leaves: `a`, still waiting, gets it without asking again.
+        s.disconnected("b", 5);
+        assert_eq!(pick(&mut s), [("a".into(), 1)]);
     }
 
     #[test]

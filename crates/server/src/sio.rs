@@ -28,6 +28,26 @@ pub const BROWSERS_ROOM: &str = "browsers";
 /// How many events of one agent may wait to be applied.
 const AGENT_QUEUE: usize = 1024;
 
+/// socket.io keeps each connection's request head (headers, URI) for the
+/// connection's life. hyper's header values are slices of the connection's
+/// read buffer, so keeping them kept that whole buffer: 16 KB per connected
+/// agent. Copies of the values, made before socket.io sees the request, let
+/// the buffer go.
+pub async fn own_request_head(mut req: axum::extract::Request) -> axum::extract::Request {
+    if req.uri().path().starts_with("/socket.io") {
+        for value in req.headers_mut().values_mut() {
+            if let Ok(mut own) = axum::http::HeaderValue::from_bytes(value.as_bytes()) {
+                own.set_sensitive(value.is_sensitive());
+                *value = own;
+            }
+        }
+        if let Ok(uri) = req.uri().to_string().parse::<axum::http::Uri>() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
 /// Who is on the other end of a socket, decided at the handshake.
 #[derive(Debug, Clone)]
 #[expect(
@@ -97,13 +117,16 @@ enum EventError {
     },
 }
 
+/// One event of an agent, queued for its connection's task. The payloads
+/// are boxed: the queue allocates its slots in blocks of 32 per connection,
+/// and inline payloads made that block 12 KB of every connected agent.
 enum AgentEvent {
-    Status(Result<StatusUpdate, EventError>),
+    Status(Box<Result<StatusUpdate, EventError>>),
     Fetch,
     Query,
     Mock,
-    Log(Result<LogChunk, EventError>),
-    Report(Result<AttemptReport, EventError>, AckSender),
+    Log(Box<Result<LogChunk, EventError>>),
+    Report(Box<Result<AttemptReport, EventError>>, AckSender),
 }
 
 pub fn register(io: &SocketIo, coordinator: Arc<Coordinator>) {
@@ -312,7 +335,7 @@ fn register_agent_handlers(socket: &SocketRef) -> mpsc::Receiver<AgentEvent> {
     socket.on(
         events::STATUS_UPDATE,
         move |socket: SocketRef, data: TryData<Value>| {
-            let event = AgentEvent::Status(decode_optional(data.0.ok()));
+            let event = AgentEvent::Status(Box::new(decode_optional(data.0.ok())));
             push(&t, &socket, event);
             async {}
         },
@@ -336,7 +359,7 @@ fn register_agent_handlers(socket: &SocketRef) -> mpsc::Receiver<AgentEvent> {
     socket.on(
         events::LOG_CHUNK,
         move |socket: SocketRef, data: TryData<Value>| {
-            push(&t, &socket, AgentEvent::Log(decode(data.0.ok())));
+            push(&t, &socket, AgentEvent::Log(Box::new(decode(data.0.ok()))));
             async {}
         },
     );
@@ -348,7 +371,7 @@ fn register_agent_handlers(socket: &SocketRef) -> mpsc::Receiver<AgentEvent> {
                 what: "AttemptReport",
                 source,
             });
-            push(&t, &socket, AgentEvent::Report(report, ack));
+            push(&t, &socket, AgentEvent::Report(Box::new(report), ack));
             async {}
         },
     );
@@ -384,9 +407,15 @@ async fn on_agent(
         .await;
     let c = coordinator.clone();
     let host = hostname.clone();
+    // The socket's handlers hold the queue's senders and the event task
+    // holds the socket, so the queue never closes by itself: the end of
+    // the connection tells the task to finish what was queued and stop.
+    let gone = Arc::new(tokio::sync::Notify::new());
+    let ended = gone.clone();
     socket.on_disconnect(move |reason: DisconnectReason| {
         let c = c.clone();
         let host = host.clone();
+        ended.notify_one();
         async move {
             // A client that closes its namespace on purpose is shutting down;
             // anything else is a lost connection, covered by the lease.
@@ -400,6 +429,7 @@ async fn on_agent(
         hostname,
         connection,
         rx,
+        gone,
     ));
 }
 
@@ -409,15 +439,36 @@ async fn run_agent_events(
     hostname: String,
     connection: u64,
     mut rx: mpsc::Receiver<AgentEvent>,
+    gone: Arc<tokio::sync::Notify>,
 ) {
     let dev = coordinator.config.dev;
-    while let Some(event) = rx.recv().await {
-        match event {
-            AgentEvent::Status(Ok(update)) => {
-                coordinator
-                    .status_update(&hostname, connection, update)
-                    .await
+    let _alive = coordinator.metrics.event_queue_opened();
+    let mut closed = false;
+    loop {
+        let event = if closed {
+            rx.recv().await
+        } else {
+            tokio::select! {
+                biased;
+                event = rx.recv() => event,
+                () = gone.notified() => {
+                    // What the agent sent before it left is still applied.
+                    rx.close();
+                    closed = true;
+                    continue;
+                }
             }
+        };
+        let Some(event) = event else { break };
+        match event {
+            AgentEvent::Status(update) => match *update {
+                Ok(update) => {
+                    coordinator
+                        .status_update(&hostname, connection, update)
+                        .await
+                }
+                Err(e) => malformed(&socket, &hostname, &e),
+            },
             AgentEvent::Fetch => coordinator.fetch_work(&hostname, connection).await,
             AgentEvent::Query | AgentEvent::Mock if !dev => {
                 let _ = socket.emit(
@@ -435,28 +486,33 @@ async fn run_agent_events(
                         socket.emit(events::ERROR, &format!("failed to queue a mock item: {e}"));
                 }
             }
-            AgentEvent::Log(Ok(chunk)) => coordinator.log_chunk(&hostname, chunk).await,
-            AgentEvent::Report(Ok(report), ack) => {
-                let answer = match coordinator.attempt_report(&hostname, report).await {
-                    Ok(()) => serde_json::json!({"ok": true}),
-                    Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
+            AgentEvent::Log(chunk) => match *chunk {
+                Ok(chunk) => coordinator.log_chunk(&hostname, chunk).await,
+                Err(e) => malformed(&socket, &hostname, &e),
+            },
+            AgentEvent::Report(report, ack) => {
+                let answer = match *report {
+                    Ok(report) => match coordinator.attempt_report(&hostname, report).await {
+                        Ok(()) => serde_json::json!({"ok": true}),
+                        Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
+                    },
+                    Err(e) => {
+                        // Answered both ways: the ack if one was asked for,
+                        // and the `error` event every malformed event gets.
+                        malformed(&socket, &hostname, &e);
+                        serde_json::json!({"ok": false, "error": e.to_string()})
+                    }
                 };
                 let _ = ack.send(&answer);
             }
-            AgentEvent::Report(Err(e), ack) => {
-                // Answered both ways: the ack if one was asked for, and the
-                // `error` event every malformed event gets.
-                tracing::warn!(agent = %hostname, "malformed event: {e}");
-                let e = e.to_string();
-                let _ = socket.emit(events::ERROR, &e);
-                let _ = ack.send(&serde_json::json!({"ok": false, "error": e}));
-            }
-            AgentEvent::Status(Err(e)) | AgentEvent::Log(Err(e)) => {
-                tracing::warn!(agent = %hostname, "malformed event: {e}");
-                let _ = socket.emit(events::ERROR, &e.to_string());
-            }
         }
     }
+}
+
+/// Tells the agent its event was malformed.
+fn malformed(socket: &SocketRef, hostname: &str, e: &EventError) {
+    tracing::warn!(agent = %hostname, "malformed event: {e}");
+    let _ = socket.emit(events::ERROR, &e.to_string());
 }
 
 /// A status update may be `{}`, missing or `null` (idle).

@@ -175,6 +175,11 @@ async fn prometheus_parses_metrics_that_match_a_known_queue() {
         );
     }
     assert_eq!(
+        value(&samples, "testfleet_agent_event_queues", &[]),
+        Some(2.0),
+        "one event queue per connected agent"
+    );
+    assert_eq!(
         value(
             &samples,
             "testfleet_attempts_finished_total",

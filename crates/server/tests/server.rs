@@ -263,3 +263,33 @@ async fn a_known_failure_is_retriggered_up_to_its_limit() {
         }
     }
 }
+
+/// Each agent connection has an event queue and a task applying it. They
+/// used to outlive the connection (the socket's handlers hold the queue's
+/// senders and the task holds the socket), about 59 KB per connection that
+/// ever ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_event_queue_ends_with_its_connection() {
+    let h = start().await;
+    let queues = || h.coordinator.metrics.event_queues();
+    let mut agents = Vec::new();
+    for i in 0..20 {
+        agents.push(agent(&h.url, &format!("agent-{i}")).await);
+    }
+    wait_until("20 event queues", || async { queues() == 20 }).await;
+    // Half leave with `disconnect`, half are dropped.
+    for (i, (client, events)) in agents.into_iter().enumerate() {
+        drop(events);
+        if i % 2 == 0 {
+            client.disconnect().await;
+        } else {
+            drop(client);
+        }
+    }
+    wait_until("every event queue ended", || async { queues() == 0 }).await;
+    // A new connection still works.
+    let (_a, mut a_events) = agent(&h.url, "agent-0").await;
+    h.api.submit(ONE_TASK).await.unwrap();
+    next_event(&mut a_events, "sendWork").await;
+    assert_eq!(queues(), 1);
+}

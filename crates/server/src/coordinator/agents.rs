@@ -50,7 +50,7 @@ impl Coordinator {
             return;
         }
         self.sockets.remove(host, connection);
-        slot.disconnected(now);
+        sched.disconnected(host, now);
         drop(sched);
         if shutdown {
             tracing::info!(agent = host, "agent shut down; retired");
@@ -227,9 +227,7 @@ impl Coordinator {
             Self::release_slot(&mut sched, &run);
             lost = Some(run);
         }
-        if let Some(slot) = sched.agents.get_mut(host) {
-            slot.fetch_opened();
-        }
+        sched.fetch_opened(host);
         drop(sched);
         if let Some(run) = lost {
             self.record_finish(

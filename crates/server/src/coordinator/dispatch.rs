@@ -41,7 +41,7 @@ impl Coordinator {
                     match claim {
                         Ok(Some(claimed)) if cancelled_job => {
                             // The job was cancelled while its claim committed.
-                            slot.claim_answered(false);
+                            sched.claim_answered(&host, false);
                             again = true;
                             cancelled.push(claimed.attempt);
                         }
@@ -75,12 +75,12 @@ impl Coordinator {
                         }
                         Ok(None) => {
                             // Cancelled meanwhile: the agent still wants work.
-                            slot.claim_answered(false);
+                            sched.claim_answered(&host, false);
                             again = true;
                         }
                         Err(e) => {
                             tracing::error!(task = task.id, "failed to claim task: {e}");
-                            slot.claim_answered(false);
+                            sched.claim_answered(&host, false);
                             sched.enqueue(task.clone());
                         }
                     }
@@ -178,20 +178,19 @@ pub(super) fn runtime_limit(
 /// Picks, for every agent with an open fetch, the task it gets next, and
 /// marks it `claiming` until the claim is answered.
 pub(super) fn pick_work(sched: &mut Scheduler) -> Vec<(String, testfleet_store::QueuedTask)> {
-    let waiting: Vec<String> = sched
-        .agents
-        .iter()
-        .filter(|(_, s)| s.waiting() && s.running.is_none())
-        .map(|(h, _)| h.clone())
-        .collect();
     let mut picks = Vec::new();
-    for host in waiting {
+    for host in sched.pick_candidates() {
+        if sched.queued() == 0 {
+            // The rest stay waiting; new work makes the next pick look at them.
+            break;
+        }
+        if !sched.can_take_work(&host) {
+            continue;
+        }
         let Some(task) = sched.head_for(&host).and_then(|id| sched.dequeue(id)) else {
             continue;
         };
-        if let Some(slot) = sched.agents.get_mut(&host) {
-            slot.claim_started();
-        }
+        sched.claim_started(&host);
         sched.reserve(&task.queue);
         picks.push((host, task));
     }

@@ -94,19 +94,44 @@ impl Coordinator {
             .collect())
     }
 
+    /// Tells watching browsers that an agent changed. The list goes out at
+    /// once, then at most once per [`AGENT_DATA_PACE`] with the latest
+    /// state: each push lists the whole fleet, and with thousands of agents
+    /// a push per status update cost more than the updates themselves.
     pub(super) async fn push_agent_data(&self) {
         if self.browsers.load(Ordering::Relaxed) == 0 {
             // Nobody is watching: don't build the list on every status update.
             return;
         }
-        let data = self.agent_data().await;
-        if let Err(e) = self
-            .io
-            .to(crate::sio::BROWSERS_ROOM)
-            .emit(events::AGENT_DATA, &data)
-            .await
-        {
-            tracing::debug!("could not push agentData: {e}");
+        self.agent_data_wake.notify_one();
+    }
+
+    /// Starts the task that sends `agentData` when woken, paced.
+    pub(super) fn start_agent_data_pusher(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let wake = self.agent_data_wake.clone();
+        let handle = tokio::spawn(async move {
+            loop {
+                // Changes made meanwhile leave one wake-up: one push for all.
+                wake.notified().await;
+                let Some(c) = weak.upgrade() else { break };
+                let data = c.agent_data().await;
+                if let Err(e) =
+                    c.io.to(crate::sio::BROWSERS_ROOM)
+                        .emit(events::AGENT_DATA, &data)
+                        .await
+                {
+                    tracing::debug!("could not push agentData: {e}");
+                }
+                drop(c);
+                tokio::time::sleep(AGENT_DATA_PACE).await;
+            }
+        });
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(handle);
         }
     }
 }
+
+/// The shortest time between two `agentData` pushes.
+const AGENT_DATA_PACE: Duration = Duration::from_millis(200);

@@ -159,6 +159,17 @@ pub fn render(gauges: &Gauges, recorder: &Recorder, sinks: &[SinkStatus]) -> Str
     }
     family(
         &mut out,
+        "testfleet_agent_event_queues",
+        "gauge",
+        "Agent connections whose event queue is alive (each connected agent has one; one that stays after its agent left is a leak).",
+    );
+    let _ = writeln!(
+        out,
+        "testfleet_agent_event_queues {}",
+        recorder.event_queues()
+    );
+    family(
+        &mut out,
         "testfleet_attempts_finished_total",
         "counter",
         "Attempts ended by this coordinator since it started, per outcome.",

@@ -89,6 +89,18 @@ pub struct Recorder {
     pub finish: Histogram,
     /// Attempts ended, by outcome (`AttemptOutcome::ALL`'s order).
     attempts: Vec<AtomicU64>,
+    /// Agent connections whose event queue is still being applied.
+    event_queues: AtomicU64,
+}
+
+/// Counts one agent connection's event queue while it is alive.
+#[derive(Debug)]
+pub struct EventQueueAlive<'a>(&'a AtomicU64);
+
+impl Drop for EventQueueAlive<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for Recorder {
@@ -98,6 +110,7 @@ impl Default for Recorder {
             claim: Histogram::new(STORE_BOUNDS),
             finish: Histogram::new(STORE_BOUNDS),
             attempts: OUTCOMES.iter().map(|_| AtomicU64::new(0)).collect(),
+            event_queues: AtomicU64::new(0),
         }
     }
 }
@@ -112,6 +125,19 @@ impl Recorder {
         {
             c.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// An agent connection's event queue started; it counts until the
+    /// returned guard is dropped.
+    pub fn event_queue_opened(&self) -> EventQueueAlive<'_> {
+        self.event_queues.fetch_add(1, Ordering::Relaxed);
+        EventQueueAlive(&self.event_queues)
+    }
+
+    /// Agent connections whose event queue is alive: after the agents
+    /// left, anything above zero is a leak.
+    pub fn event_queues(&self) -> u64 {
+        self.event_queues.load(Ordering::Relaxed)
     }
 
     /// Attempts ended so far, by outcome name.
