@@ -7,6 +7,7 @@
 //! anyway, and this keeps `BEGIN IMMEDIATE` waits out of the read path); reads
 //! use a small pool of their own.
 
+mod agent_writes;
 mod artifacts;
 mod attempts;
 mod batch;
@@ -192,6 +193,9 @@ pub struct Store {
     reader: db::Pool,
     progress: ProgressWriter,
     batcher: batch::Batcher,
+    /// Commits agents' connections and retirements in batches, in order
+    /// (`agent_writes`).
+    agent_writes: agent_writes::AgentWriter,
     /// Commits trigger events in batches (`events_batch`).
     events: events_batch::EventBatcher,
     /// How long a new attempt's lease runs (ms); see [`Store::set_lease`].
@@ -214,11 +218,13 @@ impl Store {
         let progress = ProgressWriter::spawn(writer.clone());
         let batcher = batch::Batcher::spawn(writer.clone());
         let events = events_batch::EventBatcher::spawn(writer.clone());
+        let agent_writes = agent_writes::AgentWriter::spawn(writer.clone());
         Ok(Store {
             writer,
             reader,
             progress,
             batcher,
+            agent_writes,
             events,
             lease_ms: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(DEFAULT_LEASE_MS)),
             materializing: std::sync::Arc::default(),
@@ -243,9 +249,11 @@ impl Store {
         &self.progress
     }
 
-    /// Writes pending progress, then closes both pools, flushing the WAL.
+    /// Writes pending progress and agent writes, then closes both pools,
+    /// flushing the WAL.
     pub async fn close(&self) {
         self.progress.flush().await;
+        self.agent_writes.flush().await;
         self.reader.close().await;
         self.writer.close().await;
     }

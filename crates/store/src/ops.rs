@@ -8,6 +8,7 @@ use testfleet_wire::protocol::{WorkItem, WorkOrigin};
 use testfleet_wire::reason::ReasonData;
 use testfleet_wire::results::Results;
 
+use crate::agent_writes::AgentWrite;
 use crate::attempts::refresh_job_state;
 use crate::batch::{FinishArgs, WriteOp};
 use crate::db::{on_pool, on_tx};
@@ -490,7 +491,10 @@ impl Store {
         Ok(done == 1)
     }
 
-    /// Records an agent's connection and labels.
+    /// Records an agent's connection and labels; it is no longer retired.
+    /// The write joins the agents' group commit (`agent_writes`): it is
+    /// applied after every agent write started before it, and answered
+    /// after its commit.
     pub async fn agent_connected(
         &self,
         hostname: &str,
@@ -500,20 +504,14 @@ impl Store {
     ) -> Result<()> {
         let labels = serde_json::to_string(labels)?;
         let machine = machine.map(serde_json::to_string).transpose()?;
-        on_pool!(&self.writer, p => sqlx::query(
-            "INSERT INTO agents (hostname, labels, machine, first_seen, last_connected, retired)
-             VALUES ($1, $2, $3, $4, $4, FALSE)
-             ON CONFLICT (hostname) DO UPDATE SET labels = excluded.labels, machine = excluded.machine,
-             last_connected = excluded.last_connected, retired = FALSE",
-        )
-        .bind(hostname)
-        .bind(&labels)
-        .bind(&machine)
-        .bind(now)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
-        Ok(())
+        self.agent_writes
+            .write(AgentWrite::Connected {
+                hostname: hostname.to_owned(),
+                labels,
+                machine,
+                now,
+            })
+            .await
     }
 
     /// Records the machine an open attempt ran on, as its agent reported it
@@ -540,14 +538,14 @@ impl Store {
     }
 
     /// Retires an agent (it disconnected with reason `shutdown`): no more
-    /// fan-out work is queued for it.
+    /// fan-out work is queued for it. Like [`Store::agent_connected`], the
+    /// write joins the agents' group commit, in the order it was started.
     pub async fn retire_agent(&self, hostname: &str) -> Result<()> {
-        on_pool!(&self.writer, p => sqlx::query("UPDATE agents SET retired = TRUE WHERE hostname = $1")
-            .bind(hostname)
-            .execute(p)
+        self.agent_writes
+            .write(AgentWrite::Retired {
+                hostname: hostname.to_owned(),
+            })
             .await
-            .map(|r| r.rows_affected()))?;
-        Ok(())
     }
 
     /// Agents seen since `since` and not retired, with their labels (fan-out targets).

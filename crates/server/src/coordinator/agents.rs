@@ -19,7 +19,11 @@ impl Coordinator {
             .agent_connected(host, &labels, machine.as_ref(), now)
             .await
         {
-            tracing::error!(agent = host, "failed to record agent: {e}");
+            tracing::error!(
+                agent = host,
+                "failed to record agent: {}",
+                crate::bots::error_chain(&e)
+            );
         }
         let mut sched = self.sched.lock().await;
         let slot = sched
@@ -59,7 +63,11 @@ impl Coordinator {
             if let Err(e) = self.store.retire_agent(host).await
                 && !self.store.is_closed()
             {
-                tracing::error!(agent = host, "failed to retire agent: {e}");
+                tracing::error!(
+                    agent = host,
+                    "failed to retire agent: {}",
+                    crate::bots::error_chain(&e)
+                );
             }
         } else {
             tracing::warn!(agent = host, "agent connection lost");
