@@ -7,33 +7,47 @@
 //! checks the coordinator's guarantees from the agents' side: no task is lost
 //! and none is delivered or finished twice.
 //!
+//! The coordinators can also be several: given (`--server URL1,URL2`) or
+//! spawned as `testfleet server` processes (`--coordinators N`, see
+//! `coordinators`), with the agents spread round-robin over them; several
+//! fleet sizes can run in one invocation (`sizes`), and `--storm` makes
+//! every agent leave and come back at once (`storm`).
+//!
 //! Every run is bounded by [`BenchConfig::timeout`] and talks only to
-//! 127.0.0.1 or the given server.
+//! 127.0.0.1 or the given servers.
 
 mod agent;
+mod checks;
+mod coordinators;
 pub mod dist;
+mod fleet;
 mod recorder;
 mod server;
+mod sizes;
+mod storm;
+mod target;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
 use testfleet_client::{ApiClient, ClientError};
-use testfleet_core::{AttemptOutcome, TaskState};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 pub use agent::BENCH_MS_VAR;
+pub use coordinators::{CoordinatorFigures, FleetFigures, SpawnError};
 pub use dist::{HeavyTailed, Rng};
 pub use recorder::Percentiles;
+pub use sizes::{SizedRun, SizesReport, combinations, run_sizes};
+pub use storm::StormReport;
 
-use agent::SimAgent;
+use fleet::{Fleet, FleetSpec};
 use recorder::{Recorder, Records, Submitted, round3};
-use server::LocalServer;
+use target::Target;
 
 /// Why a bench could not run.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +64,8 @@ pub enum BenchError {
     },
     #[error("failed to submit a bench job")]
     Submit(#[source] ClientError),
+    #[error("failed to start the bench's coordinators")]
+    Coordinators(#[source] SpawnError),
     #[error("the bench ran out of time ({0:?}) while {1}")]
     Timeout(Duration, &'static str),
 }
@@ -89,8 +105,15 @@ impl std::fmt::Display for Workload {
 /// The settings of a bench.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
-    /// The coordinator to load; `None` starts one in process.
-    pub server: Option<String>,
+    /// The coordinators to load (agents and jobs spread round-robin over
+    /// them); empty starts one in process, or [`BenchConfig::coordinators`].
+    pub server: Vec<String>,
+    /// Spawn this many `testfleet server` processes (0: none).
+    pub coordinators: usize,
+    /// The `testfleet` binary spawned coordinators run.
+    pub server_program: Option<PathBuf>,
+    /// After the agents connect, all leave and reconnect at once (see `storm`).
+    pub storm: bool,
     pub agents: usize,
     pub tasks: usize,
     pub workload: Workload,
@@ -109,9 +132,9 @@ pub struct BenchConfig {
     /// (its default). Off pushes the interval beyond any run, which hides the
     /// race where an `idle` answer crosses a fresh `sendWork` (see `agent`).
     pub status_requests: bool,
-    /// The in-process coordinator's store: `None` is SQLite in a temporary
-    /// directory; a PostgreSQL URL names the server on which each run gets
-    /// a fresh database of its own (dropped after the run).
+    /// The in-process or spawned coordinators' store: `None` is SQLite in a
+    /// temporary directory; a PostgreSQL URL names the server on which each
+    /// run gets a fresh database of its own (dropped after the run).
     pub database: Option<testfleet_store::DatabaseUrl>,
     /// Every `report_every`-th task (by id; 0 = none) reports a result
     /// file of `report_cases` test cases, so claims can be timed while the
@@ -121,9 +144,14 @@ pub struct BenchConfig {
 }
 
 impl BenchConfig {
+    /// A bench of `agents` agents and `tasks` tasks on an in-process
+    /// coordinator, with the defaults of `testfleet bench`.
     pub fn new(agents: usize, tasks: usize, workload: Workload) -> BenchConfig {
         BenchConfig {
-            server: None,
+            server: Vec::new(),
+            coordinators: 0,
+            server_program: None,
+            storm: false,
             agents,
             tasks,
             workload,
@@ -148,8 +176,10 @@ pub struct RunReport {
     pub tasks: usize,
     pub workload: Workload,
     pub seed: u64,
-    /// `in-process` or the server's URL.
+    /// `in-process`, the servers' URLs, or `N spawned (store)`.
     pub server: String,
+    /// Spawned coordinators (0: in process or given).
+    pub coordinators: usize,
     /// Finished tasks / (last finish − first submit).
     pub tasks_per_second: f64,
     pub submit_to_start_ms: Percentiles,
@@ -183,6 +213,8 @@ pub struct RunReport {
     pub foreign_deliveries: usize,
     pub report_errors: u64,
     pub disconnects: u64,
+    /// Agent connections that failed and were tried again.
+    pub connect_retries: u64,
     pub protocol_violations: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub violation_examples: Vec<String>,
@@ -198,10 +230,17 @@ pub struct RunReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub server_retry_examples: Vec<String>,
     pub timed_out: bool,
+    /// The spawned coordinators: memory and log lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetFigures>,
+    /// `--storm`: the fleet leaving and reconnecting at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storm: Option<StormReport>,
 }
 
 impl RunReport {
-    /// No task lost or duplicated, and nothing else went wrong.
+    /// No task lost or duplicated, a storm fully recorded, no ERROR line
+    /// in a spawned coordinator's log, and nothing else went wrong.
     pub fn is_clean(&self) -> bool {
         self.lost == 0
             && self.not_submitted == 0
@@ -209,6 +248,8 @@ impl RunReport {
             && self.report_errors == 0
             && self.protocol_violations == 0
             && self.server_not_passed.unwrap_or(0) == 0
+            && self.storm.as_ref().is_none_or(|s| s.complete)
+            && self.fleet.as_ref().is_none_or(|f| f.error_lines == 0)
     }
 }
 
@@ -234,24 +275,23 @@ pub struct CompareReport {
 pub enum BenchReport {
     Single(RunReport),
     Compare(CompareReport),
+    Sizes(SizesReport),
 }
 
 impl BenchReport {
+    /// Every run of the report is clean (see [`RunReport::is_clean`]).
     pub fn is_clean(&self) -> bool {
         match self {
             BenchReport::Single(r) => r.is_clean(),
             BenchReport::Compare(c) => c.fifo.is_clean() && c.longest_first_submit_order.is_clean(),
+            BenchReport::Sizes(s) => s.is_clean(),
         }
     }
 }
 
 /// Runs the bench described by `config`.
 pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
-    if config.agents == 0 || config.tasks == 0 || config.batch == 0 {
-        return Err(BenchError::Invalid(
-            "--agents, --tasks and the batch size must be at least 1".into(),
-        ));
-    }
+    validate(&config)?;
     let secret = config.secret.clone().unwrap_or_else(fresh_secret);
     let dist = HeavyTailed::default();
     let durations = match config.workload {
@@ -286,6 +326,32 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     }))
 }
 
+fn validate(config: &BenchConfig) -> Result<(), BenchError> {
+    let invalid = |m: &str| Err(BenchError::Invalid(m.to_owned()));
+    if config.agents == 0 || config.tasks == 0 || config.batch == 0 {
+        return invalid("--agents, --tasks and the batch size must be at least 1");
+    }
+    if config.coordinators > 0 && !config.server.is_empty() {
+        return invalid("give either --server or --coordinators, not both");
+    }
+    if config.coordinators > 0 && config.server_program.is_none() {
+        return invalid("spawned coordinators need the path of the testfleet binary");
+    }
+    let postgres = matches!(
+        config.database,
+        Some(testfleet_store::DatabaseUrl::Postgres(_))
+    );
+    if config.coordinators > 1 && !postgres {
+        return invalid(
+            "several coordinators share a PostgreSQL database: give --database postgres://…",
+        );
+    }
+    if config.server.iter().any(|s| s.trim().is_empty()) {
+        return invalid("--server: an empty URL in the list");
+    }
+    Ok(())
+}
+
 fn fresh_secret() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
@@ -317,31 +383,6 @@ pub fn task_name(seed: u64, index: usize) -> String {
     format!("bench-s{seed}-{index:05}")
 }
 
-/// Stops the agents on drop, so an early return leaves nothing running.
-struct Fleet {
-    stop: watch::Sender<bool>,
-    tasks: JoinSet<()>,
-}
-
-impl Fleet {
-    async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        let drain = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(10), drain)
-            .await
-            .is_err()
-        {
-            self.tasks.abort_all();
-        }
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
 async fn run_once(
     config: &BenchConfig,
     secret: &str,
@@ -350,256 +391,183 @@ async fn run_once(
     order: &[usize],
 ) -> Result<RunReport, BenchError> {
     let deadline = Instant::now() + config.timeout;
-    let local = match &config.server {
-        Some(_) => None,
-        None => Some(
-            LocalServer::start(secret, config.status_requests, config.database.as_ref()).await?,
-        ),
+    let mut target = Target::start(config, secret).await?;
+    let run = Run {
+        config,
+        secret,
+        label,
+        durations,
+        order,
+        deadline,
     };
-    let url = match (&config.server, &local) {
-        (Some(url), _) => url.trim_end_matches('/').to_owned(),
-        (None, Some(l)) => l.url.clone(),
-        (None, None) => return Err(BenchError::Server("no server".into())),
-    };
-    let result = drive(config, secret, label, durations, order, &url, deadline).await;
-    if let Some(local) = local {
-        local.stop().await;
-    }
+    let result = run.drive(&mut target).await;
+    let server = target.describe(config);
+    let fleet = target.stop().await;
     let mut report = result?;
-    if config.server.is_none() {
-        report.server = "in-process".into();
-    }
+    report.server = server;
+    report.coordinators = config.coordinators;
+    report.fleet = fleet.map(|f| f.with_agents(config.agents));
     Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn drive(
-    config: &BenchConfig,
-    secret: &str,
-    label: &str,
-    durations: &[u64],
-    order: &[usize],
-    url: &str,
+/// One run's inputs.
+struct Run<'a> {
+    config: &'a BenchConfig,
+    secret: &'a str,
+    label: &'a str,
+    durations: &'a [u64],
+    order: &'a [usize],
     deadline: Instant,
-) -> Result<RunReport, BenchError> {
-    let recorder = Arc::new(Recorder::new());
-    let api = ApiClient::new(url);
-    let big_reports = (config.report_every > 0 && config.report_cases > 0)
-        .then(|| agent::BigReports::new(config.report_every, config.report_cases));
+}
 
-    // Connect every agent before submitting anything.
-    let mut connecting = JoinSet::new();
-    for i in 0..config.agents {
-        let url = url.to_owned();
-        let secret = secret.to_owned();
-        let recorder = recorder.clone();
-        let big_reports = big_reports.clone();
-        connecting.spawn(async move {
-            let hostname = format!("bench-sim-{i:04}");
-            SimAgent::connect(&url, hostname.clone(), Some(&secret), recorder, big_reports)
-                .await
-                .map_err(|source| BenchError::Connect {
-                    agent: hostname,
-                    source,
-                })
-        });
-    }
-    let (stop, stop_rx) = watch::channel(false);
-    let mut fleet = Fleet {
-        stop,
-        tasks: JoinSet::new(),
-    };
-    let connected = tokio::time::timeout_at(deadline, async {
-        while let Some(joined) = connecting.join_next().await {
-            match joined {
-                Ok(Ok(agent)) => {
-                    fleet.tasks.spawn(agent.run(stop_rx.clone()));
+impl Run<'_> {
+    async fn drive(&self, target: &mut Target) -> Result<RunReport, BenchError> {
+        let (config, label, deadline) = (self.config, self.label, self.deadline);
+        let urls = target.urls();
+        let recorder = Arc::new(Recorder::new());
+        let apis: Vec<ApiClient> = urls.iter().map(|u| ApiClient::new(u)).collect();
+        let spec = FleetSpec {
+            urls: Arc::new(urls.clone()),
+            secret: self.secret.to_owned(),
+            agents: config.agents,
+            recorder: recorder.clone(),
+            big_reports: (config.report_every > 0 && config.report_cases > 0)
+                .then(|| agent::BigReports::new(config.report_every, config.report_cases)),
+            retries: Arc::new(AtomicU64::new(0)),
+            timeout: config.timeout,
+        };
+
+        // Connect every agent before submitting anything.
+        let mut fleet = Fleet::connect(&spec, deadline).await?;
+        if config.progress {
+            eprintln!(
+                "bench {label}: {} agents connected to {}",
+                config.agents,
+                urls.join(", ")
+            );
+        }
+        if let Target::Spawned(c) = target {
+            // Idle a second, then the coordinators' memory with the fleet.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            c.sample_connected();
+        }
+        let storm = if config.storm {
+            let (rejoined, report) =
+                storm::run(fleet, &spec, &apis[0], deadline, config.progress).await?;
+            fleet = rejoined;
+            Some(report)
+        } else {
+            None
+        };
+        if config.progress {
+            eprintln!("bench {label}: submitting {} tasks", config.tasks);
+        }
+
+        let (job_ids, submitted, submit_s, mut timed_out) =
+            match self.submit(&apis, &recorder).await {
+                Ok(done) => done,
+                Err(e) => {
+                    fleet.shutdown().await;
+                    return Err(e);
                 }
-                Ok(Err(e)) => return Err(e),
-                Err(e) => return Err(BenchError::Server(format!("agent task failed: {e}"))),
-            }
-        }
-        Ok(())
-    })
-    .await;
-    match connected {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            fleet.shutdown().await;
-            return Err(e);
-        }
-        Err(_) => {
-            fleet.shutdown().await;
-            return Err(BenchError::Timeout(config.timeout, "connecting agents"));
-        }
-    }
-    if config.progress {
-        eprintln!(
-            "bench {label}: {} agents connected to {url}; submitting {} tasks",
-            config.agents, config.tasks
-        );
-    }
+            };
 
-    // Submit, in jobs of `batch` tasks, while the agents already work.
-    let mut job_ids = Vec::new();
-    let mut submitted = 0usize;
-    let submit_started = recorder.now();
-    let mut timed_out = false;
-    for (n, chunk) in order.chunks(config.batch).enumerate() {
-        if Instant::now() >= deadline {
-            timed_out = true;
-            break;
-        }
-        let name = format!("bench-{label}-s{}-{n:04}", config.seed);
-        let toml = job_toml(&name, config.seed, chunk, durations);
-        let at = recorder.now();
-        let view = match tokio::time::timeout_at(deadline, api.submit(&toml)).await {
-            Ok(Ok(view)) => view,
-            Ok(Err(e)) => {
-                fleet.shutdown().await;
-                return Err(BenchError::Submit(e));
+        // Wait for every submitted task to finish, or the deadline.
+        let mut last_progress = Instant::now();
+        loop {
+            let done = recorder.finished_count();
+            if done >= submitted {
+                break;
             }
-            Err(_) => {
+            if Instant::now() >= deadline {
                 timed_out = true;
                 break;
             }
-        };
-        let by_name: HashMap<String, usize> = chunk
-            .iter()
-            .map(|&i| (task_name(config.seed, i), i))
-            .collect();
-        for task in &view.tasks {
-            if let Some(&index) = by_name.get(&task.name) {
-                recorder.submitted(
-                    task.id,
-                    Submitted {
-                        at,
-                        duration_ms: durations.get(index).copied().unwrap_or(0),
-                    },
+            if config.progress && last_progress.elapsed() >= Duration::from_secs(1) {
+                last_progress = Instant::now();
+                eprintln!(
+                    "bench {label}: {done}/{} finished ({:.1} s)",
+                    config.tasks,
+                    recorder.now().as_secs_f64()
                 );
-                submitted += 1;
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        job_ids.push(view.id);
-    }
-    let submit_s = (recorder.now() - submit_started).as_secs_f64();
+        // A short grace period so that a late duplicate delivery is still seen.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        fleet.shutdown().await;
 
-    // Wait for every submitted task to finish, or the deadline.
-    let mut last_progress = Instant::now();
-    loop {
-        let done = recorder.finished_count();
-        if done >= submitted {
-            break;
-        }
-        if Instant::now() >= deadline {
-            timed_out = true;
-            break;
-        }
-        if config.progress && last_progress.elapsed() >= Duration::from_secs(1) {
-            last_progress = Instant::now();
+        let server_view = checks::check_server(&apis[0], &job_ids).await;
+        let records = recorder.take();
+        let mut report = summarize(config, &records, submitted, submit_s);
+        report.timed_out = timed_out;
+        report.report_errors = recorder.report_errors.load(Ordering::Relaxed);
+        report.disconnects = recorder.disconnects.load(Ordering::Relaxed);
+        report.connect_retries = spec.retries.load(Ordering::Relaxed);
+        report.server_not_passed = server_view.not_passed;
+        report.server_extra_attempts = server_view.extra_attempts;
+        report.server_retry_reasons = server_view.retry_reasons;
+        report.server_retry_examples = server_view.retry_examples;
+        report.storm = storm;
+        if config.progress {
             eprintln!(
-                "bench {label}: {done}/{} finished ({:.1} s)",
-                config.tasks,
-                recorder.now().as_secs_f64()
+                "bench {label}: {}/{} finished in {:.2} s",
+                report.finished, config.tasks, report.makespan_s
             );
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(report)
     }
-    // A short grace period so that a late duplicate delivery is still seen.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    fleet.shutdown().await;
 
-    let server_view = check_server(&api, &job_ids).await;
-    let records = recorder.take();
-    let mut report = summarize(config, &records, submitted, submit_s);
-    report.server = url.to_owned();
-    report.timed_out = timed_out;
-    report.report_errors = recorder
-        .report_errors
-        .load(std::sync::atomic::Ordering::Relaxed);
-    report.disconnects = recorder
-        .disconnects
-        .load(std::sync::atomic::Ordering::Relaxed);
-    report.server_not_passed = server_view.not_passed;
-    report.server_extra_attempts = server_view.extra_attempts;
-    report.server_retry_reasons = server_view.retry_reasons;
-    report.server_retry_examples = server_view.retry_examples;
-    if config.progress {
-        eprintln!(
-            "bench {label}: {}/{} finished in {:.2} s",
-            report.finished, config.tasks, report.makespan_s
-        );
-    }
-    Ok(report)
-}
-
-/// What the coordinator says about the bench's tasks after the run.
-#[derive(Debug, Default)]
-struct ServerView {
-    not_passed: Option<usize>,
-    extra_attempts: Option<i64>,
-    retry_reasons: BTreeMap<String, usize>,
-    retry_examples: Vec<String>,
-}
-
-/// How many retried tasks are looked up, and how many examples kept.
-const LOOKED_UP_RETRIES: usize = 500;
-const KEPT_RETRY_EXAMPLES: usize = 5;
-
-/// Asks the coordinator how the bench's tasks ended, and why the first few
-/// tasks that needed more than one attempt did.
-async fn check_server(api: &ApiClient, job_ids: &[i64]) -> ServerView {
-    let mut not_passed = 0;
-    let mut extra = 0;
-    let mut retried = Vec::new();
-    let mut retry_examples = Vec::new();
-    for &id in job_ids {
-        let job = match tokio::time::timeout(Duration::from_secs(10), api.job(id)).await {
-            Ok(Ok(job)) => job,
-            _ => return ServerView::default(),
-        };
-        for task in &job.tasks {
-            if task.state != TaskState::Passed {
-                not_passed += 1;
-                if retry_examples.len() < KEPT_RETRY_EXAMPLES {
-                    retry_examples.push(format!(
-                        "task {} `{}` is {:?} after {} attempt(s)",
-                        task.id, task.name, task.state, task.attempts
-                    ));
+    /// Submits the tasks in jobs of `batch`, round-robin over the
+    /// coordinators, while the agents already work: the job ids, how many
+    /// tasks were submitted, how long it took and whether the deadline hit.
+    async fn submit(
+        &self,
+        apis: &[ApiClient],
+        recorder: &Recorder,
+    ) -> Result<(Vec<i64>, usize, f64, bool), BenchError> {
+        let config = self.config;
+        let mut job_ids = Vec::new();
+        let mut submitted = 0usize;
+        let started = recorder.now();
+        let mut timed_out = false;
+        for (n, chunk) in self.order.chunks(config.batch).enumerate() {
+            if Instant::now() >= self.deadline {
+                timed_out = true;
+                break;
+            }
+            let name = format!("bench-{}-s{}-{n:04}", self.label, config.seed);
+            let toml = job_toml(&name, config.seed, chunk, self.durations);
+            let at = recorder.now();
+            let api = &apis[n % apis.len()];
+            let view = match tokio::time::timeout_at(self.deadline, api.submit(&toml)).await {
+                Ok(Ok(view)) => view,
+                Ok(Err(e)) => return Err(BenchError::Submit(e)),
+                Err(_) => {
+                    timed_out = true;
+                    break;
+                }
+            };
+            let by_name: HashMap<String, usize> = chunk
+                .iter()
+                .map(|&i| (task_name(config.seed, i), i))
+                .collect();
+            for task in &view.tasks {
+                if let Some(&index) = by_name.get(&task.name) {
+                    recorder.submitted(
+                        task.id,
+                        Submitted {
+                            at,
+                            duration_ms: self.durations.get(index).copied().unwrap_or(0),
+                        },
+                    );
+                    submitted += 1;
                 }
             }
-            extra += (task.attempts - 1).max(0);
-            if task.attempts > 1 && retried.len() < LOOKED_UP_RETRIES {
-                retried.push(task.id);
-            }
+            job_ids.push(view.id);
         }
-    }
-    let mut retry_reasons = BTreeMap::new();
-    for id in retried {
-        let Ok(Ok(detail)) = tokio::time::timeout(Duration::from_secs(10), api.task(id)).await
-        else {
-            continue;
-        };
-        let failed = detail
-            .attempts_list
-            .iter()
-            .filter(|a| a.outcome != Some(AttemptOutcome::Passed));
-        for a in failed {
-            let reason = a.reason.clone().unwrap_or_else(|| "no reason".into());
-            if retry_examples.len() < KEPT_RETRY_EXAMPLES {
-                retry_examples.push(format!(
-                    "task {id} attempt {} on {}: {:?}: {reason}",
-                    a.id, a.agent, a.outcome
-                ));
-            }
-            *retry_reasons.entry(reason).or_default() += 1;
-        }
-    }
-    ServerView {
-        not_passed: Some(not_passed),
-        extra_attempts: Some(extra),
-        retry_reasons,
-        retry_examples,
+        let submit_s = (recorder.now() - started).as_secs_f64();
+        Ok((job_ids, submitted, submit_s, timed_out))
     }
 }
 
@@ -657,6 +625,7 @@ fn summarize(config: &BenchConfig, r: &Records, submitted: usize, submit_s: f64)
         workload: config.workload,
         seed: config.seed,
         server: String::new(),
+        coordinators: 0,
         tasks_per_second: if makespan > 0.0 {
             round3(finished as f64 / makespan)
         } else {
@@ -688,6 +657,7 @@ fn summarize(config: &BenchConfig, r: &Records, submitted: usize, submit_s: f64)
         foreign_deliveries,
         report_errors: 0,
         disconnects: 0,
+        connect_retries: 0,
         protocol_violations: r.violation_count,
         violation_examples: r.violations.clone(),
         server_not_passed: None,
@@ -695,5 +665,7 @@ fn summarize(config: &BenchConfig, r: &Records, submitted: usize, submit_s: f64)
         server_retry_reasons: BTreeMap::new(),
         server_retry_examples: Vec::new(),
         timed_out: false,
+        fleet: None,
+        storm: None,
     }
 }

@@ -640,9 +640,25 @@ pub struct AgentArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Simulated agents (each one socket.io connection).
-    #[arg(long, default_value_t = 100)]
-    pub agents: usize,
+    /// Simulated agents (each one socket.io connection); a list such as
+    /// `100,5000` runs each size in turn and compares it with the first.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100",
+        value_name = "N[,N…]"
+    )]
+    pub agents: Vec<usize>,
+    /// Start this many `testfleet server` processes and spread the agents
+    /// over them (more than one needs --database postgres://…); a list
+    /// such as `1,2` runs each count in turn. Without it, the coordinator
+    /// runs in process (or is --server URL1,URL2).
+    #[arg(long, value_delimiter = ',', value_name = "N[,N…]")]
+    pub coordinators: Vec<usize>,
+    /// Once the agents are connected, all leave at once as agents shutting
+    /// down do, then all reconnect at once; both are timed.
+    #[arg(long)]
+    pub storm: bool,
     /// Tasks to submit.
     #[arg(long, default_value_t = 2000)]
     pub tasks: usize,
@@ -663,8 +679,9 @@ pub struct BenchArgs {
     /// Tasks per submitted job.
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
-    /// The in-process coordinator's store (default: SQLite in a temporary
-    /// directory); `postgres://…` measures PostgreSQL. Its tables must be empty.
+    /// The in-process or spawned coordinators' store (default: SQLite in a
+    /// temporary directory); `postgres://…` names a server on which each run
+    /// gets a fresh database of its own, dropped after the run.
     #[arg(long)]
     pub database: Option<String>,
     /// Every N-th task (by id) reports a result file of --report-cases

@@ -1,16 +1,38 @@
 //! `testfleet bench`: the load test's report as a table, or as JSON with
 //! `--json` (as every read command does).
 
-use anyhow::Result;
-use testfleet_loadgen::{BenchReport, CompareReport, RunReport};
+use anyhow::{Context, Result, bail};
+use testfleet_loadgen::{BenchReport, CompareReport, RunReport, SizesReport};
 
 use crate::cli::BenchArgs;
 use crate::exit;
 
+/// `server` is the global `--server`: one URL or a comma-separated list.
 pub async fn run(args: BenchArgs, server: Option<String>) -> Result<u8> {
+    let servers: Vec<String> = server
+        .as_deref()
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if !servers.is_empty() && !args.coordinators.is_empty() {
+        bail!("give either --server or --coordinators, not both");
+    }
+    let server_program = if args.coordinators.iter().any(|&n| n > 0) {
+        Some(std::env::current_exe().context("failed to find the testfleet binary to spawn")?)
+    } else {
+        None
+    };
     let config = testfleet_loadgen::BenchConfig {
-        server,
-        agents: args.agents,
+        server: servers,
+        coordinators: args.coordinators.first().copied().unwrap_or(0),
+        server_program,
+        storm: args.storm,
+        agents: args.agents.first().copied().unwrap_or(0),
         tasks: args.tasks,
         workload: args.workload,
         seed: args.seed,
@@ -29,7 +51,21 @@ pub async fn run(args: BenchArgs, server: Option<String>) -> Result<u8> {
         report_every: args.report_every,
         report_cases: args.report_cases,
     };
-    let report = testfleet_loadgen::run(config).await?;
+    let several = args.agents.len() > 1 || args.coordinators.len() > 1;
+    let bench = async {
+        if several {
+            testfleet_loadgen::run_sizes(&config, &args.agents, &args.coordinators)
+                .await
+                .map(BenchReport::Sizes)
+        } else {
+            testfleet_loadgen::run(config).await
+        }
+    };
+    // Ctrl-C drops the bench, which kills the coordinators it spawned.
+    let report = tokio::select! {
+        report = bench => report?,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+    };
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
@@ -51,7 +87,59 @@ pub fn render(report: &BenchReport) -> String {
             out
         }
         BenchReport::Compare(c) => render_compare(c),
+        BenchReport::Sizes(s) => render_sizes(s),
     }
+}
+
+fn render_sizes(s: &SizesReport) -> String {
+    let mut out = format!(
+        "fleet sizes, {} tasks each
+\n",
+        s.tasks
+    );
+    out.push_str(&format!(
+        "{:>12} {:>7} {:>12} {:>9}  {}\n",
+        "coordinators", "agents", "tasks/s", "vs first", "clean"
+    ));
+    for r in &s.runs {
+        let coordinators = match r.coordinators {
+            0 => "-".to_owned(),
+            n => n.to_string(),
+        };
+        let tps = r
+            .tasks_per_second
+            .map_or_else(|| "failed".to_owned(), |t| format!("{t:.1}"));
+        let ratio = r
+            .ratio_to_first
+            .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"));
+        let clean = match &r.report {
+            Some(report) if report.is_clean() => "yes",
+            _ => "NO",
+        };
+        out.push_str(&format!(
+            "{coordinators:>12} {:>7} {tps:>12} {ratio:>9}  {clean}\n",
+            r.agents
+        ));
+    }
+    for r in &s.runs {
+        out.push_str(&format!(
+            "\n== {} agents, {}\n",
+            r.agents,
+            match r.coordinators {
+                0 => "coordinator in process or given".to_owned(),
+                n => format!("{n} spawned coordinator(s)"),
+            }
+        ));
+        if let Some(report) = &r.report {
+            out.push_str(&render_run(report));
+        }
+        if let Some(error) = &r.error {
+            out.push_str(&format!("{:<22} {error}\n", "failed"));
+        }
+    }
+    out.push('\n');
+    out.push_str(&verdict(s.is_clean()));
+    out
 }
 
 fn render_compare(c: &CompareReport) -> String {
@@ -130,9 +218,10 @@ fn render_run(r: &RunReport) -> String {
     row(
         "errors",
         format!(
-            "{} report errors, {} disconnects, {} protocol violations{}",
+            "{} report errors, {} disconnects, {} retried connections, {} protocol violations{}",
             r.report_errors,
             r.disconnects,
+            r.connect_retries,
             r.protocol_violations,
             if r.timed_out {
                 "; the run timed out"
@@ -150,6 +239,64 @@ fn render_run(r: &RunReport) -> String {
             known(r.server_extra_attempts.map(|n| n.to_string()))
         ),
     );
+    if let Some(f) = &r.fleet {
+        row(
+            "coordinators",
+            format!(
+                "{} on {}{}; memory per agent {}",
+                f.coordinators.len(),
+                f.store,
+                if f.cluster { ", cluster" } else { "" },
+                f.memory_per_agent_kib
+                    .map_or_else(|| "unknown".to_owned(), |k| format!("{k:.1} KiB"))
+            ),
+        );
+        for c in &f.coordinators {
+            let kib = |v: Option<u64>| v.map_or_else(|| "?".to_owned(), |k| format!("{k} KiB"));
+            row(
+                "  coordinator",
+                format!(
+                    "{} (pid {}): {} agents, RSS {} idle → {} connected, {} ERROR / {} WARN lines",
+                    c.url,
+                    c.pid,
+                    c.agents,
+                    kib(c.rss_idle_kib),
+                    kib(c.rss_connected_kib),
+                    c.error_lines,
+                    c.warn_lines
+                ),
+            );
+        }
+        row(
+            "log lines",
+            format!("{} ERROR, {} WARN", f.error_lines, f.warn_lines),
+        );
+        for line in &f.log_examples {
+            row("  e.g.", line.clone());
+        }
+    }
+    if let Some(s) = &r.storm {
+        let secs = |v: Option<f64>| {
+            v.map_or_else(|| "not within the run".to_owned(), |s| format!("{s:.2} s"))
+        };
+        row(
+            "storm",
+            format!(
+                "{} agents left in {} ({} retired), reconnected in {} ({} online, {} retried connections): {}",
+                s.agents,
+                secs(s.leave_s),
+                s.retired,
+                secs(s.rejoin_s),
+                s.online,
+                s.connect_retries,
+                if s.complete {
+                    "all recorded"
+                } else {
+                    "NOT all recorded"
+                }
+            ),
+        );
+    }
     for (reason, n) in &r.server_retry_reasons {
         row("  retried because", format!("{reason} ({n})"));
     }
