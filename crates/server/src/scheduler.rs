@@ -239,7 +239,14 @@ pub struct Scheduler {
     pub cancelled_jobs: std::collections::HashSet<i64>,
     /// The agents waiting for work, so a pick need not scan the fleet.
     waiting: WaitingIndex,
+    /// This coordinator's part of the queue, (index, count), when several
+    /// share the database ([`Scheduler::head_for`]).
+    partition: Option<(u64, u64)>,
 }
+
+/// How many tasks past the first eligible one a pick looks for one of this
+/// coordinator's part.
+pub const PARTITION_LOOKAHEAD: usize = 64;
 
 impl Scheduler {
     pub fn new(weights: BTreeMap<String, f64>) -> Scheduler {
@@ -425,19 +432,51 @@ impl Scheduler {
     }
 
     /// The task this agent gets next: from the queue furthest below its
-    /// share, the first task it may take.
+    /// share, the first task it may take. With other coordinators on the
+    /// database ([`Scheduler::set_partition`]), a task of this
+    /// coordinator's part is taken before an earlier one of the same
+    /// priority among the next [`PARTITION_LOOKAHEAD`]: every coordinator
+    /// indexes every queued task, and without this they would all claim
+    /// the same head of the queue, all but one in vain.
     pub fn head_for(&self, host: &str) -> Option<i64> {
         let labels = &self.agents.get(host)?.labels;
         for (_, queue) in self.queues_by_share() {
-            if let Some(t) = queue
-                .tasks
-                .values()
-                .find(|t| self.eligible(t, host, labels))
-            {
+            let mut first: Option<&QueuedTask> = None;
+            let mut looked = 0;
+            for t in queue.tasks.values() {
+                if let Some(f) = first {
+                    looked += 1;
+                    if t.priority != f.priority || looked > PARTITION_LOOKAHEAD {
+                        break;
+                    }
+                }
+                if !self.eligible(t, host, labels) {
+                    continue;
+                }
+                if self.in_partition(t.id) {
+                    return Some(t.id);
+                }
+                first.get_or_insert(t);
+            }
+            if let Some(t) = first {
                 return Some(t.id);
             }
         }
         None
+    }
+
+    /// This coordinator is `index` of `count` sharing one database (`None`:
+    /// alone). Each takes the tasks whose id modulo `count` is its index
+    /// first.
+    pub fn set_partition(&mut self, partition: Option<(u64, u64)>) {
+        self.partition = partition.filter(|(index, count)| *count > 1 && index < count);
+    }
+
+    fn in_partition(&self, task_id: i64) -> bool {
+        match self.partition {
+            Some((index, count)) => task_id.unsigned_abs() % count == index,
+            None => true,
+        }
     }
 }
 
@@ -574,6 +613,33 @@ mod tests {
         // ...until `b` leaves: `a`, still waiting, gets it without asking again.
         s.disconnected("b", 5);
         assert_eq!(pick(&mut s), [("a".into(), 1)]);
+    }
+
+    #[test]
+    fn coordinators_sharing_a_database_take_their_own_part_first() {
+        let mut s = sched_with(&["a"]);
+        for id in 1..=4 {
+            s.enqueue(task(id, "q", 0, None, id));
+        }
+        s.enqueue(task(5, "q", 1, None, 5));
+        // Alone: the queue's order.
+        assert_eq!(s.head_for("a"), Some(5));
+        s.dequeue(5);
+        assert_eq!(s.head_for("a"), Some(1));
+        // Second of two: odd ids are the other's part.
+        s.set_partition(Some((0, 2)));
+        assert_eq!(s.head_for("a"), Some(2));
+        s.set_partition(Some((1, 2)));
+        assert_eq!(s.head_for("a"), Some(1));
+        // Never before higher priority: task 6 comes first though not ours.
+        s.enqueue(task(6, "q", 1, None, 6));
+        s.set_partition(Some((1, 2)));
+        assert_eq!(s.head_for("a"), Some(6));
+        // Nothing of ours left: the first task anyway.
+        s.dequeue(6);
+        s.dequeue(1);
+        s.dequeue(3);
+        assert_eq!(s.head_for("a"), Some(2));
     }
 
     #[test]

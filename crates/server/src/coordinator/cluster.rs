@@ -533,6 +533,18 @@ impl Coordinator {
             .await
         {
             Ok(rows) => {
+                // Each coordinator takes its part of the queue first: the
+                // live ones in id order, this one included.
+                let mut ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+                if !ids.contains(&cluster.id.as_str()) {
+                    ids.push(&cluster.id);
+                }
+                ids.sort_unstable();
+                let partition = ids
+                    .iter()
+                    .position(|id| *id == cluster.id)
+                    .map(|index| (index as u64, ids.len() as u64));
+                self.sched.lock().await.set_partition(partition);
                 let peers = rows
                     .into_iter()
                     .filter(|r| r.id != cluster.id)
