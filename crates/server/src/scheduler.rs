@@ -105,6 +105,9 @@ pub struct AgentSlot {
     /// Identifies the current connection; events from a replaced one are dropped.
     pub connection: u64,
     pub running: Option<RunningAttempt>,
+    /// The attempt this coordinator last ended for it: a status naming it
+    /// is a late one, not work brought from another coordinator.
+    pub ended_attempt: Option<i64>,
     /// The connection the running attempt was sent on (0: before a restart).
     pub dispatched_on: u64,
     pub runtime_limit: Option<RuntimeLimit>,
@@ -124,6 +127,7 @@ impl AgentSlot {
             state: AgentState::UNSEEN,
             connection: 0,
             running: None,
+            ended_attempt: None,
             dispatched_on: 0,
             runtime_limit: None,
             status: None,

@@ -581,7 +581,12 @@ impl Coordinator {
         {
             let sched = self.sched.lock().await;
             match sched.agents.get(host) {
-                Some(slot) if slot.connection == connection && slot.running.is_none() => {}
+                // Not one it just ended here (its `done` after its report):
+                // that would be a read of the store per task for nothing.
+                Some(slot)
+                    if slot.connection == connection
+                        && slot.running.is_none()
+                        && slot.ended_attempt != Some(attempt_id) => {}
                 _ => return,
             }
         }

@@ -17,6 +17,7 @@ impl Coordinator {
         {
             slot.running = None;
             slot.runtime_limit = None;
+            slot.ended_attempt = Some(run.attempt_id);
             sched.ended(run);
         }
     }
