@@ -30,7 +30,7 @@ const HISTORY: usize = 50;
 /// What a claim's conditional update returns: the task, its job and the
 /// task key's history, in one statement.
 #[derive(sqlx::FromRow)]
-struct ClaimRow {
+pub(crate) struct ClaimRow {
     job_id: i64,
     name: String,
     spec: String,
@@ -43,7 +43,7 @@ struct ClaimRow {
     mean_ms: Option<f64>,
     p95_ms: Option<f64>,
     /// The new attempt (PostgreSQL draws it in the claim statement).
-    attempt_id: i64,
+    pub attempt_id: i64,
 }
 
 /// The claim on SQLite: the conditional update, then the attempt, then the
@@ -163,6 +163,21 @@ pub(crate) async fn claim_in(
     }) else {
         return Ok(None);
     };
+    claimed(tx, jobs, row, attempt_id, task_id, agent, now)
+        .await
+        .map(Some)
+}
+
+/// What a claim answers, from its conditional update's row.
+pub(crate) async fn claimed(
+    tx: &mut Tx,
+    jobs: &JobCache,
+    row: ClaimRow,
+    attempt_id: i64,
+    task_id: i64,
+    agent: &str,
+    now: UnixMillis,
+) -> Result<Claimed> {
     let task: TaskSpec = serde_json::from_str(&row.spec)?;
     let history = match (row.runs, row.mean_ms, row.p95_ms) {
         (Some(runs), Some(mean_ms), Some(p95_ms)) => Some(TaskStats {
@@ -183,7 +198,7 @@ pub(crate) async fn claim_in(
         &task,
         attempt_id,
     );
-    Ok(Some(Claimed {
+    Ok(Claimed {
         max_runtime: task.max_runtime.map(|d| d.0),
         history,
         attempt: RunningAttempt {
@@ -198,12 +213,12 @@ pub(crate) async fn claim_in(
             started_at: now,
         },
         work,
-    }))
+    })
 }
 
 /// The attempt a finish ended, as its conditional update returns it.
 #[derive(sqlx::FromRow)]
-struct EndedRow {
+pub(crate) struct EndedRow {
     task_id: i64,
     agent: String,
     started_at: i64,
@@ -211,7 +226,7 @@ struct EndedRow {
 
 /// The task and job of an ended attempt.
 #[derive(sqlx::FromRow)]
-struct TaskRow {
+pub(crate) struct TaskRow {
     job_id: i64,
     spec: String,
     test_failures: i64,
@@ -239,17 +254,11 @@ pub(crate) async fn finish_in(
     tx: &mut Tx,
     args: &FinishArgs,
 ) -> Result<(FinishEffect, Option<RuntimeSample>)> {
-    let FinishArgs {
-        attempt_id,
-        outcome,
-        reason,
-        results,
-        now,
-        ..
-    } = args;
-    let (attempt_id, outcome, now) = (*attempt_id, *outcome, *now);
-    let results = results.as_deref();
-    let results_json = results.map(serde_json::to_string).transpose()?;
+    let results_json = args
+        .results
+        .as_deref()
+        .map(serde_json::to_string)
+        .transpose()?;
     // The conditional update is the fence: an attempt ends once, and only
     // the agent that runs it may end it.
     let Some((ended, row)) = (match tx.backend() {
@@ -258,26 +267,99 @@ pub(crate) async fn finish_in(
     }) else {
         return Ok((FinishEffect::Stale, None));
     };
-    let task_id = ended.task_id;
-    // Runs that ended on their own teach the runtime history; stopped,
-    // lost or cancelled ones would only teach a lower bound.
-    let sample = matches!(
-        outcome,
+    // The exporters' outbox and the ResultsDB view commit with the results.
+    if let Some(results) = args.results.as_deref() {
+        crate::outbox::record_finished(tx, args.attempt_id, results, args.now).await?;
+    }
+    let (sample, planned) = plan_finish(args, ended, row)?;
+    let Some(planned) = planned else {
+        return Ok((FinishEffect::Stale, sample));
+    };
+    if !move_task(tx, &planned.change).await? {
+        return Ok((FinishEffect::Stale, sample));
+    }
+    Ok((planned.effect(tx, sample.is_some()).await?, sample))
+}
+
+/// A run's duration for its key's history: only runs that ended on their
+/// own teach it; stopped, lost or cancelled ones would only teach a lower
+/// bound.
+fn sample_of(args: &FinishArgs, ended: &EndedRow, row: &TaskRow) -> Option<RuntimeSample> {
+    matches!(
+        args.outcome,
         AttemptOutcome::Passed | AttemptOutcome::Failed | AttemptOutcome::Flaky
     )
     .then(|| RuntimeSample {
         key: row.task_key.clone(),
-        duration_ms: (now - ended.started_at).max(0),
-    });
-    // The exporters' outbox and the ResultsDB view commit with the results.
-    if let Some(results) = results {
-        crate::outbox::record_finished(tx, attempt_id, results, now).await?;
+        duration_ms: (args.now - ended.started_at).max(0),
+    })
+}
+
+/// How an ended attempt moves its task on: the fenced update to run and
+/// what the finish answers once it moved the task.
+pub(crate) struct PlannedMove {
+    pub change: TaskChange,
+    effect: FinishEffect,
+}
+
+impl PlannedMove {
+    /// The finish's answer after `change` moved the task. A re-queued
+    /// task's mean runtime is read here only when the run taught none (with
+    /// a sample, the batch answers the mean once it recorded it).
+    pub(crate) async fn effect(self, tx: &mut Tx, has_sample: bool) -> Result<FinishEffect> {
+        let mut effect = self.effect;
+        if let FinishEffect::Requeued(task) = &mut effect
+            && !has_sample
+        {
+            task.expected_ms = on_tx!(tx, c => sqlx::query_scalar::<_, f64>(
+                "SELECT mean_ms FROM task_stats WHERE task_key = $1",
+            )
+            .bind(&task.task_key)
+            .fetch_optional(c)
+            .await)?;
+        }
+        Ok(effect)
     }
+}
+
+/// The fenced update of a task after its attempt ended: it applies only
+/// `WHERE id = task_id AND current_attempt = attempt_id AND state = 'running'`.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskChange {
+    pub task_id: i64,
+    pub attempt_id: i64,
+    pub outcome: &'static str,
+    pub reason: Option<String>,
+    pub test_inc: i64,
+    pub infra_inc: i64,
+    pub now: UnixMillis,
+    pub kind: ChangeKind,
+}
+
+/// Where a [`TaskChange`] moves the task.
+#[derive(Debug, Clone)]
+pub(crate) enum ChangeKind {
+    /// Back to the queue, boosted, remembering the agent that ran it.
+    Requeue { priority: i64, last_agent: String },
+    /// To a final state.
+    Finish { state: &'static str, flaky: bool },
+}
+
+/// Decides, from the ended attempt and its task as the end read them, how
+/// the task moves on (`None`: the task moved on already, so this outcome
+/// is recorded but decides nothing), and the run's sample.
+pub(crate) fn plan_finish(
+    args: &FinishArgs,
+    ended: EndedRow,
+    row: TaskRow,
+) -> Result<(Option<RuntimeSample>, Option<PlannedMove>)> {
+    let sample = sample_of(args, &ended, &row);
+    let (attempt_id, outcome, now) = (args.attempt_id, args.outcome, args.now);
     if row.current_attempt != Some(attempt_id) || row.state != "running" {
-        // The task moved on (cancelled, or re-queued after a lost agent):
-        // this attempt's outcome is recorded but decides nothing.
-        return Ok((FinishEffect::Stale, sample));
+        // The task moved on (cancelled, or re-queued after a lost agent).
+        return Ok((sample, None));
     }
+    let task_id = ended.task_id;
     let spec: TaskSpec = serde_json::from_str(&row.spec)?;
     let decision = after_attempt(
         outcome,
@@ -293,44 +375,25 @@ pub(crate) async fn finish_in(
         o if o.is_infra() => (0, 1),
         _ => (1, 0),
     };
-    let reason = reason.as_deref();
-    match decision {
+    let planned = match decision {
         AfterAttempt::Retry => {
             let boosted = narrow(row.priority)?.saturating_add(RETRY_PRIORITY_BOOST);
-            let moved = on_tx!(tx, c => sqlx::query(
-                "UPDATE tasks SET state = 'queued', outcome = $1, detail_message = $2, current_attempt = NULL,
-                 test_failures = test_failures + $3, infra_failures = infra_failures + $4, priority = $5,
-                 last_agent = $6, queued_at = $7, updated_at = $7
-                 WHERE id = $8 AND current_attempt = $9 AND state = 'running'",
-            )
-            .bind(outcome.as_str())
-            .bind(reason)
-            .bind(test_inc)
-            .bind(infra_inc)
-            .bind(i64::from(boosted))
-            .bind(&ended.agent)
-            .bind(now)
-            .bind(task_id)
-            .bind(attempt_id)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected()))?;
-            if moved == 0 {
-                return Ok((FinishEffect::Stale, sample));
-            }
-            // With a sample, the batch answers the mean once it recorded it.
-            let expected_ms = match sample {
-                Some(_) => None,
-                None => on_tx!(tx, c => sqlx::query_scalar::<_, f64>(
-                    "SELECT mean_ms FROM task_stats WHERE task_key = $1",
-                )
-                .bind(&row.task_key)
-                .fetch_optional(c)
-                .await)?,
-            };
-            // A pinned (each_agent) task keeps its pin on retry: it is that agent's work.
-            Ok((
-                FinishEffect::Requeued(QueuedTask {
+            PlannedMove {
+                change: TaskChange {
+                    task_id,
+                    attempt_id,
+                    outcome: outcome.as_str(),
+                    reason: args.reason.clone(),
+                    test_inc,
+                    infra_inc,
+                    now,
+                    kind: ChangeKind::Requeue {
+                        priority: i64::from(boosted),
+                        last_agent: ended.agent.clone(),
+                    },
+                },
+                // A pinned (each_agent) task keeps its pin on retry: it is that agent's work.
+                effect: FinishEffect::Requeued(QueuedTask {
                     id: task_id,
                     job_id: row.job_id,
                     queue: row.queue,
@@ -339,11 +402,10 @@ pub(crate) async fn finish_in(
                     requires: spec.requires,
                     last_agent: Some(ended.agent),
                     queued_at: now,
-                    expected_ms,
+                    expected_ms: None,
                     task_key: row.task_key,
                 }),
-                sample,
-            ))
+            }
         }
         AfterAttempt::Finish { state, flaky } => {
             let shown = if flaky && outcome == AttemptOutcome::Passed {
@@ -351,38 +413,76 @@ pub(crate) async fn finish_in(
             } else {
                 outcome
             };
-            let moved = on_tx!(tx, c => sqlx::query(
-                "UPDATE tasks SET state = $1, outcome = $2, detail_message = $3,
-                 test_failures = test_failures + $4, infra_failures = infra_failures + $5, flaky = $6,
-                 updated_at = $7 WHERE id = $8 AND current_attempt = $9 AND state = 'running'",
-            )
-            .bind(state.as_str())
-            .bind(shown.as_str())
-            .bind(reason)
-            .bind(test_inc)
-            .bind(infra_inc)
-            .bind(flaky)
-            .bind(now)
-            .bind(task_id)
-            .bind(attempt_id)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected()))?;
-            if moved == 0 {
-                return Ok((FinishEffect::Stale, sample));
-            }
-            // The job's state is settled after the commit (see `batch`).
-            Ok((
-                FinishEffect::TaskFinished {
+            PlannedMove {
+                change: TaskChange {
+                    task_id,
+                    attempt_id,
+                    outcome: shown.as_str(),
+                    reason: args.reason.clone(),
+                    test_inc,
+                    infra_inc,
+                    now,
+                    kind: ChangeKind::Finish {
+                        state: state.as_str(),
+                        flaky,
+                    },
+                },
+                // The job's state is settled after the commit (see `batch`).
+                effect: FinishEffect::TaskFinished {
                     task_id,
                     job_id: row.job_id,
                     state,
                     job_state: row.job_state.parse().unwrap_or(JobState::Running),
                 },
-                sample,
-            ))
+            }
         }
-    }
+    };
+    Ok((sample, Some(planned)))
+}
+
+/// Runs one fenced task update; false when the task moved on meanwhile.
+async fn move_task(tx: &mut Tx, change: &TaskChange) -> Result<bool> {
+    let moved = match &change.kind {
+        ChangeKind::Requeue {
+            priority,
+            last_agent,
+        } => on_tx!(tx, c => sqlx::query(
+            "UPDATE tasks SET state = 'queued', outcome = $1, detail_message = $2, current_attempt = NULL,
+             test_failures = test_failures + $3, infra_failures = infra_failures + $4, priority = $5,
+             last_agent = $6, queued_at = $7, updated_at = $7
+             WHERE id = $8 AND current_attempt = $9 AND state = 'running'",
+        )
+        .bind(change.outcome)
+        .bind(change.reason.as_deref())
+        .bind(change.test_inc)
+        .bind(change.infra_inc)
+        .bind(*priority)
+        .bind(last_agent)
+        .bind(change.now)
+        .bind(change.task_id)
+        .bind(change.attempt_id)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?,
+        ChangeKind::Finish { state, flaky } => on_tx!(tx, c => sqlx::query(
+            "UPDATE tasks SET state = $1, outcome = $2, detail_message = $3,
+             test_failures = test_failures + $4, infra_failures = infra_failures + $5, flaky = $6,
+             updated_at = $7 WHERE id = $8 AND current_attempt = $9 AND state = 'running'",
+        )
+        .bind(*state)
+        .bind(change.outcome)
+        .bind(change.reason.as_deref())
+        .bind(change.test_inc)
+        .bind(change.infra_inc)
+        .bind(*flaky)
+        .bind(change.now)
+        .bind(change.task_id)
+        .bind(change.attempt_id)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?,
+    };
+    Ok(moved > 0)
 }
 
 /// The conditional update that ends an attempt, then its task and job, on
@@ -478,8 +578,30 @@ pub(crate) async fn record_runtime(tx: &mut Tx, key: &str, durations_ms: &[i64])
         .bind(key)
         .fetch_optional(c)
         .await)?;
+    let (mean, p95, recent) = runtime_stats(recent.as_deref(), durations_ms)?;
+    on_tx!(tx, c => sqlx::query(
+        "INSERT INTO task_stats (task_key, runs, mean_ms, p95_ms, recent) VALUES ($1, 1, $2, $3, $4)
+         ON CONFLICT (task_key) DO UPDATE SET runs = task_stats.runs + 1, mean_ms = excluded.mean_ms,
+         p95_ms = excluded.p95_ms, recent = excluded.recent",
+    )
+    .bind(key)
+    .bind(mean)
+    .bind(p95)
+    .bind(&recent)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(mean)
+}
+
+/// A key's stored history (`recent`, JSON) with `durations_ms` added,
+/// trimmed to the newest 50: its mean, its p95 and the new `recent`.
+pub(crate) fn runtime_stats(
+    recent: Option<&str>,
+    durations_ms: &[i64],
+) -> Result<(f64, f64, String)> {
     let mut recent: Vec<f64> = match recent {
-        Some(text) => serde_json::from_str(&text)?,
+        Some(text) => serde_json::from_str(text)?,
         None => Vec::new(),
     };
     recent.extend(durations_ms.iter().map(|&d| d as f64));
@@ -487,20 +609,7 @@ pub(crate) async fn record_runtime(tx: &mut Tx, key: &str, durations_ms: &[i64])
         recent.drain(..recent.len() - HISTORY);
     }
     let stats = testfleet_core::stats::Summary::of(&recent);
-    let recent = serde_json::to_string(&recent)?;
-    on_tx!(tx, c => sqlx::query(
-        "INSERT INTO task_stats (task_key, runs, mean_ms, p95_ms, recent) VALUES ($1, 1, $2, $3, $4)
-         ON CONFLICT (task_key) DO UPDATE SET runs = task_stats.runs + 1, mean_ms = excluded.mean_ms,
-         p95_ms = excluded.p95_ms, recent = excluded.recent",
-    )
-    .bind(key)
-    .bind(stats.mean)
-    .bind(stats.p95)
-    .bind(&recent)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
-    Ok(stats.mean)
+    Ok((stats.mean, stats.p95, serde_json::to_string(&recent)?))
 }
 
 /// Recomputes a job's state from its tasks and stores it. After a task

@@ -6,6 +6,13 @@
 //! inside one transaction and commits once, then answers every caller. A
 //! caller is answered only after the commit, so what it was told is durable.
 //!
+//! On PostgreSQL, where each statement is a round trip, a batch whose
+//! claims are of distinct tasks and whose finishes are of distinct attempts
+//! runs grouped (`batch_pg`): all its claims in one statement, all its
+//! finishes in two or three, with the same fences and answers as one by
+//! one. On SQLite, and for a batch that names a task or an attempt twice,
+//! the operations run in turn.
+//!
 //! When one operation of a batch fails, the batch is rolled back and each
 //! operation runs again in a transaction of its own, so one bad operation
 //! fails alone. On PostgreSQL two coordinators' batches may lock rows in
@@ -22,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::attempts::{RuntimeSample, claim_in, finish_in, record_runtime, refresh_job_state};
 use std::sync::Arc;
 
+use crate::batch_pg::{ClaimReq, claim_many, finish_many, record_runtimes};
 use crate::db::{Backend, Pool, Tx, on_tx};
 use crate::ops::{Claimed, FinishEffect};
 use crate::{Result, StoreError};
@@ -256,9 +264,13 @@ async fn settle_in(
     now: UnixMillis,
 ) -> Result<Settled> {
     let mut settled = Settled::default();
-    for (key, durations) in runs {
-        let mean = record_runtime(tx, key, durations).await?;
-        settled.means.insert(key.clone(), mean);
+    if tx.backend() == Backend::Postgres && !runs.is_empty() {
+        settled.means = record_runtimes(tx, runs).await?;
+    } else {
+        for (key, durations) in runs {
+            let mean = record_runtime(tx, key, durations).await?;
+            settled.means.insert(key.clone(), mean);
+        }
     }
     for &id in ids {
         settled
@@ -333,10 +345,16 @@ async fn run_together(
     batch: &[(WriteOp, Reply)],
 ) -> Result<Vec<WriteDone>> {
     let mut tx = pool.begin().await?;
-    let mut done = Vec::with_capacity(batch.len());
-    for (op, _) in batch {
-        done.push(apply(&mut tx, jobs, op).await?);
-    }
+    let mut done = match tx.backend() {
+        Backend::Postgres if each_target_once(batch) => apply_grouped(&mut tx, jobs, batch).await?,
+        _ => {
+            let mut done = Vec::with_capacity(batch.len());
+            for (op, _) in batch {
+                done.push(apply(&mut tx, jobs, op).await?);
+            }
+            done
+        }
+    };
     if tx.backend() == Backend::Sqlite {
         let states = settle_in(
             &mut tx,
@@ -348,6 +366,82 @@ async fn run_together(
         answer_states(&mut done, &states);
     }
     tx.commit().await?;
+    Ok(done)
+}
+
+/// Whether no task is claimed twice and no attempt finished twice in
+/// `batch`; only then may its writes run grouped (`batch_pg`), where each
+/// statement sees the rows as they were before it. (A second claim of a
+/// task, or a second finish of an attempt, must see the first's effect,
+/// so such a batch runs its writes in turn.)
+fn each_target_once(batch: &[(WriteOp, Reply)]) -> bool {
+    let mut tasks = std::collections::HashSet::new();
+    let mut attempts = std::collections::HashSet::new();
+    batch.iter().all(|(op, _)| match op {
+        WriteOp::Claim { task_id, .. } => tasks.insert(*task_id),
+        WriteOp::Finish(args) => attempts.insert(args.attempt_id),
+    })
+}
+
+/// The batch's writes on PostgreSQL, grouped: its claims (one statement),
+/// then its finishes (a few statements for all of them), answered in the
+/// batch's order. Claims go first so that every answer still holds at the
+/// commit: a task a finish of this batch re-queues is answered `Requeued`
+/// and is queued when the coordinator hears it (a claim of it in the same
+/// batch loses, as any claim may).
+async fn apply_grouped(
+    tx: &mut Tx,
+    jobs: &JobCache,
+    batch: &[(WriteOp, Reply)],
+) -> Result<Vec<WriteDone>> {
+    let finishes: Vec<&FinishArgs> = batch
+        .iter()
+        .filter_map(|(op, _)| match op {
+            WriteOp::Finish(args) => Some(args),
+            WriteOp::Claim { .. } => None,
+        })
+        .collect();
+    let claims: Vec<ClaimReq> = batch
+        .iter()
+        .filter_map(|(op, _)| match op {
+            WriteOp::Claim {
+                task_id,
+                agent,
+                now,
+                lease_ms,
+            } => Some(ClaimReq {
+                task_id: *task_id,
+                agent,
+                now: *now,
+                lease_ms: *lease_ms,
+            }),
+            WriteOp::Finish(_) => None,
+        })
+        .collect();
+    let mut claimed = if claims.is_empty() {
+        Vec::new()
+    } else {
+        claim_many(tx, jobs, &claims).await?
+    }
+    .into_iter();
+    let mut finished = if finishes.is_empty() {
+        Vec::new()
+    } else {
+        finish_many(tx, &finishes).await?
+    }
+    .into_iter();
+    let mut done = Vec::with_capacity(batch.len());
+    for (op, _) in batch {
+        let answer = match op {
+            WriteOp::Claim { .. } => claimed.next().map(|c| WriteDone::Claimed(c.map(Box::new))),
+            WriteOp::Finish(_) => finished
+                .next()
+                .map(|(effect, sample)| WriteDone::Finished(effect, sample)),
+        };
+        done.push(answer.ok_or_else(|| {
+            StoreError::Corrupt("a grouped write of the batch was not answered".into())
+        })?);
+    }
     Ok(done)
 }
 

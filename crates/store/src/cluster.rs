@@ -269,16 +269,18 @@ impl Store {
         attempt_id: i64,
         agent: &str,
     ) -> Result<Option<RunningAttempt>> {
-        let sql = format!(
-            "SELECT {RUNNING_COLUMNS} WHERE a.id = $1 AND a.agent = $2 AND a.outcome IS NULL"
-        );
-        Ok(
-            on_pool!(&self.reader, p => sqlx::query_as::<_, RunningAttempt>(sqlx::AssertSqlSafe(sql))
+        // The agent is compared here, not in SQL: with `a.agent = $2` in
+        // the statement, PostgreSQL's generic plan read the attempt through
+        // the partial index of open attempts by agent (whose entries of
+        // ended attempts stay until a vacuum) and filtered on the id,
+        // instead of the primary key; the coordinator asks this about once
+        // per run.
+        let sql = format!("SELECT {RUNNING_COLUMNS} WHERE a.id = $1 AND a.outcome IS NULL");
+        let open = on_pool!(&self.reader, p => sqlx::query_as::<_, RunningAttempt>(sqlx::AssertSqlSafe(sql))
                 .bind(attempt_id)
-                .bind(agent)
                 .fetch_optional(p)
-                .await)?,
-        )
+                .await)?;
+        Ok(open.filter(|run| run.agent == agent))
     }
 
     /// `head` followed by the ids, in chunks, and `)`: the ids it returns.

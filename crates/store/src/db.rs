@@ -188,6 +188,15 @@ impl Tx {
         }
     }
 
+    /// The transaction's connection on PostgreSQL, for statements only
+    /// PostgreSQL runs (arrays); `None` on SQLite.
+    pub(crate) fn postgres(&mut self) -> Option<&mut sqlx::postgres::PgConnection> {
+        match self {
+            Tx::Sqlite(_) => None,
+            Tx::Postgres(t) => Some(&mut **t),
+        }
+    }
+
     pub(crate) async fn commit(self) -> Result<()> {
         match self {
             Tx::Sqlite(t) => t.commit().await?,

@@ -11,6 +11,7 @@ mod agent_writes;
 mod artifacts;
 mod attempts;
 mod batch;
+mod batch_pg;
 mod bots;
 mod cluster;
 mod copy;

@@ -40,6 +40,7 @@ macro_rules! contract_tests {
 
 mod agents;
 mod artifacts;
+mod batched;
 mod bots;
 mod concurrency;
 mod events;
