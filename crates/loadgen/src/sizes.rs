@@ -84,7 +84,7 @@ pub async fn run_sizes(
         let (report, error) = match crate::run(cfg).await {
             Ok(BenchReport::Single(r)) => (Some(r), None),
             Ok(other) => (None, Some(format!("unexpected report: {other:?}"))),
-            Err(e) => (None, Some(chain(&e))),
+            Err(e) => (None, Some(testfleet_server::bots::error_chain(&e))),
         };
         let tps = report.as_ref().map(|r| r.tasks_per_second);
         let first = runs.first().and_then(|r| r.tasks_per_second);
@@ -114,18 +114,6 @@ fn describe_coordinators(cfg: &BenchConfig) -> String {
         0 => format!("coordinators {}", cfg.server.join(", ")),
         n => format!("{n} spawned coordinator(s)"),
     }
-}
-
-/// The error and its causes, `: `-separated.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 #[cfg(test)]
