@@ -333,36 +333,41 @@ impl Scheduler {
         }
     }
 
-    /// The agents the next pick offers work to, in host order: those that
-    /// asked since the last pick, or every waiting one when work was queued
-    /// or an agent left since. None while nothing is queued.
-    pub fn pick_candidates(&mut self) -> Vec<String> {
+    /// Picks, for every agent waiting for work, the task it gets next
+    /// ([`Scheduler::head_for`]), marks the agent `claiming` until its claim
+    /// is answered and counts the task as running in its queue. Looks at the
+    /// agents that asked since the last pick, or at every waiting one when
+    /// work was queued or an agent left since; at none while nothing is
+    /// queued.
+    pub fn pick(&mut self) -> Vec<(String, QueuedTask)> {
         if self.keys.is_empty() {
             return Vec::new();
         }
-        self.waiting.take_candidates()
-    }
-
-    /// Whether `host` can be given work now: connected, waiting, not running
-    /// anything. One that cannot leaves the waiting index.
-    pub fn can_take_work(&mut self, host: &str) -> bool {
-        let can = self
-            .agents
-            .get(host)
-            .is_some_and(|s| s.waiting() && s.running.is_none());
-        if !can {
-            self.waiting.remove(host);
+        let mut picks = Vec::new();
+        for host in self.waiting.take_candidates() {
+            if self.keys.is_empty() {
+                // The rest stay waiting; new work makes the next pick look at them.
+                break;
+            }
+            let can_take = self
+                .agents
+                .get(&host)
+                .is_some_and(|s| s.waiting() && s.running.is_none());
+            if !can_take {
+                self.waiting.remove(&host);
+                continue;
+            }
+            let Some(task) = self.head_for(&host).and_then(|id| self.dequeue(id)) else {
+                continue;
+            };
+            if let Some(slot) = self.agents.get_mut(&host) {
+                slot.claim_started();
+            }
+            self.waiting.remove(&host);
+            self.reserve(&task.queue);
+            picks.push((host, task));
         }
-        can
-    }
-
-    /// A task was picked for `host`: it gets nothing else until the claim
-    /// is answered ([`AgentSlot::claim_started`]).
-    pub fn claim_started(&mut self, host: &str) {
-        if let Some(slot) = self.agents.get_mut(host) {
-            slot.claim_started();
-        }
-        self.waiting.remove(host);
+        picks
     }
 
     /// Agents indexed as waiting for work.
@@ -534,22 +539,8 @@ mod tests {
         }
     }
 
-    /// What a pick does, as `coordinator::dispatch` does it.
     fn pick(s: &mut Scheduler) -> Vec<(String, i64)> {
-        let mut picks = Vec::new();
-        for host in s.pick_candidates() {
-            if s.queued() == 0 {
-                break;
-            }
-            if !s.can_take_work(&host) {
-                continue;
-            }
-            if let Some(task) = s.head_for(&host).and_then(|id| s.dequeue(id)) {
-                s.claim_started(&host);
-                picks.push((host, task.id));
-            }
-        }
-        picks
+        s.pick().into_iter().map(|(host, t)| (host, t.id)).collect()
     }
 
     fn online(s: &mut Scheduler, hosts: &[&str]) {

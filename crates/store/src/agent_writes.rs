@@ -234,23 +234,12 @@ fn is_transient(e: &StoreError) -> bool {
 
 /// Runs `op` up to [`ATTEMPTS`] times while it fails with a transient
 /// error, pausing [`FIRST_PAUSE`], then twice as long, … between runs.
-async fn retrying<F, Fut>(mut op: F) -> Result<()>
+async fn retrying<F, Fut>(op: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
-    let mut pause = FIRST_PAUSE;
-    for _ in 1..ATTEMPTS {
-        match op().await {
-            Err(e) if is_transient(&e) => {
-                tracing::debug!("agent write failed ({e}); running it again in {pause:?}");
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-            }
-            other => return other,
-        }
-    }
-    op().await
+    crate::retry_while(ATTEMPTS, FIRST_PAUSE, is_transient, op).await
 }
 
 #[cfg(test)]

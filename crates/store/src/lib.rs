@@ -161,18 +161,37 @@ impl StoreError {
 
 /// Runs `op` again (up to 8 times, with a short growing pause) while it
 /// fails with a conflict that the database resolved by aborting it.
-pub(crate) async fn retry_conflicts<T, F, Fut>(mut op: F) -> Result<T>
+pub(crate) async fn retry_conflicts<T, F, Fut>(op: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
-    let mut pause = std::time::Duration::from_millis(2);
-    for _ in 0..7 {
+    retry_while(
+        8,
+        std::time::Duration::from_millis(2),
+        StoreError::is_conflict,
+        op,
+    )
+    .await
+}
+
+/// Runs `op` up to `runs` times while it fails with an error `transient`
+/// accepts, pausing `pause`, then twice as long, … between runs; the last
+/// run's answer is returned whatever it is.
+pub(crate) async fn retry_while<T, F, Fut>(
+    runs: u32,
+    mut pause: std::time::Duration,
+    transient: fn(&StoreError) -> bool,
+    mut op: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    for _ in 1..runs {
         match op().await {
-            Err(e) if e.is_conflict() => {
-                tracing::debug!(
-                    "transaction aborted by a concurrent writer ({e}); running it again"
-                );
+            Err(e) if transient(&e) => {
+                tracing::debug!("transaction failed ({e}); running it again in {pause:?}");
                 tokio::time::sleep(pause).await;
                 pause *= 2;
             }

@@ -15,7 +15,7 @@ impl Coordinator {
         loop {
             let picks = {
                 let mut sched = self.sched.lock().await;
-                pick_work(&mut sched)
+                sched.pick()
             };
             if picks.is_empty() {
                 return;
@@ -173,26 +173,4 @@ pub(super) fn runtime_limit(
         limit_ms,
         basis,
     })
-}
-
-/// Picks, for every agent with an open fetch, the task it gets next, and
-/// marks it `claiming` until the claim is answered.
-pub(super) fn pick_work(sched: &mut Scheduler) -> Vec<(String, testfleet_store::QueuedTask)> {
-    let mut picks = Vec::new();
-    for host in sched.pick_candidates() {
-        if sched.queued() == 0 {
-            // The rest stay waiting; new work makes the next pick look at them.
-            break;
-        }
-        if !sched.can_take_work(&host) {
-            continue;
-        }
-        let Some(task) = sched.head_for(&host).and_then(|id| sched.dequeue(id)) else {
-            continue;
-        };
-        sched.claim_started(&host);
-        sched.reserve(&task.queue);
-        picks.push((host, task));
-    }
-    picks
 }
