@@ -197,19 +197,22 @@ impl SimAgent {
             })
     }
 
-    /// Serves work until `stop` turns true or the connection ends.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    /// Serves work until `stop` turns true or the connection ends; whether
+    /// it ended without being told to stop (a real agent then reconnects).
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> bool {
         let result = self.serve(&mut stop).await;
         let stopping = *stop.borrow();
+        let lost = result.is_err() && !stopping;
         if let Err(e) = result
             && !stopping
         {
-            tracing::warn!(agent = %self.hostname, "simulated agent stopped: {e}");
+            tracing::warn!(agent = %self.hostname, "simulated agent lost its connection: {e}");
             self.recorder
                 .disconnects
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         self.client.disconnect().await;
+        lost
     }
 
     async fn serve(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), SimError> {

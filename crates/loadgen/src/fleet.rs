@@ -4,7 +4,8 @@
 //! A connection that fails for a reason a real agent would retry (the
 //! websocket could not open, the handshake timed out or was cut) is tried
 //! again after a short backoff until the run's deadline, as the real agent
-//! does; a refusal (a wrong secret) ends the run.
+//! does; a refusal (a wrong secret) ends the run. An agent whose
+//! connection is lost while it serves connects again the same way.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +41,8 @@ pub(crate) struct FleetSpec {
     pub big_reports: Option<BigReports>,
     /// Connection attempts that failed and were retried, over all agents.
     pub retries: Arc<AtomicU64>,
+    /// Lost connections that an agent made again, over all agents.
+    pub reconnections: Arc<AtomicU64>,
     /// The run's time limit (for the message when it is reached).
     pub timeout: Duration,
 }
@@ -58,7 +61,7 @@ impl Fleet {
         let mut connecting = JoinSet::new();
         for i in 0..spec.agents {
             let spec = spec.clone();
-            connecting.spawn(async move { connect_one(&spec, i, deadline).await });
+            connecting.spawn(async move { connect_one(&spec, i, deadline).await.map(|a| (i, a)) });
         }
         let (stop, stop_rx) = watch::channel(false);
         let mut fleet = Fleet {
@@ -68,8 +71,10 @@ impl Fleet {
         let connected = tokio::time::timeout_at(deadline, async {
             while let Some(joined) = connecting.join_next().await {
                 match joined {
-                    Ok(Ok(agent)) => {
-                        fleet.tasks.spawn(agent.run(stop_rx.clone()));
+                    Ok(Ok((i, agent))) => {
+                        fleet
+                            .tasks
+                            .spawn(serve(spec.clone(), i, agent, stop_rx.clone(), deadline));
                     }
                     Ok(Err(e)) => return Err(e),
                     Err(e) => return Err(BenchError::Server(format!("agent task failed: {e}"))),
@@ -108,6 +113,31 @@ impl Fleet {
 impl Drop for Fleet {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+    }
+}
+
+/// Serves with agent `i` and, as a real agent does, connects again after
+/// a connection it did not end itself, until it is told to stop or the
+/// run's `deadline` passes.
+async fn serve(
+    spec: FleetSpec,
+    i: usize,
+    mut agent: SimAgent,
+    stop: watch::Receiver<bool>,
+    deadline: Instant,
+) {
+    loop {
+        if !agent.run(stop.clone()).await || *stop.borrow() {
+            return;
+        }
+        spec.reconnections.fetch_add(1, Ordering::Relaxed);
+        agent = match connect_one(&spec, i, deadline).await {
+            Ok(agent) => agent,
+            Err(e) => {
+                tracing::warn!(agent = %hostname(i), "simulated agent could not reconnect: {e}");
+                return;
+            }
+        };
     }
 }
 

@@ -215,6 +215,8 @@ pub struct RunReport {
     pub disconnects: u64,
     /// Agent connections that failed and were tried again.
     pub connect_retries: u64,
+    /// Lost connections that the agents made again (as a real agent does).
+    pub reconnections: u64,
     pub protocol_violations: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub violation_examples: Vec<String>,
@@ -434,6 +436,7 @@ impl Run<'_> {
             big_reports: (config.report_every > 0 && config.report_cases > 0)
                 .then(|| agent::BigReports::new(config.report_every, config.report_cases)),
             retries: Arc::new(AtomicU64::new(0)),
+            reconnections: Arc::new(AtomicU64::new(0)),
             timeout: config.timeout,
         };
 
@@ -504,6 +507,7 @@ impl Run<'_> {
         report.report_errors = recorder.report_errors.load(Ordering::Relaxed);
         report.disconnects = recorder.disconnects.load(Ordering::Relaxed);
         report.connect_retries = spec.retries.load(Ordering::Relaxed);
+        report.reconnections = spec.reconnections.load(Ordering::Relaxed);
         report.server_not_passed = server_view.not_passed;
         report.server_extra_attempts = server_view.extra_attempts;
         report.server_retry_reasons = server_view.retry_reasons;
@@ -658,6 +662,7 @@ fn summarize(config: &BenchConfig, r: &Records, submitted: usize, submit_s: f64)
         report_errors: 0,
         disconnects: 0,
         connect_retries: 0,
+        reconnections: 0,
         protocol_violations: r.violation_count,
         violation_examples: r.violations.clone(),
         server_not_passed: None,

@@ -4,6 +4,7 @@
 //! its own (two workers, like `testfleet server`), so the load generator's
 //! own work does not steal the coordinator's CPU time.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use testfleet_server::{Server, ServerConfig};
@@ -77,13 +78,14 @@ impl LocalServer {
                     }
                 };
                 runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-                        Ok(l) => l,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(StartError::Listen(e)));
-                            return;
-                        }
-                    };
+                    let listener =
+                        match testfleet_server::listen(SocketAddr::from(([127, 0, 0, 1], 0))) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(StartError::Listen(e)));
+                                return;
+                            }
+                        };
                     let addr = match listener.local_addr() {
                         Ok(a) => a,
                         Err(e) => {

@@ -61,6 +61,27 @@ pub struct Server {
     pub amqp: Option<triggers::amqp::AmqpHandle>,
 }
 
+/// Connections a listener keeps waiting for `accept` (the kernel caps it at
+/// `net.core.somaxconn`, 4096 on current Linux). Tokio's `bind` asks for
+/// 1,024, and thousands of agents reconnecting at once after a coordinator
+/// restart overflowed that: the kernel dropped handshakes ("SYN flooding")
+/// and those agents had to time out and try again.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket for [`Server::serve`] with [`LISTEN_BACKLOG`].
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As tokio's `bind`: a restarted coordinator can listen again at once.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 impl Server {
     /// Opens the store, loads the queue and running attempts, and builds the
     /// router (REST + socket.io + dashboard).

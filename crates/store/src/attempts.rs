@@ -612,34 +612,8 @@ pub(crate) fn runtime_stats(
     Ok((stats.mean, stats.p95, serde_json::to_string(&recent)?))
 }
 
-/// Recomputes a job's state from its tasks and stores it. After a task
-/// ended, this runs in a transaction of its own once the end committed
-/// (`batch::settle_jobs`): under the job's row lock on PostgreSQL it then
-/// reads every committed task, so of two coordinators ending a job's last
-/// two tasks, the later one sees both; and the hot transactions never wait
-/// on a job's row lock.
-///
-/// A finished job's counts (`views::jobs`) are counted here, under that
-/// lock and in the caller's transaction, and stored with its state; a job
-/// that is queued or running again has them cleared. Every change of a
-/// job's state other than a claim's `queued` → `running` comes through
-/// here, or clears them itself (`Store::retrigger`).
-pub(crate) async fn refresh_job_state(
-    tx: &mut Tx,
-    job_id: i64,
-    stored: Option<&str>,
-    now: UnixMillis,
-) -> Result<JobState> {
-    if tx.backend() == Backend::Postgres {
-        // Two coordinators ending the last two tasks of a job must not both
-        // read the other's task as still running: the job's row lock orders
-        // them, and the second reads what the first committed.
-        on_tx!(tx, c => sqlx::query("SELECT id FROM jobs WHERE id = $1 FOR UPDATE")
-            .bind(job_id)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected()))?;
-    }
+/// The state a job's tasks give it, as `tx` sees them now.
+async fn job_state_of_tasks(tx: &mut Tx, job_id: i64) -> Result<JobState> {
     // DISTINCT over the (job_id, state) index: a handful of rows, however
     // many tasks the job has.
     let states = on_tx!(tx, c => sqlx::query_scalar::<_, String>(
@@ -655,7 +629,50 @@ pub(crate) async fn refresh_job_state(
                 .map_err(|e| StoreError::Corrupt(e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut job_state = JobState::from_tasks(states);
+    Ok(JobState::from_tasks(states))
+}
+
+/// Recomputes a job's state from its tasks and stores it. After a task
+/// ended, this runs in a transaction of its own once the end committed
+/// (`batch::settle_jobs`, which passes the `stored` state it expects):
+/// each read then sees every end committed before it, so of two batches
+/// ending a job's last two tasks, the one that committed later reads both;
+/// and the hot transactions never wait on a job's row lock. Such a settle
+/// first reads without the lock: most task ends leave a running job
+/// running, and taking the job's row lock for them made every batch of
+/// every coordinator wait on the others' commits (the lock is a write,
+/// held through the commit's WAL flush). Only a state that changes is
+/// read again and stored under the lock, so one writer at a time stores it.
+///
+/// A finished job's counts (`views::jobs`) are counted here, under that
+/// lock and in the caller's transaction, and stored with its state; a job
+/// that is queued or running again has them cleared. Every change of a
+/// job's state other than a claim's `queued` → `running` comes through
+/// here, or clears them itself (`Store::retrigger`).
+pub(crate) async fn refresh_job_state(
+    tx: &mut Tx,
+    job_id: i64,
+    stored: Option<&str>,
+    now: UnixMillis,
+) -> Result<JobState> {
+    if tx.backend() == Backend::Postgres {
+        if let Some(expected) = stored {
+            let state = job_state_of_tasks(tx, job_id).await?;
+            if !state.is_terminal() && expected == state.as_str() {
+                return Ok(state);
+            }
+        }
+        // Two writers ending the last two tasks of a job in one transaction
+        // each (a cancel, a retry) must not both read the other's task as
+        // still running: the job's row lock orders them, and the second
+        // reads what the first committed.
+        on_tx!(tx, c => sqlx::query("SELECT id FROM jobs WHERE id = $1 FOR UPDATE")
+            .bind(job_id)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+    }
+    let mut job_state = job_state_of_tasks(tx, job_id).await?;
     if !job_state.is_terminal() && stored == Some(job_state.as_str()) {
         // Most task ends leave a running job running.
         return Ok(job_state);

@@ -215,6 +215,37 @@ pub(crate) struct Pools {
     pub reader: Pool,
 }
 
+/// A PostgreSQL pool whose connections plan each statement for its
+/// parameters (`plan_cache_mode = force_custom_plan`).
+///
+/// sqlx prepares every statement once per connection, and after five runs
+/// PostgreSQL may keep one generic plan for it, made from the table sizes
+/// of that moment. A coordinator on a new database makes those plans while
+/// its tables are nearly empty, where a sequential scan is cheapest, and
+/// keeps them as the tables grow: `task_stats WHERE task_key = ANY($1)`
+/// and `jobs WHERE id = $1` were scanned whole thousands of times in a
+/// 40,000-task bench, and PostgreSQL's CPU went to that (half the no-op
+/// tasks/s). Planning each run costs a few tens of microseconds per
+/// statement, and the hot writes are batches (docs/performance.md).
+/// A server that does not know the setting (before PostgreSQL 12) keeps
+/// its default, with a warning.
+fn pg_pool() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                if let Err(e) = sqlx::query("SET plan_cache_mode = force_custom_plan")
+                    .execute(&mut *conn)
+                    .await
+                {
+                    tracing::warn!("PostgreSQL keeps its own plan cache mode: {e}");
+                }
+                Ok(())
+            })
+        })
+}
+
 /// Opens the pools and brings the schema up to date (versioned migrations
 /// per backend, `migrations/sqlite` and `migrations/postgres`).
 pub(crate) async fn connect(url: &DatabaseUrl) -> Result<Pools> {
@@ -260,19 +291,11 @@ pub(crate) async fn connect(url: &DatabaseUrl) -> Result<Pools> {
             let probe =
                 <sqlx::postgres::PgConnection as sqlx::Connection>::connect_with(&options).await?;
             sqlx::Connection::close(probe).await?;
-            let writer = PgPoolOptions::new()
-                .max_connections(8)
-                .acquire_timeout(Duration::from_secs(30))
-                .connect_with(options.clone())
-                .await?;
+            let writer = pg_pool().connect_with(options.clone()).await?;
             // Several coordinators may start at once: the migrator takes an
             // advisory lock, so one migrates and the others wait.
             sqlx::migrate!("./migrations/postgres").run(&writer).await?;
-            let reader = PgPoolOptions::new()
-                .max_connections(8)
-                .acquire_timeout(Duration::from_secs(30))
-                .connect_with(options)
-                .await?;
+            let reader = pg_pool().connect_with(options).await?;
             Ok(Pools {
                 writer: Pool::Postgres(writer),
                 reader: Pool::Postgres(reader),

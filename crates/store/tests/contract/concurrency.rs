@@ -432,3 +432,76 @@ async fn cancel_race(chunk: usize, cancel_after: usize) {
     canceller.close().await;
     stores[0].close().await;
 }
+
+/// Two coordinators ending the tasks of the same jobs at once, half each:
+/// every job ends once every task did, with its counts, however the two
+/// coordinators' batches and settles interleave (a settle that leaves a
+/// running job running reads without the job's lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_coordinators_ending_a_jobs_tasks_together_end_the_job() {
+    let Some(db) = PgDatabase::create().await else {
+        return;
+    };
+    let stores = coordinators(&db, 2).await;
+    const JOBS: usize = 20;
+    const TASKS_PER_JOB: usize = 6;
+    let mut jobs = Vec::new();
+    let mut work = Vec::new();
+    for j in 0..JOBS {
+        let (job, queued) = submit(
+            &stores[0],
+            &simple_job(&format!("end-race-{j}"), TASKS_PER_JOB, 0, 0),
+            1_000,
+        )
+        .await;
+        jobs.push(job);
+        for (i, q) in queued.iter().enumerate() {
+            let store = &stores[i % 2];
+            let agent = format!("agent-{j}-{i}");
+            let c = store.claim(q.id, &agent, 2_000).await.unwrap().unwrap();
+            work.push((i % 2, agent, c.attempt.attempt_id));
+        }
+    }
+    let start = Arc::new(Barrier::new(work.len()));
+    let mut finishers = JoinSet::new();
+    for (side, agent, attempt) in work {
+        let (store, start) = (stores[side].clone(), start.clone());
+        finishers.spawn(async move {
+            start.wait().await;
+            store
+                .finish_attempt(
+                    attempt,
+                    Some(&agent),
+                    AttemptOutcome::Passed,
+                    None,
+                    None,
+                    None,
+                    None,
+                    3_000,
+                )
+                .await
+        });
+    }
+    while let Some(done) = finishers.join_next().await {
+        let effect = done.unwrap().expect("a finish is recorded");
+        assert!(
+            matches!(effect, FinishEffect::TaskFinished { .. }),
+            "{effect:?}"
+        );
+    }
+    for job in jobs {
+        let summary = stores[1].job_summary(job).await.expect("the job is there");
+        assert_eq!(
+            (
+                summary.state,
+                summary.tasks.passed,
+                summary.finished_at.is_some()
+            ),
+            (testfleet_core::JobState::Passed, TASKS_PER_JOB as u64, true),
+            "job {job}: {summary:?}"
+        );
+    }
+    for store in stores {
+        store.close().await;
+    }
+}

@@ -218,9 +218,10 @@ fn render_run(r: &RunReport) -> String {
     row(
         "errors",
         format!(
-            "{} report errors, {} disconnects, {} retried connections, {} protocol violations{}",
+            "{} report errors, {} disconnects ({} reconnected), {} retried connections, {} protocol violations{}",
             r.report_errors,
             r.disconnects,
+            r.reconnections,
             r.connect_retries,
             r.protocol_violations,
             if r.timed_out {

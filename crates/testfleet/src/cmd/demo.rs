@@ -59,8 +59,7 @@ pub async fn run(data_dir: Option<PathBuf>, keep_serving: bool) -> Result<u8> {
     write_example_repo(&repo).await?;
     outln!("  example project: {} (a git repository)", repo.display())?;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
+    let listener = testfleet_server::listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
         .context("failed to bind a local port")?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");

@@ -128,8 +128,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
 }
 
 async fn serve(config: testfleet_server::ServerConfig) -> Result<u8> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = testfleet_server::listen(config.listen)
         .map_err(|e| anyhow::anyhow!("failed to listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
     if !config.agents_authenticated() {
