@@ -29,17 +29,20 @@ const BEANSTALKD_SCRIPT: &str = "bench/reference/beanstalkd/run.py";
 const BENCH_TIMEOUT: &str = "600s";
 const BEANSTALKD_REQUIREMENTS: &str = "bench/reference/beanstalkd/requirements.txt";
 
-const USAGE: &str = "usage: cargo xtask compare [--runs N] [--jobs N] [--references-only]
+const USAGE: &str =
+    "usage: cargo xtask compare [--runs N] [--jobs N] [--references-only] [--testfleet PATH]
 
 Measures beanstalkd (fsync on every write, 4 producer + 4 consumer processes),
 graphile-worker (PostgreSQL, concurrency 10) and `testfleet bench --agents 100`
 on SQLite and PostgreSQL, N runs each (default 3), N jobs/tasks each (default
-20000), and prints one JSON report. --references-only skips testfleet (no build).";
+20000), and prints one JSON report. --references-only skips testfleet (no build);
+--testfleet PATH measures that binary instead of building target/release/testfleet.";
 
 struct Options {
     runs: usize,
     jobs: usize,
     references_only: bool,
+    testfleet: Option<std::path::PathBuf>,
 }
 
 fn options(args: &[String]) -> Result<Options> {
@@ -47,6 +50,7 @@ fn options(args: &[String]) -> Result<Options> {
         runs: 3,
         jobs: 20_000,
         references_only: false,
+        testfleet: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -65,6 +69,9 @@ fn options(args: &[String]) -> Result<Options> {
             "--runs" => o.runs = number("--runs")?,
             "--jobs" => o.jobs = number("--jobs")?,
             "--references-only" => o.references_only = true,
+            "--testfleet" => {
+                o.testfleet = Some(it.next().context("--testfleet needs a path")?.into());
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -82,7 +89,7 @@ pub fn compare(args: &[String]) -> Result<()> {
     let testfleet = if o.references_only {
         None
     } else {
-        Some(Testfleet::build(&root)?)
+        Some(Testfleet::build(&root, o.testfleet.as_deref())?)
     };
 
     let mut beanstalkd = Vec::new();
@@ -290,15 +297,21 @@ struct Testfleet {
 }
 
 impl Testfleet {
-    fn build(root: &Path) -> Result<Testfleet> {
-        run(Command::new(env!("CARGO")).current_dir(root).args([
-            "build",
-            "--release",
-            "--quiet",
-            "--package",
-            "testfleet",
-        ]))?;
-        let exe = root.join("target/release/testfleet");
+    /// `exe`, or the release build of the checkout (built now).
+    fn build(root: &Path, exe: Option<&Path>) -> Result<Testfleet> {
+        let exe = match exe {
+            Some(exe) => exe.to_path_buf(),
+            None => {
+                run(Command::new(env!("CARGO")).current_dir(root).args([
+                    "build",
+                    "--release",
+                    "--quiet",
+                    "--package",
+                    "testfleet",
+                ]))?;
+                root.join("target/release/testfleet")
+            }
+        };
         let help = Command::new(&exe)
             .args(["bench", "--help"])
             .output()

@@ -250,7 +250,7 @@ pub struct Scheduler {
 
 /// How many tasks past the first eligible one a pick looks for one of this
 /// coordinator's part.
-pub const PARTITION_LOOKAHEAD: usize = 64;
+pub const PARTITION_LOOKAHEAD: usize = 1024;
 
 impl Scheduler {
     pub fn new(weights: BTreeMap<String, f64>) -> Scheduler {
@@ -446,7 +446,9 @@ impl Scheduler {
     /// coordinator's part is taken before an earlier one of the same
     /// priority among the next [`PARTITION_LOOKAHEAD`]: every coordinator
     /// indexes every queued task, and without this they would all claim
-    /// the same head of the queue, all but one in vain.
+    /// the same head of the queue, all but one in vain. With none of its
+    /// part there, it takes one from the back of that priority
+    /// ([`Scheduler::from_the_back`]).
     pub fn head_for(&self, host: &str) -> Option<i64> {
         let labels = &self.agents.get(host)?.labels;
         for (_, queue) in self.queues_by_share() {
@@ -458,6 +460,11 @@ impl Scheduler {
                     if t.priority != f.priority || looked > PARTITION_LOOKAHEAD {
                         break;
                     }
+                    // The others' part is passed over at the cost of a
+                    // division: most of the lookahead may be theirs.
+                    if !self.in_partition(t.id) {
+                        continue;
+                    }
                 }
                 if !self.eligible(t, host, labels) {
                     continue;
@@ -468,10 +475,33 @@ impl Scheduler {
                 first.get_or_insert(t);
             }
             if let Some(t) = first {
-                return Some(t.id);
+                return Some(self.from_the_back(queue, t, host, labels).unwrap_or(t.id));
             }
         }
         None
+    }
+
+    /// The last task `host` may take among the back [`PARTITION_LOOKAHEAD`]
+    /// of `first`'s priority. A coordinator that ran ahead of another finds
+    /// only the other's part near the head, which the other is claiming
+    /// right then: taking from there, the two claimed the same tasks and
+    /// lost about half of all claims (two coordinators, 200 agents).
+    /// The back is where the other gets last.
+    fn from_the_back(
+        &self,
+        queue: &QueueState,
+        first: &QueuedTask,
+        host: &str,
+        labels: &LabelSet,
+    ) -> Option<i64> {
+        queue
+            .tasks
+            .values()
+            .rev()
+            .take(PARTITION_LOOKAHEAD)
+            .filter(|t| t.priority == first.priority)
+            .find(|t| self.eligible(t, host, labels))
+            .map(|t| t.id)
     }
 
     /// This coordinator is `index` of `count` sharing one database (`None`:
@@ -630,11 +660,35 @@ mod tests {
         s.enqueue(task(6, "q", 1, None, 6));
         s.set_partition(Some((1, 2)));
         assert_eq!(s.head_for("a"), Some(6));
-        // Nothing of ours left: the first task anyway.
+        // Nothing of ours left: the other's, from the back (it takes its
+        // own from the front).
         s.dequeue(6);
         s.dequeue(1);
         s.dequeue(3);
+        assert_eq!(s.head_for("a"), Some(4));
+        // Not a lower priority from the back: the first of the highest.
+        s.enqueue(task(7, "q", -1, None, 7));
+        assert_eq!(s.head_for("a"), Some(4));
+        s.dequeue(4);
         assert_eq!(s.head_for("a"), Some(2));
+    }
+
+    #[test]
+    fn a_coordinator_ahead_of_the_other_takes_from_the_back() {
+        let mut s = sched_with(&["a"]);
+        // The other's part (odd ids) waits at the head: this coordinator
+        // (even ids) ran ahead of it.
+        for id in 0..200 {
+            s.enqueue(task(2 * id + 1, "q", 0, None, id));
+        }
+        // Its own, in the middle: beyond the lookahead from either end.
+        s.enqueue(task(1000, "q", 0, None, 100));
+        s.set_partition(Some((0, 2)));
+        // The other's last is taken, not the head the other is claiming.
+        assert_eq!(s.head_for("a"), Some(2 * n - 1));
+        // Alone again: the head.
+        s.set_partition(None);
+        assert_eq!(s.head_for("a"), Some(1));
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub enum NoticeKind {
     /// Jobs or tasks changed: browsers watching them refresh. `jobs` empty
     /// means "some job": too many changed to name them.
     Live { jobs: Vec<i64> },
+    /// The sender claimed these tasks: the others drop them from their
+    /// index rather than claim them in vain until their next poll.
+    Claimed { tasks: Vec<i64> },
 }
 
 /// An agent as the coordinator it is connected to shows it to the others.

@@ -171,12 +171,19 @@ async fn write(pool: &Pool, batch: &[Progress]) -> Result<()> {
             // a row that a claim or a finish holds (that attempt is being
             // started or ended, and its stage is written by that change):
             // it skips locked rows, and takes the others in id order.
+            // The tasks are found through their attempts' primary keys: by
+            // `current_attempt` and `state`, a database whose statistics
+            // lag behind its growth (a new one) planned a scan of every
+            // running task's index entry for each update (15 ms, most of
+            // PostgreSQL's work in a busy bench) instead of 0.2 ms.
             Backend::Postgres => on_tx!(&mut tx, c => {
                 let mut q = QueryBuilder::new("WITH v AS (");
                 push_stage_values(&mut q, &stages);
                 q.push(
-                    "), lt AS (SELECT t.id FROM tasks t JOIN v ON t.current_attempt = v.column1
-                               WHERE t.state = 'running' ORDER BY t.id FOR UPDATE OF t SKIP LOCKED)
+                    "), lt AS (SELECT t.id FROM v JOIN attempts ta ON ta.id = v.column1
+                               JOIN tasks t ON t.id = ta.task_id
+                               WHERE t.current_attempt = v.column1 AND t.state = 'running'
+                               ORDER BY t.id FOR UPDATE OF t SKIP LOCKED)
                      UPDATE tasks SET stage = v.column2, detail_message = COALESCE(v.column3, tasks.detail_message),
                             updated_at = v.column4
                      FROM v JOIN attempts a ON a.id = v.column1

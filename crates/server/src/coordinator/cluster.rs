@@ -57,6 +57,11 @@ const PRESENCE_EVERY: i64 = 1000;
 /// How often `Live` notices go out (the changes of that time in one).
 const LIVE_FLUSH: Duration = Duration::from_millis(250);
 
+/// Claimed tasks named in one `Claimed` notice at most (about 1 KB of the
+/// 8,000 bytes a notice may carry). As many waiting make a notice go out
+/// at once; fewer go out with the next `Live` flush.
+const CLAIMED_MAX: usize = 128;
+
 /// What this coordinator knows of the others.
 pub(super) struct Cluster {
     pub(super) id: String,
@@ -68,6 +73,8 @@ pub(super) struct Cluster {
     /// Jobs changed since the last `Live` notice (`None` in it: too many).
     live: std::sync::Mutex<Option<Vec<i64>>>,
     live_pending: std::sync::atomic::AtomicBool,
+    /// Tasks claimed here since the last `Claimed` notice.
+    claimed: std::sync::Mutex<Vec<i64>>,
     last_poll: AtomicI64,
     last_heartbeat: AtomicI64,
     last_presence: AtomicI64,
@@ -97,6 +104,7 @@ impl Cluster {
             published: std::sync::Mutex::default(),
             live: std::sync::Mutex::new(Some(Vec::new())),
             live_pending: std::sync::atomic::AtomicBool::new(false),
+            claimed: std::sync::Mutex::default(),
             last_poll: AtomicI64::new(i64::MIN),
             last_heartbeat: AtomicI64::new(i64::MIN),
             last_presence: AtomicI64::new(i64::MIN),
@@ -129,6 +137,20 @@ impl Cluster {
             }
             self.live_pending.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Adds claimed tasks; a full notice's worth when there is one.
+    fn note_claimed(&self, tasks: &[i64]) -> Option<Vec<i64>> {
+        let mut claimed = self.claimed.lock().ok()?;
+        claimed.extend_from_slice(tasks);
+        (claimed.len() >= CLAIMED_MAX).then(|| std::mem::take(&mut *claimed))
+    }
+
+    fn take_claimed(&self) -> Vec<i64> {
+        self.claimed
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default()
     }
 
     fn take_live(&self) -> Option<Vec<i64>> {
@@ -260,8 +282,34 @@ impl Coordinator {
     }
 
     async fn flush_live(&self) {
-        if let Some(jobs) = self.cluster.as_ref().and_then(Cluster::take_live) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        if let Some(jobs) = cluster.take_live() {
             self.announce(NoticeKind::Live { jobs });
+        }
+        self.announce_claimed(cluster.take_claimed());
+    }
+
+    /// Tells the others which tasks this coordinator claimed: every one
+    /// indexes every queued task, and without word of a claim a task stays
+    /// in their index until their next poll, where their picks take it in
+    /// vain (each such claim a lost round trip, and a wait on the row when
+    /// both claim it at once).
+    pub(super) fn share_claimed(&self, tasks: &[i64]) {
+        if tasks.is_empty() {
+            return;
+        }
+        if let Some(full) = self.cluster.as_ref().and_then(|c| c.note_claimed(tasks)) {
+            self.announce_claimed(full);
+        }
+    }
+
+    fn announce_claimed(&self, tasks: Vec<i64>) {
+        for chunk in tasks.chunks(CLAIMED_MAX) {
+            self.announce(NoticeKind::Claimed {
+                tasks: chunk.to_vec(),
+            });
         }
     }
 
@@ -288,6 +336,12 @@ impl Coordinator {
             NoticeKind::Fleet => {
                 self.read_peers().await;
                 self.push_agent_data().await;
+            }
+            NoticeKind::Claimed { tasks } => {
+                let mut sched = self.sched.lock().await;
+                for id in tasks {
+                    sched.dequeue(id);
+                }
             }
             NoticeKind::Live { jobs } if jobs.is_empty() => {
                 self.push_browsers(UpdateKind::Jobs, None, None).await;

@@ -87,6 +87,8 @@ impl Coordinator {
                     sched.release(&task.queue);
                 }
             }
+            let claimed: Vec<i64> = started.iter().map(|&(_, task)| task).collect();
+            self.share_claimed(&claimed);
             for (job, task) in started {
                 self.push_live(
                     testfleet_wire::fleet::UpdateKind::Started,
