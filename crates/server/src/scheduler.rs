@@ -678,11 +678,12 @@ mod tests {
         let mut s = sched_with(&["a"]);
         // The other's part (odd ids) waits at the head: this coordinator
         // (even ids) ran ahead of it.
-        for id in 0..200 {
+        let n = PARTITION_LOOKAHEAD as i64 * 2;
+        for id in 0..n {
             s.enqueue(task(2 * id + 1, "q", 0, None, id));
         }
-        // Its own, in the middle: beyond the lookahead from either end.
-        s.enqueue(task(1000, "q", 0, None, 100));
+        // Its own, in the middle: beyond the lookahead from the head.
+        s.enqueue(task(2 * n + 2, "q", 0, None, n / 2 + 10));
         s.set_partition(Some((0, 2)));
         // The other's last is taken, not the head the other is claiming.
         assert_eq!(s.head_for("a"), Some(2 * n - 1));
