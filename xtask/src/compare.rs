@@ -300,6 +300,12 @@ impl Testfleet {
     /// `exe`, or the release build of the checkout (built now).
     fn build(root: &Path, exe: Option<&Path>) -> Result<Testfleet> {
         let exe = match exe {
+            Some(exe) if !exe.is_file() => {
+                bail!(
+                    "--testfleet {}: no such file (give the path of a testfleet binary)",
+                    exe.display()
+                )
+            }
             Some(exe) => exe.to_path_buf(),
             None => {
                 run(Command::new(env!("CARGO")).current_dir(root).args([

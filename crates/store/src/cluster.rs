@@ -45,7 +45,9 @@ pub enum NoticeKind {
     /// means "some job": too many changed to name them.
     Live { jobs: Vec<i64> },
     /// The sender claimed these tasks: the others drop them from their
-    /// index rather than claim them in vain until their next poll.
+    /// index rather than claim them in vain until their next poll. (One of
+    /// them queued again before this notice arrives leaves an index until
+    /// that index's next poll; the sender still has it.)
     Claimed { tasks: Vec<i64> },
 }
 

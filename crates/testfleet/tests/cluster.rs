@@ -91,6 +91,24 @@ async fn wait_running(api: &ApiClient, job: i64) -> String {
 /// notice, not the poll, which is set to 10 minutes here), the others'
 /// agents are listed online everywhere, and a cancel made on a third
 /// coordinator stops the agent of the second.
+/// Waits until the coordinator's index holds no waiting task (as its
+/// autoscaling decisions count them).
+async fn wait_nothing_indexed(api: &ApiClient, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let plan = api.autoscale().await.unwrap();
+        let waiting: u64 = plan.decisions.iter().map(|d| d.waiting).sum();
+        if waiting == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{waiting} task(s) still indexed after {within:?}: {plan:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_coordinators_share_one_queue_and_one_fleet() {
     let Some(db) = ScratchPg::create_named("tf_cluster").await else {
@@ -128,6 +146,10 @@ async fn three_coordinators_share_one_queue_and_one_fleet() {
         took < Duration::from_secs(5),
         "dispatched across coordinators in {took:?}: the notice did not arrive"
     );
+    // A and C dropped the task B claimed from their index at once (its
+    // `Claimed` notice), not at their next poll, ten minutes away.
+    wait_nothing_indexed(&api_a, Duration::from_secs(3)).await;
+    wait_nothing_indexed(&api_c, Duration::from_secs(3)).await;
 
     // Running on C's agent, cancelled through B.
     let id = api_a

@@ -75,6 +75,9 @@ pub(super) struct Cluster {
     live_pending: std::sync::atomic::AtomicBool,
     /// Tasks claimed here since the last `Claimed` notice.
     claimed: std::sync::Mutex<Vec<i64>>,
+    /// Whether the last read of the coordinators found another live one:
+    /// alone, a coordinator on PostgreSQL sends no `Claimed` notices.
+    shared: std::sync::atomic::AtomicBool,
     last_poll: AtomicI64,
     last_heartbeat: AtomicI64,
     last_presence: AtomicI64,
@@ -105,6 +108,7 @@ impl Cluster {
             live: std::sync::Mutex::new(Some(Vec::new())),
             live_pending: std::sync::atomic::AtomicBool::new(false),
             claimed: std::sync::Mutex::default(),
+            shared: std::sync::atomic::AtomicBool::new(false),
             last_poll: AtomicI64::new(i64::MIN),
             last_heartbeat: AtomicI64::new(i64::MIN),
             last_presence: AtomicI64::new(i64::MIN),
@@ -139,8 +143,12 @@ impl Cluster {
         }
     }
 
-    /// Adds claimed tasks; a full notice's worth when there is one.
+    /// Adds claimed tasks; a full notice's worth when there is one. Nothing
+    /// while no other coordinator is live.
     fn note_claimed(&self, tasks: &[i64]) -> Option<Vec<i64>> {
+        if !self.shared.load(Ordering::Relaxed) {
+            return None;
+        }
         let mut claimed = self.claimed.lock().ok()?;
         claimed.extend_from_slice(tasks);
         (claimed.len() >= CLAIMED_MAX).then(|| std::mem::take(&mut *claimed))
@@ -598,6 +606,7 @@ impl Coordinator {
                     .iter()
                     .position(|id| *id == cluster.id)
                     .map(|index| (index as u64, ids.len() as u64));
+                cluster.shared.store(ids.len() > 1, Ordering::Relaxed);
                 self.sched.lock().await.set_partition(partition);
                 let peers = rows
                     .into_iter()
