@@ -28,11 +28,12 @@ pub const BROWSERS_ROOM: &str = "browsers";
 /// How many events of one agent may wait to be applied.
 const AGENT_QUEUE: usize = 1024;
 
-/// socket.io keeps each connection's request head (headers, URI) for the
-/// connection's life. hyper's header values are slices of the connection's
-/// read buffer, so keeping them kept that whole buffer: 16 KB per connected
-/// agent. Copies of the values, made before socket.io sees the request, let
-/// the buffer go.
+/// socket.io keeps each connection's request head (headers, URI and
+/// extensions) for the connection's life. hyper's header values and URI are
+/// slices of the connection's read buffer, so keeping them kept that whole
+/// buffer: 16 KB per connected agent. Copies of the values and of the URI
+/// (axum's `OriginalUri` extension included), made before socket.io sees the
+/// request, let the buffer go.
 pub async fn own_request_head(mut req: axum::extract::Request) -> axum::extract::Request {
     if req.uri().path().starts_with("/socket.io") {
         for value in req.headers_mut().values_mut() {
@@ -42,6 +43,10 @@ pub async fn own_request_head(mut req: axum::extract::Request) -> axum::extract:
             }
         }
         if let Ok(uri) = req.uri().to_string().parse::<axum::http::Uri>() {
+            // The router keeps a copy of the URI too, for `OriginalUri`.
+            if let Some(original) = req.extensions_mut().get_mut::<axum::extract::OriginalUri>() {
+                original.0 = uri.clone();
+            }
             *req.uri_mut() = uri;
         }
     }
@@ -460,51 +465,73 @@ async fn run_agent_events(
             }
         };
         let Some(event) = event else { break };
-        match event {
-            AgentEvent::Status(update) => match *update {
-                Ok(update) => {
-                    coordinator
-                        .status_update(&hostname, connection, update)
-                        .await
+        // Boxed: applying an event is a large future, and the loop waits
+        // idle most of its life; unboxed, every connected agent's task
+        // kept room for the largest of them (11.5 KB, heaptrack).
+        Box::pin(apply_event(
+            &coordinator,
+            &socket,
+            &hostname,
+            connection,
+            dev,
+            event,
+        ))
+        .await;
+    }
+}
+
+/// Applies one event of an agent.
+async fn apply_event(
+    coordinator: &Coordinator,
+    socket: &SocketRef,
+    hostname: &str,
+    connection: u64,
+    dev: bool,
+    event: AgentEvent,
+) {
+    match event {
+        AgentEvent::Status(update) => match *update {
+            Ok(update) => {
+                coordinator
+                    .status_update(hostname, connection, update)
+                    .await
+            }
+            Err(e) => malformed(socket, hostname, &e),
+        },
+        AgentEvent::Fetch => coordinator.fetch_work(hostname, connection).await,
+        AgentEvent::Query | AgentEvent::Mock if !dev => {
+            let _ = socket.emit(
+                events::ERROR,
+                "queryWork and mockItem are only available in dev mode (start the server with --dev)",
+            );
+        }
+        AgentEvent::Query => {
+            let item = coordinator.query_work(hostname).await;
+            let _ = socket.emit(events::SEND_WORK, &item);
+        }
+        AgentEvent::Mock => {
+            if let Err(e) = coordinator.mock_item(hostname).await {
+                let _ = socket.emit(events::ERROR, &format!("failed to queue a mock item: {e}"));
+            }
+        }
+        AgentEvent::Log(chunk) => match *chunk {
+            Ok(chunk) => coordinator.log_chunk(hostname, chunk).await,
+            Err(e) => malformed(socket, hostname, &e),
+        },
+        AgentEvent::Report(report, ack) => {
+            let answer = match *report {
+                Ok(report) => match coordinator.attempt_report(hostname, report).await {
+                    Ok(()) => serde_json::json!({"ok": true}),
+                    Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
+                },
+                Err(e) => {
+                    // Answered both ways: the ack if one was asked for,
+                    // and the `error` event every malformed event gets.
+                    malformed(socket, hostname, &e);
+                    serde_json::json!({"ok": false, "error": e.to_string()})
                 }
-                Err(e) => malformed(&socket, &hostname, &e),
-            },
-            AgentEvent::Fetch => coordinator.fetch_work(&hostname, connection).await,
-            AgentEvent::Query | AgentEvent::Mock if !dev => {
-                let _ = socket.emit(
-                    events::ERROR,
-                    "queryWork and mockItem are only available in dev mode (start the server with --dev)",
-                );
-            }
-            AgentEvent::Query => {
-                let item = coordinator.query_work(&hostname).await;
-                let _ = socket.emit(events::SEND_WORK, &item);
-            }
-            AgentEvent::Mock => {
-                if let Err(e) = coordinator.mock_item(&hostname).await {
-                    let _ =
-                        socket.emit(events::ERROR, &format!("failed to queue a mock item: {e}"));
-                }
-            }
-            AgentEvent::Log(chunk) => match *chunk {
-                Ok(chunk) => coordinator.log_chunk(&hostname, chunk).await,
-                Err(e) => malformed(&socket, &hostname, &e),
-            },
-            AgentEvent::Report(report, ack) => {
-                let answer = match *report {
-                    Ok(report) => match coordinator.attempt_report(&hostname, report).await {
-                        Ok(()) => serde_json::json!({"ok": true}),
-                        Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
-                    },
-                    Err(e) => {
-                        // Answered both ways: the ack if one was asked for,
-                        // and the `error` event every malformed event gets.
-                        malformed(&socket, &hostname, &e);
-                        serde_json::json!({"ok": false, "error": e.to_string()})
-                    }
-                };
-                let _ = ack.send(&answer);
-            }
+            };
+            let _ = ack.send(&answer);
         }
     }
 }
@@ -535,4 +562,76 @@ fn decode<T: serde::de::DeserializeOwned>(v: Option<Value>) -> Result<T, EventEr
             .unwrap_or("payload"),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use axum::extract::{OriginalUri, Request};
+    use axum::http::{HeaderValue, Uri};
+
+    /// A connection's read buffer, which hyper's request head shares.
+    struct ReadBuffer {
+        bytes: Vec<u8>,
+        freed: Arc<AtomicBool>,
+    }
+
+    impl AsRef<[u8]> for ReadBuffer {
+        fn as_ref(&self) -> &[u8] {
+            &self.bytes
+        }
+    }
+
+    impl Drop for ReadBuffer {
+        fn drop(&mut self) {
+            self.freed.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_socketio_request_head_lets_the_read_buffer_go() {
+        let path = "/socket.io/?EIO=4&transport=websocket";
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let freed = Arc::new(AtomicBool::new(false));
+        let buffer = bytes::Bytes::from_owner(ReadBuffer {
+            bytes: format!("{path}{key}").into_bytes(),
+            freed: freed.clone(),
+        });
+        // As hyper and axum's router hand the request on: slices of the buffer.
+        let uri = Uri::from_maybe_shared(buffer.slice(..path.len())).expect("uri");
+        let value = HeaderValue::from_maybe_shared(buffer.slice(path.len()..)).expect("value");
+        let mut req = Request::new(axum::body::Body::empty());
+        *req.uri_mut() = uri.clone();
+        req.headers_mut().insert("sec-websocket-key", value);
+        req.extensions_mut().insert(OriginalUri(uri));
+        drop(buffer);
+        assert!(!freed.load(Ordering::SeqCst));
+
+        let kept = super::own_request_head(req).await;
+        assert!(
+            freed.load(Ordering::SeqCst),
+            "the request socket.io keeps still holds the read buffer"
+        );
+        assert_eq!(kept.uri(), path);
+        assert_eq!(kept.headers()["sec-websocket-key"], key);
+        let original = kept.extensions().get::<OriginalUri>().expect("original uri");
+        assert_eq!(original.0, path);
+    }
+
+    #[tokio::test]
+    async fn other_requests_are_left_as_they_are() {
+        let freed = Arc::new(AtomicBool::new(false));
+        let buffer = bytes::Bytes::from_owner(ReadBuffer {
+            bytes: b"/api/v1/jobs".to_vec(),
+            freed: freed.clone(),
+        });
+        let mut req = Request::new(axum::body::Body::empty());
+        *req.uri_mut() = Uri::from_maybe_shared(buffer.clone()).expect("uri");
+        drop(buffer);
+        let kept = super::own_request_head(req).await;
+        assert!(!freed.load(Ordering::SeqCst), "a REST request is not copied");
+        assert_eq!(kept.uri(), "/api/v1/jobs");
+    }
 }
