@@ -616,7 +616,10 @@ mod tests {
         );
         assert_eq!(kept.uri(), path);
         assert_eq!(kept.headers()["sec-websocket-key"], key);
-        let original = kept.extensions().get::<OriginalUri>().expect("original uri");
+        let original = kept
+            .extensions()
+            .get::<OriginalUri>()
+            .expect("original uri");
         assert_eq!(original.0, path);
     }
 
@@ -631,7 +634,10 @@ mod tests {
         *req.uri_mut() = Uri::from_maybe_shared(buffer.clone()).expect("uri");
         drop(buffer);
         let kept = super::own_request_head(req).await;
-        assert!(!freed.load(Ordering::SeqCst), "a REST request is not copied");
+        assert!(
+            !freed.load(Ordering::SeqCst),
+            "a REST request is not copied"
+        );
         assert_eq!(kept.uri(), "/api/v1/jobs");
     }
 }

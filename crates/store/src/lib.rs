@@ -251,6 +251,14 @@ impl Store {
         })
     }
 
+    /// Tells the store whether other coordinators write to its database
+    /// now: on PostgreSQL it then commits claims and finishes with fewer
+    /// concurrent writers (see `batch.rs`), so that the coordinators'
+    /// transactions wait less on each other's row locks.
+    pub fn set_shared(&self, shared: bool) {
+        self.batcher.set_shared(shared);
+    }
+
     /// Sets how long the lease of an attempt claimed from now on runs
     /// before a coordinator renews it (the coordinator's `lease_timeout`).
     pub fn set_lease(&self, lease: std::time::Duration) {

@@ -607,6 +607,7 @@ impl Coordinator {
                     .position(|id| *id == cluster.id)
                     .map(|index| (index as u64, ids.len() as u64));
                 cluster.shared.store(ids.len() > 1, Ordering::Relaxed);
+                self.store.set_shared(ids.len() > 1);
                 self.sched.lock().await.set_partition(partition);
                 let peers = rows
                     .into_iter()

@@ -505,3 +505,61 @@ async fn postgres_coordinators_ending_a_jobs_tasks_together_end_the_job() {
         store.close().await;
     }
 }
+
+/// Coordinators that know of each other commit with one writer each; while
+/// they switch between one writer and all of theirs, claims and finishes
+/// racing from both are each recorded once.
+#[tokio::test]
+async fn postgres_shared_coordinators_switching_writers_lose_nothing() {
+    let Some(db) = PgDatabase::create().await else {
+        return;
+    };
+    let stores = coordinators(&db, 2).await;
+    const TASKS: usize = 200;
+    let (job, queued) = submit(
+        &stores[0],
+        &simple_job("shared-writers", TASKS, 0, 0),
+        1_000,
+    )
+    .await;
+    let mut racers = JoinSet::new();
+    for (i, q) in queued.into_iter().enumerate() {
+        let store = stores[i % 2].clone();
+        racers.spawn(async move {
+            // Half-way through, each store switches between its writers.
+            store.set_shared(i % 4 < 2);
+            let agent = format!("agent-{i}");
+            let claimed = store.claim(q.id, &agent, 2_000).await.expect("claim");
+            let attempt = claimed.expect("nobody else claims this task");
+            store
+                .finish_attempt(
+                    attempt.attempt.attempt_id,
+                    Some(&agent),
+                    AttemptOutcome::Passed,
+                    None,
+                    None,
+                    None,
+                    None,
+                    3_000,
+                )
+                .await
+                .expect("finish")
+        });
+    }
+    while let Some(done) = racers.join_next().await {
+        let effect = done.expect("no racer panics");
+        assert!(
+            matches!(effect, FinishEffect::TaskFinished { .. }),
+            "{effect:?}"
+        );
+    }
+    let summary = stores[1].job_summary(job).await.expect("the job is there");
+    assert_eq!(
+        (summary.state, summary.tasks.passed),
+        (testfleet_core::JobState::Passed, TASKS as u64),
+        "{summary:?}"
+    );
+    for store in stores {
+        store.close().await;
+    }
+}
