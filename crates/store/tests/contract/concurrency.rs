@@ -12,7 +12,7 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
 use crate::fixture::PgDatabase;
-use crate::support::{catch_up, passing_results, simple_job, submit};
+use crate::support::{catch_up, pass, passing_results, simple_job, submit};
 
 const COORDINATORS: usize = 8;
 const TASKS: usize = 200;
@@ -468,18 +468,7 @@ async fn postgres_coordinators_ending_a_jobs_tasks_together_end_the_job() {
         let (store, start) = (stores[side].clone(), start.clone());
         finishers.spawn(async move {
             start.wait().await;
-            store
-                .finish_attempt(
-                    attempt,
-                    Some(&agent),
-                    AttemptOutcome::Passed,
-                    None,
-                    None,
-                    None,
-                    None,
-                    3_000,
-                )
-                .await
+            pass(&store, attempt, &agent, 3_000).await
         });
     }
     while let Some(done) = finishers.join_next().await {
@@ -531,17 +520,7 @@ async fn postgres_shared_coordinators_switching_writers_lose_nothing() {
             let agent = format!("agent-{i}");
             let claimed = store.claim(q.id, &agent, 2_000).await.expect("claim");
             let attempt = claimed.expect("nobody else claims this task");
-            store
-                .finish_attempt(
-                    attempt.attempt.attempt_id,
-                    Some(&agent),
-                    AttemptOutcome::Passed,
-                    None,
-                    None,
-                    None,
-                    None,
-                    3_000,
-                )
+            pass(&store, attempt.attempt.attempt_id, &agent, 3_000)
                 .await
                 .expect("finish")
         });

@@ -1,8 +1,9 @@
 //! Job files, tasks and results as the coordinator builds them.
 
+use testfleet_core::AttemptOutcome;
 use testfleet_core::JobSpec;
 use testfleet_core::time_fmt::UnixMillis;
-use testfleet_store::{Claimed, NewTask, QueuedTask, Store};
+use testfleet_store::{Claimed, FinishEffect, NewTask, QueuedTask, Store};
 use testfleet_wire::results::{Case, CaseOutcome, CrashedTest, Metric, Results, Suite};
 
 /// A Qt-style integration: a build task and a test task with a retry of
@@ -80,6 +81,27 @@ pub async fn claim(store: &Store, task_id: i64, agent: &str, now: UnixMillis) ->
         .await
         .expect("claim")
         .unwrap_or_else(|| panic!("task {task_id} was not claimable"))
+}
+
+/// Ends `attempt` passed, without results, as `agent` reports it.
+pub async fn pass(
+    store: &Store,
+    attempt: i64,
+    agent: &str,
+    now: UnixMillis,
+) -> testfleet_store::Result<FinishEffect> {
+    store
+        .finish_attempt(
+            attempt,
+            Some(agent),
+            AttemptOutcome::Passed,
+            None,
+            None,
+            None,
+            None,
+            now,
+        )
+        .await
 }
 
 /// A case with an outcome and an optional message.
