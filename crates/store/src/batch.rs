@@ -262,9 +262,26 @@ async fn take_batch(rx: &Queue, batch: &mut Vec<(WriteOp, Reply)>) -> bool {
 /// Commits `batch` and answers each of its callers; empties it.
 async fn write_batch(pool: &Pool, jobs: &JobCache, batch: &mut Vec<(WriteOp, Reply)>) {
     match run_together(pool, jobs, batch).await {
-        Ok(mut done) => {
-            settle_jobs(pool, &mut done, batch_now(batch)).await;
+        Ok(done) => {
+            // A claim owes nothing to the settling of jobs (PostgreSQL's
+            // second transaction): its caller, an agent waiting for work,
+            // hears at once.
+            let now = batch_now(batch);
+            let mut replies = Vec::with_capacity(batch.len());
+            let mut ended = Vec::with_capacity(batch.len());
             for ((_, reply), done) in batch.drain(..).zip(done) {
+                match done {
+                    WriteDone::Claimed(_) => {
+                        let _ = reply.send(Ok(done));
+                    }
+                    WriteDone::Finished(..) => {
+                        replies.push(reply);
+                        ended.push(done);
+                    }
+                }
+            }
+            settle_jobs(pool, &mut ended, now).await;
+            for (reply, done) in replies.into_iter().zip(ended) {
                 let _ = reply.send(Ok(done));
             }
         }
