@@ -542,3 +542,72 @@ async fn postgres_shared_coordinators_switching_writers_lose_nothing() {
         store.close().await;
     }
 }
+
+/// A claim committed in the same batch as a finish that ends a job is
+/// answered at the commit: it does not wait for the job's state to be
+/// settled (on PostgreSQL, a second transaction that may wait on the job's
+/// row).
+#[tokio::test]
+async fn postgres_a_claim_does_not_wait_for_the_settling_of_a_job() {
+    use sqlx::Connection;
+    let Some(db) = PgDatabase::create().await else {
+        return;
+    };
+    let store = Store::connect(&db.url()).await.expect("store");
+    // One writer: the claim and the finish below go in one batch.
+    store.set_shared(true);
+    let (ending, queued) = submit(&store, &simple_job("ending", 1, 0, 0), 1_000).await;
+    let running = store
+        .claim(queued[0].id, "a", 2_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, waiting) = submit(&store, &simple_job("waiting", 1, 0, 0), 1_000).await;
+
+    // Another session holds the ending job's row: settling it must wait.
+    let mut other = sqlx::PgConnection::connect(db.postgres_url())
+        .await
+        .expect("connect");
+    sqlx::query("BEGIN")
+        .execute(&mut other)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT id FROM jobs WHERE id = $1 FOR UPDATE")
+        .bind(ending)
+        .execute(&mut other)
+        .await
+        .expect("lock");
+
+    let finish = pass(&store, running.attempt.attempt_id, "a", 3_000);
+    let claim = store.claim(waiting[0].id, "b", 3_000);
+    tokio::pin!(finish);
+    tokio::pin!(claim);
+    // Both are queued before the writer runs (this test's runtime has one thread).
+    let claimed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        tokio::select! {
+            claimed = &mut claim => claimed,
+            ended = &mut finish => panic!("the finish could not settle its job yet: {ended:?}"),
+        }
+    })
+    .await
+    .expect("the claim is answered while the job's row is held")
+    .expect("claim");
+    assert!(claimed.is_some(), "the waiting task was claimed");
+
+    sqlx::query("COMMIT")
+        .execute(&mut other)
+        .await
+        .expect("commit");
+    let ended = finish.await.expect("finish");
+    assert!(
+        matches!(
+            ended,
+            FinishEffect::TaskFinished {
+                job_state: testfleet_core::JobState::Passed,
+                ..
+            }
+        ),
+        "{ended:?}"
+    );
+    store.close().await;
+}
