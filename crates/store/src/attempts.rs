@@ -46,8 +46,11 @@ pub(crate) struct ClaimRow {
     pub attempt_id: i64,
 }
 
-/// The claim on SQLite: the conditional update, then the attempt, then the
-/// task's pointer to it (one writer, so three statements cost little).
+/// The claim on SQLite: the conditional update, which also points the task
+/// at its new attempt, then the attempt. The attempt's id is the one SQLite
+/// would give it (`attempts.id` is a rowid without AUTOINCREMENT: the
+/// largest plus one, and attempts are never deleted), drawn inside the
+/// writer's transaction, where no other write can come between.
 async fn claim_sqlite(
     tx: &mut Tx,
     task_id: i64,
@@ -60,7 +63,8 @@ async fn claim_sqlite(
     // history.
     let Some(row) = on_tx!(tx, c => sqlx::query_as::<_, ClaimRow>(
         "UPDATE tasks SET state = 'running', stage = 'new', agent = $2, attempts = attempts + 1,
-                detail_message = NULL, updated_at = $3
+                detail_message = NULL, updated_at = $3,
+                current_attempt = (SELECT COALESCE(MAX(a.id), 0) + 1 FROM attempts a)
          WHERE id = $1 AND state = 'queued'
          RETURNING job_id, name, spec, attempts, task_key,
                    (SELECT j.state FROM jobs j WHERE j.id = tasks.job_id) AS job_state,
@@ -69,7 +73,7 @@ async fn claim_sqlite(
                    (SELECT s.runs FROM task_stats s WHERE s.task_key = tasks.task_key) AS runs,
                    (SELECT s.mean_ms FROM task_stats s WHERE s.task_key = tasks.task_key) AS mean_ms,
                    (SELECT s.p95_ms FROM task_stats s WHERE s.task_key = tasks.task_key) AS p95_ms,
-                   0 AS attempt_id",
+                   current_attempt AS attempt_id",
     )
     .bind(task_id)
     .bind(agent)
@@ -79,25 +83,20 @@ async fn claim_sqlite(
     else {
         return Ok(None);
     };
-    let attempt_id: i64 = on_tx!(tx, c => {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO attempts (task_id, number, agent, stage, started_at, lease_expires_at)
-             VALUES ($1, $2, $3, 'new', $4, $5) RETURNING id",
-        )
-        .bind(task_id)
-        .bind(row.attempts)
-        .bind(agent)
-        .bind(now)
-        .bind(now.saturating_add(lease_ms))
-        .fetch_one(&mut *c)
-        .await?;
-        sqlx::query("UPDATE tasks SET current_attempt = $1 WHERE id = $2")
-            .bind(id)
-            .bind(task_id)
-            .execute(c)
-            .await
-            .map(|_| id)
-    })?;
+    let attempt_id = row.attempt_id;
+    on_tx!(tx, c => sqlx::query(
+        "INSERT INTO attempts (id, task_id, number, agent, stage, started_at, lease_expires_at)
+         VALUES ($1, $2, $3, $4, 'new', $5, $6)",
+    )
+    .bind(attempt_id)
+    .bind(task_id)
+    .bind(row.attempts)
+    .bind(agent)
+    .bind(now)
+    .bind(now.saturating_add(lease_ms))
+    .execute(c)
+    .await
+    .map(|_| ()))?;
     if row.job_state == "queued" {
         on_tx!(tx, c => sqlx::query("UPDATE jobs SET state = 'running' WHERE id = $1 AND state = 'queued'")
             .bind(row.job_id)
