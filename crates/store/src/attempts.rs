@@ -492,12 +492,24 @@ async fn end_attempt_sqlite(
     results_json: Option<String>,
 ) -> Result<Option<(EndedRow, TaskRow)>> {
     // The conditional update is the fence: an attempt ends once, and only
-    // the agent that runs it may end it.
-    let Some(ended) = on_tx!(tx, c => sqlx::query_as::<_, EndedRow>(
+    // the agent that runs it may end it. Its RETURNING brings the task and
+    // the job (one statement: each one is a hand-off to SQLite's thread).
+    let row = on_tx!(tx, c => sqlx::query_as::<_, EndedTaskRow>(
         "UPDATE attempts SET outcome = $1, reason = $2, reason_data = $3, results = COALESCE($4, results),
                 stage = COALESCE($5, stage), finished_at = $6
          WHERE id = $7 AND outcome IS NULL AND ($8 IS NULL OR agent = $8)
-         RETURNING task_id, agent, started_at",
+         RETURNING task_id, agent, started_at,
+                   (SELECT t.job_id FROM tasks t WHERE t.id = attempts.task_id) AS job_id,
+                   (SELECT t.spec FROM tasks t WHERE t.id = attempts.task_id) AS spec,
+                   (SELECT t.test_failures FROM tasks t WHERE t.id = attempts.task_id) AS test_failures,
+                   (SELECT t.infra_failures FROM tasks t WHERE t.id = attempts.task_id) AS infra_failures,
+                   (SELECT j.queue FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = attempts.task_id) AS queue,
+                   (SELECT t.priority FROM tasks t WHERE t.id = attempts.task_id) AS priority,
+                   (SELECT t.current_attempt FROM tasks t WHERE t.id = attempts.task_id) AS current_attempt,
+                   (SELECT t.state FROM tasks t WHERE t.id = attempts.task_id) AS state,
+                   (SELECT t.task_key FROM tasks t WHERE t.id = attempts.task_id) AS task_key,
+                   (SELECT j.state FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = attempts.task_id) AS job_state,
+                   (SELECT t.pinned_agent FROM tasks t WHERE t.id = attempts.task_id) AS pinned_agent",
     )
     .bind(args.outcome.as_str())
     .bind(args.reason.as_deref())
@@ -508,19 +520,8 @@ async fn end_attempt_sqlite(
     .bind(args.attempt_id)
     .bind(args.by_agent.as_deref())
     .fetch_optional(c)
-    .await)?
-    else {
-        return Ok(None);
-    };
-    let row = on_tx!(tx, c => sqlx::query_as::<_, TaskRow>(
-        "SELECT t.job_id, t.spec, t.test_failures, t.infra_failures, j.queue, t.priority,
-                t.current_attempt, t.state, t.task_key, j.state AS job_state, t.pinned_agent
-         FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = $1",
-    )
-    .bind(ended.task_id)
-    .fetch_one(c)
     .await)?;
-    Ok(Some((ended, row)))
+    Ok(row.map(|r| (r.ended, r.task)))
 }
 
 /// The same on PostgreSQL in one statement (one round trip): the
@@ -555,7 +556,7 @@ async fn end_attempt_postgres(
     Ok(row.map(|r| (r.ended, r.task)))
 }
 
-/// [`end_attempt_postgres`]'s row.
+/// [`end_attempt_sqlite`]'s and [`end_attempt_postgres`]'s row.
 #[derive(sqlx::FromRow)]
 struct EndedTaskRow {
     #[sqlx(flatten)]
