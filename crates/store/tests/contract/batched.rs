@@ -7,7 +7,7 @@ use testfleet_core::{AttemptOutcome, JobState, TaskState};
 use testfleet_store::{Claimed, FinishEffect, Store};
 use tokio::task::JoinSet;
 
-use crate::support::{claim, simple_job, submit};
+use crate::support::{claim, pass, simple_job, submit};
 
 contract_tests!(
     claims_and_finishes_together_some_losing,
@@ -183,19 +183,7 @@ async fn one_attempt_finished_twice_together_ends_once(store: Store) {
     {
         let store = store.clone();
         burst.spawn(async move {
-            let effect = store
-                .finish_attempt(
-                    attempt,
-                    Some(agent),
-                    AttemptOutcome::Passed,
-                    None,
-                    None,
-                    None,
-                    None,
-                    3_000,
-                )
-                .await
-                .unwrap();
+            let effect = pass(&store, attempt, agent, 3_000).await.unwrap();
             (n, effect)
         });
     }
