@@ -42,10 +42,10 @@ const POSTGRES_WRITERS: usize = 2;
 
 /// Batch writers on PostgreSQL while other coordinators write to the same
 /// database. Every writer holds row locks until its commit; with two
-/// coordinators, four writers in all (two each) made 10–20 % fewer tasks a
-/// second than two (one each), and eight (four each) 20–25 % fewer
-/// (`testfleet bench --coordinators 1,2`), while one coordinator alone ran
-/// as fast with two as with four.
+/// coordinators, four writers in all (two each) made about 10 % fewer tasks
+/// a second than two (one each), and eight (four each) about 20 % fewer
+/// (`testfleet bench --coordinators 1,2`, medians of 7–8 runs), while one
+/// coordinator alone ran about as fast with one, two or four.
 const SHARED_POSTGRES_WRITERS: usize = 1;
 
 /// Most job specs kept parsed.
