@@ -335,3 +335,48 @@ async fn amqps_without_the_ca_file_refuses_a_self_signed_broker_and_says_why() {
     eprintln!("logged: {}", lines[0]);
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_accepts_but_never_answers_is_given_up_on_and_tried_again() {
+    capture_logs();
+    // Accepts connections and keeps them open without a word (a broker
+    // starting up, or wedged).
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let counter = accepted.clone();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+
+    let mut amqp = AmqpConfig::new(format!("amqp://guest:guest@127.0.0.1:{port}/silent"));
+    amqp.retry_initial = Duration::from_millis(100);
+    amqp.retry_max = Duration::from_millis(200);
+    amqp.open_timeout = Duration::from_millis(500);
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(dir.path(), amqp, |_| {}).await;
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while accepted.load(Ordering::SeqCst) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the consumer waits on its first connection: {} accepted",
+            accepted.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(running.amqp.stats().sessions, 0);
+    let lines = logged(&format!("127.0.0.1:{port}"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("did not open a consuming session within 500ms")),
+        "the reason is logged: {lines:#?}"
+    );
+    running.stop().await;
+    holder.abort();
+}

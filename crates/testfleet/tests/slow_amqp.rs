@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{BUILD_TOPIC, Fm, Vhost, write_rules};
@@ -32,8 +32,12 @@ fn server_process(config: &Path, data_dir: &Path, listen: &str) -> ServerProcess
         .args(["server", "--listen", listen, "--data-dir"])
         .arg(data_dir)
         .arg("--allow-any-agent")
-        .env("TESTFLEET_LOG", "warn");
-    ServerProcess::start(&mut cmd)
+        // The consumer's sessions, for a failing run's message.
+        .env(
+            "TESTFLEET_LOG",
+            "warn,testfleet_server::triggers::amqp=info",
+        );
+    ServerProcess::start_capturing(&mut cmd)
 }
 
 fn rabbitmqctl(args: &[&str]) {
@@ -53,15 +57,37 @@ fn newest_job(rt: &tokio::runtime::Runtime, api: &ApiClient) -> i64 {
         .unwrap_or(0)
 }
 
-fn wait_for_jobs(rt: &tokio::runtime::Runtime, api: &ApiClient, n: i64, timeout: Duration) {
+/// Waits until there are `n` jobs; on timeout, fails with what `state`
+/// says of the broker, the publisher and the coordinator.
+fn wait_for_jobs(
+    rt: &tokio::runtime::Runtime,
+    api: &ApiClient,
+    n: i64,
+    timeout: Duration,
+    state: impl Fn() -> String,
+) {
     let deadline = Instant::now() + timeout;
-    while newest_job(rt, api) < n {
+    loop {
+        let newest = newest_job(rt, api);
+        if newest >= n {
+            return;
+        }
         assert!(
             Instant::now() < deadline,
-            "fewer than {n} jobs in {timeout:?}"
+            "{newest} jobs, fewer than {n}, in {timeout:?}\n{}",
+            state()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The tail of what a server printed.
+fn tail(output: &str) -> &str {
+    let start = output.len().saturating_sub(4000);
+    let start = (start..output.len())
+        .find(|i| output.is_char_boundary(*i))
+        .unwrap_or(output.len());
+    &output[start..]
 }
 
 #[test]
@@ -98,9 +124,11 @@ fn ten_thousand_messages_across_a_broker_restart_and_a_sigkill_become_ten_thousa
     // is restarting) is published again whole, as a publisher retrying
     // would: the same message ids.
     let done = Arc::new(AtomicBool::new(false));
+    let published = Arc::new(AtomicUsize::new(0));
     let publisher = {
         let fm = fm.clone();
         let done = done.clone();
+        let published = published.clone();
         std::thread::spawn(move || {
             let mut retries = 0;
             for chunk in (0..N).collect::<Vec<_>>().chunks(250) {
@@ -119,19 +147,32 @@ fn ten_thousand_messages_across_a_broker_restart_and_a_sigkill_become_ten_thousa
                     assert!(retries < 60, "publishing keeps failing: {e}");
                     std::thread::sleep(Duration::from_millis(500));
                 }
+                published.fetch_add(chunk.len(), Ordering::SeqCst);
             }
             done.store(true, Ordering::SeqCst);
             retries
         })
     };
     let started = Instant::now();
+    let state = |server: &ServerProcess| {
+        format!(
+            "published {} of {N}; queue: {}\nthe coordinator printed:\n{}",
+            published.load(Ordering::SeqCst),
+            vhost.describe("testfleet"),
+            tail(&server.output_so_far())
+        )
+    };
 
-    wait_for_jobs(&rt, &api, 2_000, Duration::from_secs(120));
+    wait_for_jobs(&rt, &api, 2_000, Duration::from_secs(120), || {
+        state(&server)
+    });
     rabbitmqctl(&["stop_app"]);
     std::thread::sleep(Duration::from_secs(2));
     rabbitmqctl(&["start_app"]);
 
-    wait_for_jobs(&rt, &api, 5_000, Duration::from_secs(180));
+    wait_for_jobs(&rt, &api, 5_000, Duration::from_secs(180), || {
+        state(&server)
+    });
     drop(server); // SIGKILL
     std::thread::sleep(Duration::from_millis(500));
     let server = server_process(&config, &data, &listen);
@@ -143,11 +184,16 @@ fn ten_thousand_messages_across_a_broker_restart_and_a_sigkill_become_ten_thousa
         &api,
         i64::try_from(N).unwrap(),
         Duration::from_secs(180),
+        || state(&server),
     );
     // Let the last acknowledgements and any redelivery settle.
     let deadline = Instant::now() + Duration::from_secs(30);
     while vhost.ready("testfleet") != Some(0) {
-        assert!(Instant::now() < deadline, "messages left in the queue");
+        assert!(
+            Instant::now() < deadline,
+            "messages left in the queue\n{}",
+            state(&server)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(1));

@@ -139,6 +139,12 @@ impl ServerProcess {
         self.child.id()
     }
 
+    /// What the server printed so far (of what is kept), for a failing
+    /// test's message.
+    pub fn output_so_far(&self) -> String {
+        String::from_utf8_lossy(&lock(&self.output)).into_owned()
+    }
+
     /// Stops the server with SIGTERM (a normal shutdown; SIGKILL after 10 s)
     /// and returns everything it printed that was kept.
     pub fn stop(mut self) -> String {

@@ -128,6 +128,32 @@ impl Vhost {
         format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
     }
 
+    /// `queue`'s messages ready, unacknowledged and its consumers, as
+    /// `rabbitmqctl list_queues` prints them (for a failing test's message).
+    pub fn describe(&self, queue: &str) -> String {
+        rabbitmqctl(&[
+            "list_queues",
+            "-p",
+            &self.name,
+            "-q",
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+            "consumers",
+        ])
+        .map_or_else(
+            |e| format!("rabbitmqctl list_queues failed: {e}"),
+            |out| {
+                out.lines()
+                    .find(|l| l.split_whitespace().next() == Some(queue))
+                    .map_or_else(
+                        || format!("no queue {queue}"),
+                        |l| format!("name ready unacked consumers: {l}"),
+                    )
+            },
+        )
+    }
+
     /// Messages ready in `queue` (`rabbitmqctl list_queues`).
     pub fn ready(&self, queue: &str) -> Option<u64> {
         let out = rabbitmqctl(&["list_queues", "-p", &self.name, "-q", "name", "messages"]).ok()?;

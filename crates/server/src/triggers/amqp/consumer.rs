@@ -146,6 +146,9 @@ pub fn prepare(msg: &Incoming, rules: Option<&RuleSet>) -> (NewEvent, Vec<JobSpe
     (new, decided.jobs)
 }
 
+/// How often a session looks at its connection and the coordinator.
+const WATCH_EVERY: Duration = Duration::from_millis(200);
+
 /// Consumes until the store is closed, reconnecting with backoff.
 pub(crate) async fn run(
     coordinator: Weak<Coordinator>,
@@ -198,17 +201,25 @@ struct Session<'a> {
 impl Session<'_> {
     /// Connects, declares, consumes; `Ok` when the store closed.
     async fn run(&self, backoff: &mut Duration) -> Result<(), AmqpError> {
-        let conn = connect(self.config, "testfleet consumer").await?;
-        let channel = conn.create_channel().await?;
-        declare(&channel, self.config).await?;
-        let consumer = channel
-            .basic_consume(
-                short(&self.config.queue),
-                ShortString::from(format!("testfleet-{}", std::process::id())),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        // A broker that accepts the connection but never answers (one
+        // starting, or wedged) must not hold the consumer forever.
+        let opened = async {
+            let conn = connect(self.config, "testfleet consumer").await?;
+            let channel = conn.create_channel().await?;
+            declare(&channel, self.config).await?;
+            let consumer = channel
+                .basic_consume(
+                    short(&self.config.queue),
+                    ShortString::from(format!("testfleet-{}", std::process::id())),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok::<_, AmqpError>((conn, consumer))
+        };
+        let (conn, consumer) = tokio::time::timeout(self.config.open_timeout, opened)
+            .await
+            .map_err(|_| AmqpError::OpenTimeout(self.config.open_timeout))??;
         self.stats.session();
         *backoff = self.config.retry_initial;
         tracing::info!(queue = %self.config.queue, "AMQP consumer connected");
@@ -219,16 +230,37 @@ impl Session<'_> {
                 Err(e) => tracing::warn!("AMQP delivery error: {e}"),
             }
         });
-        let closed = async {
-            while !self.store.is_closed() && self.coordinator.strong_count() > 0 {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+        // The session also ends when the connection is no longer open,
+        // whatever the deliveries in hand are waiting for: they come back
+        // to the queue with the connection.
+        let watched = async {
+            let mut was_blocked = false;
+            loop {
+                if self.store.is_closed() || self.coordinator.strong_count() == 0 {
+                    return Ok(());
+                }
+                let status = conn.status();
+                if !status.connected() {
+                    return Err(AmqpError::ConnectionLost);
+                }
+                if status.blocked() != was_blocked {
+                    was_blocked = status.blocked();
+                    if was_blocked {
+                        tracing::warn!("the AMQP broker blocked the connection (a resource alarm)");
+                    } else {
+                        tracing::info!("the AMQP broker unblocked the connection");
+                    }
+                }
+                tokio::time::sleep(WATCH_EVERY).await;
             }
         };
         tokio::select! {
             () = handled => Err(AmqpError::ConsumerEnded),
-            () = closed => {
-                let _ = conn.close(200, "testfleet stopping".into()).await;
-                Ok(())
+            ended = watched => {
+                if ended.is_ok() {
+                    let _ = conn.close(200, "testfleet stopping".into()).await;
+                }
+                ended
             }
         }
     }

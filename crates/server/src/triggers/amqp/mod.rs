@@ -62,6 +62,10 @@ pub struct AmqpConfig {
     /// `retry_max`.
     pub retry_initial: Duration,
     pub retry_max: Duration,
+    /// How long connecting, declaring and starting to consume may take
+    /// before the attempt counts as failed (a broker that accepts the
+    /// connection but never answers).
+    pub open_timeout: Duration,
     /// Publish finished jobs back (off unless configured).
     pub publish: Option<PublishConfig>,
 }
@@ -79,6 +83,7 @@ impl AmqpConfig {
             prefetch: 100,
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
+            open_timeout: Duration::from_secs(30),
             publish: None,
         }
     }
@@ -136,6 +141,7 @@ impl std::fmt::Debug for AmqpConfig {
             .field("prefetch", &self.prefetch)
             .field("retry_initial", &self.retry_initial)
             .field("retry_max", &self.retry_max)
+            .field("open_timeout", &self.open_timeout)
             .field("publish", &self.publish)
             .finish()
     }
@@ -187,6 +193,10 @@ pub enum AmqpError {
     NoCa { path: PathBuf },
     #[error("the broker ended the consumer")]
     ConsumerEnded,
+    #[error("the connection to the broker is no longer open")]
+    ConnectionLost,
+    #[error("the broker did not open a consuming session within {0:?}")]
+    OpenTimeout(Duration),
     #[error("the broker did not confirm a publication")]
     NotConfirmed,
     #[error("failed to read the store")]
