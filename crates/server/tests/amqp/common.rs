@@ -170,6 +170,9 @@ impl Drop for Vhost {
     }
 }
 
+/// How long one call of the fedora-messaging peer may take.
+const PEER_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The fedora-messaging peer: its config file points at the vhost.
 pub struct Fm {
     python: PathBuf,
@@ -235,7 +238,23 @@ impl Fm {
         let writer = std::thread::spawn(move || {
             let _ = stdin.write_all(input.as_bytes());
         });
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        // A peer stuck on a broker that went away (or blocked it) is
+        // killed and its call fails, as a publisher's timeout would.
+        let pid = child.id().to_string();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let out = match rx.recv_timeout(PEER_TIMEOUT) {
+            Ok(out) => out.map_err(|e| e.to_string())?,
+            Err(_) => {
+                let _ = Command::new("kill").args(["-9", &pid]).status();
+                let _ = writer.join();
+                return Err(format!(
+                    "fedora-messaging peer {args:?} did not finish in {PEER_TIMEOUT:?}"
+                ));
+            }
+        };
         let _ = writer.join();
         if !out.status.success() {
             return Err(format!(
