@@ -31,12 +31,12 @@ const HISTORY: usize = 50;
 /// task key's history, in one statement.
 #[derive(sqlx::FromRow)]
 pub(crate) struct ClaimRow {
-    job_id: i64,
+    pub(crate) job_id: i64,
     name: String,
     spec: String,
-    attempts: i64,
+    pub(crate) attempts: i64,
     task_key: String,
-    job_state: String,
+    pub(crate) job_state: String,
     created_at: i64,
     queue: String,
     runs: Option<i64>,
@@ -563,35 +563,6 @@ struct EndedTaskRow {
     ended: EndedRow,
     #[sqlx(flatten)]
     task: TaskRow,
-}
-
-/// Adds durations to a task key's history (the newest 50 are kept);
-/// returns the new mean.
-pub(crate) async fn record_runtime(tx: &mut Tx, key: &str, durations_ms: &[i64]) -> Result<f64> {
-    // On PostgreSQL the row is locked until the commit, so two coordinators
-    // finishing runs of one key do not lose a duration.
-    let read = match tx.backend() {
-        Backend::Sqlite => "SELECT recent FROM task_stats WHERE task_key = $1",
-        Backend::Postgres => "SELECT recent FROM task_stats WHERE task_key = $1 FOR UPDATE",
-    };
-    let recent = on_tx!(tx, c => sqlx::query_scalar::<_, String>(read)
-        .bind(key)
-        .fetch_optional(c)
-        .await)?;
-    let (mean, p95, recent) = runtime_stats(recent.as_deref(), durations_ms)?;
-    on_tx!(tx, c => sqlx::query(
-        "INSERT INTO task_stats (task_key, runs, mean_ms, p95_ms, recent) VALUES ($1, 1, $2, $3, $4)
-         ON CONFLICT (task_key) DO UPDATE SET runs = task_stats.runs + 1, mean_ms = excluded.mean_ms,
-         p95_ms = excluded.p95_ms, recent = excluded.recent",
-    )
-    .bind(key)
-    .bind(mean)
-    .bind(p95)
-    .bind(&recent)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
-    Ok(mean)
 }
 
 /// A key's stored history (`recent`, JSON) with `durations_ms` added,

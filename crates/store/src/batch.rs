@@ -6,12 +6,13 @@
 //! inside one transaction and commits once, then answers every caller. A
 //! caller is answered only after the commit, so what it was told is durable.
 //!
-//! On PostgreSQL, where each statement is a round trip, a batch whose
-//! claims are of distinct tasks and whose finishes are of distinct attempts
-//! runs grouped (`batch_pg`): all its claims in one statement, all its
-//! finishes in two or three, with the same fences and answers as one by
-//! one. On SQLite, and for a batch that names a task or an attempt twice,
-//! the operations run in turn.
+//! A batch whose claims are of distinct tasks and whose finishes are of
+//! distinct attempts runs grouped (`batch_pg`, with SQLite's statements in
+//! `batch_sqlite`): all its claims in one statement (three on SQLite), all
+//! its finishes in two or three, with the same fences and answers as one by
+//! one. (On PostgreSQL each statement is a round trip; on SQLite a hand-off
+//! to its worker thread.) A batch that names a task or an attempt twice
+//! runs its operations in turn.
 //!
 //! When one operation of a batch fails, the batch is rolled back and each
 //! operation runs again in a transaction of its own, so one bad operation
@@ -26,7 +27,7 @@ use testfleet_wire::reason::ReasonData;
 use testfleet_wire::results::Results;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::attempts::{RuntimeSample, claim_in, finish_in, record_runtime, refresh_job_state};
+use crate::attempts::{RuntimeSample, claim_in, finish_in, refresh_job_state};
 use std::sync::Arc;
 
 use crate::batch_pg::{ClaimReq, claim_many, finish_many, record_runtimes};
@@ -358,13 +359,8 @@ async fn settle_in(
     now: UnixMillis,
 ) -> Result<Settled> {
     let mut settled = Settled::default();
-    if tx.backend() == Backend::Postgres && !runs.is_empty() {
+    if !runs.is_empty() {
         settled.means = record_runtimes(tx, runs).await?;
-    } else {
-        for (key, durations) in runs {
-            let mean = record_runtime(tx, key, durations).await?;
-            settled.means.insert(key.clone(), mean);
-        }
     }
     for &id in ids {
         settled
@@ -439,15 +435,14 @@ async fn run_together(
     batch: &[(WriteOp, Reply)],
 ) -> Result<Vec<WriteDone>> {
     let mut tx = pool.begin().await?;
-    let mut done = match tx.backend() {
-        Backend::Postgres if each_target_once(batch) => apply_grouped(&mut tx, jobs, batch).await?,
-        _ => {
-            let mut done = Vec::with_capacity(batch.len());
-            for (op, _) in batch {
-                done.push(apply(&mut tx, jobs, op).await?);
-            }
-            done
+    let mut done = if each_target_once(batch) {
+        apply_grouped(&mut tx, jobs, batch).await?
+    } else {
+        let mut done = Vec::with_capacity(batch.len());
+        for (op, _) in batch {
+            done.push(apply(&mut tx, jobs, op).await?);
         }
+        done
     };
     if tx.backend() == Backend::Sqlite {
         let states = settle_in(

@@ -1,5 +1,6 @@
-//! The batch writer's statements on PostgreSQL, one per kind of write and
-//! batch rather than one per write.
+//! The batch writer's grouped writes: one statement per kind of write and
+//! batch rather than one per write. The planning is shared; the statements
+//! here are PostgreSQL's, SQLite's are in `batch_sqlite`.
 //!
 //! On PostgreSQL each statement is a round trip, and a batch of 128 claims
 //! and finishes was ~300 of them. Here the batch's finishes end their
@@ -27,7 +28,7 @@ use crate::attempts::{
     runtime_stats,
 };
 use crate::batch::{FinishArgs, JobCache};
-use crate::db::Tx;
+use crate::db::{Backend, Tx};
 use crate::ops::{Claimed, FinishEffect};
 use crate::{Result, StoreError};
 
@@ -48,11 +49,11 @@ pub(crate) struct ClaimReq<'a> {
 
 /// A row of [`claim_many`]'s statement: which task, for which agent.
 #[derive(sqlx::FromRow)]
-struct ClaimManyRow {
-    task_id: i64,
-    agent: String,
+pub(crate) struct ClaimManyRow {
+    pub(crate) task_id: i64,
+    pub(crate) agent: String,
     #[sqlx(flatten)]
-    row: ClaimRow,
+    pub(crate) row: ClaimRow,
 }
 
 /// Claims every task of `claims` (distinct task ids) in one statement;
@@ -64,6 +65,39 @@ pub(crate) async fn claim_many(
 ) -> Result<Vec<Option<Claimed>>> {
     let mut order: Vec<&ClaimReq> = claims.iter().collect();
     order.sort_by_key(|c| c.task_id);
+    let rows = match tx.backend() {
+        Backend::Postgres => claim_rows(tx, &order).await?,
+        Backend::Sqlite => crate::batch_sqlite::claim_rows(tx, &order).await?,
+    };
+    let mut won: HashMap<i64, ClaimManyRow> = rows.into_iter().map(|r| (r.task_id, r)).collect();
+    let mut answers = Vec::with_capacity(claims.len());
+    for claim in claims {
+        let answer = match won.remove(&claim.task_id) {
+            Some(r) if r.agent == claim.agent => {
+                let attempt_id = r.row.attempt_id;
+                Some(
+                    claimed(
+                        tx,
+                        jobs,
+                        r.row,
+                        attempt_id,
+                        claim.task_id,
+                        claim.agent,
+                        claim.now,
+                    )
+                    .await?,
+                )
+            }
+            _ => None,
+        };
+        answers.push(answer);
+    }
+    Ok(answers)
+}
+
+/// The claims of `order` (sorted by task) in one statement: the
+/// conditional update, the attempts and the jobs that start.
+async fn claim_rows(tx: &mut Tx, order: &[&ClaimReq<'_>]) -> Result<Vec<ClaimManyRow>> {
     let ids: Vec<i64> = order.iter().map(|c| c.task_id).collect();
     let agents: Vec<&str> = order.iter().map(|c| c.agent).collect();
     let nows: Vec<i64> = order.iter().map(|c| c.now).collect();
@@ -101,35 +135,12 @@ pub(crate) async fn claim_many(
     .bind(&leases)
     .fetch_all(pg(tx)?)
     .await?;
-    let mut won: HashMap<i64, ClaimManyRow> = rows.into_iter().map(|r| (r.task_id, r)).collect();
-    let mut answers = Vec::with_capacity(claims.len());
-    for claim in claims {
-        let answer = match won.remove(&claim.task_id) {
-            Some(r) if r.agent == claim.agent => {
-                let attempt_id = r.row.attempt_id;
-                Some(
-                    claimed(
-                        tx,
-                        jobs,
-                        r.row,
-                        attempt_id,
-                        claim.task_id,
-                        claim.agent,
-                        claim.now,
-                    )
-                    .await?,
-                )
-            }
-            _ => None,
-        };
-        answers.push(answer);
-    }
-    Ok(answers)
+    Ok(rows)
 }
 
 /// A row of [`finish_many`]'s first statement: the attempt it ended.
 #[derive(sqlx::FromRow)]
-struct EndedManyRow {
+pub(crate) struct EndedManyRow {
     attempt_id: i64,
     #[sqlx(flatten)]
     ended: EndedRow,
@@ -156,45 +167,10 @@ pub(crate) async fn finish_many(
                 .transpose()?,
         );
     }
-    let ids: Vec<i64> = order.iter().map(|f| f.attempt_id).collect();
-    let outcomes: Vec<&str> = order.iter().map(|f| f.outcome.as_str()).collect();
-    let reasons: Vec<Option<&str>> = order.iter().map(|f| f.reason.as_deref()).collect();
-    let reason_data: Vec<Option<String>> = order
-        .iter()
-        .map(|f| f.reason_data.as_ref().map(ReasonData::to_json_text))
-        .collect();
-    let stages: Vec<Option<&str>> = order.iter().map(|f| f.stage.map(|s| s.as_str())).collect();
-    let nows: Vec<i64> = order.iter().map(|f| f.now).collect();
-    let by_agents: Vec<Option<&str>> = order.iter().map(|f| f.by_agent.as_deref()).collect();
-    let rows = sqlx::query_as::<_, EndedManyRow>(
-        "WITH f AS (
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                  $6::text[], $7::bigint[], $8::text[])
-                 AS f(attempt_id, outcome, reason, reason_data, results, stage, now, by_agent)
-         ), a AS (
-             UPDATE attempts SET outcome = f.outcome, reason = f.reason, reason_data = f.reason_data,
-                    results = COALESCE(f.results, attempts.results),
-                    stage = COALESCE(f.stage, attempts.stage), finished_at = f.now
-             FROM f
-             WHERE attempts.id = f.attempt_id AND attempts.outcome IS NULL
-               AND (f.by_agent IS NULL OR attempts.agent = f.by_agent)
-             RETURNING attempts.id, attempts.task_id, attempts.agent, attempts.started_at
-         )
-         SELECT a.id AS attempt_id, a.task_id, a.agent, a.started_at,
-                t.job_id, t.spec, t.test_failures, t.infra_failures, j.queue, t.priority,
-                t.current_attempt, t.state, t.task_key, j.state AS job_state, t.pinned_agent
-         FROM a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id",
-    )
-    .bind(&ids)
-    .bind(&outcomes)
-    .bind(&reasons)
-    .bind(&reason_data)
-    .bind(&results_json)
-    .bind(&stages)
-    .bind(&nows)
-    .bind(&by_agents)
-    .fetch_all(pg(tx)?)
-    .await?;
+    let rows = match tx.backend() {
+        Backend::Postgres => end_rows(tx, &order, &results_json).await?,
+        Backend::Sqlite => crate::batch_sqlite::end_rows(tx, &order, &results_json).await?,
+    };
     let mut ended: HashMap<i64, EndedManyRow> =
         rows.into_iter().map(|r| (r.attempt_id, r)).collect();
 
@@ -234,6 +210,55 @@ pub(crate) async fn finish_many(
     Ok(answers)
 }
 
+/// Ends the attempts of `order` (sorted) in one statement, returning each
+/// ended attempt with its task and job.
+async fn end_rows(
+    tx: &mut Tx,
+    order: &[&FinishArgs],
+    results_json: &[Option<String>],
+) -> Result<Vec<EndedManyRow>> {
+    let ids: Vec<i64> = order.iter().map(|f| f.attempt_id).collect();
+    let outcomes: Vec<&str> = order.iter().map(|f| f.outcome.as_str()).collect();
+    let reasons: Vec<Option<&str>> = order.iter().map(|f| f.reason.as_deref()).collect();
+    let reason_data: Vec<Option<String>> = order
+        .iter()
+        .map(|f| f.reason_data.as_ref().map(ReasonData::to_json_text))
+        .collect();
+    let stages: Vec<Option<&str>> = order.iter().map(|f| f.stage.map(|s| s.as_str())).collect();
+    let nows: Vec<i64> = order.iter().map(|f| f.now).collect();
+    let by_agents: Vec<Option<&str>> = order.iter().map(|f| f.by_agent.as_deref()).collect();
+    let rows = sqlx::query_as::<_, EndedManyRow>(
+        "WITH f AS (
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::text[], $7::bigint[], $8::text[])
+                 AS f(attempt_id, outcome, reason, reason_data, results, stage, now, by_agent)
+         ), a AS (
+             UPDATE attempts SET outcome = f.outcome, reason = f.reason, reason_data = f.reason_data,
+                    results = COALESCE(f.results, attempts.results),
+                    stage = COALESCE(f.stage, attempts.stage), finished_at = f.now
+             FROM f
+             WHERE attempts.id = f.attempt_id AND attempts.outcome IS NULL
+               AND (f.by_agent IS NULL OR attempts.agent = f.by_agent)
+             RETURNING attempts.id, attempts.task_id, attempts.agent, attempts.started_at
+         )
+         SELECT a.id AS attempt_id, a.task_id, a.agent, a.started_at,
+                t.job_id, t.spec, t.test_failures, t.infra_failures, j.queue, t.priority,
+                t.current_attempt, t.state, t.task_key, j.state AS job_state, t.pinned_agent
+         FROM a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id",
+    )
+    .bind(&ids)
+    .bind(&outcomes)
+    .bind(&reasons)
+    .bind(&reason_data)
+    .bind(results_json)
+    .bind(&stages)
+    .bind(&nows)
+    .bind(&by_agents)
+    .fetch_all(pg(tx)?)
+    .await?;
+    Ok(rows)
+}
+
 /// Runs the fenced task updates of `changes`: one statement for the tasks
 /// that finish, one for those re-queued (each only when there are some);
 /// returns the (task, attempt) pairs that moved.
@@ -249,6 +274,15 @@ async fn move_tasks(tx: &mut Tx, changes: &[&TaskChange]) -> Result<HashSet<(i64
     finished.sort_by_key(|c| c.task_id);
     requeued.sort_by_key(|c| c.task_id);
     let mut moved = HashSet::new();
+    if tx.backend() == Backend::Sqlite {
+        if !finished.is_empty() {
+            moved.extend(crate::batch_sqlite::finish_tasks(tx, &finished).await?);
+        }
+        if !requeued.is_empty() {
+            moved.extend(crate::batch_sqlite::requeue_tasks(tx, &requeued).await?);
+        }
+        return Ok(moved);
+    }
     if !finished.is_empty() {
         let states: Vec<&str> = finished
             .iter()
@@ -337,9 +371,9 @@ async fn move_tasks(tx: &mut Tx, changes: &[&TaskChange]) -> Result<HashSet<(i64
 }
 
 /// Adds the runs' durations to their keys' histories (the newest 50 are
-/// kept) in two statements: the rows are read and locked in key order, the
-/// new summaries written in one upsert. Returns each key's new mean. Same
-/// meaning as `attempts::record_runtime` once per key.
+/// kept) in two statements: the rows are read (on PostgreSQL locked, in key
+/// order), the new summaries written in one upsert. Returns each key's new
+/// mean.
 pub(crate) async fn record_runtimes(
     tx: &mut Tx,
     runs: &[(String, Vec<i64>)],
@@ -347,13 +381,18 @@ pub(crate) async fn record_runtimes(
     let keys: Vec<&str> = runs.iter().map(|(k, _)| k.as_str()).collect();
     // Locked until the commit, so two coordinators finishing runs of one
     // key do not lose a duration.
-    let stored = sqlx::query_as::<_, (String, String)>(
-        "SELECT task_key, recent FROM task_stats WHERE task_key = ANY($1::text[])
-         ORDER BY task_key FOR UPDATE",
-    )
-    .bind(&keys)
-    .fetch_all(pg(tx)?)
-    .await?;
+    let stored = match tx.backend() {
+        Backend::Postgres => {
+            sqlx::query_as::<_, (String, String)>(
+                "SELECT task_key, recent FROM task_stats WHERE task_key = ANY($1::text[])
+                 ORDER BY task_key FOR UPDATE",
+            )
+            .bind(&keys)
+            .fetch_all(pg(tx)?)
+            .await?
+        }
+        Backend::Sqlite => crate::batch_sqlite::read_runtimes(tx, &keys).await?,
+    };
     let stored: HashMap<String, String> = stored.into_iter().collect();
     let mut means = HashMap::with_capacity(runs.len());
     let (mut mean_col, mut p95_col, mut recent_col) = (Vec::new(), Vec::new(), Vec::new());
@@ -363,6 +402,17 @@ pub(crate) async fn record_runtimes(
         mean_col.push(mean);
         p95_col.push(p95);
         recent_col.push(recent);
+    }
+    if tx.backend() == Backend::Sqlite {
+        let rows: Vec<_> = keys
+            .iter()
+            .zip(&mean_col)
+            .zip(&p95_col)
+            .zip(&recent_col)
+            .map(|(((k, m), p), r)| (*k, *m, *p, r.as_str()))
+            .collect();
+        crate::batch_sqlite::write_runtimes(tx, &rows).await?;
+        return Ok(means);
     }
     sqlx::query(
         "INSERT INTO task_stats (task_key, runs, mean_ms, p95_ms, recent)

@@ -197,6 +197,15 @@ impl Tx {
         }
     }
 
+    /// The transaction's connection on SQLite, for statements only SQLite
+    /// runs (`json_each`); `None` on PostgreSQL.
+    pub(crate) fn sqlite(&mut self) -> Option<&mut sqlx::sqlite::SqliteConnection> {
+        match self {
+            Tx::Sqlite(t) => Some(&mut **t),
+            Tx::Postgres(_) => None,
+        }
+    }
+
     pub(crate) async fn commit(self) -> Result<()> {
         match self {
             Tx::Sqlite(t) => t.commit().await?,

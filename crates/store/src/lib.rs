@@ -12,6 +12,7 @@ mod artifacts;
 mod attempts;
 mod batch;
 mod batch_pg;
+mod batch_sqlite;
 mod bots;
 mod cluster;
 mod copy;
