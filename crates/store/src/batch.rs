@@ -49,6 +49,10 @@ const POSTGRES_WRITERS: usize = 2;
 /// coordinator alone ran about as fast with one, two or four.
 const SHARED_POSTGRES_WRITERS: usize = 1;
 
+/// Most test cases a batch's finishes may report for the batch to run
+/// grouped on SQLite (`groups_well`).
+const SQLITE_GROUPED_CASES: usize = 1_000;
+
 /// Most job specs kept parsed.
 const MAX_CACHED_JOBS: usize = 256;
 
@@ -435,7 +439,7 @@ async fn run_together(
     batch: &[(WriteOp, Reply)],
 ) -> Result<Vec<WriteDone>> {
     let mut tx = pool.begin().await?;
-    let mut done = if each_target_once(batch) {
+    let mut done = if each_target_once(batch) && groups_well(tx.backend(), batch) {
         apply_grouped(&mut tx, jobs, batch).await?
     } else {
         let mut done = Vec::with_capacity(batch.len());
@@ -472,8 +476,30 @@ fn each_target_once(batch: &[(WriteOp, Reply)]) -> bool {
     })
 }
 
-/// The batch's writes on PostgreSQL, grouped: its claims (one statement),
-/// then its finishes (a few statements for all of them), answered in the
+/// Whether `batch` runs faster grouped on `backend`. On SQLite a grouped
+/// finish's results travel inside the batch's one JSON array, copied in and
+/// parsed out again; for large reports that costs more than the hand-offs
+/// it saves, and every claim of the batch would wait for it.
+fn groups_well(backend: Backend, batch: &[(WriteOp, Reply)]) -> bool {
+    backend == Backend::Postgres
+        || batch
+            .iter()
+            .map(|(op, _)| match op {
+                WriteOp::Finish(args) => args.results.as_deref().map_or(0, |results| {
+                    results
+                        .iter()
+                        .flat_map(|r| &r.suites)
+                        .map(|s| s.cases.len())
+                        .sum()
+                }),
+                WriteOp::Claim { .. } => 0,
+            })
+            .sum::<usize>()
+            <= SQLITE_GROUPED_CASES
+}
+
+/// The batch's writes, grouped: its claims (one statement; three on
+/// SQLite), then its finishes (a few statements for all of them), answered in the
 /// batch's order. Claims go first so that every answer still holds at the
 /// commit: a task a finish of this batch re-queues is answered `Requeued`
 /// and is queued when the coordinator hears it (a claim of it in the same
@@ -575,7 +601,47 @@ mod tests {
 
     use tokio::sync::watch;
 
-    use super::wait_turn;
+    use testfleet_core::AttemptOutcome;
+    use testfleet_wire::results::{Case, Results, Suite};
+
+    use super::{Backend, FinishArgs, SQLITE_GROUPED_CASES, WriteOp, groups_well, wait_turn};
+
+    fn finish_with_cases(cases: usize) -> WriteOp {
+        let suite = Suite {
+            cases: (0..cases)
+                .map(|i| Case::new(format!("c{i}"), None))
+                .collect(),
+            ..Suite::default()
+        };
+        WriteOp::Finish(FinishArgs {
+            attempt_id: 1,
+            by_agent: None,
+            outcome: AttemptOutcome::Passed,
+            reason: None,
+            reason_data: None,
+            results: Some(vec![Results {
+                suites: vec![suite],
+                ..Results::default()
+            }]),
+            stage: None,
+            now: 0,
+        })
+    }
+
+    #[test]
+    fn a_sqlite_batch_with_a_large_report_runs_one_write_at_a_time() {
+        let batch = |cases: &[usize]| {
+            cases
+                .iter()
+                .map(|&n| (finish_with_cases(n), tokio::sync::oneshot::channel().0))
+                .collect::<Vec<_>>()
+        };
+        let small = batch(&[10, 20, 0]);
+        assert!(groups_well(Backend::Sqlite, &small));
+        let large = batch(&[10, SQLITE_GROUPED_CASES]);
+        assert!(!groups_well(Backend::Sqlite, &large));
+        assert!(groups_well(Backend::Postgres, &large));
+    }
 
     #[tokio::test]
     async fn a_writer_beyond_the_allowed_number_waits_its_turn() {
