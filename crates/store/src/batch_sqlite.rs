@@ -58,10 +58,7 @@ struct AttemptIn<'a> {
 /// Claims the tasks of `order` (distinct task ids, sorted): the
 /// conditional update, then the won claims' attempts and the jobs that
 /// start, three statements in all.
-pub(crate) async fn claim_rows(
-    tx: &mut Tx,
-    order: &[&ClaimReq<'_>],
-) -> Result<Vec<ClaimManyRow>> {
+pub(crate) async fn claim_rows(tx: &mut Tx, order: &[&ClaimReq<'_>]) -> Result<Vec<ClaimManyRow>> {
     let input: Vec<ClaimIn> = order
         .iter()
         .map(|c| ClaimIn {
@@ -228,10 +225,7 @@ struct RequeueIn<'a> {
 
 /// Moves on the tasks `finished` ends (sorted by task id) in one
 /// statement; returns the (task, attempt) pairs that moved.
-pub(crate) async fn finish_tasks(
-    tx: &mut Tx,
-    finished: &[&TaskChange],
-) -> Result<Vec<(i64, i64)>> {
+pub(crate) async fn finish_tasks(tx: &mut Tx, finished: &[&TaskChange]) -> Result<Vec<(i64, i64)>> {
     let input: Vec<FinishIn> = finished
         .iter()
         .filter_map(|c| match c.kind {
