@@ -24,6 +24,45 @@ use crate::ops::{
 use crate::views::jobs;
 use crate::{Result, StoreError};
 
+/// What a SQLite claim's conditional update returns besides the task's own
+/// columns: its job and the key's history, through subqueries (RETURNING
+/// may name only the updated table). Shared by the claim alone and the
+/// grouped claims (`batch_sqlite`).
+macro_rules! sqlite_claim_returning {
+    () => {
+        "
+                   (SELECT j.state FROM jobs j WHERE j.id = tasks.job_id) AS job_state,
+                   (SELECT j.created_at FROM jobs j WHERE j.id = tasks.job_id) AS created_at,
+                   (SELECT j.queue FROM jobs j WHERE j.id = tasks.job_id) AS queue,
+                   (SELECT s.runs FROM task_stats s WHERE s.task_key = tasks.task_key) AS runs,
+                   (SELECT s.mean_ms FROM task_stats s WHERE s.task_key = tasks.task_key) AS mean_ms,
+                   (SELECT s.p95_ms FROM task_stats s WHERE s.task_key = tasks.task_key) AS p95_ms,
+                   current_attempt AS attempt_id"
+    };
+}
+pub(crate) use sqlite_claim_returning;
+
+/// What a SQLite finish's conditional update returns besides the attempt's
+/// own columns: its task and job, through subqueries. Shared by the finish
+/// alone and the grouped finishes (`batch_sqlite`).
+macro_rules! sqlite_ended_returning {
+    () => {
+        "
+                   (SELECT t.job_id FROM tasks t WHERE t.id = attempts.task_id) AS job_id,
+                   (SELECT t.spec FROM tasks t WHERE t.id = attempts.task_id) AS spec,
+                   (SELECT t.test_failures FROM tasks t WHERE t.id = attempts.task_id) AS test_failures,
+                   (SELECT t.infra_failures FROM tasks t WHERE t.id = attempts.task_id) AS infra_failures,
+                   (SELECT j.queue FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = attempts.task_id) AS queue,
+                   (SELECT t.priority FROM tasks t WHERE t.id = attempts.task_id) AS priority,
+                   (SELECT t.current_attempt FROM tasks t WHERE t.id = attempts.task_id) AS current_attempt,
+                   (SELECT t.state FROM tasks t WHERE t.id = attempts.task_id) AS state,
+                   (SELECT t.task_key FROM tasks t WHERE t.id = attempts.task_id) AS task_key,
+                   (SELECT j.state FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = attempts.task_id) AS job_state,
+                   (SELECT t.pinned_agent FROM tasks t WHERE t.id = attempts.task_id) AS pinned_agent"
+    };
+}
+pub(crate) use sqlite_ended_returning;
+
 /// How many recent durations a task key keeps.
 const HISTORY: usize = 50;
 
@@ -61,19 +100,12 @@ async fn claim_sqlite(
     // The conditional update is the claim: only one writer can move the task
     // out of `queued`. Its RETURNING brings the job's state and the key's
     // history.
-    let Some(row) = on_tx!(tx, c => sqlx::query_as::<_, ClaimRow>(
+    let Some(row) = on_tx!(tx, c => sqlx::query_as::<_, ClaimRow>(concat!(
         "UPDATE tasks SET state = 'running', stage = 'new', agent = $2, attempts = attempts + 1,
                 detail_message = NULL, updated_at = $3,
                 current_attempt = (SELECT COALESCE(MAX(a.id), 0) + 1 FROM attempts a)
          WHERE id = $1 AND state = 'queued'
-         RETURNING job_id, name, spec, attempts, task_key,
-                   (SELECT j.state FROM jobs j WHERE j.id = tasks.job_id) AS job_state,
-                   (SELECT j.created_at FROM jobs j WHERE j.id = tasks.job_id) AS created_at,
-                   (SELECT j.queue FROM jobs j WHERE j.id = tasks.job_id) AS queue,
-                   (SELECT s.runs FROM task_stats s WHERE s.task_key = tasks.task_key) AS runs,
-                   (SELECT s.mean_ms FROM task_stats s WHERE s.task_key = tasks.task_key) AS mean_ms,
-                   (SELECT s.p95_ms FROM task_stats s WHERE s.task_key = tasks.task_key) AS p95_ms,
-                   current_attempt AS attempt_id",
+         RETURNING job_id, name, spec, attempts, task_key,", sqlite_claim_returning!()),
     )
     .bind(task_id)
     .bind(agent)
@@ -494,22 +526,11 @@ async fn end_attempt_sqlite(
     // The conditional update is the fence: an attempt ends once, and only
     // the agent that runs it may end it. Its RETURNING brings the task and
     // the job (one statement: each one is a hand-off to SQLite's thread).
-    let row = on_tx!(tx, c => sqlx::query_as::<_, EndedTaskRow>(
+    let row = on_tx!(tx, c => sqlx::query_as::<_, EndedTaskRow>(concat!(
         "UPDATE attempts SET outcome = $1, reason = $2, reason_data = $3, results = COALESCE($4, results),
                 stage = COALESCE($5, stage), finished_at = $6
          WHERE id = $7 AND outcome IS NULL AND ($8 IS NULL OR agent = $8)
-         RETURNING task_id, agent, started_at,
-                   (SELECT t.job_id FROM tasks t WHERE t.id = attempts.task_id) AS job_id,
-                   (SELECT t.spec FROM tasks t WHERE t.id = attempts.task_id) AS spec,
-                   (SELECT t.test_failures FROM tasks t WHERE t.id = attempts.task_id) AS test_failures,
-                   (SELECT t.infra_failures FROM tasks t WHERE t.id = attempts.task_id) AS infra_failures,
-                   (SELECT j.queue FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = attempts.task_id) AS queue,
-                   (SELECT t.priority FROM tasks t WHERE t.id = attempts.task_id) AS priority,
-                   (SELECT t.current_attempt FROM tasks t WHERE t.id = attempts.task_id) AS current_attempt,
-                   (SELECT t.state FROM tasks t WHERE t.id = attempts.task_id) AS state,
-                   (SELECT t.task_key FROM tasks t WHERE t.id = attempts.task_id) AS task_key,
-                   (SELECT j.state FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = attempts.task_id) AS job_state,
-                   (SELECT t.pinned_agent FROM tasks t WHERE t.id = attempts.task_id) AS pinned_agent",
+         RETURNING task_id, agent, started_at,", sqlite_ended_returning!()),
     )
     .bind(args.outcome.as_str())
     .bind(args.reason.as_deref())

@@ -67,7 +67,7 @@ pub(crate) async fn claim_rows(tx: &mut Tx, order: &[&ClaimReq<'_>]) -> Result<V
             now: c.now,
         })
         .collect();
-    let rows = sqlx::query_as::<_, ClaimManyRow>(
+    let rows = sqlx::query_as::<_, ClaimManyRow>(concat!(
         "UPDATE tasks SET state = 'running', stage = 'new', agent = c.agent,
                 attempts = tasks.attempts + 1, detail_message = NULL, updated_at = c.now,
                 current_attempt = (SELECT COALESCE(MAX(a.id), 0) FROM attempts a) + c.idx + 1
@@ -75,15 +75,9 @@ pub(crate) async fn claim_rows(tx: &mut Tx, order: &[&ClaimReq<'_>]) -> Result<V
                       value ->> 'now' AS now
                FROM json_each($1)) AS c
          WHERE tasks.id = c.task_id AND +tasks.state = 'queued'
-         RETURNING id AS task_id, agent, job_id, name, spec, attempts, task_key,
-                   (SELECT j.state FROM jobs j WHERE j.id = tasks.job_id) AS job_state,
-                   (SELECT j.created_at FROM jobs j WHERE j.id = tasks.job_id) AS created_at,
-                   (SELECT j.queue FROM jobs j WHERE j.id = tasks.job_id) AS queue,
-                   (SELECT s.runs FROM task_stats s WHERE s.task_key = tasks.task_key) AS runs,
-                   (SELECT s.mean_ms FROM task_stats s WHERE s.task_key = tasks.task_key) AS mean_ms,
-                   (SELECT s.p95_ms FROM task_stats s WHERE s.task_key = tasks.task_key) AS p95_ms,
-                   current_attempt AS attempt_id",
-    )
+         RETURNING id AS task_id, agent, job_id, name, spec, attempts, task_key,",
+        crate::attempts::sqlite_claim_returning!()
+    ))
     .bind(serde_json::to_string(&input)?)
     .fetch_all(lite(tx)?)
     .await?;
@@ -168,7 +162,7 @@ pub(crate) async fn end_rows(
             by_agent: f.by_agent.as_deref(),
         })
         .collect();
-    Ok(sqlx::query_as::<_, EndedManyRow>(
+    Ok(sqlx::query_as::<_, EndedManyRow>(concat!(
         "UPDATE attempts SET outcome = f.outcome, reason = f.reason, reason_data = f.reason_data,
                 results = COALESCE(f.results, attempts.results),
                 stage = COALESCE(f.stage, attempts.stage), finished_at = f.now
@@ -179,19 +173,9 @@ pub(crate) async fn end_rows(
                FROM json_each($1)) AS f
          WHERE attempts.id = f.attempt_id AND attempts.outcome IS NULL
            AND (f.by_agent IS NULL OR attempts.agent = f.by_agent)
-         RETURNING id AS attempt_id, task_id, agent, started_at,
-                   (SELECT t.job_id FROM tasks t WHERE t.id = attempts.task_id) AS job_id,
-                   (SELECT t.spec FROM tasks t WHERE t.id = attempts.task_id) AS spec,
-                   (SELECT t.test_failures FROM tasks t WHERE t.id = attempts.task_id) AS test_failures,
-                   (SELECT t.infra_failures FROM tasks t WHERE t.id = attempts.task_id) AS infra_failures,
-                   (SELECT j.queue FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = attempts.task_id) AS queue,
-                   (SELECT t.priority FROM tasks t WHERE t.id = attempts.task_id) AS priority,
-                   (SELECT t.current_attempt FROM tasks t WHERE t.id = attempts.task_id) AS current_attempt,
-                   (SELECT t.state FROM tasks t WHERE t.id = attempts.task_id) AS state,
-                   (SELECT t.task_key FROM tasks t WHERE t.id = attempts.task_id) AS task_key,
-                   (SELECT j.state FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = attempts.task_id) AS job_state,
-                   (SELECT t.pinned_agent FROM tasks t WHERE t.id = attempts.task_id) AS pinned_agent",
-    )
+         RETURNING id AS attempt_id, task_id, agent, started_at,",
+        crate::attempts::sqlite_ended_returning!()
+    ))
     .bind(serde_json::to_string(&input)?)
     .fetch_all(lite(tx)?)
     .await?)
