@@ -485,13 +485,12 @@ fn groups_well(backend: Backend, batch: &[(WriteOp, Reply)]) -> bool {
         || batch
             .iter()
             .map(|(op, _)| match op {
-                WriteOp::Finish(args) => args.results.as_deref().map_or(0, |results| {
-                    results
-                        .iter()
-                        .flat_map(|r| &r.suites)
-                        .map(|s| s.cases.len())
-                        .sum()
-                }),
+                WriteOp::Finish(args) => args
+                    .results
+                    .iter()
+                    .flatten()
+                    .map(|r| r.cases().count())
+                    .sum(),
                 WriteOp::Claim { .. } => 0,
             })
             .sum::<usize>()

@@ -87,12 +87,14 @@ pub(crate) async fn claim_rows(tx: &mut Tx, order: &[&ClaimReq<'_>]) -> Result<V
     let mut attempts = Vec::with_capacity(rows.len());
     let mut starting = Vec::new();
     for r in &rows {
-        let Some(req) = order.iter().find(|c| c.task_id == r.task_id) else {
+        // `order` is sorted by task id.
+        let Ok(at) = order.binary_search_by_key(&r.task_id, |c| c.task_id) else {
             return Err(StoreError::Corrupt(format!(
                 "a grouped claim returned task {} it did not ask for",
                 r.task_id
             )));
         };
+        let req = order[at];
         attempts.push(AttemptIn {
             id: r.row.attempt_id,
             task_id: r.task_id,
