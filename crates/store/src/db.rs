@@ -224,35 +224,16 @@ pub(crate) struct Pools {
     pub reader: Pool,
 }
 
-/// A PostgreSQL pool whose connections plan each statement for its
-/// parameters (`plan_cache_mode = force_custom_plan`).
-///
-/// sqlx prepares every statement once per connection, and after five runs
-/// PostgreSQL may keep one generic plan for it, made from the table sizes
-/// of that moment. A coordinator on a new database makes those plans while
-/// its tables are nearly empty, where a sequential scan is cheapest, and
-/// keeps them as the tables grow: `task_stats WHERE task_key = ANY($1)`
-/// and `jobs WHERE id = $1` were scanned whole thousands of times in a
-/// 40,000-task bench, and PostgreSQL's CPU went to that (half the no-op
-/// tasks/s). Planning each run costs a few tens of microseconds per
-/// statement, and the hot writes are batches (docs/performance.md).
-/// A server that does not know the setting (before PostgreSQL 12) keeps
-/// its default, with a warning.
+/// A PostgreSQL pool. Its connections keep PostgreSQL's default plan
+/// cache mode: a prepared statement is planned for its parameters a few
+/// times, then runs one generic plan, remade whenever the tables'
+/// statistics change. `planner_stats` keeps those statistics current while
+/// a young database grows (plans made on its empty tables scanned
+/// `task_stats` and `jobs` whole; docs/performance.md).
 fn pg_pool() -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(30))
-        .after_connect(|conn, _| {
-            Box::pin(async move {
-                if let Err(e) = sqlx::query("SET plan_cache_mode = force_custom_plan")
-                    .execute(&mut *conn)
-                    .await
-                {
-                    tracing::warn!("PostgreSQL keeps its own plan cache mode: {e}");
-                }
-                Ok(())
-            })
-        })
 }
 
 /// Opens the pools and brings the schema up to date (versioned migrations
@@ -305,6 +286,7 @@ pub(crate) async fn connect(url: &DatabaseUrl) -> Result<Pools> {
             // advisory lock, so one migrates and the others wait.
             sqlx::migrate!("./migrations/postgres").run(&writer).await?;
             let reader = pg_pool().connect_with(options).await?;
+            crate::planner_stats::spawn(reader.clone());
             Ok(Pools {
                 writer: Pool::Postgres(writer),
                 reader: Pool::Postgres(reader),

@@ -22,6 +22,7 @@ mod events_batch;
 mod finished_jobs;
 mod ops;
 mod outbox;
+mod planner_stats;
 mod progress;
 mod rdb_view;
 mod resultsdb;

@@ -50,6 +50,7 @@ mod job_list;
 mod jobs;
 mod logs;
 mod outbox;
+mod planner_stats;
 mod resultsdb;
 mod retry;
 mod security;

@@ -1,0 +1,85 @@
+//! Planner statistics of a young PostgreSQL database, kept current.
+//!
+//! The store's PostgreSQL connections let the server keep one generic plan
+//! per prepared statement (its default `plan_cache_mode`), so a hot
+//! statement is planned a few times per connection rather than at every
+//! run. A generic plan is made from the tables' statistics of the moment,
+//! and made again whenever `ANALYZE` changes them. autovacuum analyses a
+//! table once a tenth of it changed, but looks only once a minute: on a
+//! new database, whose tables grow from nothing within that minute, plans
+//! made on empty tables (sequential scans) would be kept while the tables
+//! grow by tens of thousands of rows.
+//!
+//! So each PostgreSQL store looks at its hot tables' change counters once
+//! a second (`pg_stat_user_tables`, read from the server's memory) and
+//! analyses a table once the rows changed since its last analysis reach
+//! half its live rows, and at least [`MIN_CHANGES`]. A large table that
+//! grows by a steady fraction is left to autovacuum. `SKIP_LOCKED` lets
+//! coordinators sharing the database skip a table another one analyses.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+/// Tables whose hot statements' plans depend on their size.
+const HOT_TABLES: &[&str] = &["jobs", "tasks", "attempts", "task_stats", "work_log"];
+
+/// Changes below this never call for an analysis.
+const MIN_CHANGES: i64 = 1_000;
+
+/// How often the counters are read.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// Starts the keeper; it ends with the pool.
+pub(crate) fn spawn(pool: PgPool) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if pool.is_closed() {
+                return;
+            }
+            if let Err(e) = analyse_grown(&pool).await {
+                if pool.is_closed() {
+                    return;
+                }
+                tracing::warn!("could not bring the planner's statistics up to date: {e}");
+            }
+        }
+    });
+}
+
+/// The hot tables that changed enough since their last analysis.
+pub(crate) async fn grown_tables(pool: &PgPool) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT relname::text FROM pg_stat_user_tables
+         WHERE schemaname = current_schema() AND relname = ANY($1)
+           AND n_mod_since_analyze >= GREATEST($2, n_live_tup / 2)
+         ORDER BY relname",
+    )
+    .bind(HOT_TABLES)
+    .bind(MIN_CHANGES)
+    .fetch_all(pool)
+    .await
+}
+
+/// Analyses the hot tables that grew; returns them.
+pub(crate) async fn analyse_grown(pool: &PgPool) -> sqlx::Result<Vec<String>> {
+    let grown = grown_tables(pool).await?;
+    if grown.is_empty() {
+        return Ok(grown);
+    }
+    // The names come from `HOT_TABLES` through the catalog; quoted anyway.
+    let list = grown
+        .iter()
+        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let started = std::time::Instant::now();
+    sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE (SKIP_LOCKED) {list}")))
+        .execute(pool)
+        .await?;
+    tracing::debug!(tables = %list, took = ?started.elapsed(), "analysed grown tables");
+    Ok(grown)
+}

@@ -1,0 +1,49 @@
+//! A young PostgreSQL database's planner statistics follow its growth: the
+//! store analyses a hot table within seconds of its growing, rather than
+//! leaving it to autovacuum's once-a-minute look (plans made on empty
+//! tables would otherwise be kept as they grow).
+
+use std::time::{Duration, Instant};
+
+use crate::fixture::PgDatabase;
+use crate::support::{simple_job, submit};
+
+/// What PostgreSQL's planner believes `table` holds (-1: never analysed).
+async fn planner_rows(pool: &sqlx::PgPool, table: &str) -> f32 {
+    sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE relname = $1 AND relkind = 'r'")
+        .bind(table)
+        .fetch_one(pool)
+        .await
+        .expect("reading pg_class")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_growing_tasks_table_is_analysed_within_seconds() {
+    let Some(db) = PgDatabase::create().await else {
+        return;
+    };
+    let store = db.store().await;
+    let pool = db.pool().await;
+    // Only the store may analyse: autovacuum is off for the table.
+    sqlx::query("ALTER TABLE tasks SET (autovacuum_enabled = false)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let before = planner_rows(&pool, "tasks").await;
+    assert!(before < 1.0, "a new table has no statistics yet: {before}");
+
+    submit(&store, &simple_job("grow", 1_500, 0, 0), 1_000).await;
+
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut rows = planner_rows(&pool, "tasks").await;
+    while rows < 1_500.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        rows = planner_rows(&pool, "tasks").await;
+    }
+    assert_eq!(
+        rows, 1_500.0,
+        "the tasks table grew by 1,500 rows; the planner still believes {rows}"
+    );
+    store.close().await;
+    pool.close().await;
+}
