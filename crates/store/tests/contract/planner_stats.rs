@@ -47,12 +47,11 @@ async fn postgres_a_growing_tasks_table_is_analysed_within_seconds() {
     // The analysis reset the table's change counter: the table is not
     // analysed again until it grows again.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let analyses: i64 = sqlx::query_scalar(
-        "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'tasks'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let analyses: i64 =
+        sqlx::query_scalar("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'tasks'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(analyses, 1, "the grown table is analysed once");
     store.close().await;
     pool.close().await;
