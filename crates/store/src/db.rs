@@ -286,7 +286,6 @@ pub(crate) async fn connect(url: &DatabaseUrl) -> Result<Pools> {
             // advisory lock, so one migrates and the others wait.
             sqlx::migrate!("./migrations/postgres").run(&writer).await?;
             let reader = pg_pool().connect_with(options).await?;
-            crate::planner_stats::spawn(reader.clone());
             Ok(Pools {
                 writer: Pool::Postgres(writer),
                 reader: Pool::Postgres(reader),

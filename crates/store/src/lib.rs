@@ -222,6 +222,9 @@ pub struct Store {
     events: events_batch::EventBatcher,
     /// How long a new attempt's lease runs (ms); see [`Store::set_lease`].
     lease_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Keeps a young PostgreSQL database's planner statistics current
+    /// (`planner_stats`) while any handle of this store lives.
+    _planner: Option<std::sync::Arc<planner_stats::Keeper>>,
     /// Held while this process maps outbox events into the ResultsDB view
     /// (`outbox`): on SQLite an event is mapped in several transactions.
     materializing: std::sync::Arc<tokio::sync::Mutex<()>>,
@@ -241,7 +244,14 @@ impl Store {
         let batcher = batch::Batcher::spawn(writer.clone());
         let events = events_batch::EventBatcher::spawn(writer.clone());
         let agent_writes = agent_writes::AgentWriter::spawn(writer.clone());
+        let planner = match &reader {
+            db::Pool::Postgres(pool) => {
+                Some(std::sync::Arc::new(planner_stats::spawn(pool.clone())))
+            }
+            db::Pool::Sqlite(_) => None,
+        };
         Ok(Store {
+            _planner: planner,
             writer,
             reader,
             progress,

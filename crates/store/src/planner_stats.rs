@@ -26,6 +26,7 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
+use tokio::sync::oneshot;
 
 /// Tables whose hot statements' plans depend on their size.
 const HOT_TABLES: &[&str] = &["attempts", "jobs", "task_stats", "tasks"];
@@ -36,24 +37,40 @@ const MIN_CHANGES: i64 = 1_000;
 /// How often the counters are read.
 const EVERY: Duration = Duration::from_secs(1);
 
-/// Starts the keeper; it ends with the pool.
-pub(crate) fn spawn(pool: PgPool) {
+/// The running keeper; it stops when this is dropped (with the last handle
+/// of its store).
+#[derive(Debug)]
+pub(crate) struct Keeper {
+    _stop: oneshot::Sender<()>,
+}
+
+/// Starts the keeper on `pool`.
+pub(crate) fn spawn(pool: PgPool) -> Keeper {
+    let (stop, mut stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Warned once per run of failures (the server may be down a while).
+        let mut failing = false;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = &mut stopped => return,
+            }
             if pool.is_closed() {
                 return;
             }
-            if let Err(e) = analyse_grown(&pool).await {
-                if pool.is_closed() {
-                    return;
+            match analyse_grown(&pool).await {
+                Ok(_) => failing = false,
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!("could not bring the planner's statistics up to date: {e}");
                 }
-                tracing::warn!("could not bring the planner's statistics up to date: {e}");
+                Err(e) => tracing::debug!("planner statistics still not updated: {e}"),
             }
         }
     });
+    Keeper { _stop: stop }
 }
 
 /// The hot tables that changed enough since their last analysis.

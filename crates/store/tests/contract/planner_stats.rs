@@ -56,3 +56,44 @@ async fn postgres_a_growing_tasks_table_is_analysed_within_seconds() {
     store.close().await;
     pool.close().await;
 }
+
+/// Connections of this database other than `pool`'s own.
+async fn other_connections(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("reading pg_stat_activity")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_the_keeper_goes_with_the_last_handle_of_its_store() {
+    let Some(db) = PgDatabase::create().await else {
+        return;
+    };
+    let pool = sqlx::pool::PoolOptions::<sqlx::Postgres>::new()
+        .max_connections(1)
+        .connect(db.postgres_url())
+        .await
+        .unwrap();
+    let store = db.store().await;
+    let copy = store.clone();
+    drop(store);
+    // Let the keeper read the counters once, on a connection of its own.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(other_connections(&pool).await > 0, "the store is connected");
+    drop(copy);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut left = other_connections(&pool).await;
+    while left > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        left = other_connections(&pool).await;
+    }
+    assert_eq!(
+        left, 0,
+        "a dropped store leaves no connection behind (its planner keeper included)"
+    );
+    pool.close().await;
+}
