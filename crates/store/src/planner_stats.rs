@@ -48,7 +48,9 @@ pub(crate) struct Keeper {
 pub(crate) fn spawn(pool: PgPool) -> Keeper {
     let (stop, mut stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(EVERY);
+        // The first look a second after the store opens: a short-lived store
+        // (an admin command) never reads the counters.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Warned once per run of failures (the server may be down a while).
         let mut failing = false;
@@ -61,7 +63,7 @@ pub(crate) fn spawn(pool: PgPool) -> Keeper {
                 return;
             }
             match analyse_grown(&pool).await {
-                Ok(_) => failing = false,
+                Ok(()) => failing = false,
                 Err(e) if !failing => {
                     failing = true;
                     tracing::warn!("could not bring the planner's statistics up to date: {e}");
@@ -74,7 +76,7 @@ pub(crate) fn spawn(pool: PgPool) -> Keeper {
 }
 
 /// The hot tables that changed enough since their last analysis.
-pub(crate) async fn grown_tables(pool: &PgPool) -> sqlx::Result<Vec<String>> {
+async fn grown_tables(pool: &PgPool) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(
         "SELECT relname::text FROM pg_stat_user_tables
          WHERE schemaname = current_schema() AND relname = ANY($1)
@@ -87,11 +89,11 @@ pub(crate) async fn grown_tables(pool: &PgPool) -> sqlx::Result<Vec<String>> {
     .await
 }
 
-/// Analyses the hot tables that grew; returns them.
-pub(crate) async fn analyse_grown(pool: &PgPool) -> sqlx::Result<Vec<String>> {
+/// Analyses the hot tables that grew.
+async fn analyse_grown(pool: &PgPool) -> sqlx::Result<()> {
     let grown = grown_tables(pool).await?;
     if grown.is_empty() {
-        return Ok(grown);
+        return Ok(());
     }
     // Names from `HOT_TABLES`, as the catalog gave them back.
     let list = HOT_TABLES
@@ -105,5 +107,5 @@ pub(crate) async fn analyse_grown(pool: &PgPool) -> sqlx::Result<Vec<String>> {
         .execute(pool)
         .await?;
     tracing::debug!(tables = %list, took = ?started.elapsed(), "analysed grown tables");
-    Ok(grown)
+    Ok(())
 }
