@@ -391,9 +391,12 @@ async fn retry_reruns_failed_tasks_until_the_job_passes() {
         text(&out.stderr)
     );
 
-    // A running job is not retried whole; one failed task of it is.
+    // A running job is not retried whole; one failed task of it is. The
+    // retry avoids the agent where it failed while the other one fits, so
+    // it runs when `slow` ends there (SPEC §5): `slow` lasts long enough for
+    // the refusal below, and well under `wait_job`'s deadline.
     let busy = api
-        .submit("name = \"busy\"\n[[task]]\nname = \"slow\"\nsteps = [{ stage = \"test\", run = \"sleep 30\" }]\n[[task]]\nname = \"bad\"\nsteps = [{ stage = \"test\", run = \"false\" }]\nretries = { tests = 0, infra = 0 }\n")
+        .submit("name = \"busy\"\n[[task]]\nname = \"slow\"\nsteps = [{ stage = \"test\", run = \"sleep 8\" }]\n[[task]]\nname = \"bad\"\nsteps = [{ stage = \"test\", run = \"false\" }]\nretries = { tests = 0, infra = 0 }\n")
         .await
         .unwrap();
     let bad = busy.tasks.iter().find(|t| t.name == "bad").unwrap().id;
@@ -422,13 +425,25 @@ async fn retry_reruns_failed_tasks_until_the_job_passes() {
     let retried: RetryView = serde_json::from_slice(&out.stdout).expect("--json is a RetryView");
     assert_eq!(retried.retried, vec![bad]);
     assert_eq!(retried.job.id, busy.id);
-    wait_job(&api, busy.id, |j| {
+    let agent_of = |j: &JobView, name: &str| {
+        j.tasks
+            .iter()
+            .find(|t| t.name == name)
+            .and_then(|t| t.agent.clone())
+    };
+    let before = api.job(busy.id).await.unwrap();
+    let done = wait_job(&api, busy.id, |j| {
         j.tasks
             .iter()
             .any(|t| t.id == bad && t.attempts == 2 && t.state.is_terminal())
     })
     .await;
-    api.cancel(busy.id).await.unwrap();
+    assert_ne!(
+        agent_of(&done, "bad"),
+        agent_of(&before, "bad"),
+        "the retry ran on the other agent: {done:#?}"
+    );
+    assert_eq!(agent_of(&done, "bad"), agent_of(&before, "slow"));
 
     for stop in agents {
         let _ = stop.send(true);
