@@ -24,6 +24,7 @@ mod ops;
 mod outbox;
 mod planner_stats;
 mod progress;
+mod progress_pg;
 mod rdb_view;
 mod resultsdb;
 mod retry;

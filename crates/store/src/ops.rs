@@ -149,6 +149,22 @@ pub(crate) const RUNNING_COLUMNS: &str = "a.id AS attempt_id, a.task_id, t.job_i
      j.queue, t.task_key, a.started_at
      FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id";
 
+/// The reaper's query ([`Store::expired_leases`]). The running attempts are
+/// read through `attempts_running`, which holds only them: no index names
+/// the lease, so a renewal touches no index on PostgreSQL. SQLite is told
+/// to use it, as without statistics it scans every attempt ever run.
+fn expired_leases_sql(backend: crate::Backend) -> String {
+    let source = match backend {
+        crate::Backend::Sqlite => RUNNING_COLUMNS.replacen(
+            "FROM attempts a ",
+            "FROM attempts a INDEXED BY attempts_running ",
+            1,
+        ),
+        crate::Backend::Postgres => RUNNING_COLUMNS.to_owned(),
+    };
+    format!("SELECT {source} WHERE a.outcome IS NULL AND a.lease_expires_at < $1 ORDER BY a.id")
+}
+
 /// A task and its job, for re-building a work item.
 #[derive(sqlx::FromRow)]
 struct WorkRow {
@@ -247,9 +263,7 @@ impl Store {
     /// Running attempts whose lease ran out before `now`: no coordinator
     /// sharing this database has heard from their agents within the lease.
     pub async fn expired_leases(&self, now: UnixMillis) -> Result<Vec<RunningAttempt>> {
-        let sql = format!(
-            "SELECT {RUNNING_COLUMNS} WHERE a.outcome IS NULL AND a.lease_expires_at < $1 ORDER BY a.id"
-        );
+        let sql = expired_leases_sql(self.reader.backend());
         Ok(
             on_pool!(&self.reader, p => sqlx::query_as::<_, RunningAttempt>(sqlx::AssertSqlSafe(sql))
                 .bind(now)
@@ -686,4 +700,37 @@ pub(crate) async fn submit_in(
         }
     }
     Ok((job_id, queued))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reaper reads the running attempts' small index on SQLite too,
+    /// not every attempt ever run.
+    #[tokio::test]
+    async fn sqlite_reaps_leases_through_the_running_attempts_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let crate::db::Pool::Sqlite(pool) = &store.reader else {
+            panic!("Store::open opens SQLite");
+        };
+        let sql = format!(
+            "EXPLAIN QUERY PLAN {}",
+            expired_leases_sql(crate::Backend::Sqlite)
+        );
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(0_i64)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        let steps: Vec<&str> = plan.iter().map(|(.., detail)| detail.as_str()).collect();
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.contains("USING INDEX attempts_running")),
+            "{steps:?}"
+        );
+        assert!(!steps.contains(&"SCAN a"), "{steps:?}");
+    }
 }

@@ -155,7 +155,8 @@ async fn write(pool: &Pool, batch: &[Progress]) -> Result<()> {
                 push_stage_values(&mut q, &stages);
                 q.push(
                     ") AS v JOIN attempts a ON a.id = v.column1
-                     WHERE tasks.current_attempt = v.column1 AND tasks.state = 'running' AND a.outcome IS NULL",
+                     WHERE tasks.id = a.task_id AND tasks.current_attempt = v.column1
+                       AND tasks.state = 'running' AND a.outcome IS NULL",
                 );
                 q.build().execute(&mut *c).await?;
 
@@ -168,68 +169,38 @@ async fn write(pool: &Pool, batch: &[Progress]) -> Result<()> {
                 q.build().execute(c).await.map(|r| r.rows_affected())
             })?,
             // Progress decides nothing, so on PostgreSQL it never waits for
-            // a row that a claim or a finish holds (that attempt is being
-            // started or ended, and its stage is written by that change):
-            // it skips locked rows, and takes the others in id order.
-            // The tasks are found through their attempts' primary keys: by
-            // `current_attempt` and `state`, a database whose statistics
-            // lag behind its growth (a new one) planned a scan of every
-            // running task's index entry for each update (15 ms, most of
-            // PostgreSQL's work in a busy bench) instead of 0.2 ms.
-            Backend::Postgres => on_tx!(&mut tx, c => {
-                let mut q = QueryBuilder::new("WITH v AS (");
-                push_stage_values(&mut q, &stages);
-                q.push(
-                    "), lt AS (SELECT t.id FROM v JOIN attempts ta ON ta.id = v.column1
-                               JOIN tasks t ON t.id = ta.task_id
-                               WHERE t.current_attempt = v.column1 AND t.state = 'running'
-                               ORDER BY t.id FOR UPDATE OF t SKIP LOCKED)
-                     UPDATE tasks SET stage = v.column2, detail_message = COALESCE(v.column3, tasks.detail_message),
-                            updated_at = v.column4
-                     FROM v JOIN attempts a ON a.id = v.column1
-                     WHERE tasks.id IN (SELECT id FROM lt) AND tasks.current_attempt = v.column1
-                       AND tasks.state = 'running' AND a.outcome IS NULL",
-                );
-                q.build().execute(&mut *c).await?;
-
-                let mut q = QueryBuilder::new("WITH v AS (");
-                push_stage_values(&mut q, &stages);
-                q.push(
-                    "), la AS (SELECT a.id FROM attempts a JOIN v ON a.id = v.column1
-                               WHERE a.outcome IS NULL ORDER BY a.id FOR UPDATE OF a SKIP LOCKED)
-                     UPDATE attempts SET stage = v.column2, last_update_ts = COALESCE(v.column5, attempts.last_update_ts)
-                     FROM v WHERE attempts.id IN (SELECT id FROM la) AND attempts.id = v.column1
-                       AND attempts.outcome IS NULL",
-                );
-                q.build().execute(c).await.map(|r| r.rows_affected())
-            })?,
+            // a row that a claim or a finish holds (see `progress_pg`).
+            Backend::Postgres => crate::progress_pg::write_stages(&mut tx, &stages).await?,
         };
     }
     if !logs.is_empty() {
-        on_tx!(&mut tx, c => {
-            let mut q = QueryBuilder::new(
-                "INSERT INTO work_log (hostname, attempt_id, integration_id, status, detail, at) ",
-            );
-            q.push_values(&logs, |mut row, p| {
-                if let Progress::WorkLog {
-                    hostname,
-                    attempt_id,
-                    integration_id,
-                    status,
-                    detail,
-                    now,
-                } = p
-                {
-                    row.push_bind(hostname.clone())
-                        .push_bind(*attempt_id)
-                        .push_bind(integration_id.clone())
-                        .push_bind(status.clone())
-                        .push_bind(detail.clone())
-                        .push_bind(*now);
-                }
-            });
-            q.build().execute(c).await.map(|r| r.rows_affected())
-        })?;
+        match tx.backend() {
+            Backend::Sqlite => on_tx!(&mut tx, c => {
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO work_log (hostname, attempt_id, integration_id, status, detail, at) ",
+                );
+                q.push_values(&logs, |mut row, p| {
+                    if let Progress::WorkLog {
+                        hostname,
+                        attempt_id,
+                        integration_id,
+                        status,
+                        detail,
+                        now,
+                    } = p
+                    {
+                        row.push_bind(hostname.clone())
+                            .push_bind(*attempt_id)
+                            .push_bind(integration_id.clone())
+                            .push_bind(status.clone())
+                            .push_bind(detail.clone())
+                            .push_bind(*now);
+                    }
+                });
+                q.build().execute(c).await.map(|r| r.rows_affected())
+            })?,
+            Backend::Postgres => crate::progress_pg::insert_work_log(&mut tx, &logs).await?,
+        };
     }
     tx.commit().await?;
     Ok(())

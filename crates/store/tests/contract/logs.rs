@@ -226,4 +226,20 @@ async fn progress_moves_stages_and_fills_the_work_log(store: Store) {
     let newest = as_json(store.work_log(1).await.unwrap());
     assert_eq!(newest.as_array().map(Vec::len), Some(1));
     assert_eq!(newest[0]["status"], "idle");
+
+    // Lines sent together (one batch, one statement) keep their order.
+    for n in 0..40 {
+        progress.send(Progress::WorkLog {
+            hostname: format!("agent-{n}"),
+            attempt_id: None,
+            integration_id: None,
+            status: "idle".into(),
+            detail: None,
+            now: 4_000,
+        });
+    }
+    let lines = store.work_log(40).await.unwrap();
+    let hosts: Vec<&str> = lines.iter().map(|l| l.hostname.as_str()).collect();
+    let sent: Vec<String> = (0..40).map(|n| format!("agent-{n}")).collect();
+    assert_eq!(hosts, sent.iter().map(String::as_str).collect::<Vec<_>>());
 }
