@@ -21,7 +21,7 @@
 //! does not read them. An analysis of a whole table resets its counter
 //! for everyone: coordinators sharing the database do not analyse a table
 //! again after another one did, and `SKIP_LOCKED` lets them skip one
-//! another is analysing.
+//! another is analysing (quietly: that skip is not worth a warning).
 
 use std::time::Duration;
 
@@ -103,9 +103,77 @@ async fn analyse_grown(pool: &PgPool) -> sqlx::Result<()> {
         .collect::<Vec<_>>()
         .join(", ");
     let started = std::time::Instant::now();
-    sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE (SKIP_LOCKED) {list}")))
-        .execute(pool)
-        .await?;
+    analyse(pool, &list).await?;
     tracing::debug!(tables = %list, took = ?started.elapsed(), "analysed grown tables");
     Ok(())
+}
+
+/// `ANALYZE (SKIP_LOCKED)` of `list` (table names, comma-separated). A
+/// table skipped because another coordinator is analysing it raises a
+/// WARNING, which sqlx would log; that skip is expected, so the server is
+/// asked to send errors only (an analysis that fails still fails).
+async fn analyse(pool: &PgPool, list: &str) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL client_min_messages = error")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE (SKIP_LOCKED) {list}")))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// Counts the events sqlx logs for the server's notices.
+    struct Notices(Arc<AtomicUsize>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Notices {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if event
+                .metadata()
+                .target()
+                .starts_with("sqlx::postgres::notice")
+            {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_table_another_coordinator_analyses_is_skipped_without_a_warning() {
+        let Some(db) = testfleet_testkit::postgres::ScratchPg::create().await else {
+            return;
+        };
+        let pool = db.pool().await;
+        sqlx::query("CREATE TABLE tasks (id BIGINT)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        // Another coordinator's analysis holds the table.
+        let mut other = pool.begin().await.unwrap();
+        sqlx::query("LOCK TABLE tasks IN SHARE UPDATE EXCLUSIVE MODE")
+            .execute(&mut *other)
+            .await
+            .unwrap();
+
+        let notices = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry().with(Notices(notices.clone()));
+        let guard = tracing::subscriber::set_default(subscriber);
+        super::analyse(&pool, "tasks").await.unwrap();
+        drop(guard);
+        assert_eq!(notices.load(Ordering::Relaxed), 0, "a skip was logged");
+
+        other.rollback().await.unwrap();
+        pool.close().await;
+    }
 }
