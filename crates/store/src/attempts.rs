@@ -154,7 +154,7 @@ async fn claim_postgres(
         "WITH t AS (
              UPDATE tasks SET state = 'running', stage = 'new', agent = $2, attempts = attempts + 1,
                     detail_message = NULL, updated_at = $3,
-                    current_attempt = nextval(pg_get_serial_sequence('attempts', 'id'))
+                    current_attempt = nextval('attempts_id_seq')
              WHERE id = $1 AND state = 'queued'
              RETURNING id, job_id, name, spec, attempts, task_key, current_attempt
          ), a AS (

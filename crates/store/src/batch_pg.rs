@@ -112,7 +112,7 @@ async fn claim_rows(tx: &mut Tx, order: &[&ClaimReq<'_>]) -> Result<Vec<ClaimMan
          ), t AS (
              UPDATE tasks SET state = 'running', stage = 'new', agent = c.agent,
                     attempts = tasks.attempts + 1, detail_message = NULL, updated_at = c.now,
-                    current_attempt = nextval(pg_get_serial_sequence('attempts', 'id'))
+                    current_attempt = nextval('attempts_id_seq')
              FROM c
              WHERE tasks.id = c.task_id AND tasks.state = 'queued'
              RETURNING tasks.id, tasks.job_id, tasks.name, tasks.spec, tasks.attempts,

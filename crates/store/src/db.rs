@@ -171,6 +171,22 @@ impl Pool {
         })
     }
 
+    /// A transaction whose commit on PostgreSQL does not wait for its WAL
+    /// to reach the disk (`synchronous_commit = off`, in the same round trip
+    /// as `BEGIN`). A server crash may lose the last such commits (at most
+    /// three WAL-writer delays, 600 ms by default), never a later commit's
+    /// before them: only for writes that decide nothing (`progress`). On
+    /// SQLite, a plain transaction.
+    pub(crate) async fn begin_unhurried(&self) -> Result<Tx> {
+        Ok(match self {
+            Pool::Sqlite(p) => Tx::Sqlite(p.begin().await?),
+            Pool::Postgres(p) => Tx::Postgres(
+                p.begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+                    .await?,
+            ),
+        })
+    }
+
     pub(crate) async fn close(&self) {
         on_pool!(self, p => p.close().await)
     }
@@ -291,5 +307,32 @@ pub(crate) async fn connect(url: &DatabaseUrl) -> Result<Pools> {
                 reader: Pool::Postgres(reader),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only the unhurried transaction commits without waiting for the disk;
+    /// the setting ends with it.
+    #[tokio::test]
+    async fn an_unhurried_transaction_alone_skips_the_wait_for_the_disk() {
+        let Some(db) = testfleet_testkit::postgres::ScratchPg::create().await else {
+            return;
+        };
+        let pool = Pool::Postgres(db.pool().await);
+        let setting = "SELECT current_setting('synchronous_commit')";
+        let mut tx = pool.begin_unhurried().await.unwrap();
+        let inside: String =
+            on_tx!(&mut tx, c => sqlx::query_scalar(setting).fetch_one(c).await).unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(inside, "off");
+        let mut tx = pool.begin().await.unwrap();
+        let plain: String =
+            on_tx!(&mut tx, c => sqlx::query_scalar(setting).fetch_one(c).await).unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(plain, "on");
+        pool.close().await;
     }
 }

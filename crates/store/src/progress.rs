@@ -5,12 +5,17 @@
 //! under load those transactions were most of the coordinator's database
 //! work. Progress decides nothing (scheduling state lives in the attempt's
 //! outcome and the task's state), so it goes through one background writer
-//! that turns whatever is waiting into one transaction of multi-row
-//! statements. Order is kept: updates are applied in the order they were sent.
+//! that turns whatever is waiting, and what arrives within [`LINGER`] of
+//! it, into one transaction of multi-row statements (a reader that must see
+//! them flushes, which ends the wait). Order is kept: updates are applied
+//! in the order they were sent.
 //!
 //! A coordinator killed with updates still waiting loses those updates only:
 //! the last stage shown is an earlier one, and the work log misses its last
-//! lines. Everything that decides a result commits on its own elsewhere.
+//! lines. So may a PostgreSQL server crash, for updates committed in the
+//! last few hundred milliseconds: on PostgreSQL the progress transactions
+//! commit without waiting for the disk (`Pool::begin_unhurried`).
+//! Everything that decides a result commits on its own elsewhere, durably.
 
 use sqlx::QueryBuilder;
 use testfleet_core::Stage;
@@ -22,6 +27,14 @@ use crate::db::{Backend, Pool, on_tx};
 
 /// Most rows written in one transaction.
 const MAX_BATCH: usize = 512;
+
+/// How long a batch waits for more updates after its first, unless a
+/// reader flushes it. Each transaction costs the database a commit and a
+/// few statements whatever its size: without the wait, a coordinator's
+/// share of a busy fleet's updates (two coordinators: half of them each)
+/// went in twice as many, smaller transactions. A stage shows this much
+/// later; nothing waits for it.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// One progress write.
 #[derive(Debug, Clone)]
@@ -93,8 +106,34 @@ impl ProgressWriter {
 async fn run(pool: Pool, mut rx: mpsc::UnboundedReceiver<Command>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut flushed = Vec::new();
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
+    while next_batch(&mut rx, &mut batch, &mut flushed).await {
+        if !batch.is_empty() {
+            if let Err(e) = write(&pool, &batch).await {
+                tracing::error!(rows = batch.len(), "failed to write progress: {e}");
+            }
+            batch.clear();
+        }
+        for done in flushed.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Waits for the next batch: the writes and flushes waiting, and those that
+/// arrive within [`LINGER`] of the first, unless the batch is full or a
+/// reader waits for it (a flush). `false` once every sender is gone and
+/// nothing is left.
+async fn next_batch(
+    rx: &mut mpsc::UnboundedReceiver<Command>,
+    batch: &mut Vec<Progress>,
+    flushed: &mut Vec<oneshot::Sender<()>>,
+) -> bool {
+    let Some(first) = rx.recv().await else {
+        return false;
+    };
+    let linger_until = tokio::time::Instant::now() + LINGER;
+    let mut next = Some(first);
+    loop {
         while let Some(command) = next.take() {
             match command {
                 Command::Write(p) => batch.push(p),
@@ -104,14 +143,12 @@ async fn run(pool: Pool, mut rx: mpsc::UnboundedReceiver<Command>) {
                 next = rx.try_recv().ok();
             }
         }
-        if !batch.is_empty() {
-            if let Err(e) = write(&pool, &batch).await {
-                tracing::error!(rows = batch.len(), "failed to write progress: {e}");
-            }
-            batch.clear();
+        if batch.len() >= MAX_BATCH || !flushed.is_empty() {
+            return true;
         }
-        for done in flushed.drain(..) {
-            let _ = done.send(());
+        match tokio::time::timeout_at(linger_until, rx.recv()).await {
+            Ok(Some(command)) => next = Some(command),
+            Ok(None) | Err(_) => return true,
         }
     }
 }
@@ -141,7 +178,9 @@ async fn write(pool: &Pool, batch: &[Progress]) -> Result<()> {
         .filter(|p| matches!(p, Progress::WorkLog { .. }))
         .collect();
 
-    let mut tx = pool.begin().await?;
+    // Progress may be lost to a crash anyway (see above): its commit does
+    // not wait for the disk on PostgreSQL.
+    let mut tx = pool.begin_unhurried().await?;
     if !stages.is_empty() {
         // The task follows only while this attempt is its running one; the
         // attempt only until it has an outcome (a late update changes nothing).
@@ -243,5 +282,56 @@ where
             .push(", ")
             .push_bind(*update_ts)
             .push(")");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(n: i64) -> Command {
+        Command::Write(Progress::WorkLog {
+            hostname: format!("agent-{n}"),
+            attempt_id: None,
+            integration_id: None,
+            status: "idle".into(),
+            detail: None,
+            now: n,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn updates_arriving_within_the_linger_share_a_batch() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (mut batch, mut flushed) = (Vec::new(), Vec::new());
+        tx.send(line(1)).unwrap();
+        let late = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(LINGER / 2).await;
+            late.send(line(2)).unwrap();
+            tokio::time::sleep(LINGER).await;
+            late.send(line(3)).unwrap();
+        });
+        assert!(next_batch(&mut rx, &mut batch, &mut flushed).await);
+        assert_eq!(batch.len(), 2, "the second update came within the linger");
+        batch.clear();
+        assert!(next_batch(&mut rx, &mut batch, &mut flushed).await);
+        assert_eq!(batch.len(), 1);
+        drop(tx);
+        batch.clear();
+        assert!(!next_batch(&mut rx, &mut batch, &mut flushed).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_ends_the_batch_at_once() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (mut batch, mut flushed) = (Vec::new(), Vec::new());
+        let (done, _wait) = oneshot::channel();
+        tx.send(line(1)).unwrap();
+        tx.send(Command::Flush(done)).unwrap();
+        let started = tokio::time::Instant::now();
+        assert!(next_batch(&mut rx, &mut batch, &mut flushed).await);
+        assert_eq!(started.elapsed(), std::time::Duration::ZERO);
+        assert_eq!((batch.len(), flushed.len()), (1, 1));
     }
 }
