@@ -74,7 +74,10 @@ impl Coordinator {
                             continue;
                         }
                         Ok(None) => {
-                            // Cancelled meanwhile: the agent still wants work.
+                            // Claimed by another coordinator, or cancelled
+                            // meanwhile: the agent still wants work.
+                            self.metrics.claim_lost();
+                            tracing::debug!(agent = %host, task = task.id, "claim lost: the task is no longer queued");
                             sched.claim_answered(&host, false);
                             again = true;
                         }

@@ -182,6 +182,17 @@ pub fn render(gauges: &Gauges, recorder: &Recorder, sinks: &[SinkStatus]) -> Str
     }
     family(
         &mut out,
+        "testfleet_claims_lost_total",
+        "counter",
+        "Claims the store refused since this coordinator started: the task was no longer queued (another coordinator claimed it first, or it was cancelled).",
+    );
+    let _ = writeln!(
+        out,
+        "testfleet_claims_lost_total {}",
+        recorder.claims_lost()
+    );
+    family(
+        &mut out,
         "testfleet_task_start_wait_seconds",
         "histogram",
         "From a task's queueing to its attempt's start (the claim), as dispatched by this coordinator.",
@@ -240,6 +251,26 @@ pub fn render(gauges: &Gauges, recorder: &Recorder, sinks: &[SinkStatus]) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lost_claims_are_counted() {
+        let recorder = Recorder::default();
+        let empty = Gauges {
+            queues: Vec::new(),
+            running: Vec::new(),
+            agents: Vec::new(),
+        };
+        let text = render(&empty, &recorder, &[]);
+        assert!(text.contains("\ntestfleet_claims_lost_total 0\n"), "{text}");
+        recorder.claim_lost();
+        recorder.claim_lost();
+        let text = render(&empty, &recorder, &[]);
+        assert!(text.contains("\ntestfleet_claims_lost_total 2\n"), "{text}");
+        assert!(
+            text.contains("# TYPE testfleet_claims_lost_total counter"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn label_values_are_escaped() {

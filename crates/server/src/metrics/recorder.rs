@@ -91,6 +91,9 @@ pub struct Recorder {
     attempts: Vec<AtomicU64>,
     /// Agent connections whose event queue is still being applied.
     event_queues: AtomicU64,
+    /// Claims the store refused: the task was no longer queued (another
+    /// coordinator claimed it, or it was cancelled).
+    claims_lost: AtomicU64,
 }
 
 /// Counts one agent connection's event queue while it is alive.
@@ -111,6 +114,7 @@ impl Default for Recorder {
             finish: Histogram::new(STORE_BOUNDS),
             attempts: OUTCOMES.iter().map(|_| AtomicU64::new(0)).collect(),
             event_queues: AtomicU64::new(0),
+            claims_lost: AtomicU64::new(0),
         }
     }
 }
@@ -125,6 +129,16 @@ impl Recorder {
         {
             c.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Counts a claim the store refused (the task was no longer queued).
+    pub fn claim_lost(&self) {
+        self.claims_lost.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Claims the store refused since this process started.
+    pub fn claims_lost(&self) -> u64 {
+        self.claims_lost.load(Ordering::Relaxed)
     }
 
     /// An agent connection's event queue started; it counts until the
