@@ -153,30 +153,79 @@ async fn next_batch(
     }
 }
 
-/// Writes a batch in one transaction: the stages as two multi-row updates
-/// (attempts, then their tasks), the work log as one multi-row insert.
-async fn write(pool: &Pool, batch: &[Progress]) -> Result<()> {
-    // Only the newest stage of an attempt matters; keep batch order among
-    // the survivors so a task shows the stage its attempt shows.
+/// A stage update as the statements bind it.
+pub(crate) struct StageRow<'a> {
+    pub attempt_id: i64,
+    pub stage: &'static str,
+    pub detail: Option<&'a str>,
+    pub now: UnixMillis,
+    pub update_ts: Option<UnixMillis>,
+}
+
+/// A work-log line as the statements bind it.
+pub(crate) struct LogLine<'a> {
+    pub hostname: &'a str,
+    pub attempt_id: Option<i64>,
+    pub integration_id: Option<&'a str>,
+    pub status: &'a str,
+    pub detail: Option<&'a str>,
+    pub now: UnixMillis,
+}
+
+/// Splits a batch into its stage updates, only the newest of each attempt
+/// (in batch order, so a task shows the stage its attempt shows), and its
+/// work-log lines, in order.
+fn split(batch: &[Progress]) -> (Vec<StageRow<'_>>, Vec<LogLine<'_>>) {
     let mut newest = std::collections::HashMap::new();
     for (i, p) in batch.iter().enumerate() {
         if let Progress::Stage { attempt_id, .. } = p {
             newest.insert(*attempt_id, i);
         }
     }
-    let stages: Vec<&Progress> = batch
-        .iter()
-        .enumerate()
-        .filter(|(i, p)| match p {
-            Progress::Stage { attempt_id, .. } => newest.get(attempt_id) == Some(i),
-            Progress::WorkLog { .. } => false,
-        })
-        .map(|(_, p)| p)
-        .collect();
-    let logs: Vec<&Progress> = batch
-        .iter()
-        .filter(|p| matches!(p, Progress::WorkLog { .. }))
-        .collect();
+    let (mut stages, mut logs) = (Vec::new(), Vec::new());
+    for (i, p) in batch.iter().enumerate() {
+        match p {
+            Progress::Stage {
+                attempt_id,
+                stage,
+                detail,
+                update_ts,
+                now,
+            } => {
+                if newest.get(attempt_id) == Some(&i) {
+                    stages.push(StageRow {
+                        attempt_id: *attempt_id,
+                        stage: stage.as_str(),
+                        detail: detail.as_deref(),
+                        now: *now,
+                        update_ts: *update_ts,
+                    });
+                }
+            }
+            Progress::WorkLog {
+                hostname,
+                attempt_id,
+                integration_id,
+                status,
+                detail,
+                now,
+            } => logs.push(LogLine {
+                hostname,
+                attempt_id: *attempt_id,
+                integration_id: integration_id.as_deref(),
+                status,
+                detail: detail.as_deref(),
+                now: *now,
+            }),
+        }
+    }
+    (stages, logs)
+}
+
+/// Writes a batch in one transaction: the stages as two multi-row updates
+/// (attempts, then their tasks), the work log as one multi-row insert.
+async fn write(pool: &Pool, batch: &[Progress]) -> Result<()> {
+    let (stages, logs) = split(batch);
 
     // Progress may be lost to a crash anyway (see above): its commit does
     // not wait for the disk on PostgreSQL.
@@ -218,23 +267,13 @@ async fn write(pool: &Pool, batch: &[Progress]) -> Result<()> {
                 let mut q = QueryBuilder::new(
                     "INSERT INTO work_log (hostname, attempt_id, integration_id, status, detail, at) ",
                 );
-                q.push_values(&logs, |mut row, p| {
-                    if let Progress::WorkLog {
-                        hostname,
-                        attempt_id,
-                        integration_id,
-                        status,
-                        detail,
-                        now,
-                    } = p
-                    {
-                        row.push_bind(hostname.clone())
-                            .push_bind(*attempt_id)
-                            .push_bind(integration_id.clone())
-                            .push_bind(status.clone())
-                            .push_bind(detail.clone())
-                            .push_bind(*now);
-                    }
+                q.push_values(&logs, |mut row, l| {
+                    row.push_bind(l.hostname.to_owned())
+                        .push_bind(l.attempt_id)
+                        .push_bind(l.integration_id.map(str::to_owned))
+                        .push_bind(l.status.to_owned())
+                        .push_bind(l.detail.map(str::to_owned))
+                        .push_bind(l.now);
                 });
                 q.build().execute(c).await.map(|r| r.rows_affected())
             })?,
@@ -246,7 +285,7 @@ async fn write(pool: &Pool, batch: &[Progress]) -> Result<()> {
 }
 
 /// `VALUES (attempt_id, stage, detail, now, update_ts), …`
-fn push_stage_values<DB>(q: &mut QueryBuilder<DB>, stages: &[&Progress])
+fn push_stage_values<DB>(q: &mut QueryBuilder<DB>, stages: &[StageRow<'_>])
 where
     DB: sqlx::Database,
     for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
@@ -255,32 +294,20 @@ where
     for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
 {
     q.push("VALUES ");
-    let mut first = true;
-    for p in stages {
-        let Progress::Stage {
-            attempt_id,
-            stage,
-            detail,
-            update_ts,
-            now,
-        } = p
-        else {
-            continue;
-        };
-        if !first {
+    for (i, r) in stages.iter().enumerate() {
+        if i > 0 {
             q.push(", ");
         }
-        first = false;
         q.push("(")
-            .push_bind(*attempt_id)
+            .push_bind(r.attempt_id)
             .push(", ")
-            .push_bind(stage.as_str().to_owned())
+            .push_bind(r.stage.to_owned())
             .push(", ")
-            .push_bind(detail.clone())
+            .push_bind(r.detail.map(str::to_owned))
             .push(", ")
-            .push_bind(*now)
+            .push_bind(r.now)
             .push(", ")
-            .push_bind(*update_ts)
+            .push_bind(r.update_ts)
             .push(")");
     }
 }

@@ -15,7 +15,7 @@
 //! instead of 0.2 ms.
 
 use crate::db::Tx;
-use crate::progress::Progress;
+use crate::progress::{LogLine, StageRow};
 use crate::{Result, StoreError};
 
 fn pg(tx: &mut Tx) -> Result<&mut sqlx::postgres::PgConnection> {
@@ -25,32 +25,23 @@ fn pg(tx: &mut Tx) -> Result<&mut sqlx::postgres::PgConnection> {
 
 /// The stage updates' columns, one array each.
 #[derive(Default)]
-struct StageColumns {
+struct StageColumns<'a> {
     attempt_ids: Vec<i64>,
     stages: Vec<&'static str>,
-    details: Vec<Option<String>>,
+    details: Vec<Option<&'a str>>,
     nows: Vec<i64>,
     update_ts: Vec<Option<i64>>,
 }
 
-impl StageColumns {
-    fn of(stages: &[&Progress]) -> StageColumns {
+impl<'a> StageColumns<'a> {
+    fn of(stages: &[StageRow<'a>]) -> StageColumns<'a> {
         let mut cols = StageColumns::default();
-        for p in stages {
-            if let Progress::Stage {
-                attempt_id,
-                stage,
-                detail,
-                update_ts,
-                now,
-            } = p
-            {
-                cols.attempt_ids.push(*attempt_id);
-                cols.stages.push(stage.as_str());
-                cols.details.push(detail.clone());
-                cols.nows.push(*now);
-                cols.update_ts.push(*update_ts);
-            }
+        for r in stages {
+            cols.attempt_ids.push(r.attempt_id);
+            cols.stages.push(r.stage);
+            cols.details.push(r.detail);
+            cols.nows.push(r.now);
+            cols.update_ts.push(r.update_ts);
         }
         cols
     }
@@ -58,16 +49,22 @@ impl StageColumns {
 
 /// The rows of `$1..$5` as `v(column1, …, column5)`: attempt, stage,
 /// detail, time, the agent's update time.
-const STAGE_ROWS: &str = "v AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], \
-     $4::bigint[], $5::bigint[]) AS v(column1, column2, column3, column4, column5))";
+macro_rules! stage_rows {
+    () => {
+        "v AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
+         $5::bigint[]) AS v(column1, column2, column3, column4, column5))"
+    };
+}
 
 /// Moves each running attempt of `stages` (one update per attempt), and its
 /// task while the attempt is the task's current one, to its new stage.
 /// Returns how many attempts moved.
-pub(crate) async fn write_stages(tx: &mut Tx, stages: &[&Progress]) -> Result<u64> {
+pub(crate) async fn write_stages(tx: &mut Tx, stages: &[StageRow<'_>]) -> Result<u64> {
     let cols = StageColumns::of(stages);
-    let tasks = format!(
-        "WITH {STAGE_ROWS}, lt AS (SELECT t.id FROM v JOIN attempts ta ON ta.id = v.column1
+    let tasks = concat!(
+        "WITH ",
+        stage_rows!(),
+        ", lt AS (SELECT t.id FROM v JOIN attempts ta ON ta.id = v.column1
                    JOIN tasks t ON t.id = ta.task_id
                    WHERE t.current_attempt = v.column1 AND t.state = 'running'
                    ORDER BY t.id FOR UPDATE OF t SKIP LOCKED)
@@ -77,17 +74,19 @@ pub(crate) async fn write_stages(tx: &mut Tx, stages: &[&Progress]) -> Result<u6
          WHERE tasks.id IN (SELECT id FROM lt) AND tasks.current_attempt = v.column1
            AND tasks.state = 'running' AND a.outcome IS NULL"
     );
-    bind_stages(sqlx::query(sqlx::AssertSqlSafe(tasks)), &cols)
+    bind_stages(sqlx::query(tasks), &cols)
         .execute(pg(tx)?)
         .await?;
-    let attempts = format!(
-        "WITH {STAGE_ROWS}, la AS (SELECT a.id FROM attempts a JOIN v ON a.id = v.column1
+    let attempts = concat!(
+        "WITH ",
+        stage_rows!(),
+        ", la AS (SELECT a.id FROM attempts a JOIN v ON a.id = v.column1
                    WHERE a.outcome IS NULL ORDER BY a.id FOR UPDATE OF a SKIP LOCKED)
          UPDATE attempts SET stage = v.column2, last_update_ts = COALESCE(v.column5, attempts.last_update_ts)
          FROM v WHERE attempts.id IN (SELECT id FROM la) AND attempts.id = v.column1
            AND attempts.outcome IS NULL"
     );
-    let done = bind_stages(sqlx::query(sqlx::AssertSqlSafe(attempts)), &cols)
+    let done = bind_stages(sqlx::query(attempts), &cols)
         .execute(pg(tx)?)
         .await?;
     Ok(done.rows_affected())
@@ -95,7 +94,7 @@ pub(crate) async fn write_stages(tx: &mut Tx, stages: &[&Progress]) -> Result<u6
 
 fn bind_stages<'q>(
     q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    cols: &'q StageColumns,
+    cols: &'q StageColumns<'_>,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     q.bind(&cols.attempt_ids)
         .bind(&cols.stages)
@@ -105,31 +104,13 @@ fn bind_stages<'q>(
 }
 
 /// Appends the work log's lines of `logs`, in order.
-pub(crate) async fn insert_work_log(tx: &mut Tx, logs: &[&Progress]) -> Result<u64> {
-    let mut hostnames = Vec::with_capacity(logs.len());
-    let mut attempt_ids = Vec::with_capacity(logs.len());
-    let mut integration_ids = Vec::with_capacity(logs.len());
-    let mut statuses = Vec::with_capacity(logs.len());
-    let mut details = Vec::with_capacity(logs.len());
-    let mut nows = Vec::with_capacity(logs.len());
-    for p in logs {
-        if let Progress::WorkLog {
-            hostname,
-            attempt_id,
-            integration_id,
-            status,
-            detail,
-            now,
-        } = p
-        {
-            hostnames.push(hostname.as_str());
-            attempt_ids.push(*attempt_id);
-            integration_ids.push(integration_id.as_deref());
-            statuses.push(status.as_str());
-            details.push(detail.as_deref());
-            nows.push(*now);
-        }
-    }
+pub(crate) async fn insert_work_log(tx: &mut Tx, logs: &[LogLine<'_>]) -> Result<u64> {
+    let hostnames: Vec<&str> = logs.iter().map(|l| l.hostname).collect();
+    let attempt_ids: Vec<Option<i64>> = logs.iter().map(|l| l.attempt_id).collect();
+    let integration_ids: Vec<Option<&str>> = logs.iter().map(|l| l.integration_id).collect();
+    let statuses: Vec<&str> = logs.iter().map(|l| l.status).collect();
+    let details: Vec<Option<&str>> = logs.iter().map(|l| l.detail).collect();
+    let nows: Vec<i64> = logs.iter().map(|l| l.now).collect();
     // `WITH ORDINALITY … ORDER BY` keeps the lines' ids in the order sent.
     let done = sqlx::query(
         "INSERT INTO work_log (hostname, attempt_id, integration_id, status, detail, at)
