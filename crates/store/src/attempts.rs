@@ -142,7 +142,9 @@ async fn claim_sqlite(
 /// The claim on PostgreSQL: the same three changes in one statement (one
 /// round trip): the attempt's id is drawn from its sequence by the
 /// conditional update, and the attempt and the job's state are written by
-/// data-modifying CTEs of that statement.
+/// data-modifying CTEs of that statement. The task is read by its key:
+/// `(state = 'queued') IS TRUE` keeps the planner off the queue's partial
+/// index (`batch_pg::claim_rows` says why).
 async fn claim_postgres(
     tx: &mut Tx,
     task_id: i64,
@@ -155,7 +157,7 @@ async fn claim_postgres(
              UPDATE tasks SET state = 'running', stage = 'new', agent = $2, attempts = attempts + 1,
                     detail_message = NULL, updated_at = $3,
                     current_attempt = nextval('attempts_id_seq')
-             WHERE id = $1 AND state = 'queued'
+             WHERE id = $1 AND (state = 'queued') IS TRUE
              RETURNING id, job_id, name, spec, attempts, task_key, current_attempt
          ), a AS (
              INSERT INTO attempts (id, task_id, number, agent, stage, started_at, lease_expires_at)

@@ -226,13 +226,15 @@ impl Store {
         rows.into_iter().map(QueuedRow::into_task).collect()
     }
 
-    /// Those of `ids` that are queued tasks, in full.
+    /// Those of `ids` that are queued tasks, in full. Read by key:
+    /// `(state = 'queued') IS TRUE` keeps PostgreSQL's planner off the
+    /// queue's partial index (`batch_pg::claim_rows` says why).
     pub async fn queued_tasks_in(&self, ids: &[i64]) -> Result<Vec<QueuedTask>> {
         let mut tasks = Vec::new();
         for chunk in ids.chunks(CHUNK) {
             let rows = on_pool!(&self.reader, p => {
                 let mut q = sqlx::QueryBuilder::new(format!(
-                    "SELECT {QUEUED_COLUMNS} WHERE t.state = 'queued' AND t.id IN ("
+                    "SELECT {QUEUED_COLUMNS} WHERE (t.state = 'queued') IS TRUE AND t.id IN ("
                 ));
                 let mut list = q.separated(", ");
                 for id in chunk {
@@ -248,10 +250,11 @@ impl Store {
         Ok(tasks)
     }
 
-    /// Those of `ids` that are queued tasks.
+    /// Those of `ids` that are queued tasks (read by key, as
+    /// [`Store::queued_tasks_in`]).
     pub async fn still_queued(&self, ids: &[i64]) -> Result<Vec<i64>> {
         self.ids_where(
-            "SELECT id FROM tasks WHERE state = 'queued' AND id IN (",
+            "SELECT id FROM tasks WHERE (state = 'queued') IS TRUE AND id IN (",
             ids,
         )
         .await

@@ -25,6 +25,8 @@ mod outbox;
 mod planner_stats;
 mod progress;
 mod progress_pg;
+#[cfg(test)]
+mod pg_plans;
 mod rdb_view;
 mod resultsdb;
 mod retry;
