@@ -606,13 +606,19 @@ pub(crate) fn runtime_stats(
     Ok((stats.mean, stats.p95, serde_json::to_string(&recent)?))
 }
 
+/// Which task states a job has: one probe of the (job_id, state, …) index
+/// per state, so the cost does not grow with the job. `SELECT DISTINCT
+/// state … WHERE job_id = $1` read every task of the job on PostgreSQL,
+/// which has no skip scan: 3.9 ms for a job of 20,000 tasks against 0.07
+/// ms, for every batch of finishes that touched the job. Lists every
+/// [`TaskState`] (a test checks).
+pub(crate) const JOB_TASK_STATES: &str = "SELECT v.column1
+     FROM (VALUES ('queued'), ('running'), ('passed'), ('failed'), ('cancelled')) AS v
+     WHERE EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = $1 AND t.state = v.column1)";
+
 /// The state a job's tasks give it, as `tx` sees them now.
 async fn job_state_of_tasks(tx: &mut Tx, job_id: i64) -> Result<JobState> {
-    // DISTINCT over the (job_id, state) index: a handful of rows, however
-    // many tasks the job has.
-    let states = on_tx!(tx, c => sqlx::query_scalar::<_, String>(
-        "SELECT DISTINCT state FROM tasks WHERE job_id = $1",
-    )
+    let states = on_tx!(tx, c => sqlx::query_scalar::<_, String>(JOB_TASK_STATES)
     .bind(job_id)
     .fetch_all(c)
     .await)?;
@@ -683,4 +689,42 @@ pub(crate) async fn refresh_job_state(
     let finished_at = job_state.is_terminal().then_some(now);
     jobs::store_job_state(tx, job_id, job_state, finished_at, counts.as_ref()).await?;
     Ok(job_state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jobs_task_states_are_probed_for_every_state() {
+        for state in TaskState::ALL {
+            assert!(
+                JOB_TASK_STATES.contains(&format!("('{}')", state.as_str())),
+                "{state:?} is missing from JOB_TASK_STATES"
+            );
+        }
+    }
+
+    /// On SQLite too each state is an index probe, never a scan of `tasks`.
+    #[tokio::test]
+    async fn sqlite_probes_a_jobs_task_states_in_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(dir.path()).await.unwrap();
+        let crate::db::Pool::Sqlite(pool) = &store.reader else {
+            panic!("Store::open opens SQLite");
+        };
+        let sql = format!("EXPLAIN QUERY PLAN {JOB_TASK_STATES}");
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(1_i64)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        let steps: Vec<&str> = plan.iter().map(|(.., detail)| detail.as_str()).collect();
+        assert!(
+            steps.iter().any(|s| s.contains("USING COVERING INDEX")
+                && s.contains("job_id=? AND state=?")),
+            "{steps:?}"
+        );
+        assert!(!steps.contains(&"SCAN t"), "{steps:?}");
+    }
 }

@@ -141,6 +141,30 @@ async fn postgres_batch_statements_read_tasks_by_key_while_statistics_lag() {
         filters.is_empty(),
         "the stage update joins its rows by key, not every task with every row: {stages:#?}"
     );
+
+    // The job of 4,000 tasks: each state is one probe of the index.
+    let old_job: i64 = sqlx::query_scalar("SELECT job_id FROM tasks ORDER BY id LIMIT 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let states = explain(&pool, crate::attempts::JOB_TASK_STATES, |q| q.bind(old_job)).await;
+    let reads: Vec<(&str, Option<&str>)> = states
+        .iter()
+        .filter(|n| n.get("Relation Name").and_then(Value::as_str) == Some("tasks"))
+        .map(|n| {
+            (
+                n["Node Type"].as_str().unwrap_or(""),
+                n.get("Index Cond").and_then(Value::as_str),
+            )
+        })
+        .collect();
+    assert!(
+        !reads.is_empty()
+            && reads
+                .iter()
+                .all(|(_, cond)| cond.is_some_and(|c| c.contains("state ="))),
+        "a job's task states are probed by (job, state), not read task by task: {states:#?}"
+    );
     store.close().await;
     pool.close().await;
     db.remove().await.unwrap();
