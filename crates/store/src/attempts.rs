@@ -721,8 +721,9 @@ mod tests {
             .unwrap();
         let steps: Vec<&str> = plan.iter().map(|(.., detail)| detail.as_str()).collect();
         assert!(
-            steps.iter().any(|s| s.contains("USING COVERING INDEX")
-                && s.contains("job_id=? AND state=?")),
+            steps
+                .iter()
+                .any(|s| s.contains("USING COVERING INDEX") && s.contains("job_id=? AND state=?")),
             "{steps:?}"
         );
         assert!(!steps.contains(&"SCAN t"), "{steps:?}");

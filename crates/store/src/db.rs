@@ -336,3 +336,95 @@ mod tests {
         pool.close().await;
     }
 }
+
+#[cfg(test)]
+mod sqlite_layout_tests {
+    use super::*;
+
+    /// Migration 0025 rebuilds `jobs` with the spec last: a store made
+    /// before it keeps its jobs, their ids and what names them, and its
+    /// foreign keys are enforced again afterwards.
+    #[tokio::test]
+    async fn sqlite_moves_a_jobs_spec_last_keeping_its_rows_and_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .unwrap()
+            .filename(dir.path().join("old.db"))
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        let migrator = sqlx::migrate!("./migrations/sqlite");
+        migrator.run_to(24, &pool).await.unwrap();
+        sqlx::query(
+            "INSERT INTO jobs (id, name, queue, priority, spec, state, created_at, tasks_passed)
+             VALUES (7, 'old', 'linux', 5, '{\"tasks\":[]}', 'passed', 1000, 1)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO tasks (id, job_id, name, spec, priority, state, queued_at, updated_at)
+             VALUES (3, 7, 't', '{}', 0, 'passed', 1000, 1000)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+
+        migrator.run(&pool).await.unwrap();
+
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info('jobs') ORDER BY cid")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            columns.last().map(String::as_str),
+            Some("spec"),
+            "{columns:?}"
+        );
+        assert_eq!(columns.len(), 24, "{columns:?}");
+        let job: (String, String, String, i64, Option<i64>) = sqlx::query_as(
+            "SELECT name, spec, state, created_at, tasks_passed FROM jobs WHERE id = 7",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            job,
+            (
+                "old".into(),
+                "{\"tasks\":[]}".into(),
+                "passed".into(),
+                1000,
+                Some(1)
+            )
+        );
+        let dangling: Vec<(String, i64, String, i64)> = sqlx::query_as("PRAGMA foreign_key_check")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert!(dangling.is_empty(), "{dangling:?}");
+        let refused = sqlx::query(
+            "INSERT INTO tasks (job_id, name, spec, priority, state, queued_at, updated_at)
+             VALUES (99, 't', '{}', 0, 'queued', 1000, 1000)",
+        )
+        .execute(&pool)
+        .await;
+        assert!(
+            refused.is_err(),
+            "foreign keys are enforced again after the migration"
+        );
+        let index: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'jobs_by_finished_at'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(index, 1);
+        pool.close().await;
+    }
+}

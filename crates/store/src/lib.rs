@@ -22,11 +22,11 @@ mod events_batch;
 mod finished_jobs;
 mod ops;
 mod outbox;
+#[cfg(test)]
+mod pg_plans;
 mod planner_stats;
 mod progress;
 mod progress_pg;
-#[cfg(test)]
-mod pg_plans;
 mod rdb_view;
 mod resultsdb;
 mod retry;

@@ -57,7 +57,12 @@ async fn explain(
     sql: &str,
     bind: impl FnOnce(
         sqlx::query::QueryScalar<'_, sqlx::Postgres, Value, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::QueryScalar<'_, sqlx::Postgres, Value, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryScalar<
+        '_,
+        sqlx::Postgres,
+        Value,
+        sqlx::postgres::PgArguments,
+    >,
 ) -> Vec<serde_json::Map<String, Value>> {
     let text = format!("EXPLAIN (FORMAT JSON) {sql}");
     let plan = bind(sqlx::query_scalar(sqlx::AssertSqlSafe(text)))

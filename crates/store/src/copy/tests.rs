@@ -16,7 +16,11 @@ const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// `offset` column, result groups and data whose rowids are not in
 /// insertion order, and enough log chunks for several pages.
 const FILL: &[&str] = &[
-    r#"INSERT INTO jobs VALUES
+    r#"INSERT INTO jobs (id, name, queue, priority, spec, state, created_at, finished_at,
+            integration_id, tasks_queued, tasks_running, tasks_passed, tasks_failed,
+            tasks_cancelled, outcomes_passed, outcomes_failed, outcomes_flaky, outcomes_timed_out,
+            outcomes_stalled, outcomes_crashed, outcomes_infra_error, outcomes_cancelled,
+            attempts_total, tasks_retried) VALUES
         (1, 'job-a', 'default', 5, '{"name":"job-a"}', 'passed', 1700000000000, 1700000001000, 'int-1',
          0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0),
         (2, 'jöb-b ✓', 'nightly', -3, '{}', 'running', 1700000002000, NULL, NULL,
