@@ -113,7 +113,7 @@ pub(crate) const CLAIM_MANY: &str = "WITH c AS (
              SELECT current_attempt, id, attempts, agent, 'new', now, lease_until FROM t
          ), j AS (
              UPDATE jobs SET state = 'running'
-             WHERE id IN (SELECT job_id FROM t) AND state = 'queued'
+             WHERE id = ANY(ARRAY(SELECT DISTINCT job_id FROM t)) AND state = 'queued'
          )
          SELECT t.id AS task_id, t.agent, t.job_id, t.name, t.spec, t.attempts, t.task_key,
                 jb.state AS job_state, jb.created_at, jb.queue, s.runs, s.mean_ms, s.p95_ms,
@@ -129,6 +129,11 @@ pub(crate) const CLAIM_MANY: &str = "WITH c AS (
 /// statistics that lag behind the queue (a queue that grew since the last
 /// ANALYZE), it read every queued task for each batch and hashed them
 /// (1,200–2,300 rows and 2–3 ms for a batch of 50–70).
+///
+/// The jobs that start are found by key too (`id = ANY(ARRAY(…))`, the
+/// batch's job ids computed once): as a semi-join, a young database's
+/// planner compared every queued job with every claimed task (5,558
+/// comparisons, 3.4 ms).
 async fn claim_rows(tx: &mut Tx, order: &[&ClaimReq<'_>]) -> Result<Vec<ClaimManyRow>> {
     let ids: Vec<i64> = order.iter().map(|c| c.task_id).collect();
     let agents: Vec<&str> = order.iter().map(|c| c.agent).collect();

@@ -131,6 +131,12 @@ async fn postgres_batch_statements_read_tasks_by_key_while_statistics_lag() {
         ["tasks_pkey"],
         "the claim reads its tasks by key, not the queue: {claim:#?}"
     );
+    let claim_filters: Vec<&Value> = claim.iter().filter_map(|n| n.get("Join Filter")).collect();
+    assert!(
+        claim_filters.is_empty(),
+        "the claim finds its starting jobs by key, not by comparing every job with every task: \
+         {claim:#?}"
+    );
 
     let n = attempts.len();
     let stages = explain(&pool, crate::progress_pg::STAGE_TASKS, |q| {
