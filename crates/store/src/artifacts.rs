@@ -385,13 +385,10 @@ mod tests {
             "name = \"j\"\n[[task]]\nname = \"t\"\nsteps = [{{ stage = \"test\", run = \"true\" }}]\nartifacts = {{ always = [\"*\"]{limit} }}\n"
         ))
         .unwrap();
-        let task = NewTask {
-            name: "t".into(),
-            spec: spec.tasks[0].clone(),
-            priority: 0,
-            pinned_agent: None,
-        };
-        let (_, queued) = store.submit_job(&spec, vec![task], 1_000).await.unwrap();
+        let (_, queued) = store
+            .submit_job(&spec, NewTask::plain(&spec), 1_000)
+            .await
+            .unwrap();
         let claimed = store
             .claim(queued[0].id, agent, 2_000)
             .await

@@ -708,18 +708,8 @@ mod tests {
     /// On SQLite too each state is an index probe, never a scan of `tasks`.
     #[tokio::test]
     async fn sqlite_probes_a_jobs_task_states_in_the_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::Store::open(dir.path()).await.unwrap();
-        let crate::db::Pool::Sqlite(pool) = &store.reader else {
-            panic!("Store::open opens SQLite");
-        };
-        let sql = format!("EXPLAIN QUERY PLAN {JOB_TASK_STATES}");
-        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(1_i64)
-            .fetch_all(pool)
-            .await
-            .unwrap();
-        let steps: Vec<&str> = plan.iter().map(|(.., detail)| detail.as_str()).collect();
+        let plan = crate::db::sqlite_plan(JOB_TASK_STATES, 1).await;
+        let steps: Vec<&str> = plan.iter().map(String::as_str).collect();
         assert!(
             steps
                 .iter()

@@ -337,6 +337,25 @@ mod tests {
     }
 }
 
+/// The steps of SQLite's `EXPLAIN QUERY PLAN` of `sql` (one `$1`, bound to
+/// `arg`) on a fresh store: the store's tests check their plans with it.
+#[cfg(test)]
+pub(crate) async fn sqlite_plan(sql: &str, arg: i64) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::Store::open(dir.path()).await.unwrap();
+    let Pool::Sqlite(pool) = &store.reader else {
+        panic!("Store::open opens SQLite");
+    };
+    let plan: Vec<(i64, i64, i64, String)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+            .bind(arg)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    store.close().await;
+    plan.into_iter().map(|(.., detail)| detail).collect()
+}
+
 #[cfg(test)]
 mod sqlite_layout_tests {
     use super::*;

@@ -26,6 +26,23 @@ pub struct NewTask {
     pub pinned_agent: Option<String>,
 }
 
+#[cfg(test)]
+impl NewTask {
+    /// A job's tasks as stored without fan-out, at priority 0: the store's
+    /// own tests submit jobs this way.
+    pub(crate) fn plain(spec: &JobSpec) -> Vec<NewTask> {
+        spec.tasks
+            .iter()
+            .map(|t| NewTask {
+                name: t.name.clone(),
+                spec: t.clone(),
+                priority: 0,
+                pinned_agent: None,
+            })
+            .collect()
+    }
+}
+
 /// A task waiting for an agent, as the scheduler indexes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueuedTask {
@@ -710,21 +727,8 @@ mod tests {
     /// not every attempt ever run.
     #[tokio::test]
     async fn sqlite_reaps_leases_through_the_running_attempts_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        let crate::db::Pool::Sqlite(pool) = &store.reader else {
-            panic!("Store::open opens SQLite");
-        };
-        let sql = format!(
-            "EXPLAIN QUERY PLAN {}",
-            expired_leases_sql(crate::Backend::Sqlite)
-        );
-        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(0_i64)
-            .fetch_all(pool)
-            .await
-            .unwrap();
-        let steps: Vec<&str> = plan.iter().map(|(.., detail)| detail.as_str()).collect();
+        let plan = crate::db::sqlite_plan(&expired_leases_sql(crate::Backend::Sqlite), 0).await;
+        let steps: Vec<&str> = plan.iter().map(String::as_str).collect();
         assert!(
             steps
                 .iter()

@@ -21,16 +21,7 @@ fn job(name: &str, n: usize) -> (JobSpec, Vec<NewTask>) {
         ));
     }
     let spec = JobSpec::from_toml(&toml).unwrap();
-    let tasks = spec
-        .tasks
-        .iter()
-        .map(|t| NewTask {
-            name: t.name.clone(),
-            spec: t.clone(),
-            priority: 0,
-            pinned_agent: None,
-        })
-        .collect();
+    let tasks = NewTask::plain(&spec);
     (spec, tasks)
 }
 

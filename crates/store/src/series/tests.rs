@@ -57,17 +57,10 @@ pub(crate) async fn finished_attempt(
         "name = \"bench\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"./b\" }]\n",
     )
     .unwrap();
-    let tasks = spec
-        .tasks
-        .iter()
-        .map(|t| NewTask {
-            name: t.name.clone(),
-            spec: t.clone(),
-            priority: 0,
-            pinned_agent: None,
-        })
-        .collect();
-    let (_, queued) = store.submit_job(&spec, tasks, at).await.unwrap();
+    let (_, queued) = store
+        .submit_job(&spec, NewTask::plain(&spec), at)
+        .await
+        .unwrap();
     let claimed = store
         .claim(queued[0].id, host, at + 1)
         .await
