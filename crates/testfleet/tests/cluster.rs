@@ -74,12 +74,19 @@ async fn wait_online(api: &ApiClient, host: &str, within: Duration) {
     }
 }
 
-/// Until the job's only task runs.
+/// Until the job's only task runs on its agent: the agent has reported its
+/// `test` stage. A task is `running` from its claim on, before the work
+/// item has reached the agent; a coordinator killed in between leaves an
+/// attempt that no agent holds, which ends with its lease and runs again.
 async fn wait_running(api: &ApiClient, job: i64) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let view = api.job(job).await.unwrap();
-        if let Some(t) = view.tasks.iter().find(|t| t.state == TaskState::Running) {
+        if let Some(t) = view
+            .tasks
+            .iter()
+            .find(|t| t.state == TaskState::Running && t.stage.as_deref() == Some("test"))
+        {
             return t.agent.clone().unwrap_or_default();
         }
         assert!(Instant::now() < deadline, "job {job} never ran: {view:#?}");
