@@ -384,6 +384,17 @@ async fn move_tasks(tx: &mut Tx, changes: &[&TaskChange]) -> Result<HashSet<(i64
     Ok(moved)
 }
 
+/// The stored histories of the keys `$1` (sorted: their rows are locked in
+/// that order, the same in every coordinator). Each key is read through the
+/// primary key: `task_key = ANY($1)` let the planner scan the whole table
+/// while it was small at its last ANALYZE, as when every run brings new keys
+/// (docs/performance.md, "A task's runtimes read by key").
+pub(crate) const RUNTIMES_FOR_UPDATE: &str = "SELECT s.task_key, s.recent
+     FROM unnest($1::text[]) WITH ORDINALITY AS k(key, n)
+     CROSS JOIN LATERAL (SELECT task_key, recent FROM task_stats WHERE task_key = k.key
+                         FOR UPDATE) s
+     ORDER BY k.n";
+
 /// Adds the runs' durations to their keys' histories (the newest 50 are
 /// kept) in two statements: the rows are read (on PostgreSQL locked, in key
 /// order), the new summaries written in one upsert. Returns each key's new
@@ -397,13 +408,13 @@ pub(crate) async fn record_runtimes(
     // key do not lose a duration.
     let stored = match tx.backend() {
         Backend::Postgres => {
-            sqlx::query_as::<_, (String, String)>(
-                "SELECT task_key, recent FROM task_stats WHERE task_key = ANY($1::text[])
-                 ORDER BY task_key FOR UPDATE",
-            )
-            .bind(&keys)
-            .fetch_all(pg(tx)?)
-            .await?
+            let mut locked = keys.clone();
+            locked.sort_unstable();
+            locked.dedup();
+            sqlx::query_as::<_, (String, String)>(RUNTIMES_FOR_UPDATE)
+                .bind(&locked)
+                .fetch_all(pg(tx)?)
+                .await?
         }
         Backend::Sqlite => crate::batch_sqlite::read_runtimes(tx, &keys).await?,
     };

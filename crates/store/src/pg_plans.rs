@@ -171,3 +171,59 @@ async fn postgres_batch_statements_read_tasks_by_key_while_statistics_lag() {
     pool.close().await;
     db.remove().await.unwrap();
 }
+
+/// A finish reads the runtime histories of its tasks' keys by key while
+/// `task_stats` grew since its last ANALYZE (each run of new tasks adds
+/// keys), not by a scan of every key ever run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_runtime_histories_are_read_by_key_while_statistics_lag() {
+    let Some(db) = ScratchPg::create().await else {
+        return;
+    };
+    let url = crate::DatabaseUrl::Postgres(db.postgres_url().to_owned());
+    let store = Store::connect(&url).await.unwrap();
+    let pool = db.pool().await;
+    let grow = |from: i64, to: i64| {
+        sqlx::query(
+            "INSERT INTO task_stats (task_key, runs, mean_ms, p95_ms, recent)
+             SELECT 'job/t' || g, 1, 10, 10, '[10]' FROM generate_series($1::bigint, $2::bigint) g",
+        )
+        .bind(from)
+        .bind(to)
+    };
+    sqlx::query("ALTER TABLE task_stats SET (autovacuum_enabled = false)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    grow(1, 100).execute(&pool).await.unwrap();
+    sqlx::query("ANALYZE task_stats")
+        .execute(&pool)
+        .await
+        .unwrap();
+    grow(101, 3_000).execute(&pool).await.unwrap();
+
+    let mut keys: Vec<String> = (2_000..2_025).map(|i| format!("job/t{i}")).collect();
+    keys.sort_unstable();
+    let plan = explain(&pool, crate::batch_pg::RUNTIMES_FOR_UPDATE, |q| {
+        q.bind(keys.clone())
+    })
+    .await;
+    let reads: Vec<(&str, Option<&str>)> = plan
+        .iter()
+        .filter(|n| n.get("Relation Name").and_then(Value::as_str) == Some("task_stats"))
+        .map(|n| {
+            (
+                n["Node Type"].as_str().unwrap_or(""),
+                n.get("Index Name").and_then(Value::as_str),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reads,
+        [("Index Scan", Some("task_stats_pkey"))],
+        "the histories are read by key: {plan:#?}"
+    );
+    store.close().await;
+    pool.close().await;
+    db.remove().await.unwrap();
+}
