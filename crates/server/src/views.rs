@@ -299,16 +299,7 @@ mod tests {
             "name = \"j\"\n[[task]]\nname = \"t\"\nsteps = [{ stage = \"test\", run = \"true\" }]\n",
         )
         .unwrap();
-        let tasks = spec
-            .tasks
-            .iter()
-            .map(|t| NewTask {
-                name: t.name.clone(),
-                spec: t.clone(),
-                priority: 0,
-                pinned_agent: None,
-            })
-            .collect();
+        let tasks = NewTask::plain(&spec);
         let (job, queued) = store.submit_job(&spec, tasks, 1_000).await.unwrap();
 
         let jobs = views.jobs(10, None).await.unwrap();

@@ -83,16 +83,7 @@ async fn fill(store: &Store) {
     let spec = JobSpec::from_toml(&job_toml("load", TASKS_PER_JOB, "")).unwrap();
     for j in 0..JOBS {
         let now = t0 + (j as i64) * 60_000;
-        let tasks = spec
-            .tasks
-            .iter()
-            .map(|t| NewTask {
-                name: t.name.clone(),
-                spec: t.clone(),
-                priority: 0,
-                pinned_agent: None,
-            })
-            .collect();
+        let tasks = NewTask::plain(&spec);
         let (_, queued) = store.submit_job(&spec, tasks, now).await.unwrap();
         let runs = queued.iter().enumerate().map(|(i, task)| async move {
             // The benchmarks run on one host: one series of 10,000 points.
@@ -122,16 +113,7 @@ async fn fill(store: &Store) {
     }
     let waiting =
         JobSpec::from_toml(&job_toml("waits", QUEUED, "requires = { gpu = \"yes\" }\n")).unwrap();
-    let tasks = waiting
-        .tasks
-        .iter()
-        .map(|t| NewTask {
-            name: t.name.clone(),
-            spec: t.clone(),
-            priority: 0,
-            pinned_agent: None,
-        })
-        .collect();
+    let tasks = NewTask::plain(&waiting);
     store.submit_job(&waiting, tasks, t0).await.unwrap();
     println!(
         "filled {AGENTS} agents and {} results in {:.1} s",

@@ -26,17 +26,16 @@ pub struct NewTask {
     pub pinned_agent: Option<String>,
 }
 
-#[cfg(test)]
 impl NewTask {
-    /// A job's tasks as stored without fan-out, at priority 0: the store's
-    /// own tests submit jobs this way.
-    pub(crate) fn plain(spec: &JobSpec) -> Vec<NewTask> {
+    /// A job's tasks as stored without fan-out: one per task of `spec`,
+    /// pinned to no agent, at the task's priority.
+    pub fn plain(spec: &JobSpec) -> Vec<NewTask> {
         spec.tasks
             .iter()
             .map(|t| NewTask {
                 name: t.name.clone(),
                 spec: t.clone(),
-                priority: 0,
+                priority: spec.task_priority(t),
                 pinned_agent: None,
             })
             .collect()

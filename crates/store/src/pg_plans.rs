@@ -41,6 +41,11 @@ fn nodes(plan: &Value, out: &mut Vec<serde_json::Map<String, Value>>) {
     }
 }
 
+/// Whether the plan node reads `relation`.
+fn on_relation(node: &serde_json::Map<String, Value>, relation: &str) -> bool {
+    node.get("Relation Name").and_then(Value::as_str) == Some(relation)
+}
+
 /// The plan of `sql` with the five stage columns or the four claim columns
 /// bound, as its nodes.
 async fn explain(
@@ -114,7 +119,7 @@ async fn postgres_batch_statements_read_tasks_by_key_while_statistics_lag() {
     .await;
     let indexes: Vec<&str> = claim
         .iter()
-        .filter(|n| n.get("Relation Name").and_then(Value::as_str) == Some("tasks"))
+        .filter(|n| on_relation(n, "tasks"))
         .filter_map(|n| n.get("Index Name").and_then(Value::as_str))
         .collect();
     assert_eq!(
@@ -152,7 +157,7 @@ async fn postgres_batch_statements_read_tasks_by_key_while_statistics_lag() {
     let states = explain(&pool, crate::attempts::JOB_TASK_STATES, |q| q.bind(old_job)).await;
     let reads: Vec<(&str, Option<&str>)> = states
         .iter()
-        .filter(|n| n.get("Relation Name").and_then(Value::as_str) == Some("tasks"))
+        .filter(|n| on_relation(n, "tasks"))
         .map(|n| {
             (
                 n["Node Type"].as_str().unwrap_or(""),
@@ -210,7 +215,7 @@ async fn postgres_runtime_histories_are_read_by_key_while_statistics_lag() {
     .await;
     let reads: Vec<(&str, Option<&str>)> = plan
         .iter()
-        .filter(|n| n.get("Relation Name").and_then(Value::as_str) == Some("task_stats"))
+        .filter(|n| on_relation(n, "task_stats"))
         .map(|n| {
             (
                 n["Node Type"].as_str().unwrap_or(""),

@@ -4,12 +4,12 @@
 
 use testfleet_core::{AttemptOutcome, JobSpec};
 use testfleet_store::{
-    BotJob, BotRequest, BotRequestState, BotSide, BotSideJobs, Missing, NewBotRequest, ReusableJob,
-    Store, StoreError,
+    BotJob, BotRequest, BotRequestState, BotSide, BotSideJobs, Missing, NewBotRequest, NewTask,
+    ReusableJob, Store, StoreError,
 };
 
 use crate::series::{bench_results, map_all};
-use crate::support::{claim, new_tasks, parse, simple_job};
+use crate::support::{claim, parse, simple_job};
 
 contract_tests!(
     a_request_is_taken_up_once_per_head_sha,
@@ -36,7 +36,7 @@ fn sides(name: &str) -> Vec<BotSideJobs> {
         .into_iter()
         .map(|side| {
             let spec = simple_job(&format!("{name}-{}", side.as_str()), 1, 0, 0);
-            let tasks = new_tasks(&spec);
+            let tasks = NewTask::plain(&spec);
             BotSideJobs {
                 side,
                 reused: Vec::new(),
@@ -305,7 +305,7 @@ async fn run_bot_job(
         ));
     }
     let spec: JobSpec = parse(&toml);
-    let tasks = new_tasks(&spec);
+    let tasks = NewTask::plain(&spec);
     let submitted = store
         .submit_bot_jobs(
             request.id,

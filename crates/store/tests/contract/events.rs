@@ -7,12 +7,14 @@
 use std::sync::Arc;
 
 use testfleet_core::TaskState;
-use testfleet_store::{EventFilter, EventJob, Ingested, NewEvent, Store, StoreError, copy_store};
+use testfleet_store::{
+    EventFilter, EventJob, Ingested, NewEvent, NewTask, Store, StoreError, copy_store,
+};
 use testfleet_wire::events::EventOutcome;
 use tokio::sync::Barrier;
 
 use crate::fixture::PgDatabase;
-use crate::support::{new_tasks, simple_job};
+use crate::support::simple_job;
 
 contract_tests!(
     ingest_records_the_event_and_submits_its_jobs_together,
@@ -40,7 +42,7 @@ fn event(key: Option<&str>) -> NewEvent {
 
 fn job(name: &str, tasks: usize) -> EventJob {
     let spec = simple_job(name, tasks, 0, 0);
-    let tasks = new_tasks(&spec);
+    let tasks = NewTask::plain(&spec);
     EventJob { spec, tasks }
 }
 

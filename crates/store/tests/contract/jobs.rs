@@ -7,7 +7,7 @@ use testfleet_core::time_fmt::format_millis;
 use testfleet_core::{AttemptOutcome, JobState, TaskState};
 use testfleet_store::{FinishEffect, NewTask, Store, StoreError, task_key};
 
-use crate::support::{INTEGRATION, claim, new_tasks, parse, simple_job, submit};
+use crate::support::{INTEGRATION, claim, parse, simple_job, submit};
 
 contract_tests!(
     submit_job_queues_every_task_in_order,
@@ -345,7 +345,7 @@ async fn running_attempts_lists_unfinished_attempts(store: Store) {
     assert!(store.running_attempts().await.unwrap().is_empty());
     let spec = parse(INTEGRATION);
     let (job_a, qa) = store
-        .submit_job(&spec, new_tasks(&spec), 1_000)
+        .submit_job(&spec, NewTask::plain(&spec), 1_000)
         .await
         .unwrap();
     let (job_b, qb) = submit(&store, &simple_job("other", 2, 0, 2), 1_500).await;

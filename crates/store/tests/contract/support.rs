@@ -53,23 +53,10 @@ pub fn parse(toml: &str) -> JobSpec {
     JobSpec::from_toml(toml).expect("valid job file")
 }
 
-/// The tasks the coordinator stores for a job without fan-out.
-pub fn new_tasks(spec: &JobSpec) -> Vec<NewTask> {
-    spec.tasks
-        .iter()
-        .map(|t| NewTask {
-            name: t.name.clone(),
-            spec: t.clone(),
-            priority: spec.task_priority(t),
-            pinned_agent: None,
-        })
-        .collect()
-}
-
 /// Submits `spec` at `now`; returns the job id and its queued tasks.
 pub async fn submit(store: &Store, spec: &JobSpec, now: UnixMillis) -> (i64, Vec<QueuedTask>) {
     store
-        .submit_job(spec, new_tasks(spec), now)
+        .submit_job(spec, NewTask::plain(spec), now)
         .await
         .expect("submit_job")
 }
